@@ -1,0 +1,394 @@
+"""Address encodings: AFI 0/1/2/17 and LCAF types 1, 2, 9, 13 (RFC 9301 5.1, RFC 8060).
+
+IPv4 and IPv6 addresses are the stdlib `ipaddress` objects. Every other kind of
+address is a frozen dataclass here. LCAF types we do not interpret are kept as
+opaque bytes (`UnknownLcaf`) and re-encoded unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from ipaddress import IPv4Address, IPv6Address
+from typing import Final
+
+from decent.wire.buffer import Reader, Writer, check_uint
+from decent.wire.errors import DecodeError
+from decent.wire.limits import (
+    MAX_AFI_LIST_ITEMS,
+    MAX_LCAF_DEPTH,
+    MAX_NAME_LEN,
+    MAX_RLE_ENTRIES,
+)
+
+
+class Afi(IntEnum):
+    NONE = 0
+    IPV4 = 1
+    IPV6 = 2
+    DISTINGUISHED_NAME = 17
+    LCAF = 16387
+
+
+class LcafType(IntEnum):
+    AFI_LIST = 1
+    INSTANCE_ID = 2
+    MULTICAST_INFO = 9
+    RLE = 13
+
+
+#: RLE level RFC 8378 section 5.1.2 requires for signal-free multicast.
+RLE_LEVEL_DEFAULT: Final = 128
+
+
+@dataclass(frozen=True, slots=True)
+class NoAddress:
+    """AFI 0: an empty address (no address bytes follow)."""
+
+
+NO_ADDRESS: Final = NoAddress()
+
+
+@dataclass(frozen=True, slots=True)
+class DistinguishedName:
+    """AFI 17: a NUL-terminated ASCII name (RFC 9735)."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a distinguished name may not be empty")
+        if len(self.name) > MAX_NAME_LEN:
+            raise ValueError(f"distinguished name longer than {MAX_NAME_LEN} bytes")
+        if not self.name.isascii() or "\x00" in self.name:
+            raise ValueError("a distinguished name is ASCII without NUL")
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceId:
+    """LCAF type 2: an address scoped to a 32-bit instance ID."""
+
+    iid: int
+    address: Address
+    iid_mask_len: int = 0
+
+    def __post_init__(self) -> None:
+        check_uint("iid", self.iid, 32)
+        check_uint("iid_mask_len", self.iid_mask_len, 8)
+
+
+@dataclass(frozen=True, slots=True)
+class AfiList:
+    """LCAF type 1: a list of addresses, possibly nested LCAFs."""
+
+    items: tuple[Address, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.items) > MAX_AFI_LIST_ITEMS:
+            raise ValueError(f"more than {MAX_AFI_LIST_ITEMS} AFI-List items")
+
+
+@dataclass(frozen=True, slots=True)
+class MulticastInfo:
+    """LCAF type 9: an (S,G) entry scoped to an instance ID.
+
+    `padded` marks the lispers.net form, which has two zero bytes between the
+    LCAF length and the instance ID. We accept it, and emit it only on request.
+    """
+
+    iid: int
+    source: IPv4Address | IPv6Address
+    source_mask_len: int
+    group: IPv4Address | IPv6Address
+    group_mask_len: int
+    flags: int = 0
+    padded: bool = False
+
+    def __post_init__(self) -> None:
+        check_uint("iid", self.iid, 32)
+        check_uint("flags", self.flags, 8)
+        if self.source.version != self.group.version:
+            raise ValueError("source and group must be of one address family")
+        width = self.source.max_prefixlen
+        if not 0 <= self.source_mask_len <= width:
+            raise ValueError(f"source mask length {self.source_mask_len}")
+        if not 0 <= self.group_mask_len <= width:
+            raise ValueError(f"group mask length {self.group_mask_len}")
+
+
+@dataclass(frozen=True, slots=True)
+class RleEntry:
+    """One replication target of an RLE: level, address and optional name."""
+
+    address: Address
+    level: int = RLE_LEVEL_DEFAULT
+    #: lispers.net may append an AFI-17 RLOC name after the address.
+    name: DistinguishedName | None = None
+
+    def __post_init__(self) -> None:
+        check_uint("level", self.level, 8)
+
+
+@dataclass(frozen=True, slots=True)
+class Rle:
+    """LCAF type 13: a Replication List Entry."""
+
+    entries: tuple[RleEntry, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.entries) > MAX_RLE_ENTRIES:
+            raise ValueError(f"more than {MAX_RLE_ENTRIES} RLE entries")
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownLcaf:
+    """An LCAF type we do not interpret, kept byte for byte."""
+
+    lcaf_type: int
+    body: bytes
+    rsvd1: int = 0
+    flags: int = 0
+    rsvd2: int = 0
+
+    def __post_init__(self) -> None:
+        check_uint("lcaf_type", self.lcaf_type, 8)
+        check_uint("rsvd1", self.rsvd1, 8)
+        check_uint("flags", self.flags, 8)
+        check_uint("rsvd2", self.rsvd2, 8)
+        if len(self.body) > 0xFFFF:
+            raise ValueError("LCAF body longer than 65535 bytes")
+
+
+Address = (
+    NoAddress
+    | IPv4Address
+    | IPv6Address
+    | DistinguishedName
+    | InstanceId
+    | AfiList
+    | MulticastInfo
+    | Rle
+    | UnknownLcaf
+)
+IPAddress = IPv4Address | IPv6Address
+
+
+def afi_of(addr: Address) -> int:
+    if isinstance(addr, IPv4Address):
+        return Afi.IPV4
+    if isinstance(addr, IPv6Address):
+        return Afi.IPV6
+    if isinstance(addr, NoAddress):
+        return Afi.NONE
+    if isinstance(addr, DistinguishedName):
+        return Afi.DISTINGUISHED_NAME
+    return Afi.LCAF
+
+
+# ---------------------------------------------------------------- decoding
+
+# Building an IPv4Address costs more than the rest of a small decode. A node
+# sees few distinct RLOCs and EIDs, so a bounded memo keyed by the packed bytes
+# pays for itself; it is cleared when full so hostile input cannot grow it.
+_V4_MEMO: dict[bytes, IPv4Address] = {}
+_V4_MEMO_MAX: Final = 1 << 16
+
+
+def _ipv4(packed: bytes) -> IPv4Address:
+    addr = _V4_MEMO.get(packed)
+    if addr is None:
+        if len(_V4_MEMO) >= _V4_MEMO_MAX:
+            _V4_MEMO.clear()
+        addr = _V4_MEMO[packed] = IPv4Address(packed)
+    return addr
+
+
+def read_address(r: Reader, depth: int = 0) -> Address:
+    """Read an AFI-prefixed address. Unknown AFIs are refused (RFC 9301 5.1)."""
+    afi = r.u16()
+    if afi == Afi.IPV4:
+        return _ipv4(r.take(4))
+    if afi == Afi.IPV6:
+        return IPv6Address(r.take(16))
+    if afi == Afi.NONE:
+        return NO_ADDRESS
+    if afi == Afi.DISTINGUISHED_NAME:
+        return _read_name(r)
+    if afi == Afi.LCAF:
+        return _read_lcaf(r, depth + 1)
+    raise DecodeError(f"unknown AFI {afi} at offset {r.pos - 2}")
+
+
+def read_ip(r: Reader) -> IPAddress:
+    addr = read_address(r, MAX_LCAF_DEPTH)
+    if not isinstance(addr, IPv4Address | IPv6Address):
+        raise r.fail("expected an IPv4 or IPv6 address")
+    return addr
+
+
+def _read_name(r: Reader) -> DistinguishedName:
+    start = r.pos
+    chars = bytearray()
+    while True:
+        c = r.u8()
+        if c == 0:
+            break
+        if c > 0x7F:
+            raise DecodeError(f"non-ASCII byte in a name at offset {r.pos - 1}")
+        chars.append(c)
+        if len(chars) > MAX_NAME_LEN:
+            raise DecodeError(f"name at offset {start} exceeds {MAX_NAME_LEN}")
+    if not chars:
+        raise DecodeError(f"empty name at offset {start}")
+    return DistinguishedName(chars.decode("ascii"))
+
+
+def _read_lcaf(r: Reader, depth: int) -> Address:
+    if depth > MAX_LCAF_DEPTH:
+        raise r.fail(f"LCAFs nested deeper than {MAX_LCAF_DEPTH}")
+    rsvd1 = r.u8()
+    flags = r.u8()
+    lcaf_type = r.u8()
+    rsvd2 = r.u8()
+    length = r.u16()
+    with r.limit(length):
+        if lcaf_type == LcafType.INSTANCE_ID:
+            iid = r.u32()
+            return InstanceId(iid, read_address(r, depth), rsvd2)
+        if lcaf_type == LcafType.AFI_LIST:
+            return _read_afi_list(r, depth)
+        if lcaf_type == LcafType.MULTICAST_INFO:
+            return _read_multicast_info(r, rsvd2, length)
+        if lcaf_type == LcafType.RLE:
+            return _read_rle(r, depth)
+        return UnknownLcaf(lcaf_type, r.take_rest(), rsvd1, flags, rsvd2)
+
+
+def _read_afi_list(r: Reader, depth: int) -> AfiList:
+    items: list[Address] = []
+    while r.remaining:
+        if len(items) == MAX_AFI_LIST_ITEMS:
+            raise r.fail(f"more than {MAX_AFI_LIST_ITEMS} AFI-List items")
+        items.append(read_address(r, depth))
+    return AfiList(tuple(items))
+
+
+def _read_multicast_info(r: Reader, flags: int, length: int) -> MulticastInfo:
+    # RFC 8060 body: IID(4) Rsvd(2) SrcML(1) GrpML(1) AFI Src AFI Grp, which is
+    # 20 bytes for IPv4 and 44 for IPv6. lispers.net adds two pad bytes first.
+    padded = length in (22, 46)
+    if padded and r.u16() != 0:
+        raise r.fail("non-zero lispers.net Multicast Info pad")
+    iid = r.u32()
+    r.u16()  # reserved, ignored on receipt (RFC 8060 section 3)
+    source_ml = r.u8()
+    group_ml = r.u8()
+    source = read_ip(r)
+    group = read_ip(r)
+    return MulticastInfo(iid, source, source_ml, group, group_ml, flags, padded)
+
+
+def _read_rle(r: Reader, depth: int) -> Rle:
+    entries: list[RleEntry] = []
+    while r.remaining:
+        if len(entries) == MAX_RLE_ENTRIES:
+            raise r.fail(f"more than {MAX_RLE_ENTRIES} RLE entries")
+        r.u16()  # Rsvd3
+        r.u8()  # Rsvd4
+        level = r.u8()
+        address = read_address(r, depth)
+        name = None
+        # lispers.net may follow an entry's address with an AFI-17 name. A
+        # next entry starts with Rsvd3 = 0, so AFI 17 cannot be mistaken.
+        if r.remaining >= 2 and r.peek_u16() == Afi.DISTINGUISHED_NAME:
+            r.u16()
+            name = _read_name(r)
+        entries.append(RleEntry(address, level, name))
+    return Rle(tuple(entries))
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def write_address(w: Writer, addr: Address) -> None:
+    if isinstance(addr, IPv4Address):
+        w.u16(Afi.IPV4)
+        w.put(addr.packed)
+    elif isinstance(addr, IPv6Address):
+        w.u16(Afi.IPV6)
+        w.put(addr.packed)
+    elif isinstance(addr, NoAddress):
+        w.u16(Afi.NONE)
+    elif isinstance(addr, DistinguishedName):
+        w.u16(Afi.DISTINGUISHED_NAME)
+        w.put(addr.name.encode("ascii") + b"\x00")
+    else:
+        _write_lcaf(w, addr)
+
+
+def _lcaf_header(
+    w: Writer, lcaf_type: int, rsvd2: int, flags: int = 0, rsvd1: int = 0
+) -> int:
+    w.u16(Afi.LCAF)
+    w.u8(rsvd1)
+    w.u8(flags)
+    w.u8(lcaf_type)
+    w.u8(rsvd2)
+    w.u16(0)  # length, patched by _close_lcaf
+    return len(w)
+
+
+def _close_lcaf(w: Writer, body_start: int) -> None:
+    length = len(w) - body_start
+    if length > 0xFFFF:
+        raise ValueError("LCAF body longer than 65535 bytes")
+    w.patch_u16(body_start - 2, length)
+
+
+def _write_lcaf(
+    w: Writer, addr: InstanceId | AfiList | MulticastInfo | Rle | UnknownLcaf
+) -> None:
+    if isinstance(addr, UnknownLcaf):
+        start = _lcaf_header(w, addr.lcaf_type, addr.rsvd2, addr.flags, addr.rsvd1)
+        w.put(addr.body)
+    elif isinstance(addr, InstanceId):
+        start = _lcaf_header(w, LcafType.INSTANCE_ID, addr.iid_mask_len)
+        w.u32(addr.iid)
+        write_address(w, addr.address)
+    elif isinstance(addr, AfiList):
+        start = _lcaf_header(w, LcafType.AFI_LIST, 0)
+        for item in addr.items:
+            write_address(w, item)
+    elif isinstance(addr, MulticastInfo):
+        start = _lcaf_header(w, LcafType.MULTICAST_INFO, addr.flags)
+        if addr.padded:
+            w.u16(0)
+        w.u32(addr.iid)
+        w.u16(0)
+        w.u8(addr.source_mask_len)
+        w.u8(addr.group_mask_len)
+        write_address(w, addr.source)
+        write_address(w, addr.group)
+    else:
+        start = _lcaf_header(w, LcafType.RLE, 0)
+        for entry in addr.entries:
+            w.u16(0)
+            w.u8(0)
+            w.u8(entry.level)
+            write_address(w, entry.address)
+            if entry.name is not None:
+                write_address(w, entry.name)
+    _close_lcaf(w, start)
+
+
+def address_depth(addr: Address) -> int:
+    """How many LCAFs are nested in addr (0 for a plain AFI)."""
+    if isinstance(addr, InstanceId):
+        return 1 + address_depth(addr.address)
+    if isinstance(addr, AfiList):
+        return 1 + max((address_depth(a) for a in addr.items), default=0)
+    if isinstance(addr, Rle):
+        return 1 + max((address_depth(e.address) for e in addr.entries), default=0)
+    if isinstance(addr, MulticastInfo | UnknownLcaf):
+        return 1
+    return 0

@@ -1,0 +1,277 @@
+"""Control-message codec: round trips, hostile input, limits and flag layout."""
+
+from __future__ import annotations
+
+import contextlib
+from ipaddress import IPv4Address, IPv6Address
+from typing import cast
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from decent.wire import (
+    NO_ADDRESS,
+    AfiList,
+    DecodeError,
+    EncapsulatedControlMessage,
+    InstanceId,
+    Locator,
+    MapNotify,
+    MapNotifyAck,
+    MapRecord,
+    MapRegister,
+    MapReply,
+    MapRequest,
+    RequestRecord,
+    Rle,
+    RleEntry,
+    UnknownLcaf,
+    decode,
+)
+from decent.wire.afi import write_address
+from decent.wire.buffer import Writer
+from decent.wire.limits import MAX_LCAF_DEPTH, MAX_LOCATORS, MAX_RLE_ENTRIES
+from tests.wire import strategies as ws
+
+A = IPv4Address("192.0.2.1")
+PROPS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@PROPS
+@given(ws.inner_messages)
+def test_every_message_round_trips(msg: object) -> None:
+    assert decode(msg.encode()) == msg  # type: ignore[attr-defined]
+
+
+@PROPS
+@given(ws.ecms())
+def test_every_ecm_round_trips(msg: EncapsulatedControlMessage) -> None:
+    assert decode(msg.encode()) == msg
+
+
+@PROPS
+@given(st.binary(max_size=300))
+def test_random_bytes_decode_or_raise_decode_error(data: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        decode(data)
+
+
+@PROPS
+@given(st.sampled_from(range(1, 9)), st.binary(max_size=200))
+def test_random_bodies_of_every_type_decode_or_raise_decode_error(
+    msg_type: int, body: bytes
+) -> None:
+    with contextlib.suppress(DecodeError):
+        decode(bytes([msg_type << 4]) + body)
+
+
+@PROPS
+@given(ws.inner_messages, st.data())
+def test_mutated_messages_decode_or_raise_decode_error(
+    msg: object, data: st.DataObject
+) -> None:
+    raw = bytearray(msg.encode())  # type: ignore[attr-defined]
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    with contextlib.suppress(DecodeError):
+        decode(bytes(raw))
+
+
+@PROPS
+@given(ws.inner_messages)
+def test_every_truncation_of_a_generated_message_is_a_decode_error(
+    msg: object,
+) -> None:
+    # LISP-SEC data is kept opaque to the end of a Map-Reply, so only its
+    # absence can be detected; every other field is length-checked.
+    assume(not (isinstance(msg, MapReply) and msg.security_data))
+    raw = msg.encode()  # type: ignore[attr-defined]
+    for cut in range(len(raw)):
+        with pytest.raises(DecodeError):
+            decode(raw[:cut])
+    with pytest.raises(DecodeError, match="trailing"):
+        decode(raw + b"\x00")
+
+
+def _request(**kw: object) -> MapRequest:
+    base: dict[str, object] = {
+        "nonce": 1,
+        "records": (RequestRecord(IPv4Address("10.0.0.1"), 32),),
+        "itr_rlocs": (A,),
+    }
+    base.update(kw)
+    return MapRequest(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kw", "mask"),
+    [
+        ({"authoritative": True}, 0x08000000),
+        ({"map_reply": MapRecord(A, 32)}, 0x04000000),
+        ({"probe": True}, 0x02000000),
+        ({"smr": True}, 0x01000000),
+        ({"pitr": True}, 0x00800000),
+        ({"smr_invoked": True}, 0x00400000),
+        ({"xtr_id": 7}, 0x00100000),
+        ({"local_xtr": True}, 0x00004000),
+        ({"dont_map_reply": True}, 0x00002000),
+    ],
+)
+def test_map_request_flags_sit_where_rfc_9301_puts_them(
+    kw: dict[str, object], mask: int
+) -> None:
+    first = int.from_bytes(_request(**kw).encode()[:4], "big")
+    assert first == (1 << 28) | mask | 1
+
+
+def test_map_request_counts_itr_rlocs_of_both_families() -> None:
+    rlocs = (A, IPv6Address("2001:db8::1"), IPv4Address("198.51.100.1"))
+    raw = _request(itr_rlocs=rlocs).encode()
+    assert (int.from_bytes(raw[:4], "big") >> 8) & 0x1F == 2
+    assert decode(raw) == _request(itr_rlocs=rlocs)
+
+
+def test_pubsub_request_sets_the_record_n_bit_and_trailer() -> None:
+    rec = RequestRecord(IPv4Address("10.0.0.0"), 8, notify=True)
+    raw = _request(records=(rec,), xtr_id=1 << 127, site_id=9).encode()
+    assert raw[-24:] == (1 << 127).to_bytes(16, "big") + (9).to_bytes(8, "big")
+    assert raw[-24 - 8] == 0x80
+
+
+@pytest.mark.parametrize(
+    ("kw", "mask"),
+    [
+        ({"proxy_reply": True}, 0x08000000),
+        ({"security_capable": True}, 0x04000000),
+        ({"xtr_id": 1}, 0x02000000),
+        ({"eid_notify": True}, 0x00001000),
+        ({"ttl_timeout": True}, 0x00000800),
+        ({"merge": True}, 0x00000400),
+        ({"want_map_notify": True}, 0x00000100),
+    ],
+)
+def test_map_register_flags_sit_where_rfc_9301_puts_them(
+    kw: dict[str, object], mask: int
+) -> None:
+    msg = MapRegister(nonce=1, records=(), **kw)  # type: ignore[arg-type]
+    assert int.from_bytes(msg.encode()[:4], "big") == (3 << 28) | mask
+
+
+def test_map_register_with_lispers_encryption_bit_is_refused() -> None:
+    raw = bytearray(MapRegister(nonce=1, records=()).encode())
+    raw[2] |= 0x20
+    with pytest.raises(DecodeError, match="bit 18"):
+        decode(bytes(raw))
+
+
+def test_map_reply_probe_and_echo_nonce_bits() -> None:
+    raw = MapReply(5, (), probe=True, echo_nonce=True).encode()
+    assert raw[:4] == bytes.fromhex("2c000000")
+
+
+def test_map_reply_security_bit_without_data_is_refused() -> None:
+    with pytest.raises(DecodeError, match="LISP-SEC"):
+        decode(bytes.fromhex("22000000") + bytes(8))
+
+
+def test_notify_and_notify_ack_are_distinct_types() -> None:
+    n = MapNotify(1, ())
+    ack = MapNotifyAck(1, ())
+    assert n != cast(object, ack)
+    assert isinstance(decode(ack.encode()), MapNotifyAck)
+    assert ack.encode()[0] == 0x50
+
+
+def test_unknown_lcaf_is_kept_byte_for_byte() -> None:
+    geo = UnknownLcaf(5, bytes(range(12)), rsvd1=1, flags=2, rsvd2=3)
+    rec = MapRecord(A, 32, (Locator(geo),))
+    msg = MapReply(1, (rec,))
+    raw = msg.encode()
+    assert bytes.fromhex("4003 01 02 05 03 000c") + bytes(range(12)) in raw
+    assert decode(raw) == msg
+
+
+def test_unknown_afi_is_refused() -> None:
+    raw = bytearray(MapReply(1, (MapRecord(A, 32),)).encode())
+    raw[22:24] = (6).to_bytes(2, "big")  # AFI 6 (MAC) is not one we speak
+    with pytest.raises(DecodeError, match="unknown AFI 6"):
+        decode(bytes(raw))
+
+
+def test_unknown_message_type_is_refused() -> None:
+    with pytest.raises(DecodeError, match="type 7"):
+        decode(bytes.fromhex("70000000") + bytes(8))
+
+
+def test_ecm_inside_ecm_is_refused() -> None:
+    inner = EncapsulatedControlMessage(_request(), A, A)
+    with pytest.raises(ValueError, match="ECM"):
+        EncapsulatedControlMessage(inner, A, A)  # type: ignore[arg-type]
+    outer = bytes(4) + inner.encode()
+    raw = bytes([0x80, 0, 0, 0]) + inner._packet(inner.encode()).encode()
+    assert outer != raw
+    with pytest.raises(DecodeError, match="ECM inside an ECM"):
+        decode(raw)
+
+
+def test_ecm_with_lisp_sec_is_refused() -> None:
+    raw = bytearray(EncapsulatedControlMessage(_request(), A, A).encode())
+    raw[0] |= 0x08
+    with pytest.raises(DecodeError, match="LISP-SEC"):
+        decode(bytes(raw))
+
+
+def test_ecm_carries_ipv6_inner_headers() -> None:
+    v6 = IPv6Address("2001:db8::5")
+    msg = EncapsulatedControlMessage(_request(), v6, IPv6Address("2001:db8::9"), 61000)
+    raw = msg.encode()
+    assert raw[4] >> 4 == 6
+    assert decode(raw) == msg
+
+
+def _nest(depth: int) -> object:
+    addr: object = A
+    for _ in range(depth):
+        addr = InstanceId(1, addr)  # type: ignore[arg-type]
+    return addr
+
+
+def test_lcaf_nesting_is_bounded_both_ways() -> None:
+    ok = MapReply(1, (MapRecord(_nest(MAX_LCAF_DEPTH), 32),))  # type: ignore[arg-type]
+    assert decode(ok.encode()) == ok
+    with pytest.raises(ValueError, match="deeper"):
+        MapRecord(_nest(MAX_LCAF_DEPTH + 1), 32)  # type: ignore[arg-type]
+    w = Writer()
+    write_address(w, _nest(MAX_LCAF_DEPTH + 1))  # type: ignore[arg-type]
+    plain = bytes.fromhex("0001") + A.packed
+    raw = MapReply(1, (MapRecord(A, 32),)).encode().replace(plain, w.raw())
+    with pytest.raises(DecodeError, match="nested deeper"):
+        decode(raw)
+
+
+def test_locator_count_is_bounded() -> None:
+    locs = tuple(Locator(A) for _ in range(MAX_LOCATORS + 1))
+    with pytest.raises(ValueError, match="locators"):
+        MapRecord(A, 32, locs)
+    raw = bytearray(MapReply(1, (MapRecord(A, 32),)).encode())
+    raw[16] = MAX_LOCATORS + 1
+    with pytest.raises(DecodeError, match="locators exceed"):
+        decode(bytes(raw))
+
+
+def test_rle_entries_are_bounded() -> None:
+    with pytest.raises(ValueError, match="RLE entries"):
+        Rle(tuple(RleEntry(A) for _ in range(MAX_RLE_ENTRIES + 1)))
+
+
+def test_lispers_rle_names_after_entries_are_accepted() -> None:
+    from decent.wire import DistinguishedName
+
+    rle = Rle((RleEntry(A, 128, DistinguishedName("n1")), RleEntry(A, 128)))
+    loc = Locator(AfiList((NO_ADDRESS, rle)), 255, 0, 1, 100)
+    msg = MapReply(1, (MapRecord(A, 32, (loc,)),))
+    assert decode(msg.encode()) == msg
