@@ -203,18 +203,26 @@ def _ipv4(packed: bytes) -> IPv4Address:
     return addr
 
 
+# Plain ints: comparing against IntEnum members costs an attribute lookup each.
+_AFI_NONE: Final = 0
+_AFI_IPV4: Final = 1
+_AFI_IPV6: Final = 2
+_AFI_NAME: Final = 17
+_AFI_LCAF: Final = 16387
+
+
 def read_address(r: Reader, depth: int = 0) -> Address:
     """Read an AFI-prefixed address. Unknown AFIs are refused (RFC 9301 5.1)."""
     afi = r.u16()
-    if afi == Afi.IPV4:
+    if afi == _AFI_IPV4:
         return _ipv4(r.take(4))
-    if afi == Afi.IPV6:
+    if afi == _AFI_IPV6:
         return IPv6Address(r.take(16))
-    if afi == Afi.NONE:
+    if afi == _AFI_NONE:
         return NO_ADDRESS
-    if afi == Afi.DISTINGUISHED_NAME:
+    if afi == _AFI_NAME:
         return _read_name(r)
-    if afi == Afi.LCAF:
+    if afi == _AFI_LCAF:
         return _read_lcaf(r, depth + 1)
     raise DecodeError(f"unknown AFI {afi} at offset {r.pos - 2}")
 

@@ -160,7 +160,7 @@ class MapRequest:
     def decode_body(cls, first: int, r: Reader) -> MapRequest:
         nonce = r.u64()
         source_eid = read_address(r)
-        itr_rlocs = tuple(read_address(r) for _ in range(((first >> 8) & 0x1F) + 1))
+        itr_rlocs = tuple([read_address(r) for _ in range(((first >> 8) & 0x1F) + 1)])
         records = []
         for _ in range(first & 0xFF):
             flags = r.u8()

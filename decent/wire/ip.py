@@ -1,0 +1,273 @@
+"""IPv4/IPv6 + UDP packets carried inside LISP (RFC 9301 section 5.8, RFC 9300 5.3)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import Final, NamedTuple
+
+from decent.wire.buffer import Reader, check_uint
+from decent.wire.errors import DecodeError
+
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
+
+IPV4_HEADER_LEN: Final = 20
+IPV6_HEADER_LEN: Final = 40
+UDP_HEADER_LEN: Final = 8
+
+#: IPv4 flags/fragment-offset word.
+IPV4_DONT_FRAGMENT: Final = 0x4000
+IPV4_MORE_FRAGMENTS: Final = 0x2000
+IPV4_FRAGMENT_OFFSET: Final = 0x1FFF
+
+#: Largest UDP payload per family (16-bit IPv4 total / IPv6 payload length).
+MAX_UDP_PAYLOAD_V4: Final = 0xFFFF - IPV4_HEADER_LEN - UDP_HEADER_LEN
+MAX_UDP_PAYLOAD_V6: Final = 0xFFFF - UDP_HEADER_LEN
+
+# RFC 8200 section 4 extension headers (plus RFC 4302/4303 AH/ESP and the
+# RFC 7045 registry entries); named in the error so an operator sees why.
+_IPV6_EXTENSION_HEADERS: Final = frozenset({0, 43, 44, 50, 51, 60, 135, 139, 140})
+
+_IPV4: Final = struct.Struct("!BBHHHBBH4s4s")
+_IPV6: Final = struct.Struct("!IHBB16s16s")
+_UDP: Final = struct.Struct("!HHHH")
+_U16: Final = struct.Struct("!H")
+_IPV4_CHECKSUM_AT: Final = 10
+_PSEUDO_V4: Final = struct.Struct("!4s4sBBH")
+_PSEUDO_V6: Final = struct.Struct("!16s16sI3xB")
+
+
+def internet_checksum(data: bytes) -> int:
+    """The RFC 1071 checksum of data (odd lengths are padded with a zero byte).
+
+    Over data that already carries a correct checksum the result is 0.
+    """
+    # 2**16 == 1 (mod 0xffff), so the big integer is congruent to the sum of
+    # its 16-bit words; the end-around carry only decides 0 versus 0xffff.
+    n = int.from_bytes(data, "big")
+    if len(data) % 2:
+        n <<= 8
+    total = (n - 1) % 0xFFFF + 1 if n else 0
+    return 0xFFFF - total
+
+
+def _pseudo_header(
+    src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address, length: int
+) -> bytes:
+    if isinstance(src, IPv4Address):
+        return _PSEUDO_V4.pack(src.packed, dst.packed, 0, PROTO_UDP, length)
+    return _PSEUDO_V6.pack(src.packed, dst.packed, length, PROTO_UDP)
+
+
+def udp_checksum(
+    src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address, udp_bytes: bytes
+) -> int:
+    """The UDP checksum field for udp_bytes (header with checksum 0, then payload).
+
+    A computed 0 comes back as 0xffff: RFC 768 reserves 0 for "no checksum".
+    """
+    csum = internet_checksum(_pseudo_header(src, dst, len(udp_bytes)) + udp_bytes)
+    return csum or 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class UdpPacket:
+    """A UDP datagram with its IP header, e.g. the inner packet of an ECM."""
+
+    src: IPv4Address | IPv6Address
+    dst: IPv4Address | IPv6Address
+    sport: int
+    dport: int
+    payload: bytes
+    ttl: int = 64
+    #: IPv4 Identification; not encoded for IPv6.
+    ident: int = 0
+    #: IPv4 TOS or IPv6 Traffic Class (DSCP and ECN).
+    tos: int = 0
+    #: IPv4 only.
+    dont_fragment: bool = True
+
+    def __post_init__(self) -> None:
+        family = type(self.src)
+        if family not in (IPv4Address, IPv6Address) or type(self.dst) is not family:
+            raise ValueError("src and dst must be IP addresses of one family")
+        check_uint("sport", self.sport, 16)
+        check_uint("dport", self.dport, 16)
+        check_uint("ttl", self.ttl, 8)
+        check_uint("ident", self.ident, 16)
+        check_uint("tos", self.tos, 8)
+        limit = MAX_UDP_PAYLOAD_V4 if self.src.version == 4 else MAX_UDP_PAYLOAD_V6
+        if len(self.payload) > limit:
+            raise ValueError(f"UDP payload of {len(self.payload)} > {limit} bytes")
+
+    def encode(self) -> bytes:
+        udp_len = UDP_HEADER_LEN + len(self.payload)
+        udp = _UDP.pack(self.sport, self.dport, udp_len, 0) + self.payload
+        csum = udp_checksum(self.src, self.dst, udp)
+        udp = _UDP.pack(self.sport, self.dport, udp_len, csum) + self.payload
+        if isinstance(self.src, IPv6Address):
+            header = _IPV6.pack(
+                6 << 28 | self.tos << 20,
+                udp_len,
+                PROTO_UDP,
+                self.ttl,
+                self.src.packed,
+                self.dst.packed,
+            )
+            return header + udp
+        v4 = bytearray(
+            _IPV4.pack(
+                4 << 4 | IPV4_HEADER_LEN // 4,
+                self.tos,
+                IPV4_HEADER_LEN + udp_len,
+                self.ident,
+                IPV4_DONT_FRAGMENT if self.dont_fragment else 0,
+                self.ttl,
+                PROTO_UDP,
+                0,
+                self.src.packed,
+                self.dst.packed,
+            )
+        )
+        _U16.pack_into(v4, _IPV4_CHECKSUM_AT, internet_checksum(bytes(v4)))
+        return bytes(v4) + udp
+
+
+def decode_udp_packet(data: bytes) -> UdpPacket:
+    """Decode one whole IPv4 or IPv6 packet carrying UDP; DecodeError if it is not."""
+    version = Reader(data).u8() >> 4
+    if version == 4:
+        return _decode_v4(data)
+    if version == 6:
+        return _decode_v6(data)
+    raise DecodeError(f"IP version {version} at offset 0")
+
+
+def _decode_v4(data: bytes) -> UdpPacket:
+    r = Reader(data)
+    version_ihl = r.u8()
+    tos = r.u8()
+    total_length = r.u16()
+    ident = r.u16()
+    frag = r.u16()
+    ttl = r.u8()
+    proto = r.u8()
+    r.u16()  # header checksum, verified over the whole header below
+    src = IPv4Address(r.take(4))
+    dst = IPv4Address(r.take(4))
+    ihl = (version_ihl & 0x0F) * 4
+    if ihl < IPV4_HEADER_LEN:
+        raise DecodeError(f"IPv4 header length {ihl} < {IPV4_HEADER_LEN}")
+    r.take(ihl - IPV4_HEADER_LEN)  # options: covered by the checksum, not used
+    if internet_checksum(Reader(data).take(ihl)):
+        raise DecodeError("bad IPv4 header checksum")
+    if frag & (IPV4_MORE_FRAGMENTS | IPV4_FRAGMENT_OFFSET):
+        raise DecodeError("IPv4 fragment (reassembly is not supported)")
+    if proto != PROTO_UDP:
+        raise DecodeError(f"IPv4 protocol {proto} is not UDP")
+    if total_length < ihl:
+        raise DecodeError(f"IPv4 total length {total_length} < header length {ihl}")
+    udp = r.take(total_length - ihl)
+    r.finish()
+    sport, dport, payload = _decode_udp(udp, src, dst)
+    df = bool(frag & IPV4_DONT_FRAGMENT)
+    return UdpPacket(
+        src, dst, sport, dport, payload, ttl=ttl, ident=ident, tos=tos, dont_fragment=df
+    )
+
+
+def _decode_v6(data: bytes) -> UdpPacket:
+    r = Reader(data)
+    first = r.u32()
+    payload_length = r.u16()
+    next_header = r.u8()
+    hop_limit = r.u8()
+    src = IPv6Address(r.take(16))
+    dst = IPv6Address(r.take(16))
+    if next_header in _IPV6_EXTENSION_HEADERS:
+        raise DecodeError(f"unsupported IPv6 extension header {next_header}")
+    if next_header != PROTO_UDP:
+        raise DecodeError(f"IPv6 next header {next_header} is not UDP")
+    udp = r.take(payload_length)
+    r.finish()
+    sport, dport, payload = _decode_udp(udp, src, dst)
+    traffic_class = first >> 20 & 0xFF
+    return UdpPacket(src, dst, sport, dport, payload, ttl=hop_limit, tos=traffic_class)
+
+
+def _decode_udp(
+    udp: bytes, src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address
+) -> tuple[int, int, bytes]:
+    r = Reader(udp)
+    sport = r.u16()
+    dport = r.u16()
+    length = r.u16()
+    csum = r.u16()
+    if length != len(udp):
+        raise DecodeError(
+            f"UDP length {length} != {len(udp)} bytes after the IP header"
+        )
+    payload = r.take_rest()
+    # Checksum 0 means "none". IPv4 allows it (RFC 768), and lispers.net zeroes
+    # the inner checksum when it loops a Map-Register back to itself. IPv6
+    # forbids it except for tunnels (RFC 6935/6936), which RFC 9300 section 5.3
+    # uses, so peers sharing their data-plane path send it inside LISP too.
+    if csum and internet_checksum(_pseudo_header(src, dst, length) + udp):
+        raise DecodeError(f"bad UDP checksum {csum:#06x}")
+    return sport, dport, payload
+
+
+class Flow(NamedTuple):
+    """The 5-tuple of an inner packet; ports are 0 when not TCP/UDP or unknown."""
+
+    version: int
+    src: bytes
+    dst: bytes
+    proto: int
+    sport: int
+    dport: int
+
+
+def peek_flow(packet: bytes) -> Flow | None:
+    """The flow of a raw IP packet (as read from a TUN), or None if unparsable.
+
+    Never raises. IPv6 extension headers are not walked: `proto` is then the
+    first Next Header and the ports are 0.
+    """
+    r = Reader(packet)
+    try:
+        first = r.u8()
+        version = first >> 4
+        if version == 4:
+            r.take(5)  # TOS, total length, identification
+            frag = r.u16()
+            r.u8()  # TTL
+            proto = r.u8()
+            r.u16()  # header checksum
+            src = r.take(4)
+            dst = r.take(4)
+            ihl = (first & 0x0F) * 4
+            if ihl < IPV4_HEADER_LEN:
+                return None
+            r.take(ihl - IPV4_HEADER_LEN)  # options
+            # Every fragment of a datagram must hash alike, and only the first
+            # carries the ports, so fragments get none.
+            fragment = frag & (IPV4_MORE_FRAGMENTS | IPV4_FRAGMENT_OFFSET)
+        elif version == 6:
+            r.take(5)  # traffic class, flow label, payload length
+            proto = r.u8()
+            r.u8()  # hop limit
+            src = r.take(16)
+            dst = r.take(16)
+            fragment = 0
+        else:
+            return None
+    except DecodeError:
+        return None
+    sport = dport = 0
+    if proto in (PROTO_TCP, PROTO_UDP) and not fragment and r.remaining >= 4:
+        sport = r.u16()
+        dport = r.u16()
+    return Flow(version, src, dst, proto, sport, dport)
