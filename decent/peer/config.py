@@ -1,0 +1,129 @@
+"""The core's configuration: Map-Server sites, ETR database mappings, timers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+from decent.wire import AlgorithmId, DistinguishedName, Eid, Locator
+
+Addr = tuple[IPv4Address | IPv6Address, int]
+CONTROL_PORT = 4342
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedPrefix:
+    """An EID-prefix a site may register. A name EID '*' allows any name."""
+
+    eid: Eid
+    accept_more_specifics: bool = True
+
+    def allows(self, eid: Eid) -> bool:
+        a = self.eid
+        if a.iid != eid.iid:
+            return False
+        if isinstance(a.address, DistinguishedName):
+            return eid.is_name and (a.address.name == "*" or a == eid)
+        if not self.accept_more_specifics:
+            return a == eid
+        if a.group is not None or eid.group is not None:
+            if a.group is None or eid.group is None or eid.is_name:
+                return False
+            sources = Eid(a.iid, a.address, a.mask_len).contains(
+                Eid(eid.iid, eid.address, eid.mask_len)
+            )
+            groups = Eid(a.iid, a.group, a.group_mask_len).contains(
+                Eid(eid.iid, eid.group, eid.group_mask_len)
+            )
+            return sources and groups
+        return a.contains(eid)
+
+    @property
+    def specificity(self) -> int:
+        return self.eid.mask_len + self.eid.group_mask_len
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A Map-Server site: who may register which EIDs, with which keys."""
+
+    name: str
+    keys: tuple[tuple[int, bytes], ...]
+    allowed: tuple[AllowedPrefix, ...]
+    #: Accept Algorithm ID 0 (no authentication). RFC 9301 1.1 forbids it on
+    #: the Internet; lispers.net sends group joins that way (gotcha 5).
+    allow_unauthenticated: bool = False
+    #: Skip the RFC 9301 nonce-must-increase check, for peers that resend one
+    #: constant nonce (lispers.net, protocol notes gotcha 4).
+    relaxed_nonces: bool = False
+    #: Answer Map-Requests for this site's EIDs even when the registrant did
+    #: not set the P bit (lispers.net force-proxy-reply; every Decent node).
+    force_proxy_reply: bool = False
+
+    def key(self, key_id: int) -> bytes | None:
+        for kid, psk in self.keys:
+            if kid == key_id:
+                return psk
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseMapping:
+    """An EID-prefix this node's ETR registers, with its locator set."""
+
+    eid: Eid
+    locators: tuple[Locator, ...]
+    #: Record TTL in minutes; also the registration lifetime (T bit set).
+    ttl: int = 3
+    proxy_reply: bool = True
+    want_map_notify: bool = True
+    merge: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything a Node needs that is not time or entropy."""
+
+    rlocs: tuple[IPv4Address | IPv6Address, ...]
+    xtr_id: int
+    site_id: int = 0
+    control_port: int = CONTROL_PORT
+    # ---- Map-Server
+    sites: tuple[Site, ...] = ()
+    registration_timeout: float = 180.0
+    notify_retry_intervals: tuple[float, ...] = (3.0, 3.0, 3.0, 6.0, 12.0, 24.0)
+    # ---- Map-Resolver
+    negative_ttl_unregistered: int = 1  # minutes (RFC 9301 8.3)
+    negative_ttl_unknown: int = 15  # minutes
+    map_reply_rate: float = 1000.0  # per destination RLOC, per second
+    map_reply_burst: float = 2000.0
+    # ---- ETR
+    database: tuple[DatabaseMapping, ...] = ()
+    map_servers: tuple[Addr, ...] = ()
+    register_key: bytes = b""
+    register_alg: int = AlgorithmId.HMAC_SHA_256_128
+    register_interval: float = 60.0
+    register_jitter: float = 0.1
+    quick_register_interval: float = 20.0
+    quick_register_period: float = 300.0
+    max_register_size: int = 1100
+    # ---- ITR
+    map_resolvers: tuple[Addr, ...] = ()
+    request_interval: float = 1.0
+    request_attempts: int = 10
+    request_holddown: float = 30.0
+    smr_interval: float = 3.0
+    probe_interval: float | None = None
+    probe_timeout: float = 3.0
+    probe_down_after: int = 2
+    recent_itr_window: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.rlocs:
+            raise ValueError("a node needs at least one RLOC")
+
+    def rloc_for(self, version: int) -> IPv4Address | IPv6Address | None:
+        for rloc in self.rlocs:
+            if rloc.version == version:
+                return rloc
+        return None

@@ -1,0 +1,133 @@
+"""Typed events the core reports: every drop, rejection, expiry and state change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from decent.peer.config import Addr
+from decent.wire import Eid
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDropped:
+    """A datagram was dropped; `reason` is also the counter name after drop."""
+
+    peer: Addr
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRejected:
+    peer: Addr
+    reason: str
+    eid: Eid | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnauthenticatedAccepted:
+    """A site that allows Algorithm ID 0 accepted an unauthenticated register."""
+
+    peer: Addr
+    site: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationAccepted:
+    eid: Eid
+    site: str
+    registrant: Addr
+    xtr_id: int | None
+    new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRemoved:
+    """A registrant deregistered (TTL 0), or the last child of an entry left."""
+
+    eid: Eid
+    xtr_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationExpired:
+    eid: Eid
+    xtr_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MergedSetChanged:
+    """A merged (RFC 8378) entry's locator set changed; members are notified."""
+
+    eid: Eid
+    members: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyAcknowledged:
+    peer: Addr
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyGaveUp:
+    peer: Addr
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterAcknowledged:
+    """Our Map-Register (M bit) was answered by a Map-Notify."""
+
+    peer: Addr
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class MapCacheUpdated:
+    eid: Eid
+    source: str
+    negative: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MapCacheExpired:
+    eid: Eid
+
+
+@dataclass(frozen=True, slots=True)
+class MapRequestFailed:
+    """Ten Map-Requests went unanswered; the prefix is held down (RFC 9301 5.3)."""
+
+    eid: Eid
+
+
+@dataclass(frozen=True, slots=True)
+class SmrReceived:
+    eid: Eid
+    peer: Addr
+
+
+@dataclass(frozen=True, slots=True)
+class LocatorStateChanged:
+    eid: Eid
+    rloc: str
+    up: bool
+
+
+Event = (
+    MessageDropped
+    | RegistrationRejected
+    | UnauthenticatedAccepted
+    | RegistrationAccepted
+    | RegistrationRemoved
+    | RegistrationExpired
+    | MergedSetChanged
+    | NotifyAcknowledged
+    | NotifyGaveUp
+    | RegisterAcknowledged
+    | MapCacheUpdated
+    | MapCacheExpired
+    | MapRequestFailed
+    | SmrReceived
+    | LocatorStateChanged
+)

@@ -1,0 +1,111 @@
+"""ITR map-cache: TTL'd positive and negative entries, per-RLOC state (RFC 9301 8.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+
+from decent.peer.mapdb import MapDB
+from decent.wire import Eid, Locator, MapRecord
+
+
+@dataclass(slots=True)
+class LocatorState:
+    """Reachability and traffic of one RLOC of a cached mapping."""
+
+    locator: Locator
+    up: bool = True
+    rtt: float | None = None
+    missed: int = 0
+    packets: int = 0
+    bytes: int = 0
+
+    @property
+    def usable(self) -> bool:
+        # RFC 9300 section 9 / 9301 5.4: never encapsulate to an RLOC whose R
+        # bit is clear, nor to priority 255.
+        loc = self.locator
+        return (
+            self.up
+            and loc.reachable
+            and loc.priority != 255
+            and isinstance(loc.address, IPv4Address | IPv6Address)
+        )
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    eid: Eid
+    record: MapRecord
+    source: str
+    created: float
+    expires: float
+    locators: list[LocatorState] = field(default_factory=list)
+    packets: int = 0
+    bytes: int = 0
+
+    @property
+    def negative(self) -> bool:
+        return not self.record.locators
+
+    def choose(self, flow_hash: int) -> LocatorState | None:
+        """The locator for a flow: best priority among usable ones, by weight."""
+        usable = [s for s in self.locators if s.usable]
+        if not usable:
+            return None
+        best = min(s.locator.priority for s in usable)
+        tier = [s for s in usable if s.locator.priority == best]
+        total = sum(s.locator.weight for s in tier)
+        if total == 0:  # weight 0 everywhere: receiver decides, spread evenly
+            return tier[flow_hash % len(tier)]
+        point = flow_hash % total
+        for s in tier:
+            point -= s.locator.weight
+            if point < 0:
+                return s
+        return tier[-1]  # pragma: no cover - unreachable: point < total
+
+
+class MapCache:
+    """The ITR's cache of resolved mappings, keyed by EID-prefix."""
+
+    def __init__(self) -> None:
+        self.db: MapDB[CacheEntry] = MapDB()
+
+    def __len__(self) -> int:
+        return len(self.db)
+
+    def install(
+        self, eid: Eid, record: MapRecord, source: str, now: float
+    ) -> CacheEntry:
+        """Insert or replace; keep traffic counters and probe state of RLOCs
+        that stay in the new locator set."""
+        ttl = record.ttl * 60.0
+        old = self.db.get(eid)
+        states = {}
+        if old is not None:
+            states = {s.locator.address: s for s in old.locators}
+        locs = []
+        for loc in record.locators:
+            prev = states.get(loc.address)
+            state = LocatorState(loc)
+            if prev is not None:
+                state.up, state.rtt = prev.up, prev.rtt
+                state.packets, state.bytes = prev.packets, prev.bytes
+            locs.append(state)
+        entry = CacheEntry(eid, record, source, now, now + ttl, locs)
+        if old is not None:
+            entry.created, entry.packets, entry.bytes = (
+                old.created,
+                old.packets,
+                old.bytes,
+            )
+        self.db.insert(eid, entry)
+        return entry
+
+    def remove(self, eid: Eid) -> CacheEntry | None:
+        return self.db.remove(eid)
+
+    def lookup(self, eid: Eid) -> CacheEntry | None:
+        hit = self.db.lookup(eid)
+        return hit[1] if hit else None

@@ -1,0 +1,310 @@
+"""Map-Server state: sites, registrations, merging (RFC 9301 8.2, RFC 8378 5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv6Address
+
+from decent.peer.config import Addr, Site
+from decent.peer.mapdb import MapDB
+from decent.wire import (
+    AfiList,
+    Eid,
+    Locator,
+    MapRecord,
+    MapRegister,
+    Rle,
+    RleEntry,
+    check_auth,
+)
+from decent.wire.buffer import Writer
+
+ChildKey = int | IPv4Address | IPv6Address
+
+
+@dataclass(slots=True)
+class Registration:
+    """One registrant's registration of an EID (a child, under merge semantics)."""
+
+    record: MapRecord
+    registrant: Addr
+    xtr_id: int | None
+    site_id: int
+    first: float
+    last: float
+    expires: float
+    flags: str
+    alg_id: int
+
+
+@dataclass(slots=True)
+class SiteEntry:
+    """What a Map-Server holds for one EID: its children and their effective union."""
+
+    eid: Eid
+    site: str
+    merge: bool
+    proxy_reply: bool
+    children: dict[ChildKey, Registration]
+    first_registered: float
+    last_registered: float
+    last_registerer: Addr
+    record: MapRecord
+    #: The record as a proxy Map-Reply carries it (A clear, RFC 9301 5.4),
+    #: encoded once per change so replies only prepend a header and nonce.
+    reply_record: bytes
+
+    def members(self) -> list[IPv4Address | IPv6Address]:
+        """RLE member addresses of a merged entry (the peer group)."""
+        out: list[IPv4Address | IPv6Address] = []
+        for loc in self.record.locators:
+            for entry in _rle_entries(loc):
+                if isinstance(entry.address, IPv4Address | IPv6Address):
+                    out.append(entry.address)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """The outcome of one record of a Map-Register, for the Node to act on."""
+
+    eid: Eid
+    child: ChildKey
+    removed: bool
+    new: bool
+    #: The entry's effective locator set changed (members must be notified).
+    changed: bool
+    entry: SiteEntry | None
+
+
+def flags_text(msg: MapRegister) -> str:
+    """The p-s-I-t-r-m-n flag string of the status pages (upper case = set)."""
+    bits = (
+        ("p", msg.proxy_reply),
+        ("s", msg.security_capable),
+        ("i", msg.xtr_id is not None),
+        ("t", msg.ttl_timeout),
+        ("r", False),
+        ("m", msg.merge),
+        ("n", msg.want_map_notify),
+    )
+    return "-".join(c.upper() if on else c for c, on in bits)
+
+
+def _rle_entries(loc: Locator) -> list[RleEntry]:
+    addr = loc.address
+    if isinstance(addr, AfiList):  # lispers.net wraps the RLE (gotcha 10)
+        for item in addr.items:
+            if isinstance(item, Rle):
+                return list(item.entries)
+        return []
+    return list(addr.entries) if isinstance(addr, Rle) else []
+
+
+def _address_key(addr: object) -> tuple[int, bytes]:
+    if isinstance(addr, IPv4Address | IPv6Address):
+        return (addr.version, addr.packed)
+    return (9, repr(addr).encode())
+
+
+def merge_records(records: list[MapRecord]) -> MapRecord:
+    """The union of several registrants' records (RFC 8378 5.1.3).
+
+    RLE entries are merged into one RLE, without duplicates; other locators are
+    merged by address. Sorted, so every Map-Server computes identical bytes.
+    """
+    first = records[0]
+    rle: dict[tuple[int, bytes, str], RleEntry] = {}
+    rle_template: Locator | None = None
+    plain: dict[tuple[int, bytes], Locator] = {}
+    for rec in records:
+        for loc in rec.locators:
+            entries = _rle_entries(loc)
+            if entries or isinstance(loc.address, Rle):
+                rle_template = rle_template or loc
+                for e in entries:
+                    name = e.name.name if e.name else ""
+                    rle[(*_address_key(e.address), name)] = e
+            else:
+                plain.setdefault(_address_key(loc.address), loc)
+    locators = [plain[k] for k in sorted(plain)]
+    if rle_template is not None:
+        merged = Rle(tuple(rle[k] for k in sorted(rle)))
+        locators.append(replace(rle_template, address=merged))
+    ttl = min(r.ttl for r in records)
+    return replace(first, locators=tuple(locators), ttl=ttl)
+
+
+def encode_record(record: MapRecord) -> bytes:
+    w = Writer()
+    record.write(w)
+    return w.raw()
+
+
+class MapServer:
+    """Registration state of the sites this node serves (no I/O, no timers)."""
+
+    def __init__(self, sites: tuple[Site, ...], registration_timeout: float) -> None:
+        self.sites = sites
+        self.registration_timeout = registration_timeout
+        self.db: MapDB[SiteEntry] = MapDB()
+        #: Last accepted nonce per (site, registrant identity, key ID).
+        self.nonces: dict[tuple[str, ChildKey, int], int] = {}
+
+    def site_for(self, eid: Eid) -> Site | None:
+        """The site whose most specific allowed prefix covers eid."""
+        best: Site | None = None
+        best_len = -1
+        for site in self.sites:
+            for allowed in site.allowed:
+                if allowed.specificity > best_len and allowed.allows(eid):
+                    best, best_len = site, allowed.specificity
+        return best
+
+    def configured(self, eid: Eid) -> Eid | None:
+        """The configured (allowed) prefix that covers eid, if any."""
+        best: Eid | None = None
+        for site in self.sites:
+            for allowed in site.allowed:
+                if (
+                    not allowed.eid.is_name
+                    and allowed.allows(eid)
+                    and (best is None or allowed.eid.mask_len > best.mask_len)
+                ):
+                    best = allowed.eid
+        return best
+
+    def authorize(
+        self, msg: MapRegister, raw: bytes, eids: list[Eid], src: Addr
+    ) -> tuple[Site | None, str]:
+        """Check site ownership, authentication and replay; say why not.
+
+        Nothing is changed unless every check passes, so a forged or replayed
+        Map-Register cannot move the nonce state either.
+        """
+        if not eids:
+            return None, "no-records"
+        site = self.site_for(eids[0])
+        if site is None:
+            return None, "no-site"
+        for eid in eids[1:]:
+            if self.site_for(eid) is not site:
+                return None, "foreign-prefix"
+        if msg.alg_id == 0:
+            if not site.allow_unauthenticated:
+                return None, "auth-required"
+        else:
+            key = site.key(msg.key_id)
+            if key is None:
+                return None, "unknown-key-id"
+            if not check_auth(raw, key):
+                return None, "auth-failed"
+        if not site.relaxed_nonces:
+            who: ChildKey = msg.xtr_id if msg.xtr_id is not None else src[0]
+            slot = (site.name, who, msg.key_id)
+            last = self.nonces.get(slot)
+            if last is not None and msg.nonce <= last:
+                return None, "replayed-nonce"
+            self.nonces[slot] = msg.nonce
+        return site, ""
+
+    def apply(
+        self,
+        msg: MapRegister,
+        eids: list[Eid],
+        site: Site,
+        src: Addr,
+        now: float,
+    ) -> list[Change]:
+        """Store an authorized Map-Register's records; report what changed."""
+        child_key: ChildKey = msg.xtr_id if msg.xtr_id is not None else src[0]
+        flags = flags_text(msg)
+        changes = []
+        for rec, eid in zip(msg.records, eids, strict=True):
+            entry = self.db.get(eid)
+            if rec.ttl == 0:
+                changes.append(self._remove(eid, entry, child_key, msg.merge))
+                continue
+            lifetime = rec.ttl * 60.0 if msg.ttl_timeout else self.registration_timeout
+            old = entry.children.get(child_key) if entry else None
+            child = Registration(
+                rec,
+                src,
+                msg.xtr_id,
+                msg.site_id,
+                old.first if old else now,
+                now,
+                now + lifetime,
+                flags,
+                msg.alg_id,
+            )
+            proxy = msg.proxy_reply or site.force_proxy_reply
+            if entry is None:
+                entry = SiteEntry(
+                    eid,
+                    site.name,
+                    msg.merge,
+                    proxy,
+                    {child_key: child},
+                    now,
+                    now,
+                    src,
+                    rec,
+                    b"",
+                )
+                self.db.insert(eid, entry)
+                self._refresh(entry)
+                changes.append(Change(eid, child_key, False, True, True, entry))
+                continue
+            if not msg.merge:
+                entry.children.clear()
+            entry.children[child_key] = child
+            entry.merge, entry.proxy_reply = msg.merge, proxy
+            entry.last_registered, entry.last_registerer = now, src
+            changed = self._refresh(entry)
+            changes.append(Change(eid, child_key, False, old is None, changed, entry))
+        return changes
+
+    def expire(self, eid: Eid, child_key: ChildKey, now: float) -> Change | None:
+        """Drop one child whose lifetime ended at `now` (if it did not renew)."""
+        entry = self.db.get(eid)
+        if entry is None:
+            return None
+        child = entry.children.get(child_key)
+        if child is None or child.expires > now:
+            return None
+        return self._remove(eid, entry, child_key, True)
+
+    def _remove(
+        self, eid: Eid, entry: SiteEntry | None, child_key: ChildKey, merge: bool
+    ) -> Change:
+        if entry is None or (merge and child_key not in entry.children):
+            return Change(eid, child_key, True, False, False, None)
+        if merge:
+            del entry.children[child_key]
+        else:
+            entry.children.clear()
+        if not entry.children:
+            self.db.remove(eid)
+            return Change(eid, child_key, True, False, True, None)
+        return Change(eid, child_key, True, False, self._refresh(entry), entry)
+
+    def _refresh(self, entry: SiteEntry) -> bool:
+        """Recompute the effective record; True when its locators changed."""
+        children = sorted(entry.children.values(), key=lambda c: c.first)
+        records = [c.record for c in children]
+        record = merge_records(records) if entry.merge else records[-1]
+        changed = not entry.reply_record or record.locators != entry.record.locators
+        entry.record = record
+        entry.reply_record = encode_record(replace(record, authoritative=False))
+        return changed
+
+
+__all__ = [
+    "Change",
+    "MapServer",
+    "Registration",
+    "SiteEntry",
+    "flags_text",
+    "merge_records",
+]

@@ -1,0 +1,958 @@
+"""The sans-I/O LISP node: Map-Server, Map-Resolver, ETR and ITR map-cache in one.
+
+Theory of operation
+-------------------
+Inputs are `receive_datagram(data, addr, now)`, `handle_timer(now)` and the
+local calls (`request`, `set_locators`, `deregister`, ...). Every input may
+queue datagrams and events; the shell then drains `datagrams_to_send()` and
+`next_event()` and re-arms its timer from `get_timer()`. `now` is monotonic
+seconds; nonces come from the injected `nonce` callable. Nothing a peer sends
+makes an input raise: malformed, unauthenticated or unexpected datagrams are
+dropped, counted under `drop.<reason>` or `reject.<reason>`, and reported as
+events, and they change no state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import Final
+
+from decent.peer.config import Addr, DatabaseMapping, NodeConfig
+from decent.peer.events import (
+    Event,
+    LocatorStateChanged,
+    MapCacheExpired,
+    MapCacheUpdated,
+    MapRequestFailed,
+    MergedSetChanged,
+    MessageDropped,
+    NotifyAcknowledged,
+    NotifyGaveUp,
+    RegisterAcknowledged,
+    RegistrationAccepted,
+    RegistrationExpired,
+    RegistrationRejected,
+    RegistrationRemoved,
+    SmrReceived,
+    UnauthenticatedAccepted,
+)
+from decent.peer.mapcache import CacheEntry, MapCache
+from decent.peer.mapdb import MapDB
+from decent.peer.mapserver import ChildKey, MapServer, SiteEntry, encode_record
+from decent.peer.timers import Deadlines
+from decent.wire import (
+    NO_ADDRESS,
+    Action,
+    DecodeError,
+    Eid,
+    EncapsulatedControlMessage,
+    Locator,
+    MapNotify,
+    MapNotifyAck,
+    MapRecord,
+    MapReferral,
+    MapRegister,
+    MapReply,
+    MapRequest,
+    RequestRecord,
+    check_auth,
+    decode,
+)
+
+IPAddress = IPv4Address | IPv6Address
+MASK64: Final = (1 << 64) - 1
+_REPLY_TYPE: Final = 2 << 28
+_REPLY_PROBE: Final = 0x08000000
+_MIN: Final = 60.0
+
+
+# ---------------------------------------------------------------- timer keys
+@dataclass(frozen=True, slots=True)
+class RegisterTick:
+    """Time for the ETR's periodic (or quick) registration."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterRetry:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireChild:
+    eid: Eid
+    child: ChildKey
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyRetry:
+    nonce: int
+    peer: IPAddress
+
+
+@dataclass(frozen=True, slots=True)
+class CacheExpiry:
+    eid: Eid
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRetry:
+    eid: Eid
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTick:
+    """Time to RLOC-probe every cached locator."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTimeout:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """Prune soft state (rate-limit buckets, recently seen ITRs)."""
+
+
+TimerKey = (
+    RegisterTick
+    | RegisterRetry
+    | ExpireChild
+    | NotifyRetry
+    | CacheExpiry
+    | RequestRetry
+    | ProbeTick
+    | ProbeTimeout
+    | Sweep
+)
+
+
+# ---------------------------------------------------------------- pending state
+@dataclass(slots=True)
+class _PendingRequest:
+    eid: Eid
+    attempts: int = 0
+    smr_invoked: bool = False
+    held_until: float | None = None
+    nonces: list[int] = dataclasses.field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _PendingNotify:
+    data: bytes
+    dest: Addr
+    key: bytes | None
+    attempt: int = 0
+
+
+@dataclass(slots=True)
+class _PendingRegister:
+    records: tuple[MapRecord, ...]
+    flags: tuple[bool, bool, bool]
+    #: Map-Servers whose Map-Notify has not arrived yet.
+    awaiting: set[Addr]
+    attempt: int = 0
+
+
+class Node:
+    """A LISP node's protocol state. See the module docstring for the contract."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        nonce: Callable[[], int],
+        now: float = 0.0,
+        register_nonce: int = 0,
+    ) -> None:
+        """Build a node at time `now`.
+
+        `nonce` returns fresh random 64-bit values (RFC 9301 5.2: from a seeded
+        PRNG). `register_nonce` is the last Map-Register nonce sent before a
+        restart, so the sequence keeps increasing (RFC 9301 5.6).
+        """
+        self.config = config
+        self._nonce = nonce
+        self.ms = MapServer(config.sites, config.registration_timeout)
+        self.cache = MapCache()
+        self.database: MapDB[DatabaseMapping] = MapDB()
+        for mapping in config.database:
+            self.database.insert(mapping.eid, mapping)
+        self.counters: Counter[str] = Counter()
+        self.register_nonce = register_nonce
+        self._out: list[tuple[bytes, Addr]] = []
+        self._events: deque[Event] = deque(maxlen=65536)
+        self._timers: Deadlines[TimerKey] = Deadlines()
+        self._pending_requests: dict[Eid, _PendingRequest] = {}
+        self._request_nonces: dict[int, Eid] = {}
+        self._pending_registers: dict[int, _PendingRegister] = {}
+        self._pending_notifies: dict[tuple[int, IPAddress], _PendingNotify] = {}
+        self._probes: dict[int, tuple[Eid, IPAddress, float]] = {}
+        self._reply_buckets: dict[IPAddress, tuple[float, float]] = {}
+        self._recent_itrs: dict[Eid, dict[IPAddress, float]] = {}
+        self._smr_last: dict[Eid, float] = {}
+        self._quick_until = now
+        if config.database and config.map_servers:
+            self._timers.set(RegisterTick(), now)
+        if config.probe_interval:
+            self._timers.set(ProbeTick(), now + config.probe_interval)
+        self._timers.set(Sweep(), now + config.recent_itr_window)
+
+    # ============================================================ shell API
+    def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
+        """Drain the datagrams queued by earlier inputs: (payload, destination)."""
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline; call `handle_timer` when it passes."""
+        return self._timers.next_at()
+
+    def handle_timer(self, now: float) -> None:
+        """Run every deadline due at `now`. Call `flush()` (drain) afterwards."""
+        for key in self._timers.pop_due(now):
+            match key:
+                case RegisterTick():
+                    self._register_tick(now)
+                case RegisterRetry(nonce):
+                    self._register_retry(nonce, now)
+                case ExpireChild(eid, child):
+                    self._expire_child(eid, child, now)
+                case NotifyRetry(nonce, peer):
+                    self._notify_retry(nonce, peer, now)
+                case CacheExpiry(eid):
+                    self._cache_expiry(eid, now)
+                case RequestRetry(eid):
+                    self._request_retry(eid, now)
+                case ProbeTick():
+                    self._probe_tick(now)
+                case ProbeTimeout(nonce):
+                    self._probe_timeout(nonce)
+                case Sweep():
+                    self._sweep(now)
+
+    def receive_datagram(
+        self, data: bytes, addr: Addr, now: float, local: Addr | None = None
+    ) -> None:
+        """Feed one UDP payload received on the control port from `addr`.
+
+        `local` is the address it arrived on, when the shell knows it (it
+        marks the probed locator in RLOC-probe replies). Never raises because
+        of what the datagram holds. Drain outputs afterwards.
+        """
+        try:
+            msg = decode(data)
+        except DecodeError:
+            self._drop(addr, "decode-error")
+            return
+        try:
+            self._dispatch(msg, data, addr, now, local)
+        except ValueError:
+            # A decoded field that the protocol layer cannot use, e.g. an EID
+            # with an LCAF we cannot index: the peer's fault, not ours.
+            self._drop(addr, "unusable-field")
+
+    def _dispatch(
+        self,
+        msg: object,
+        data: bytes,
+        addr: Addr,
+        now: float,
+        local: Addr | None,
+    ) -> None:
+        match msg:
+            case MapRequest():
+                self.counters["rx.map-request"] += 1
+                self._on_request(msg, addr, now, None, local)
+            case EncapsulatedControlMessage(message=MapRequest() as inner):
+                self.counters["rx.ecm"] += 1
+                self._on_request(inner, addr, now, msg, local)
+            case MapReply():
+                self.counters["rx.map-reply"] += 1
+                self._on_reply(msg, addr, now)
+            case MapRegister():
+                self.counters["rx.map-register"] += 1
+                self._on_register(msg, data, addr, now)
+            case MapNotifyAck():
+                self.counters["rx.map-notify-ack"] += 1
+                self._on_notify_ack(msg, data, addr)
+            case MapNotify():
+                self.counters["rx.map-notify"] += 1
+                self._on_notify(msg, data, addr, now)
+            case MapReferral():
+                self.counters["rx.map-referral"] += 1
+                self._drop(addr, "unexpected-map-referral")
+            case _:
+                self.counters["rx.ecm"] += 1
+                self._drop(addr, "unsupported-ecm")
+
+    # ============================================================ local calls
+    def request(self, eid: Eid, now: float) -> None:
+        """Resolve eid through the Map-Resolvers unless it is cached or pending
+        (the ITR's cache-miss path). Drain outputs afterwards."""
+        entry = self.cache.lookup(eid)
+        if entry is not None and entry.expires > now:
+            return
+        self._start_request(eid, now, smr_invoked=False)
+
+    def set_locators(self, eid: Eid, locators: tuple[Locator, ...], now: float) -> None:
+        """Change (or add) a database mapping's RLOC set, as a mobile node does
+        when its address changes: register at once, keep registering quickly
+        for a while (RFC 9301 8.2), and SMR the ITRs that recently used it."""
+        old = self.database.get(eid)
+        mapping = (
+            dataclasses.replace(old, locators=locators)
+            if old is not None
+            else DatabaseMapping(eid, locators)
+        )
+        self.database.insert(eid, mapping)
+        self._quick_until = now + self.config.quick_register_period
+        self._timers.set(RegisterTick(), now)
+        self._send_smrs(eid, now)
+
+    def deregister(self, now: float, eids: Iterable[Eid] | None = None) -> None:
+        """Send TTL-0 Map-Registers so Map-Servers drop our mappings at once
+        (graceful shutdown when eids is None). Drain outputs afterwards."""
+        chosen = [m for e, m in self.database.items() if eids is None or e in set(eids)]
+        self._register(chosen, now, ttl_zero=True)
+        if eids is not None:
+            for eid in list(eids):
+                self.database.remove(eid)
+
+    def note_itr(self, eid: Eid, rloc: IPAddress, now: float) -> None:
+        """Record that an ITR at rloc recently sent us traffic for eid, so a
+        change of eid's mapping SMRs it (RFC 9301 6.1)."""
+        self._recent_itrs.setdefault(eid, {})[rloc] = now
+
+    # ============================================================ helpers
+    def _send(self, data: bytes, dest: Addr, kind: str) -> None:
+        self._out.append((data, dest))
+        self.counters["tx." + kind] += 1
+
+    def _emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def _drop(self, peer: Addr, reason: str) -> None:
+        self.counters["drop." + reason] += 1
+        self._emit(MessageDropped(peer, reason))
+
+    def _reject(self, peer: Addr, reason: str, eid: Eid | None = None) -> None:
+        self.counters["reject." + reason] += 1
+        self._emit(RegistrationRejected(peer, reason, eid))
+
+    def _own(self, addr: object) -> bool:
+        return addr in self.config.rlocs
+
+    def _next_nonce(self) -> int:
+        return self._nonce() & MASK64
+
+    # ============================================================ Map-Server
+    def _on_register(self, msg: MapRegister, raw: bytes, src: Addr, now: float) -> None:
+        eids = [Eid.from_wire(r.eid, r.mask_len) for r in msg.records]
+        site, reason = self.ms.authorize(msg, raw, eids, src)
+        if site is None:
+            self._reject(src, reason, eids[0] if eids else None)
+            return
+        if msg.alg_id == 0:
+            self.counters["accept.unauthenticated"] += 1
+            self._emit(UnauthenticatedAccepted(src, site.name))
+        for ch in self.ms.apply(msg, eids, site, src, now):
+            timer = ExpireChild(ch.eid, ch.child)
+            if ch.removed:
+                self._timers.cancel(timer)
+                if ch.entry is None and ch.changed:
+                    self.counters["registration.removed"] += 1
+                    self._emit(RegistrationRemoved(ch.eid, msg.xtr_id))
+            else:
+                assert ch.entry is not None
+                self._timers.set(timer, ch.entry.children[ch.child].expires)
+                self.counters["registration.accepted"] += 1
+                self._emit(
+                    RegistrationAccepted(ch.eid, site.name, src, msg.xtr_id, ch.new)
+                )
+            if ch.changed and ch.entry is not None and ch.entry.merge:
+                self._notify_members(ch.entry, now)
+        if msg.want_map_notify:
+            # RFC 9301 5.7: the Map-Notify acknowledges with the registration's
+            # nonce and records, authenticated with the site key; it is sent
+            # only for a Map-Register that passed authentication.
+            notify = MapNotify(msg.nonce, msg.records, msg.key_id)
+            key = site.key(msg.key_id)
+            if key is not None and msg.alg_id:
+                notify = notify.signed(key, msg.alg_id)
+            self._send(notify.encode(), src, "map-notify")
+
+    def _expire_child(self, eid: Eid, child: ChildKey, now: float) -> None:
+        ch = self.ms.expire(eid, child, now)
+        if ch is None:
+            return
+        self.counters["registration.expired"] += 1
+        self._emit(RegistrationExpired(eid, child if isinstance(child, int) else None))
+        if ch.changed and ch.entry is not None and ch.entry.merge:
+            self._notify_members(ch.entry, now)
+
+    def _notify_members(self, entry: SiteEntry, now: float) -> None:
+        """RFC 8378 5.3: tell every member of a merged entry its new RLE."""
+        members = [m for m in entry.members() if not self._own(m)]
+        self._emit(MergedSetChanged(entry.eid, len(entry.members())))
+        site = next(s for s in self.ms.sites if s.name == entry.site)
+        key_id, key = site.keys[0] if site.keys else (0, None)
+        eid_addr, mask = entry.eid.to_wire()
+        record = dataclasses.replace(entry.record, eid=eid_addr, mask_len=mask)
+        for member in members:
+            nonce = self._next_nonce()
+            notify = MapNotify(nonce, (record,), key_id)
+            if key is not None:
+                notify = notify.signed(key, self.config.register_alg)
+            data = notify.encode()
+            dest = (member, self.config.control_port)
+            self._pending_notifies[(nonce, member)] = _PendingNotify(data, dest, key)
+            self._send(data, dest, "map-notify")
+            self._timers.set(
+                NotifyRetry(nonce, member), now + self.config.notify_retry_intervals[0]
+            )
+
+    def _notify_retry(self, nonce: int, peer: IPAddress, now: float) -> None:
+        pending = self._pending_notifies.get((nonce, peer))
+        if pending is None:
+            return
+        pending.attempt += 1
+        intervals = self.config.notify_retry_intervals
+        if pending.attempt > len(intervals):
+            # RFC 9301 5.7 retransmits a bounded number of times; old peers
+            # may never send Map-Notify-Ack (gotcha 14), so stop, don't loop.
+            del self._pending_notifies[(nonce, peer)]
+            self.counters["notify.gave-up"] += 1
+            self._emit(NotifyGaveUp(pending.dest, nonce))
+            return
+        self._send(pending.data, pending.dest, "map-notify")
+        if pending.attempt < len(intervals):
+            self._timers.set(NotifyRetry(nonce, peer), now + intervals[pending.attempt])
+        else:
+            self._timers.set(NotifyRetry(nonce, peer), now + intervals[-1])
+
+    def _on_notify_ack(self, msg: MapNotifyAck, raw: bytes, src: Addr) -> None:
+        slot = (msg.nonce, src[0])
+        pending = self._pending_notifies.get(slot)
+        if pending is None:
+            self._drop(src, "unsolicited-notify-ack")
+            return
+        if pending.key is not None and not check_auth(raw, pending.key):
+            self._drop(src, "auth-failed")
+            return
+        del self._pending_notifies[slot]
+        self._timers.cancel(NotifyRetry(msg.nonce, src[0]))
+        self._emit(NotifyAcknowledged(src, msg.nonce))
+
+    # ============================================================ Map-Resolver
+    def _on_request(
+        self,
+        req: MapRequest,
+        src: Addr,
+        now: float,
+        ecm: EncapsulatedControlMessage | None,
+        local: Addr | None,
+    ) -> None:
+        if req.smr:
+            self._on_smr(req, src, now)
+            return
+        target = self._reply_target(req, src, ecm)
+        if target is None:
+            self._drop(src, "no-itr-rloc")
+            return
+        if req.probe:
+            if ecm is not None:  # RFC 9301 5.8: RLOC-probes are never ECM'd
+                self._drop(src, "probe-in-ecm")
+                return
+            eid = Eid.from_wire(req.records[0].eid, req.records[0].mask_len)
+            hit = self.database.lookup(eid)
+            if hit is None:  # C8: an MR/MS MUST drop probes not for its EIDs
+                self._drop(src, "probe-not-for-us")
+                return
+            if self._rate_limited(target, now):
+                return
+            record = self._database_record(hit[1], local)
+            self._send(
+                self._reply_bytes(req.nonce, [encode_record(record)], probe=True),
+                target,
+                "map-reply",
+            )
+            return
+        records: list[bytes] = []
+        for rec in req.records:
+            eid = Eid.from_wire(rec.eid, rec.mask_len)
+            own = self.database.lookup(eid)
+            if own is not None and (ecm is None or ecm.to_etr or eid not in self.ms.db):
+                self.note_itr(own[0], target[0], now)
+                records.append(encode_record(self._database_record(own[1], None)))
+                continue
+            reg = self.ms.db.lookup(eid)
+            if reg is not None and not reg[1].proxy_reply and len(req.records) == 1:
+                self._forward_to_etr(req, reg[1], src, ecm)
+                return
+            if reg is not None:
+                # RFC 9301 5.5: with the best match, every more-specific under
+                # it, so the ITR does not cache a too-broad mapping.
+                records.append(reg[1].reply_record)
+                records.extend(e.reply_record for _, e in self.ms.db.covered(reg[0]))
+            else:
+                records.append(self._negative_record(eid))
+        if self._rate_limited(target, now):
+            return
+        self._send(self._reply_bytes(req.nonce, records), target, "map-reply")
+
+    def _reply_target(
+        self, req: MapRequest, src: Addr, ecm: EncapsulatedControlMessage | None
+    ) -> Addr | None:
+        """The ITR-RLOC to answer (RFC 9301 5.3: a routable RLOC of the
+        requester), preferring the family the request came in on."""
+        port = ecm.inner_sport if ecm is not None else src[1]
+        usable = [r for r in req.itr_rlocs if isinstance(r, IPv4Address | IPv6Address)]
+        if not usable:
+            return None
+        for rloc in usable:
+            if rloc.version == src[0].version:
+                return (rloc, port)
+        return (usable[0], port)
+
+    def _rate_limited(self, target: Addr, now: float) -> bool:
+        """RFC 9301 5.4: Map-Replies MUST be rate-limited. A token bucket per
+        destination RLOC bounds what a spoofed requester can reflect."""
+        rate, burst = self.config.map_reply_rate, self.config.map_reply_burst
+        tokens, last = self._reply_buckets.get(target[0], (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        if tokens < 1.0:
+            self._drop(target, "rate-limited")
+            return True
+        self._reply_buckets[target[0]] = (tokens - 1.0, now)
+        return False
+
+    def _reply_bytes(
+        self, nonce: int, records: list[bytes], probe: bool = False
+    ) -> bytes:
+        first = _REPLY_TYPE | (_REPLY_PROBE if probe else 0) | len(records)
+        return b"".join((first.to_bytes(4, "big"), nonce.to_bytes(8, "big"), *records))
+
+    def _database_record(
+        self, mapping: DatabaseMapping, local: Addr | None
+    ) -> MapRecord:
+        locators = mapping.locators
+        if local is not None:
+            # RFC 9301 5.4: the p bit marks the locator the probe arrived on.
+            locators = tuple(
+                dataclasses.replace(loc, probed=True)
+                if loc.address == local[0]
+                else loc
+                for loc in locators
+            )
+        addr, mask = mapping.eid.to_wire()
+        return MapRecord(addr, mask, locators, mapping.ttl, authoritative=True)
+
+    def _negative_record(self, eid: Eid) -> bytes:
+        """RFC 9301 8.3/8.4 negative answer over the least-specific prefix
+        that covers eid and no registered prefix."""
+        configured = self.ms.configured(eid)
+        if configured is not None:
+            prefix = self.ms.db.uncovered_prefix(eid, within=configured) or eid
+            ttl, action = self.config.negative_ttl_unregistered, Action.SEND_MAP_REQUEST
+        else:
+            prefix = self.ms.db.uncovered_prefix(eid) or eid
+            ttl, action = self.config.negative_ttl_unknown, Action.NATIVELY_FORWARD
+        addr, mask = prefix.to_wire()
+        return encode_record(MapRecord(addr, mask, (), ttl, action))
+
+    def _forward_to_etr(
+        self,
+        req: MapRequest,
+        entry: SiteEntry,
+        src: Addr,
+        ecm: EncapsulatedControlMessage | None,
+    ) -> None:
+        """RFC 9301 8.3: without proxy-reply, the unchanged Map-Request goes to
+        one registered ETR in an ECM, and that ETR answers the ITR directly."""
+        for loc in entry.record.locators:
+            if isinstance(loc.address, IPv4Address | IPv6Address):
+                etr = loc.address
+                break
+        else:
+            self._drop(src, "no-etr-rloc")
+            return
+        inner_src = ecm.inner_src if ecm is not None else src[0]
+        inner_dst = ecm.inner_dst if ecm is not None else etr
+        if inner_src.version != inner_dst.version:
+            inner_dst = inner_src
+        out = EncapsulatedControlMessage(
+            req,
+            inner_src,
+            inner_dst,
+            ecm.inner_sport if ecm is not None else src[1],
+            self.config.control_port,
+            to_etr=True,
+        )
+        self._send(out.encode(), (etr, self.config.control_port), "ecm")
+
+    # ============================================================ ITR
+    def _start_request(self, eid: Eid, now: float, *, smr_invoked: bool) -> None:
+        pending = self._pending_requests.get(eid)
+        if pending is not None:
+            # C13: at most one Map-Request per second per prefix, and none
+            # during the 30 s hold-down after ten unanswered ones.
+            return
+        if not self.config.map_resolvers:
+            self._drop((self.config.rlocs[0], 0), "no-map-resolver")
+            return
+        pending = _PendingRequest(eid, smr_invoked=smr_invoked)
+        self._pending_requests[eid] = pending
+        self._send_request(pending, now)
+
+    def _send_request(self, pending: _PendingRequest, now: float) -> None:
+        nonce = self._next_nonce()
+        pending.nonces.append(nonce)
+        self._request_nonces[nonce] = pending.eid
+        addr, mask = pending.eid.to_wire()
+        req = MapRequest(
+            nonce,
+            (RequestRecord(addr, mask),),
+            self.config.rlocs,
+            smr_invoked=pending.smr_invoked,
+        )
+        resolvers = self.config.map_resolvers
+        resolver = resolvers[pending.attempts % len(resolvers)]
+        own = self.config.rloc_for(resolver[0].version) or self.config.rlocs[0]
+        inner_dst = pending.eid.address
+        if not isinstance(inner_dst, IPv4Address | IPv6Address) or (
+            inner_dst.version != own.version
+        ):
+            inner_dst = resolver[0] if resolver[0].version == own.version else own
+        ecm = EncapsulatedControlMessage(
+            req, own, inner_dst, self.config.control_port, self.config.control_port
+        )
+        pending.attempts += 1
+        self._send(ecm.encode(), resolver, "map-request")
+        self._timers.set(RequestRetry(pending.eid), now + self.config.request_interval)
+
+    def _request_retry(self, eid: Eid, now: float) -> None:
+        pending = self._pending_requests.get(eid)
+        if pending is None:
+            return
+        if pending.held_until is not None:
+            self._forget_request(pending)
+            return
+        if pending.attempts >= self.config.request_attempts:
+            pending.held_until = now + self.config.request_holddown
+            self.counters["request.failed"] += 1
+            self._emit(MapRequestFailed(eid))
+            self._timers.set(RequestRetry(eid), pending.held_until)
+            return
+        self._send_request(pending, now)
+
+    def _forget_request(self, pending: _PendingRequest) -> None:
+        for n in pending.nonces:
+            self._request_nonces.pop(n, None)
+        self._pending_requests.pop(pending.eid, None)
+        self._timers.cancel(RequestRetry(pending.eid))
+
+    def _on_reply(self, rep: MapReply, src: Addr, now: float) -> None:
+        if rep.probe:
+            self._on_probe_reply(rep, src, now)
+            return
+        eid = self._request_nonces.get(rep.nonce)
+        if eid is None:
+            self._drop(src, "unsolicited-map-reply")
+            return
+        pending = self._pending_requests[eid]
+        self._forget_request(pending)
+        for rec in rep.records:
+            self._install(Eid.from_wire(rec.eid, rec.mask_len), rec, "map-reply", now)
+
+    def _install(self, eid: Eid, rec: MapRecord, source: str, now: float) -> None:
+        if rec.ttl == 0:  # RFC 9301 5.4 (C16): TTL 0 MUST remove
+            if self.cache.remove(eid) is not None:
+                self._timers.cancel(CacheExpiry(eid))
+                self._emit(MapCacheExpired(eid))
+            return
+        entry = self.cache.install(eid, rec, source, now)
+        self._timers.set(CacheExpiry(eid), entry.expires)
+        self.counters["cache.installed"] += 1
+        self._emit(MapCacheUpdated(eid, source, entry.negative))
+
+    def _cache_expiry(self, eid: Eid, now: float) -> None:
+        entry = self.cache.db.get(eid)
+        if entry is not None and entry.expires <= now:
+            self.cache.remove(eid)
+            self.counters["cache.expired"] += 1
+            self._emit(MapCacheExpired(eid))
+
+    def _on_smr(self, req: MapRequest, src: Addr, now: float) -> None:
+        """RFC 9301 6.1: re-resolve an SMR'd mapping through the mapping
+        system (never from the SMR's sender), at most once per 3 s."""
+        named = [(req.source_eid, 0)] + [(r.eid, r.mask_len) for r in req.records]
+        seen = False
+        for addr, mask in named:
+            if addr is NO_ADDRESS:
+                continue
+            try:
+                eid = Eid.from_wire(addr, mask or _full_mask(addr))
+            except ValueError:
+                continue
+            entry = self.cache.lookup(eid)
+            if entry is None:  # no cached mapping: SHOULD NOT respond
+                continue
+            seen = True
+            last = self._smr_last.get(entry.eid)
+            if last is not None and now - last < self.config.smr_interval:
+                self.counters["drop.smr-rate-limited"] += 1
+                continue
+            self._smr_last[entry.eid] = now
+            self._emit(SmrReceived(entry.eid, src))
+            self._start_request(entry.eid, now, smr_invoked=True)
+        if not seen:
+            self._drop(src, "smr-not-cached")
+
+    def _send_smrs(self, eid: Eid, now: float) -> None:
+        itrs = self._recent_itrs.get(eid, {})
+        addr, mask = eid.to_wire()
+        for itr, seen in itrs.items():
+            if now - seen > self.config.recent_itr_window:
+                continue
+            own = self.config.rloc_for(itr.version)
+            if own is None:
+                continue
+            smr = MapRequest(
+                self._next_nonce(),
+                (RequestRecord(addr, mask),),
+                (own,),
+                source_eid=addr,
+                smr=True,
+            )
+            self._send(smr.encode(), (itr, self.config.control_port), "smr")
+
+    # ------------------------------------------------------------ probing
+    def _probe_tick(self, now: float) -> None:
+        for eid, entry in list(self.cache.db.items()):
+            if entry.negative or entry.source == "local":
+                continue
+            addr, mask = eid.to_wire()
+            for state in entry.locators:
+                rloc = state.locator.address
+                if not isinstance(rloc, IPv4Address | IPv6Address) or self._own(rloc):
+                    continue
+                own = self.config.rloc_for(rloc.version)
+                if own is None:
+                    continue
+                nonce = self._next_nonce()
+                probe = MapRequest(
+                    nonce, (RequestRecord(addr, mask),), (own,), probe=True
+                )
+                self._probes[nonce] = (eid, rloc, now)
+                self._send(probe.encode(), (rloc, self.config.control_port), "probe")
+                self._timers.set(ProbeTimeout(nonce), now + self.config.probe_timeout)
+        assert self.config.probe_interval
+        self._timers.set(ProbeTick(), now + self.config.probe_interval)
+
+    def _probe_state(self, eid: Eid, rloc: IPAddress) -> tuple[CacheEntry, int] | None:
+        entry = self.cache.db.get(eid)
+        if entry is None:
+            return None
+        for i, state in enumerate(entry.locators):
+            if state.locator.address == rloc:
+                return entry, i
+        return None
+
+    def _on_probe_reply(self, rep: MapReply, src: Addr, now: float) -> None:
+        probe = self._probes.pop(rep.nonce, None)
+        # C15: a probe reply whose records lack the A bit MUST be discarded.
+        if probe is None or not all(r.authoritative for r in rep.records):
+            self._drop(src, "unsolicited-probe-reply")
+            return
+        self._timers.cancel(ProbeTimeout(rep.nonce))
+        eid, rloc, sent = probe
+        found = self._probe_state(eid, rloc)
+        if found is None:
+            return
+        state = found[0].locators[found[1]]
+        state.rtt, state.missed = now - sent, 0
+        if not state.up:
+            state.up = True
+            self._emit(LocatorStateChanged(eid, str(rloc), True))
+
+    def _probe_timeout(self, nonce: int) -> None:
+        probe = self._probes.pop(nonce, None)
+        if probe is None:
+            return
+        eid, rloc, _ = probe
+        found = self._probe_state(eid, rloc)
+        if found is None:
+            return
+        state = found[0].locators[found[1]]
+        state.missed += 1
+        if state.up and state.missed >= self.config.probe_down_after:
+            state.up = False
+            self._emit(LocatorStateChanged(eid, str(rloc), False))
+
+    # ============================================================ ETR
+    def _on_notify(self, msg: MapNotify, raw: bytes, src: Addr, now: float) -> None:
+        key = self.config.register_key
+        if key and not check_auth(raw, key):
+            self._drop(src, "auth-failed")
+            return
+        pending = self._pending_registers.get(msg.nonce)
+        if pending is not None:
+            pending.awaiting.discard(src)
+            if not pending.awaiting:
+                del self._pending_registers[msg.nonce]
+                self._timers.cancel(RegisterRetry(msg.nonce))
+            self._emit(RegisterAcknowledged(src, msg.nonce))
+            return
+        # An unsolicited Map-Notify (RFC 8378 membership change, RFC 9437
+        # publication): cache what it carries and acknowledge it.
+        for rec in msg.records:
+            self._install(Eid.from_wire(rec.eid, rec.mask_len), rec, "map-notify", now)
+        ack = MapNotifyAck(msg.nonce, msg.records, msg.key_id)
+        if key:
+            ack = ack.signed(key, self.config.register_alg)
+        self._send(ack.encode(), src, "map-notify-ack")
+
+    def _register_tick(self, now: float) -> None:
+        self._register([m for _, m in self.database.items()], now)
+        interval = self.config.register_interval
+        if now < self._quick_until:
+            interval = self.config.quick_register_interval
+        # RFC 9301 8.2 suggests jitter so a fleet does not register in step.
+        jitter = (self._next_nonce() % 1000) / 1000.0 * self.config.register_jitter
+        self._timers.set(RegisterTick(), now + interval * (1.0 - jitter))
+
+    def _register(
+        self, mappings: list[DatabaseMapping], now: float, ttl_zero: bool = False
+    ) -> None:
+        groups: dict[tuple[bool, bool, bool], list[MapRecord]] = {}
+        for m in mappings:
+            addr, mask = m.eid.to_wire()
+            rec = MapRecord(
+                addr, mask, m.locators, 0 if ttl_zero else m.ttl, authoritative=True
+            )
+            flags = (m.proxy_reply, m.merge, m.want_map_notify and not ttl_zero)
+            groups.setdefault(flags, []).append(rec)
+        for flags, records in groups.items():
+            for batch in self._batches(records):
+                self._send_register(batch, flags, now)
+
+    def _batches(self, records: list[MapRecord]) -> Iterable[tuple[MapRecord, ...]]:
+        # Header, 32-byte MAC and xTR-ID trailer, then records up to the
+        # configured size (lispers.net packs up to 1100 bytes).
+        budget = self.config.max_register_size - 16 - 32 - 24
+        batch: list[MapRecord] = []
+        used = 0
+        for rec in records:
+            size = len(encode_record(rec))
+            if batch and used + size > budget:
+                yield tuple(batch)
+                batch, used = [], 0
+            batch.append(rec)
+            used += size
+        if batch:
+            yield tuple(batch)
+
+    def _send_register(
+        self,
+        records: tuple[MapRecord, ...],
+        flags: tuple[bool, bool, bool],
+        now: float,
+        targets: tuple[Addr, ...] | None = None,
+    ) -> None:
+        proxy, merge, want_notify = flags
+        self.register_nonce = (self.register_nonce + 1) & MASK64
+        msg = MapRegister(
+            self.register_nonce,
+            records,
+            proxy_reply=proxy,
+            ttl_timeout=True,
+            merge=merge,
+            want_map_notify=want_notify,
+            xtr_id=self.config.xtr_id,
+            site_id=self.config.site_id,
+        )
+        if self.config.register_key:
+            msg = msg.signed(self.config.register_key, self.config.register_alg)
+        data = msg.encode()
+        targets = self.config.map_servers if targets is None else targets
+        for ms in targets:
+            self._send(data, ms, "map-register")
+        if want_notify:
+            self._pending_registers[self.register_nonce] = _PendingRegister(
+                records, flags, set(targets)
+            )
+            self._timers.set(RegisterRetry(self.register_nonce), now + 1.0)
+
+    def _register_retry(self, nonce: int, now: float) -> None:
+        """RFC 9301 5.7: no Map-Notify yet; send again after 1 s, doubling up
+        to 60 s. A fresh nonce: the Map-Server drops repeated ones."""
+        pending = self._pending_registers.pop(nonce, None)
+        if pending is None:
+            return
+        current = {m.eid.to_wire() for _, m in self.database.items()}
+        records = tuple(r for r in pending.records if (r.eid, r.mask_len) in current)
+        if not records:
+            return
+        self._send_register(records, pending.flags, now, tuple(pending.awaiting))
+        retry = self._pending_registers[self.register_nonce]
+        retry.attempt = pending.attempt + 1
+        self._timers.set(
+            RegisterRetry(self.register_nonce), now + min(2.0**retry.attempt, 60.0)
+        )
+
+    # ============================================================ upkeep
+    def _sweep(self, now: float) -> None:
+        window = self.config.recent_itr_window
+        for eid in list(self._recent_itrs):
+            itrs = self._recent_itrs[eid]
+            for rloc in [r for r, t in itrs.items() if now - t > window]:
+                del itrs[rloc]
+            if not itrs:
+                del self._recent_itrs[eid]
+        rate, burst = self.config.map_reply_rate, self.config.map_reply_burst
+        for rloc in [
+            r
+            for r, (tokens, last) in self._reply_buckets.items()
+            if tokens + (now - last) * rate >= burst
+        ]:
+            del self._reply_buckets[rloc]
+        for eid in [e for e, t in self._smr_last.items() if now - t > window]:
+            del self._smr_last[eid]
+        self._timers.set(Sweep(), now + window)
+
+    # ============================================================ read-only views
+    def timer_count(self) -> int:
+        return len(self._timers)
+
+    def soft_state_sizes(self) -> dict[str, int]:
+        """Sizes of every internal table, for leak checks and the status page."""
+        return {
+            "timers": len(self._timers),
+            "pending_requests": len(self._pending_requests),
+            "request_nonces": len(self._request_nonces),
+            "pending_registers": len(self._pending_registers),
+            "pending_notifies": len(self._pending_notifies),
+            "probes": len(self._probes),
+            "reply_buckets": len(self._reply_buckets),
+            "recent_itrs": len(self._recent_itrs),
+            "smr_last": len(self._smr_last),
+            "registrations": len(self.ms.db),
+            "map_cache": len(self.cache),
+            "events": len(self._events),
+        }
+
+
+def _full_mask(addr: object) -> int:
+    if isinstance(addr, IPv4Address):
+        return 32
+    if isinstance(addr, IPv6Address):
+        return 128
+    return 0
