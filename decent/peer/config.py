@@ -9,6 +9,8 @@ from decent.wire import AlgorithmId, DistinguishedName, Eid, Locator
 
 Addr = tuple[IPv4Address | IPv6Address, int]
 CONTROL_PORT = 4342
+DATA_PORT = 4341
+GROUP_MODES = ("replicate", "multicast")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,13 @@ class NodeConfig:
     xtr_id: int
     site_id: int = 0
     control_port: int = CONTROL_PORT
+    data_port: int = DATA_PORT
+    # ---- LISP-Decent push mode (RFC 9962 section 4)
+    #: The mapping system's group address; a Map-Register sent to it reaches
+    #: every member (multicast), or is replicated to each one (replicate).
+    group: IPv4Address | IPv6Address | None = None
+    group_mode: str = "replicate"
+    group_iid: int = 0
     # ---- Map-Server
     sites: tuple[Site, ...] = ()
     registration_timeout: float = 180.0
@@ -121,6 +130,20 @@ class NodeConfig:
     def __post_init__(self) -> None:
         if not self.rlocs:
             raise ValueError("a node needs at least one RLOC")
+        if self.group_mode not in GROUP_MODES:
+            raise ValueError(f"group_mode must be one of {GROUP_MODES}")
+        if self.group is not None and not self.group.is_multicast:
+            raise ValueError(f"group {self.group} is not a multicast address")
+
+    @property
+    def group_eid(self) -> Eid | None:
+        """The peer group's membership EID, [iid](0/0, G) (RFC 9962 2)."""
+        if self.group is None:
+            return None
+        any_source = "0.0.0.0/0" if self.group.version == 4 else "::/0"
+        return Eid.sg(
+            any_source, f"{self.group}/{self.group.max_prefixlen}", self.group_iid
+        )
 
     def rloc_for(self, version: int) -> IPv4Address | IPv6Address | None:
         for rloc in self.rlocs:

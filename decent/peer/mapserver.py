@@ -58,7 +58,7 @@ class SiteEntry:
         """RLE member addresses of a merged entry (the peer group)."""
         out: list[IPv4Address | IPv6Address] = []
         for loc in self.record.locators:
-            for entry in _rle_entries(loc):
+            for entry in rle_entries(loc):
                 if isinstance(entry.address, IPv4Address | IPv6Address):
                     out.append(entry.address)
         return out
@@ -91,7 +91,7 @@ def flags_text(msg: MapRegister) -> str:
     return "-".join(c.upper() if on else c for c, on in bits)
 
 
-def _rle_entries(loc: Locator) -> list[RleEntry]:
+def rle_entries(loc: Locator) -> list[RleEntry]:
     addr = loc.address
     if isinstance(addr, AfiList):  # lispers.net wraps the RLE (gotcha 10)
         for item in addr.items:
@@ -119,7 +119,7 @@ def merge_records(records: list[MapRecord]) -> MapRecord:
     plain: dict[tuple[int, bytes], Locator] = {}
     for rec in records:
         for loc in rec.locators:
-            entries = _rle_entries(loc)
+            entries = rle_entries(loc)
             if entries or isinstance(loc.address, Rle):
                 rle_template = rle_template or loc
                 for e in entries:

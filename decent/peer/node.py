@@ -42,11 +42,19 @@ from decent.peer.events import (
 )
 from decent.peer.mapcache import CacheEntry, MapCache
 from decent.peer.mapdb import MapDB
-from decent.peer.mapserver import ChildKey, MapServer, SiteEntry, encode_record
+from decent.peer.mapserver import (
+    ChildKey,
+    MapServer,
+    SiteEntry,
+    encode_record,
+    rle_entries,
+)
 from decent.peer.timers import Deadlines
 from decent.wire import (
+    DECENT_CONTROL_IID,
     NO_ADDRESS,
     Action,
+    DataHeader,
     DecodeError,
     Eid,
     EncapsulatedControlMessage,
@@ -59,8 +67,12 @@ from decent.wire import (
     MapReply,
     MapRequest,
     RequestRecord,
+    UdpPacket,
     check_auth,
+    decapsulate,
     decode,
+    decode_udp_packet,
+    encapsulate,
 )
 
 IPAddress = IPv4Address | IPv6Address
@@ -245,8 +257,12 @@ class Node:
 
         `local` is the address it arrived on, when the shell knows it (it
         marks the probed locator in RLOC-probe replies). Never raises because
-        of what the datagram holds. Drain outputs afterwards.
+        of what the datagram holds. Drain outputs afterwards. A datagram
+        that arrived on the data port is handed to `receive_data_packet`.
         """
+        if local is not None and local[1] == self.config.data_port:
+            self.receive_data_packet(data, addr, now)
+            return
         try:
             msg = decode(data)
         except DecodeError:
@@ -258,6 +274,47 @@ class Node:
             # A decoded field that the protocol layer cannot use, e.g. an EID
             # with an LCAF we cannot index: the peer's fault, not ours.
             self._drop(addr, "unusable-field")
+
+    def receive_data_packet(self, data: bytes, addr: Addr, now: float) -> None:
+        """Feed one UDP payload received on the data port (4341).
+
+        Packets with instance ID 0xffffff carry replicated LISP-Decent control
+        traffic (RFC 9962 4.1): the inner message goes to the control path
+        with the inner source as its sender. It is never replicated again.
+        """
+        try:
+            header, inner = decapsulate(data)
+            if header.instance_id != DECENT_CONTROL_IID:
+                self._drop(addr, "data-plane-off")
+                return
+            packet = decode_udp_packet(inner)
+        except DecodeError:
+            self._drop(addr, "decode-error")
+            return
+        to_us = packet.dst == self.config.group or self._own(packet.dst)
+        if not to_us or packet.dport != self.config.control_port:
+            self._drop(addr, "replicated-not-for-us")
+            return
+        self.counters["rx.replicated"] += 1
+        self.receive_datagram(packet.payload, (packet.src, packet.sport), now)
+
+    def membership(self) -> list[IPAddress]:
+        """The peer group's members: the merged (0/0, G) RLE we hold as a
+        Map-Server, together with any we learned from Map-Notify/Map-Reply."""
+        eid = self.config.group_eid
+        if eid is None:
+            return []
+        members: dict[IPAddress, None] = {}
+        entry = self.ms.db.get(eid)
+        if entry is not None:
+            members.update(dict.fromkeys(entry.members()))
+        cached = self.cache.db.get(eid)
+        if cached is not None:
+            for loc in cached.record.locators:
+                for e in rle_entries(loc):
+                    if isinstance(e.address, IPv4Address | IPv6Address):
+                        members[e.address] = None
+        return sorted(members, key=lambda a: (a.version, a.packed))
 
     def _dispatch(
         self,
@@ -335,6 +392,32 @@ class Node:
     def _send(self, data: bytes, dest: Addr, kind: str) -> None:
         self._out.append((data, dest))
         self.counters["tx." + kind] += 1
+
+    def _send_to_group(self, data: bytes, kind: str, skip: set[IPAddress]) -> None:
+        """RFC 9962 4.1: one message for every member. Natively to G on a
+        multicast underlay; otherwise head-end replicated, data-encapsulated
+        to each member's data port with instance ID 0xffffff."""
+        group = self.config.group
+        assert group is not None
+        port = self.config.control_port
+        if self.config.group_mode == "multicast":
+            self._send(data, (group, port), kind)
+            return
+        own = self.config.rloc_for(group.version)
+        if own is None:
+            return
+        inner = UdpPacket(own, group, port, port, data).encode()
+        for member in self.membership():
+            if member in skip or self._own(member) or member.version != own.version:
+                continue
+            header = DataHeader(
+                nonce=self._next_nonce() & 0xFFFFFF, instance_id=DECENT_CONTROL_IID
+            )
+            self._send(
+                encapsulate(header, inner),
+                (member, self.config.data_port),
+                "replicated-" + kind,
+            )
 
     def _emit(self, event: Event) -> None:
         self._events.append(event)
@@ -883,7 +966,11 @@ class Node:
             msg = msg.signed(self.config.register_key, self.config.register_alg)
         data = msg.encode()
         targets = self.config.map_servers if targets is None else targets
-        for ms in targets:
+        group = self.config.group
+        unicast = [t for t in targets if t[0] != group]
+        if len(unicast) != len(targets):
+            self._send_to_group(data, "map-register", {t[0] for t in unicast})
+        for ms in unicast:
             self._send(data, ms, "map-register")
         if want_notify:
             self._pending_registers[self.register_nonce] = _PendingRegister(

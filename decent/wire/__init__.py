@@ -30,8 +30,17 @@ from decent.wire.control import (
     RequestRecord,
     decode,
 )
+from decent.wire.data import (
+    DECENT_CONTROL_IID,
+    LISP_CONTROL_PORT,
+    LISP_DATA_PORT,
+    DataHeader,
+    decapsulate,
+    encapsulate,
+)
 from decent.wire.eid import Eid, address_text, parse_eid
 from decent.wire.errors import DecodeError
+from decent.wire.ip import UdpPacket, decode_udp_packet
 from decent.wire.records import (
     Action,
     Locator,
@@ -42,6 +51,9 @@ from decent.wire.records import (
 )
 
 __all__ = [
+    "DECENT_CONTROL_IID",
+    "LISP_CONTROL_PORT",
+    "LISP_DATA_PORT",
     "NO_ADDRESS",
     "Action",
     "Address",
@@ -49,6 +61,7 @@ __all__ = [
     "AfiList",
     "AlgorithmId",
     "ControlMessage",
+    "DataHeader",
     "DecodeError",
     "DistinguishedName",
     "Eid",
@@ -74,10 +87,14 @@ __all__ = [
     "RequestRecord",
     "Rle",
     "RleEntry",
+    "UdpPacket",
     "UnknownLcaf",
     "address_text",
     "check_auth",
+    "decapsulate",
     "decode",
+    "decode_udp_packet",
+    "encapsulate",
     "parse_eid",
     "sign_bytes",
 ]

@@ -1,0 +1,106 @@
+"""LISP-Decent push mode (RFC 9962 section 4): a node's group, site and registrations."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address
+
+from decent.peer.config import (
+    AllowedPrefix,
+    DatabaseMapping,
+    NodeConfig,
+    Site,
+)
+from decent.wire import Eid, Locator, Rle, RleEntry
+
+IPAddress = IPv4Address | IPv6Address
+GROUP_SITE = "decent-group"
+
+
+def membership_mapping(group_eid: Eid, rloc: IPAddress, ttl: int) -> DatabaseMapping:
+    """The member's join: [iid](0/0, G) with an RLE of its own RLOC at level
+    128, merge and proxy-reply set, no Map-Notify (RFC 8378 5.1.2 MUSTs), and
+    lispers.net's RLOC-record values (protocol notes 1.3)."""
+    rle = Rle((RleEntry(rloc, 128),))
+    locator = Locator(rle, 255, 0, 1, 100, local=True, reachable=True)
+    return DatabaseMapping(
+        group_eid,
+        (locator,),
+        ttl=ttl,
+        proxy_reply=True,
+        want_map_notify=False,
+        merge=True,
+    )
+
+
+def decent_node_config(
+    *,
+    name: str,
+    rlocs: tuple[IPAddress, ...],
+    group: IPAddress,
+    key: bytes,
+    xtr_id: int,
+    eids: tuple[Eid, ...] = (),
+    seeds: tuple[IPAddress, ...] = (),
+    mode: str = "replicate",
+    iid: int = 0,
+    ttl: int = 3,
+    site_id: int = 0,
+    control_port: int = 4342,
+    data_port: int = 4341,
+    register_interval: float = 60.0,
+    probe_interval: float | None = None,
+) -> NodeConfig:
+    """A push-mode member: its own Map-Server and Map-Resolver, registering
+    its membership, its name and its EIDs once to the whole group.
+
+    Every member holds every registration (RFC 9962 4.1), so the group site
+    allows any prefix, name and group in the instance, and always proxy-
+    replies. `ttl` (minutes) is both the record TTL and, with the T bit, the
+    registration lifetime: a member that vanishes ages out after it.
+    """
+    rloc = rlocs[0]
+    group_eid = Eid.sg(
+        "0.0.0.0/0" if group.version == 4 else "::/0",
+        f"{group}/{group.max_prefixlen}",
+        iid,
+    )
+    any_group = Eid.sg(
+        "0.0.0.0/0" if group.version == 4 else "::/0",
+        "224.0.0.0/4" if group.version == 4 else "ff00::/8",
+        iid,
+    )
+    site = Site(
+        GROUP_SITE,
+        ((0, key),),
+        (
+            AllowedPrefix(Eid.prefix("0.0.0.0/0", iid)),
+            AllowedPrefix(Eid.prefix("::/0", iid)),
+            AllowedPrefix(Eid.name("*", iid)),
+            AllowedPrefix(any_group),
+        ),
+        force_proxy_reply=True,
+    )
+    locators = tuple(Locator(r, 1, 100, 255, 0, local=True) for r in rlocs)
+    database = [membership_mapping(group_eid, rloc, ttl)]
+    database.append(DatabaseMapping(Eid.name(name, iid), locators, ttl, True, False))
+    database.extend(DatabaseMapping(e, locators, ttl, True, False) for e in eids)
+    targets = [(rloc, control_port), (group, control_port)]
+    targets.extend((s, control_port) for s in seeds if s not in rlocs)
+    return NodeConfig(
+        rlocs=rlocs,
+        xtr_id=xtr_id,
+        site_id=site_id,
+        control_port=control_port,
+        data_port=data_port,
+        group=group,
+        group_mode=mode,
+        group_iid=iid,
+        sites=(site,),
+        registration_timeout=ttl * 60.0,
+        database=tuple(database),
+        map_servers=tuple(targets),
+        register_key=key,
+        register_interval=register_interval,
+        map_resolvers=((rloc, control_port),),
+        probe_interval=probe_interval,
+    )
