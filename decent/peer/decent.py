@@ -1,4 +1,4 @@
-"""LISP-Decent push mode (RFC 9962 section 4): a node's group, site and registrations."""
+"""LISP-Decent push mode (RFC 9962 section 4): group, site and registrations."""
 
 from __future__ import annotations
 
