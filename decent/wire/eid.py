@@ -123,9 +123,14 @@ class Eid:
                 self.iid, self.address, self.mask_len, self.group, self.group_mask_len
             )
             return mc, self.mask_len
+        mask_len = self.mask_len
+        if isinstance(self.address, DistinguishedName):
+            # lispers.net sends a name's length in bits as its mask length;
+            # receivers ignore it for names, so match the deployed peer.
+            mask_len = min(8 * len(self.address.name), 255)
         if self.iid == 0 and plain_iid0:
-            return self.address, self.mask_len
-        return InstanceId(self.iid, self.address), self.mask_len
+            return self.address, mask_len
+        return InstanceId(self.iid, self.address), mask_len
 
     # ------------------------------------------------------------ queries
 

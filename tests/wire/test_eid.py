@@ -54,7 +54,8 @@ def test_names_render_quoted() -> None:
     assert str(eid) == "[0]'n1'"
     assert eid.is_name
     assert eid.version == 0
-    assert eid.to_wire() == (DistinguishedName("n1"), 0)
+    assert eid.to_wire() == (DistinguishedName("n1"), 16)  # lispers.net: 8 x length
+    assert Eid.from_wire(DistinguishedName("n1"), 16) == eid
 
 
 @pytest.mark.parametrize(

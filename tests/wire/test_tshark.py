@@ -41,6 +41,42 @@ _A_BIT_REASON = (
 # finding, reason). Every finding of that vector must match; anything else fails.
 KNOWN_LIMITATIONS: dict[str, tuple[str, str]] = {
     "e06_membership_map_register": (MAP_REGISTER_A_BIT, _A_BIT_REASON),
+    "v05_map_request_pubsub": (
+        re.escape(
+            "reserved field lisp.mreq.res = 0x000080 "
+            "(.... .... ..01 0000 000. .... = Reserved bits: 0x080)"
+        )
+        + "|"
+        + re.escape("reserved field lisp.mreq.record.res = 0x80 (Reserved: 0x80)")
+        + "|"
+        + re.escape("24 undecoded bytes at UDP payload offset 32 (to the end)"),
+        "tshark 4.0 predates RFC 9437 (I bit, N bit, xTR-ID/Site-ID trailer)",
+    ),
+    "v17_map_register_ttl_timeout": (
+        re.escape(
+            "reserved field lisp.mreg.res = 0x000004 "
+            "(.... .... 0000 0000 0000 100. = Reserved bits: 0x0004)"
+        ),
+        "tshark 4.0 does not know the RFC 9301 Map-Register T bit",
+    ),
+    "v18_map_register_merge_without_xtr_id": (MAP_REGISTER_A_BIT, _A_BIT_REASON),
+    "v19_map_register_eid_notify": (
+        re.escape(
+            "reserved field lisp.mreg.res = 0x000008 "
+            "(.... .... 0000 0000 0001 000. = Reserved bits: 0x0008)"
+        ),
+        "tshark 4.0 does not know the RFC 9301 Map-Register E bit",
+    ),
+    "v24_map_register_membership_deregistration": (
+        MAP_REGISTER_A_BIT,
+        _A_BIT_REASON,
+    ),
+    "v27_map_notify_ack_membership_rle3": (
+        MAP_NOTIFY_ACK_TYPE
+        + "|"
+        + re.escape("127 undecoded bytes at UDP payload offset 3 (to the end)"),
+        "tshark 4.0 has no Map-Notify-Ack (RFC 9301 type 5)",
+    ),
     "e07_her_data_membership": (MAP_REGISTER_A_BIT, _A_BIT_REASON),
     "e08_map_notify_ack": (
         MAP_NOTIFY_ACK_TYPE
