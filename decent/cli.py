@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
 import sys
 from collections.abc import Sequence
 
+from aiohttp import web
+
 from decent import __version__
+from decent.config import Config, ConfigError, load_config
+from decent.net.state import StateDir
+from decent.net.status import NodeStatus
+from decent.net.udp import NodeShell, open_sockets
+from decent.peer.decent import decent_node_config
+from decent.peer.node import Node
+from decent.web.app import make_app
 from decent.wire import DecodeError, decode
+
+log = logging.getLogger("decent")
+#: How often the registration snapshot and nonce reservation are saved.
+SAVE_INTERVAL = 5.0
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
@@ -27,6 +45,126 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_node(cfg: Config, xtr_id: int, register_nonce: int, now: float) -> Node:
+    node_cfg = decent_node_config(
+        name=cfg.name,
+        rlocs=cfg.rlocs,
+        group=cfg.group,
+        key=cfg.key,
+        xtr_id=xtr_id,
+        eids=cfg.database,
+        seeds=cfg.seeds,
+        mode=cfg.mode,
+        iid=cfg.instance_id,
+        ttl=cfg.ttl,
+        control_port=cfg.control_port,
+        data_port=cfg.data_port,
+        register_interval=cfg.register_interval,
+    )
+    return Node(
+        node_cfg,
+        nonce=lambda: secrets.randbits(64),
+        now=now,
+        register_nonce=register_nonce,
+    )
+
+
+async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
+    """Run one node until SIGTERM/SIGINT (or `stop`), then deregister."""
+    loop = asyncio.get_running_loop()
+    state = StateDir(cfg.state_dir)
+    try:
+        state.prepare()
+        ident = state.load_identity()
+    except OSError as exc:
+        raise ConfigError(
+            f"{cfg.path}: [node] state_dir: cannot use {cfg.state_dir} ({exc}); "
+            "point it at a writable directory"
+        ) from None
+    node = build_node(cfg, ident.xtr_id, ident.start_nonce, loop.time())
+    try:
+        sockets = open_sockets(
+            cfg.rlocs[0],
+            cfg.control_port,
+            cfg.data_port,
+            group=cfg.group,
+            multicast=cfg.mode == "multicast",
+            multicast_ttl=cfg.multicast_ttl,
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"{cfg.path}: [node] rloc / [decent] control_port, data_port: cannot "
+            f"bind {cfg.rlocs[0]} ports {cfg.control_port}/{cfg.data_port} "
+            f"({exc.strerror}); use an address of this host and free ports"
+        ) from None
+    shell = NodeShell(node, sockets, loop)
+    status = NodeStatus(
+        node,
+        loop.time,
+        name=cfg.name,
+        started=loop.time(),
+        register_interval=cfg.register_interval,
+        errors=lambda: dict(shell.errors),
+    )
+    runner = web.AppRunner(make_app(status), shutdown_timeout=1.0, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, cfg.web_host, cfg.web_port).start()
+    except OSError as exc:
+        shell.close()
+        await runner.cleanup()
+        raise ConfigError(
+            f"{cfg.path}: [web] listen: cannot listen on "
+            f"{cfg.web_host}:{cfg.web_port} ({exc.strerror}); pick a free port"
+        ) from None
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    shell.start()
+    log.info(
+        "node %s up: rloc %s, group %s (%s), web on %s:%d",
+        cfg.name,
+        cfg.rlocs[0],
+        cfg.group,
+        cfg.mode,
+        cfg.web_host,
+        cfg.web_port,
+    )
+    try:
+        while not stop.is_set():
+            state.keep_nonces_reserved(ident, node.register_nonce)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SAVE_INTERVAL)
+    finally:
+        # Graceful leave: TTL-0 registrations make every peer drop our EIDs
+        # and our membership at once instead of after the TTL.
+        node.deregister(loop.time())
+        shell.flush()
+        state.keep_nonces_reserved(ident, node.register_nonce)
+        shell.close()
+        await runner.cleanup()
+        log.info("node %s stopped", cfg.name)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"decent: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, cfg.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        return asyncio.run(run_node(cfg))
+    except ConfigError as exc:
+        print(f"decent: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="decent",
@@ -34,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"decent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run a node from a config file")
+    p.add_argument("--config", "-c", default="/etc/decent/node.toml")
+    p.set_defaults(func=_cmd_run)
     p = sub.add_parser("decode", help="decode a LISP control message given in hex")
     p.add_argument("hex", nargs="+", help="the UDP payload, in hex")
     p.set_defaults(func=_cmd_decode)

@@ -208,6 +208,7 @@ class Node:
         self._recent_itrs: dict[Eid, dict[IPAddress, float]] = {}
         self._smr_last: dict[Eid, float] = {}
         self._quick_until = now
+        self._known_members: set[IPAddress] = set()
         if config.database and config.map_servers:
             self._timers.set(RegisterTick(), now)
         if config.probe_interval:
@@ -462,6 +463,8 @@ class Node:
                 )
             if ch.changed and ch.entry is not None and ch.entry.merge:
                 self._notify_members(ch.entry, now)
+            if ch.changed and ch.eid == self.config.group_eid:
+                self._membership_changed(now)
         if msg.want_map_notify:
             # RFC 9301 5.7: the Map-Notify acknowledges with the registration's
             # nonce and records, authenticated with the site key; it is sent
@@ -638,16 +641,23 @@ class Node:
         addr, mask = mapping.eid.to_wire()
         return MapRecord(addr, mask, locators, mapping.ttl, authoritative=True)
 
-    def _negative_record(self, eid: Eid) -> bytes:
-        """RFC 9301 8.3/8.4 negative answer over the least-specific prefix
-        that covers eid and no registered prefix."""
+    def negative_answer(self, eid: Eid) -> tuple[Eid, int, Action]:
+        """The Map-Resolver's negative answer for an unregistered eid: the
+        least-specific prefix covering it and no registered prefix, its TTL
+        in minutes, and the action (RFC 9301 8.3/8.4)."""
         configured = self.ms.configured(eid)
         if configured is not None:
             prefix = self.ms.db.uncovered_prefix(eid, within=configured) or eid
-            ttl, action = self.config.negative_ttl_unregistered, Action.SEND_MAP_REQUEST
-        else:
-            prefix = self.ms.db.uncovered_prefix(eid) or eid
-            ttl, action = self.config.negative_ttl_unknown, Action.NATIVELY_FORWARD
+            return (
+                prefix,
+                self.config.negative_ttl_unregistered,
+                Action.SEND_MAP_REQUEST,
+            )
+        prefix = self.ms.db.uncovered_prefix(eid) or eid
+        return prefix, self.config.negative_ttl_unknown, Action.NATIVELY_FORWARD
+
+    def _negative_record(self, eid: Eid) -> bytes:
+        prefix, ttl, action = self.negative_answer(eid)
         addr, mask = prefix.to_wire()
         return encode_record(MapRecord(addr, mask, (), ttl, action))
 
@@ -765,6 +775,23 @@ class Node:
         self._timers.set(CacheExpiry(eid), entry.expires)
         self.counters["cache.installed"] += 1
         self._emit(MapCacheUpdated(eid, source, entry.negative))
+        if eid == self.config.group_eid:
+            self._membership_changed(now)
+
+    def _membership_changed(self, now: float) -> None:
+        """A member we never registered to has appeared: register to the group
+        now rather than at the next period, so it learns our EIDs at once.
+        Coalesced: one registration round covers every join seen meanwhile."""
+        members = set(self.membership())
+        if members <= self._known_members:
+            return
+        self._known_members |= members
+        if not (self.config.database and self.config.map_servers):
+            return
+        soon = now + 0.01
+        when = self._timers.when(RegisterTick())
+        if when is None or when > soon:
+            self._timers.set(RegisterTick(), soon)
 
     def _cache_expiry(self, eid: Eid, now: float) -> None:
         entry = self.cache.db.get(eid)

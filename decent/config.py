@@ -1,0 +1,274 @@
+"""The node's TOML configuration: loading, validation and clear errors."""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from pathlib import Path
+from typing import Any
+
+from decent.wire import Eid, parse_eid
+
+IPAddress = IPv4Address | IPv6Address
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the person who wrote the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything `decent run` reads from its config file (see README)."""
+
+    path: Path
+    name: str
+    rlocs: tuple[IPAddress, ...]
+    interface: str | None
+    state_dir: Path
+    group: IPAddress
+    mode: str
+    seeds: tuple[IPAddress, ...]
+    key: bytes
+    instance_id: int
+    database: tuple[Eid, ...]
+    web_host: str
+    web_port: int
+    control_port: int = 4342
+    data_port: int = 4341
+    ttl: int = 3
+    register_interval: float = 60.0
+    group_lookup_interval: float = 30.0
+    multicast_ttl: int = 1
+    admin_token: str | None = None
+    log_level: str = "info"
+
+
+_SECTIONS = {
+    "node": {"name", "rloc", "rlocs", "interface", "state_dir", "log_level"},
+    "decent": {
+        "group",
+        "mode",
+        "seeds",
+        "key",
+        "instance_id",
+        "control_port",
+        "data_port",
+        "ttl",
+        "register_interval",
+        "group_lookup_interval",
+        "multicast_ttl",
+    },
+    "database": {"eid"},
+    "web": {"listen", "admin_token"},
+}
+
+
+class _Reader:
+    """Typed access to one table, with errors naming file, key and fix."""
+
+    def __init__(self, path: Path, section: str, table: dict[str, Any]) -> None:
+        self.path, self.section, self.table = path, section, table
+
+    def fail(self, key: str, problem: str, fix: str) -> ConfigError:
+        return ConfigError(f"{self.path}: [{self.section}] {key}: {problem}; {fix}")
+
+    def get(self, key: str, kind: type, default: Any = None, *, fix: str = "") -> Any:
+        if key not in self.table:
+            if default is None:
+                raise self.fail(key, "missing", fix or f"add {key} = ...")
+            return default
+        value = self.table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(
+                key,
+                f"expected {kind.__name__}, got {type(value).__name__}",
+                fix or f"write {key} as a {kind.__name__}",
+            )
+        return value
+
+    def address(self, key: str, value: str) -> IPAddress:
+        try:
+            return ip_address(value)
+        except ValueError:
+            raise self.fail(
+                key,
+                f"{value!r} is not an IP address",
+                'write an IPv4 or IPv6 address such as "198.18.42.11"',
+            ) from None
+
+    def port(self, key: str, default: int) -> int:
+        value: int = self.get(key, int, default)
+        if not 1 <= value <= 65535:
+            raise self.fail(key, f"port {value} out of range", "use 1 to 65535")
+        return value
+
+
+def interface_addresses(name: str) -> list[IPAddress]:
+    """The addresses of a network interface (Linux: /proc and ioctl-free)."""
+    found: list[IPAddress] = []
+    try:
+        import fcntl
+        import struct
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            req = struct.pack("256s", name.encode()[:15])
+            res = fcntl.ioctl(s.fileno(), 0x8915, req)  # SIOCGIFADDR
+            found.append(IPv4Address(res[20:24]))
+    except OSError:
+        pass
+    try:
+        for line in Path("/proc/net/if_inet6").read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 6 and parts[5] == name:
+                addr = IPv6Address(bytes.fromhex(parts[0]))
+                if not addr.is_link_local:
+                    found.append(addr)
+    except OSError:
+        pass
+    return found
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raise ConfigError naming the key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file; create it with `decent init` or pass --config"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for section, value in raw.items():
+        if section not in _SECTIONS:
+            raise ConfigError(
+                f"{path}: unknown section [{section}]; "
+                f"use {', '.join(sorted(_SECTIONS))}"
+            )
+        tables = value if isinstance(value, list) else [value]
+        for table in tables:
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: [{section}] must be a table")
+            for key in table:
+                if key not in _SECTIONS[section]:
+                    raise ConfigError(
+                        f"{path}: [{section}] {key}: unknown key; "
+                        f"valid keys are {', '.join(sorted(_SECTIONS[section]))}"
+                    )
+    node = _Reader(path, "node", raw.get("node", {}))
+    decent = _Reader(path, "decent", raw.get("decent", {}))
+    web = _Reader(path, "web", raw.get("web", {}))
+
+    name = node.get("name", str, fix='add name = "n1" (shown on pages, a name EID)')
+    if not name or len(name) > 255 or not name.isascii() or not name.isprintable():
+        raise node.fail(
+            "name",
+            f"{name!r} is not a usable name",
+            "use printable ASCII, 1 to 255 characters",
+        )
+    interface = node.get("interface", str, "") or None
+    if "rloc" in node.table or "rlocs" in node.table:
+        if "rlocs" in node.table:
+            items = node.get("rlocs", list)
+        else:
+            items = [node.get("rloc", str)]
+        rlocs = tuple(node.address("rloc", str(v)) for v in items)
+    elif interface:
+        rlocs = tuple(interface_addresses(interface))
+        if not rlocs:
+            raise node.fail(
+                "interface",
+                f"{interface!r} has no usable address",
+                "name an interface that has an address, or set rloc",
+            )
+    else:
+        raise node.fail(
+            "rloc", "missing", 'add rloc = "198.18.42.11" or interface = "eth0"'
+        )
+    if not rlocs:
+        raise node.fail("rlocs", "empty", "list at least one RLOC address")
+    state_dir = Path(node.get("state_dir", str, "/var/lib/decent"))
+    log_level = node.get("log_level", str, "info")
+
+    group = decent.address(
+        "group",
+        decent.get(
+            "group", str, fix='add group = "233.252.1.1" (the mapping system group)'
+        ),
+    )
+    if not group.is_multicast:
+        raise decent.fail(
+            "group",
+            f"{group} is not a multicast address",
+            "use a group such as 233.252.1.1 or ff05::1:1",
+        )
+    if not any(r.version == group.version for r in rlocs):
+        raise decent.fail(
+            "group",
+            f"no RLOC of the group's IPv{group.version} family",
+            "add an RLOC of that family or pick a group of yours",
+        )
+    mode = decent.get("mode", str, "replicate")
+    if mode not in ("replicate", "multicast"):
+        raise decent.fail(
+            "mode",
+            f"{mode!r} is not a mode",
+            'use "replicate" (any underlay) or "multicast"',
+        )
+    seeds = tuple(
+        decent.address("seeds", str(s)) for s in decent.get("seeds", list, [])
+    )
+    key = decent.get("key", str, fix='add key = "..." (the group\'s shared secret)')
+    if not key:
+        raise decent.fail("key", "empty", "set a shared secret for the group")
+    iid = decent.get("instance_id", int, 0)
+    if not 0 <= iid < 1 << 24:
+        raise decent.fail("instance_id", f"{iid} out of range", "use 0 to 16777215")
+    ttl = decent.get("ttl", int, 3)
+    if not 1 <= ttl <= 1440:
+        raise decent.fail("ttl", f"{ttl} out of range", "use 1 to 1440 minutes")
+
+    database = []
+    for i, table in enumerate(raw.get("database", [])):
+        db = _Reader(path, f"database #{i + 1}", table)
+        text = db.get("eid", str, fix='add eid = "1.1.1.1/32"')
+        try:
+            database.append(parse_eid(text, iid))
+        except ValueError as exc:
+            raise db.fail(
+                "eid", str(exc), 'write a prefix such as "1.1.1.1/32"'
+            ) from None
+
+    listen = web.get("listen", str, "127.0.0.1:8080")
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise web.fail(
+            "listen", f"{listen!r} is not host:port", 'write listen = "0.0.0.0:8080"'
+        )
+    return Config(
+        path=path,
+        name=name,
+        rlocs=rlocs,
+        interface=interface,
+        state_dir=state_dir,
+        group=group,
+        mode=mode,
+        seeds=seeds,
+        key=key.encode(),
+        instance_id=iid,
+        database=tuple(database),
+        web_host=host.strip("[]") or "0.0.0.0",
+        web_port=int(port_text),
+        control_port=decent.port("control_port", 4342),
+        data_port=decent.port("data_port", 4341),
+        ttl=ttl,
+        register_interval=decent.get("register_interval", float, 60.0),
+        group_lookup_interval=decent.get("group_lookup_interval", float, 30.0),
+        multicast_ttl=decent.get("multicast_ttl", int, 1),
+        admin_token=web.get("admin_token", str, "") or None,
+        log_level=log_level,
+    )

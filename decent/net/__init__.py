@@ -1,0 +1,1 @@
+"""The asyncio shell: sockets, timers and status snapshots around the core."""

@@ -1,0 +1,248 @@
+"""Read-only snapshots of a running Node as plain dicts, for the web API and CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any
+
+from decent.peer.mapcache import CacheEntry
+from decent.peer.mapserver import SiteEntry, rle_entries
+from decent.peer.node import Node
+from decent.wire import (
+    Action,
+    DistinguishedName,
+    Eid,
+    Locator,
+    address_text,
+    parse_eid,
+)
+
+IPAddress = IPv4Address | IPv6Address
+AUTH_NAMES = {0: "none", 1: "hmac-sha-1", 2: "hmac-sha-256", 3: "hmac-sha-256-hkdf"}
+
+
+def _locator(loc: Locator, names: dict[IPAddress, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "address": address_text(loc.address),
+        "priority": loc.priority,
+        "weight": loc.weight,
+        "m_priority": loc.m_priority,
+        "m_weight": loc.m_weight,
+        "local": loc.local,
+        "reachable": loc.reachable,
+    }
+    rle = rle_entries(loc)
+    if rle:
+        out["address"] = "rle"
+        out["rle"] = [
+            {
+                "address": address_text(e.address),
+                "level": e.level,
+                "name": e.name.name if e.name else _name_of(e.address, names),
+            }
+            for e in rle
+        ]
+    return out
+
+
+def _name_of(addr: object, names: dict[IPAddress, str]) -> str | None:
+    if isinstance(addr, IPv4Address | IPv6Address):
+        return names.get(addr)
+    return None
+
+
+class NodeStatus:
+    """Adapts a Node (and the shell's clock) into JSON-ready dicts.
+
+    Ages and remaining lifetimes are computed against `clock()`, the same
+    monotonic time the Node runs on.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        clock: Callable[[], float],
+        *,
+        name: str,
+        started: float,
+        register_interval: float,
+        errors: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
+        self.node = node
+        self.clock = clock
+        self.name = name
+        self.started = started
+        self.register_interval = register_interval
+        self.errors = errors or dict
+
+    # ------------------------------------------------------------ helpers
+    def names(self) -> dict[IPAddress, str]:
+        """RLOC -> node name, from the distinguished-name EIDs registered."""
+        out: dict[IPAddress, str] = {}
+        for eid, entry in self.node.ms.db.items():
+            if isinstance(eid.address, DistinguishedName):
+                for loc in entry.record.locators:
+                    if isinstance(loc.address, IPv4Address | IPv6Address):
+                        out.setdefault(loc.address, eid.address.name)
+        return out
+
+    def health(self) -> dict[str, Any]:
+        members = self.node.membership()
+        own = self.node.config.rlocs[0]
+        joined = own in members
+        return {
+            "ok": joined,
+            "status": "ok" if joined else "joining",
+            "members": len(members),
+        }
+
+    # ------------------------------------------------------------ views
+    def node_info(self) -> dict[str, Any]:
+        node, cfg, now = self.node, self.node.config, self.clock()
+        return {
+            "name": self.name,
+            "rloc": str(cfg.rlocs[0]),
+            "rlocs": [str(r) for r in cfg.rlocs],
+            "xtr_id": f"{cfg.xtr_id:032x}",
+            "mode": cfg.group_mode,
+            "group": str(cfg.group) if cfg.group else None,
+            "instance_id": cfg.group_iid,
+            "uptime": round(now - self.started, 3),
+            "health": self.health(),
+            "counts": {
+                "registrations": len(node.ms.db),
+                "peers": len(node.membership()),
+                "map_cache": len(node.cache),
+            },
+            "counters": dict(sorted(node.counters.items())),
+            "socket_errors": dict(self.errors()),
+            "state": node.soft_state_sizes(),
+        }
+
+    def site_entry(
+        self, entry: SiteEntry, names: dict[IPAddress, str]
+    ) -> dict[str, Any]:
+        now = self.clock()
+        children = sorted(entry.children.values(), key=lambda c: c.first)
+        latest = max(children, key=lambda c: c.last)
+        eid = entry.eid
+        return {
+            "site": entry.site,
+            "eid": str(eid),
+            "instance_id": eid.iid,
+            "group": None if eid.group is None else f"{eid.group}/{eid.group_mask_len}",
+            "registered": True,
+            "first_registered": round(now - entry.first_registered, 3),
+            "last_registered": round(now - entry.last_registered, 3),
+            "last_registerer": f"{entry.last_registerer[0]}",
+            "ttl": round(max(c.expires for c in children) - now, 3),
+            "flags": latest.flags,
+            "merge": entry.merge,
+            "proxy_reply": entry.proxy_reply,
+            "auth": AUTH_NAMES.get(latest.alg_id, str(latest.alg_id)),
+            "rlocs": [_locator(loc, names) for loc in entry.record.locators],
+            "registrations": [
+                {
+                    "xtr_id": None if c.xtr_id is None else f"{c.xtr_id:032x}",
+                    "site_id": c.site_id,
+                    "registrant": str(c.registrant[0]),
+                    "first_registered": round(now - c.first, 3),
+                    "last_registered": round(now - c.last, 3),
+                    "ttl": round(c.expires - now, 3),
+                    "flags": c.flags,
+                    "rlocs": [_locator(loc, names) for loc in c.record.locators],
+                }
+                for c in children
+            ],
+        }
+
+    def sites(self) -> list[dict[str, Any]]:
+        names = self.names()
+        return [self.site_entry(e, names) for _, e in self.node.ms.db.sorted_items()]
+
+    def peers(self) -> list[dict[str, Any]]:
+        node, now = self.node, self.clock()
+        names = self.names()
+        group = node.config.group_eid
+        entry = node.ms.db.get(group) if group is not None else None
+        heard: dict[IPAddress, tuple[float, float, float]] = {}
+        if entry is not None:
+            for child in entry.children.values():
+                for loc in child.record.locators:
+                    for e in rle_entries(loc):
+                        if isinstance(e.address, IPv4Address | IPv6Address):
+                            heard[e.address] = (child.first, child.last, child.expires)
+        out = []
+        for member in node.membership():
+            times = heard.get(member)
+            aging = times is None or now - times[1] > 1.5 * self.register_interval
+            out.append(
+                {
+                    "rloc": str(member),
+                    "name": names.get(member),
+                    "self": member in node.config.rlocs,
+                    "first_seen": None if times is None else round(now - times[0], 3),
+                    "last_heard": None if times is None else round(now - times[1], 3),
+                    "ttl": None if times is None else round(times[2] - now, 3),
+                    "state": "aging-out" if aging else "current",
+                }
+            )
+        return out
+
+    def cache_entry(self, entry: CacheEntry) -> dict[str, Any]:
+        now = self.clock()
+        names = self.names()
+        return {
+            "eid": str(entry.eid),
+            "uptime": round(now - entry.created, 3),
+            "ttl": round(entry.expires - now, 3),
+            "source": entry.source,
+            "negative": entry.negative,
+            "action": Action(entry.record.action).name.lower().replace("_", "-")
+            if entry.negative
+            else None,
+            "rlocs": [
+                {
+                    **_locator(s.locator, names),
+                    "state": "up" if s.up else "down",
+                    "rtt": s.rtt,
+                    "packet-count": s.packets,
+                    "byte-count": s.bytes,
+                }
+                for s in entry.locators
+            ],
+            "packet-count": entry.packets,
+            "byte-count": entry.bytes,
+        }
+
+    def map_cache(self) -> list[dict[str, Any]]:
+        return [self.cache_entry(e) for _, e in self.node.cache.db.sorted_items()]
+
+    def lookup(self, text: str) -> dict[str, Any]:
+        """The longest registered match for an EID, or the negative answer
+        the Map-Resolver would give. Raises ValueError for bad input."""
+        eid = parse_eid(text, self.node.config.group_iid)
+        hit = self.node.ms.db.lookup(eid)
+        if hit is not None:
+            return {
+                "query": str(eid),
+                "found": True,
+                "entry": self.site_entry(hit[1], self.names()),
+            }
+        return {"query": str(eid), "found": False, **self.negative(eid)}
+
+    def negative(self, eid: Eid) -> dict[str, Any]:
+        prefix, ttl, action = self.node.negative_answer(eid)
+        return {
+            "prefix": str(prefix),
+            "ttl": ttl * 60,
+            "action": Action(action).name.lower().replace("_", "-"),
+        }
+
+    def cache_lookup(self, text: str) -> dict[str, Any]:
+        eid = parse_eid(text, self.node.config.group_iid)
+        entry = self.node.cache.lookup(eid)
+        if entry is None:
+            return {"query": str(eid), "found": False}
+        return {"query": str(eid), "found": True, "entry": self.cache_entry(entry)}

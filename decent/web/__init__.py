@@ -1,0 +1,1 @@
+"""The node's web face: JSON API and status pages (aiohttp)."""
