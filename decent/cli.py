@@ -9,6 +9,7 @@ import logging
 import secrets
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -82,6 +83,9 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
             "point it at a writable directory"
         ) from None
     node = build_node(cfg, ident.xtr_id, ident.start_nonce, loop.time())
+    restored = state.load_snapshot(node, loop.time(), time.time())
+    if restored:
+        log.info("restored %d registrations from %s", restored, state.snapshot_file)
     try:
         sockets = open_sockets(
             cfg.rlocs[0],
@@ -131,9 +135,14 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
         cfg.web_host,
         cfg.web_port,
     )
+    saved = -1
     try:
         while not stop.is_set():
             state.keep_nonces_reserved(ident, node.register_nonce)
+            changes = _registration_changes(node)
+            if changes != saved:
+                state.save_snapshot(node, loop.time(), time.time())
+                saved = changes
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SAVE_INTERVAL)
     finally:
@@ -142,10 +151,20 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
         node.deregister(loop.time())
         shell.flush()
         state.keep_nonces_reserved(ident, node.register_nonce)
+        state.save_snapshot(node, loop.time(), time.time())
         shell.close()
         await runner.cleanup()
         log.info("node %s stopped", cfg.name)
     return 0
+
+
+def _registration_changes(node: Node) -> int:
+    c = node.counters
+    return (
+        c["registration.accepted"]
+        + c["registration.removed"]
+        + c["registration.expired"]
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -6,18 +6,25 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 import msgpack
+
+from decent.peer.mapserver import Registration, encode_record
+from decent.peer.node import Node
+from decent.wire import DecodeError, Eid, MapRecord
+from decent.wire.buffer import Reader
 
 log = logging.getLogger("decent.state")
 #: Map-Register nonces are reserved in blocks, so the file is written once
 #: per block rather than once per registration, and a restart resumes past
 #: every nonce ever sent (RFC 9301 5.6: nonces MUST keep increasing).
 NONCE_BLOCK = 1000
+#: A state file larger than this is treated as corrupt, unread.
+MAX_STATE_FILE = 64 * 1024 * 1024
 _LIMITS: dict[str, Any] = {
-    "max_buffer_size": 64 * 1024 * 1024,
     "max_str_len": 1 << 16,
     "max_bin_len": 1 << 20,
     "max_array_len": 1 << 22,
@@ -43,6 +50,9 @@ def write_atomic(path: Path, data: bytes) -> None:
 def read_msgpack(path: Path) -> Any:
     """The object in path, or None if it is missing or unreadable (logged)."""
     try:
+        if path.stat().st_size > MAX_STATE_FILE:
+            log.warning("%s is larger than %d bytes; ignoring it", path, MAX_STATE_FILE)
+            return None
         data = path.read_bytes()
     except FileNotFoundError:
         return None
@@ -72,6 +82,16 @@ class StateDir:
         self.path = path
         self.identity_file = path / "identity.msgpack"
         self.snapshot_file = path / "registrations.msgpack"
+
+    def save_snapshot(self, node: Node, mono_now: float, wall_now: float) -> None:
+        write_atomic(
+            self.snapshot_file, snapshot_registrations(node, mono_now, wall_now)
+        )
+
+    def load_snapshot(self, node: Node, mono_now: float, wall_now: float) -> int:
+        return restore_registrations(
+            node, read_msgpack(self.snapshot_file), mono_now, wall_now
+        )
 
     def prepare(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -115,3 +135,103 @@ class StateDir:
                 use_bin_type=True,
             ),
         )
+
+
+# ---------------------------------------------------------------- snapshot
+# Times are stored as wall-clock seconds: the monotonic clock restarts with
+# the process, so remaining lifetimes are carried across as wall time.
+
+
+def _addr_out(addr: tuple[Any, int]) -> list[Any]:
+    return [str(addr[0]), addr[1]]
+
+
+def snapshot_registrations(node: Node, mono_now: float, wall_now: float) -> bytes:
+    """Every registration the node holds, with wall-clock lifetimes."""
+    entries = []
+    for eid, entry in node.ms.db.items():
+        children = []
+        for child in entry.children.values():
+            children.append(
+                [
+                    encode_record(child.record),
+                    _addr_out(child.registrant),
+                    None if child.xtr_id is None else child.xtr_id.to_bytes(16, "big"),
+                    child.site_id,
+                    wall_now - (mono_now - child.first),
+                    wall_now - (mono_now - child.last),
+                    wall_now + (child.expires - mono_now),
+                    child.flags,
+                    child.alg_id,
+                ]
+            )
+        entries.append([str(eid), entry.site, entry.merge, entry.proxy_reply, children])
+    nonces = [
+        [
+            site,
+            str(who) if not isinstance(who, int) else who.to_bytes(16, "big"),
+            kid,
+            n,
+        ]
+        for (site, who, kid), n in node.ms.nonces.items()
+    ]
+    return bytes(
+        msgpack.packb({"v": 1, "entries": entries, "nonces": nonces}, use_bin_type=True)
+    )
+
+
+def restore_registrations(
+    node: Node, raw: Any, mono_now: float, wall_now: float
+) -> int:
+    """Reinstate a snapshot; skip (and log) anything malformed. Returns the
+    number of registrations restored."""
+    if not isinstance(raw, dict) or raw.get("v") != 1:
+        if raw is not None:
+            log.warning("registration snapshot has an unknown layout; ignoring it")
+        return 0
+    restored = 0
+    for item in raw.get("entries", []):
+        try:
+            text, site, merge, proxy, children = item
+            regs = []
+            for rec_bytes, (
+                host,
+                port,
+            ), xtr, site_id, first, last, expires, flags, alg in children:
+                r = Reader(rec_bytes)
+                record = MapRecord.read(r)
+                r.finish()
+                regs.append(
+                    Registration(
+                        record,
+                        (ip_address(host), int(port)),
+                        None if xtr is None else int.from_bytes(xtr, "big"),
+                        int(site_id),
+                        mono_now - (wall_now - float(first)),
+                        mono_now - (wall_now - float(last)),
+                        mono_now + (float(expires) - wall_now),
+                        str(flags),
+                        int(alg),
+                    )
+                )
+            eid = Eid.from_wire(regs[0].record.eid, regs[0].record.mask_len)
+            if str(eid) != text:
+                raise ValueError(f"{text} does not match its record")
+            if node.restore_registration(
+                eid, str(site), bool(merge), bool(proxy), regs, mono_now
+            ):
+                restored += 1
+        except (ValueError, TypeError, IndexError, DecodeError) as exc:
+            log.warning("skipping a malformed snapshot entry: %s", exc)
+    for item in raw.get("nonces", []):
+        try:
+            site, who, kid, nonce = item
+            key: Any = (
+                int.from_bytes(who, "big")
+                if isinstance(who, bytes)
+                else ip_address(who)
+            )
+            node.ms.nonces.setdefault((str(site), key, int(kid)), int(nonce))
+        except (ValueError, TypeError) as exc:
+            log.warning("skipping a malformed snapshot nonce: %s", exc)
+    return restored

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from decent.peer.config import Addr
-from decent.peer.events import Event, MessageDropped
+from decent.peer.events import Event, MessageDropped, RegistrationAccepted
 from decent.peer.node import Node
 
 log = logging.getLogger("decent")
@@ -209,10 +209,11 @@ class NodeShell:
         now = self.loop.time()
         while (event := node.next_event()) is not None:
             self.events.append((now, event))
-            if not isinstance(event, MessageDropped):
-                log.info("%s", event)
-            else:
-                log.debug("%s", event)
+            # Refreshes and drops recur every period; log state changes only.
+            routine = isinstance(event, MessageDropped) or (
+                isinstance(event, RegistrationAccepted) and not event.new
+            )
+            log.log(logging.DEBUG if routine else logging.INFO, "%s", event)
             if self.on_event is not None:
                 self.on_event(event)
         when = node.get_timer()

@@ -289,6 +289,37 @@ class MapServer:
             return Change(eid, child_key, True, False, True, None)
         return Change(eid, child_key, True, False, self._refresh(entry), entry)
 
+    def restore(
+        self,
+        eid: Eid,
+        site: str,
+        merge: bool,
+        proxy: bool,
+        children: list[Registration],
+    ) -> SiteEntry | None:
+        """Reinstate an entry saved before a restart (children still alive)."""
+        if not children or all(s.name != site for s in self.sites):
+            return None
+        last = max(children, key=lambda c: c.last)
+        entry = SiteEntry(
+            eid,
+            site,
+            merge,
+            proxy,
+            {
+                c.xtr_id if c.xtr_id is not None else c.registrant[0]: c
+                for c in children
+            },
+            min(c.first for c in children),
+            last.last,
+            last.registrant,
+            last.record,
+            b"",
+        )
+        self._refresh(entry)
+        self.db.insert(eid, entry)
+        return entry
+
     def _refresh(self, entry: SiteEntry) -> bool:
         """Recompute the effective record; True when its locators changed."""
         children = sorted(entry.children.values(), key=lambda c: c.first)

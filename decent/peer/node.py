@@ -45,6 +45,7 @@ from decent.peer.mapdb import MapDB
 from decent.peer.mapserver import (
     ChildKey,
     MapServer,
+    Registration,
     SiteEntry,
     encode_record,
     rle_entries,
@@ -58,6 +59,7 @@ from decent.wire import (
     DecodeError,
     Eid,
     EncapsulatedControlMessage,
+    InstanceId,
     Locator,
     MapNotify,
     MapNotifyAck,
@@ -209,6 +211,7 @@ class Node:
         self._smr_last: dict[Eid, float] = {}
         self._quick_until = now
         self._known_members: set[IPAddress] = set()
+        self._bootstrap_backoff = 0.5
         if config.database and config.map_servers:
             self._timers.set(RegisterTick(), now)
         if config.probe_interval:
@@ -377,12 +380,16 @@ class Node:
 
     def deregister(self, now: float, eids: Iterable[Eid] | None = None) -> None:
         """Send TTL-0 Map-Registers so Map-Servers drop our mappings at once
-        (graceful shutdown when eids is None). Drain outputs afterwards."""
-        chosen = [m for e, m in self.database.items() if eids is None or e in set(eids)]
+        (graceful shutdown when eids is None). Drain outputs afterwards.
+
+        The mappings leave the database too: otherwise the next periodic
+        registration (or a pending retransmission) would register them again.
+        """
+        wanted = None if eids is None else set(eids)  # eids may be one-shot
+        chosen = [m for e, m in self.database.items() if wanted is None or e in wanted]
         self._register(chosen, now, ttl_zero=True)
-        if eids is not None:
-            for eid in list(eids):
-                self.database.remove(eid)
+        for mapping in chosen:
+            self.database.remove(mapping.eid)
 
     def note_itr(self, eid: Eid, rloc: IPAddress, now: float) -> None:
         """Record that an ITR at rloc recently sent us traffic for eid, so a
@@ -463,17 +470,28 @@ class Node:
                 )
             if ch.changed and ch.entry is not None and ch.entry.merge:
                 self._notify_members(ch.entry, now)
-            if ch.changed and ch.eid == self.config.group_eid:
+            # group_eid is an (S,G) EID, built afresh on each access.
+            if (
+                ch.changed
+                and ch.eid.group is not None
+                and ch.eid == self.config.group_eid
+            ):
                 self._membership_changed(now)
         if msg.want_map_notify:
             # RFC 9301 5.7: the Map-Notify acknowledges with the registration's
             # nonce and records, authenticated with the site key; it is sent
             # only for a Map-Register that passed authentication.
-            notify = MapNotify(msg.nonce, msg.records, msg.key_id)
             key = site.key(msg.key_id)
             if key is not None and msg.alg_id:
-                notify = notify.signed(key, msg.alg_id)
-            self._send(notify.encode(), src, "map-notify")
+                # What MapNotify.signed() gives (Key ID 0, full MAC), with one
+                # encode and one HMAC. authorize() verified the MAC, so alg_id
+                # is one we can compute.
+                blank = bytes(AUTH_LENGTH[msg.alg_id])
+                unsigned = MapNotify(msg.nonce, msg.records, 0, msg.alg_id, blank)
+                data = sign_bytes(unsigned.encode(), key)
+            else:
+                data = MapNotify(msg.nonce, msg.records, msg.key_id).encode()
+            self._send(data, src, "map-notify")
 
     def _expire_child(self, eid: Eid, child: ChildKey, now: float) -> None:
         ch = self.ms.expire(eid, child, now)
@@ -572,24 +590,38 @@ class Node:
             )
             return
         records: list[bytes] = []
+        ms_db = self.ms.db
         for rec in req.records:
-            eid = Eid.from_wire(rec.eid, rec.mask_len)
-            own = self.database.lookup(eid)
-            if own is not None and (ecm is None or ecm.to_etr or eid not in self.ms.db):
-                self.note_itr(own[0], target[0], now)
-                records.append(encode_record(self._database_record(own[1], None)))
-                continue
-            reg = self.ms.db.lookup(eid)
+            # A host query (the common case) is matched on its integer; the
+            # Eid is built only when the answer needs it.
+            host = _host_key(rec.eid, rec.mask_len)
+            query: Eid | None = None
+            if host is None:
+                query = Eid.from_wire(rec.eid, rec.mask_len)
+                own = self.database.lookup(query)
+                reg = ms_db.lookup(query)
+            else:
+                own = self.database.lookup_host(*host)
+                reg = ms_db.lookup_host(*host)
+            if own is not None:
+                query = query or Eid.from_wire(rec.eid, rec.mask_len)
+                if ecm is None or ecm.to_etr or query not in ms_db:
+                    self.note_itr(own[0], target[0], now)
+                    records.append(encode_record(self._database_record(own[1], None)))
+                    continue
             if reg is not None and not reg[1].proxy_reply and len(req.records) == 1:
                 self._forward_to_etr(req, reg[1], src, ecm)
                 return
             if reg is not None:
                 # RFC 9301 5.5: with the best match, every more-specific under
-                # it, so the ITR does not cache a too-broad mapping.
+                # it, so the ITR does not cache a too-broad mapping (a host
+                # match has none).
                 records.append(reg[1].reply_record)
-                records.extend(e.reply_record for _, e in self.ms.db.covered(reg[0]))
+                if host is None or reg[0].mask_len != rec.mask_len:
+                    records.extend(e.reply_record for _, e in ms_db.covered(reg[0]))
             else:
-                records.append(self._negative_record(eid))
+                query = query or Eid.from_wire(rec.eid, rec.mask_len)
+                records.append(self._negative_record(query))
         if self._rate_limited(target, now):
             return
         self._send(self._reply_bytes(req.nonce, records), target, "map-reply")
@@ -600,13 +632,15 @@ class Node:
         """The ITR-RLOC to answer (RFC 9301 5.3: a routable RLOC of the
         requester), preferring the family the request came in on."""
         port = ecm.inner_sport if ecm is not None else src[1]
-        usable = [r for r in req.itr_rlocs if isinstance(r, IPv4Address | IPv6Address)]
-        if not usable:
-            return None
-        for rloc in usable:
-            if rloc.version == src[0].version:
-                return (rloc, port)
-        return (usable[0], port)
+        version = src[0].version
+        first = None
+        for rloc in req.itr_rlocs:
+            if isinstance(rloc, _IP_TYPES):
+                if rloc.version == version:
+                    return (rloc, port)
+                if first is None:
+                    first = rloc
+        return None if first is None else (first, port)
 
     def _rate_limited(self, target: Addr, now: float) -> bool:
         """RFC 9301 5.4: Map-Replies MUST be rate-limited. A token bucket per
@@ -931,28 +965,51 @@ class Node:
         self._send(ack.encode(), src, "map-notify-ack")
 
     def _register_tick(self, now: float) -> None:
-        self._register([m for _, m in self.database.items()], now)
+        # The periodic (or quick) registration carries the whole database, so
+        # it replaces unanswered retransmissions rather than starting another
+        # chain beside them (one more per period, for ever, while a
+        # Map-Server is down), and it continues their back-off (RFC 9301 5.7).
+        attempt = 0
+        for nonce, pending in self._pending_registers.items():
+            self._timers.cancel(RegisterRetry(nonce))
+            attempt = max(attempt, pending.attempt + 1)
+        self._pending_registers.clear()
+        self._register([m for _, m in self.database.items()], now, attempt=attempt)
         interval = self.config.register_interval
         if now < self._quick_until:
             interval = self.config.quick_register_interval
+        if self._alone():
+            # A member no peer has answered yet (say its seed was still
+            # starting) retries soon, backing off to the quick-registration
+            # interval, instead of waiting out a whole period alone.
+            self._bootstrap_backoff = min(
+                2.0 * self._bootstrap_backoff, self.config.quick_register_interval
+            )
+            interval = min(interval, self._bootstrap_backoff)
         # RFC 9301 8.2 suggests jitter so a fleet does not register in step.
         jitter = (self._next_nonce() % 1000) / 1000.0 * self.config.register_jitter
         self._timers.set(RegisterTick(), now + interval * (1.0 - jitter))
 
+    def _alone(self) -> bool:
+        """In a peer group, but no other member known yet."""
+        if self.config.group is None:
+            return False
+        return all(self._own(m) for m in self.membership())
+
     def _register(
-        self, mappings: list[DatabaseMapping], now: float, ttl_zero: bool = False
+        self,
+        mappings: list[DatabaseMapping],
+        now: float,
+        ttl_zero: bool = False,
+        attempt: int = 0,
     ) -> None:
         groups: dict[tuple[bool, bool, bool], list[MapRecord]] = {}
         for m in mappings:
-            addr, mask = m.eid.to_wire()
-            rec = MapRecord(
-                addr, mask, m.locators, 0 if ttl_zero else m.ttl, authoritative=True
-            )
             flags = (m.proxy_reply, m.merge, m.want_map_notify and not ttl_zero)
-            groups.setdefault(flags, []).append(rec)
+            groups.setdefault(flags, []).append(_register_record(m, ttl_zero))
         for flags, records in groups.items():
             for batch in self._batches(records):
-                self._send_register(batch, flags, now)
+                self._send_register(batch, flags, now, attempt=attempt)
 
     def _batches(self, records: list[MapRecord]) -> Iterable[tuple[MapRecord, ...]]:
         # Header, 32-byte MAC and xTR-ID trailer, then records up to the
@@ -976,6 +1033,7 @@ class Node:
         flags: tuple[bool, bool, bool],
         now: float,
         targets: tuple[Addr, ...] | None = None,
+        attempt: int = 0,
     ) -> None:
         proxy, merge, want_notify = flags
         self.register_nonce = (self.register_nonce + 1) & MASK64
@@ -1000,27 +1058,35 @@ class Node:
         for ms in unicast:
             self._send(data, ms, "map-register")
         if want_notify:
+            # RFC 9301 5.7: retransmit after 1 s, doubling up to 60 s.
             self._pending_registers[self.register_nonce] = _PendingRegister(
-                records, flags, set(targets)
+                records, flags, set(targets), attempt
             )
-            self._timers.set(RegisterRetry(self.register_nonce), now + 1.0)
+            self._timers.set(
+                RegisterRetry(self.register_nonce), now + min(2.0**attempt, 60.0)
+            )
 
     def _register_retry(self, nonce: int, now: float) -> None:
-        """RFC 9301 5.7: no Map-Notify yet; send again after 1 s, doubling up
-        to 60 s. A fresh nonce: the Map-Server drops repeated ones."""
-        pending = self._pending_registers.pop(nonce, None)
-        if pending is None:
-            return
-        current = {m.eid.to_wire() for _, m in self.database.items()}
-        records = tuple(r for r in pending.records if (r.eid, r.mask_len) in current)
-        if not records:
-            return
-        self._send_register(records, pending.flags, now, tuple(pending.awaiting))
-        retry = self._pending_registers[self.register_nonce]
-        retry.attempt = pending.attempt + 1
-        self._timers.set(
-            RegisterRetry(self.register_nonce), now + min(2.0**retry.attempt, 60.0)
+        """RFC 9301 5.7: no Map-Notify yet, so send again, with a fresh nonce
+        (the Map-Server drops repeated ones), to the Map-Servers still silent.
+
+        The records are rebuilt from the database: a mapping changed since
+        (set_locators) must not be re-registered in its old form, and one
+        deregistered since must not come back.
+        """
+        pending = self._pending_registers.pop(nonce)
+        mappings = (
+            self.database.get(Eid.from_wire(r.eid, r.mask_len)) for r in pending.records
         )
+        records = tuple(_register_record(m) for m in mappings if m is not None)
+        if records:
+            self._send_register(
+                records,
+                pending.flags,
+                now,
+                tuple(pending.awaiting),
+                attempt=pending.attempt + 1,
+            )
 
     # ============================================================ upkeep
     def _sweep(self, now: float) -> None:
@@ -1043,6 +1109,28 @@ class Node:
         self._timers.set(Sweep(), now + window)
 
     # ============================================================ read-only views
+    def restore_registration(
+        self,
+        eid: Eid,
+        site: str,
+        merge: bool,
+        proxy: bool,
+        children: list[Registration],
+        now: float,
+    ) -> bool:
+        """Reinstate a registration from a snapshot taken before a restart, so
+        the node answers lookups at once; each child keeps its remaining
+        lifetime (its `expires`, already on this node's clock)."""
+        alive = [c for c in children if c.expires > now]
+        entry = self.ms.restore(eid, site, merge, proxy, alive)
+        if entry is None:
+            return False
+        for key, child in entry.children.items():
+            self._timers.set(ExpireChild(eid, key), child.expires)
+        if eid == self.config.group_eid:
+            self._known_members |= set(entry.members())
+        return True
+
     def timer_count(self) -> int:
         return len(self._timers)
 
@@ -1062,6 +1150,27 @@ class Node:
             "map_cache": len(self.cache),
             "events": len(self._events),
         }
+
+
+_IP_TYPES: Final = (IPv4Address, IPv6Address)
+
+
+def _host_key(addr: object, mask_len: int) -> tuple[int, int, int] | None:
+    """(iid, version, address) of a full-length IP EID-record, for
+    `MapDB.lookup_host`; None for prefixes, names and the rest."""
+    iid = 0
+    if isinstance(addr, InstanceId):
+        iid, addr = addr.iid, addr.address
+    if isinstance(addr, _IP_TYPES) and mask_len == addr.max_prefixlen:
+        return iid, addr.version, int(addr)
+    return None
+
+
+def _register_record(mapping: DatabaseMapping, ttl_zero: bool = False) -> MapRecord:
+    """A database mapping as a Map-Register EID-record (TTL 0 deregisters)."""
+    addr, mask = mapping.eid.to_wire()
+    ttl = 0 if ttl_zero else mapping.ttl
+    return MapRecord(addr, mask, mapping.locators, ttl, authoritative=True)
 
 
 def _full_mask(addr: object) -> int:
