@@ -1,0 +1,165 @@
+"""Real UDP on loopback: nodes run by run_node converge, leave and restore."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from decent.cli import run_node
+from decent.config import load_config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def write_config(
+    tmp: Path, i: int, *, base: str, web: int, seeds: list[str], extra: str = ""
+) -> Path:
+    path = tmp / f"n{i}.toml"
+    path.write_text(
+        f"""
+[node]
+name = "n{i}"
+rloc = "{base}{i}"
+state_dir = "{tmp}/state{i}"
+log_level = "warning"
+[decent]
+group = "233.252.1.1"
+seeds = {json.dumps(seeds)}
+key = "test-secret"
+ttl = 1
+{extra}
+[[database]]
+eid = "{i}.{i}.{i}.{i}/32"
+[web]
+listen = "127.0.0.1:{web}"
+"""
+    )
+    return path
+
+
+class Lab:
+    def __init__(self, tmp: Path, base: str) -> None:
+        self.tmp, self.base = tmp, base
+        self.tasks: dict[int, tuple[asyncio.Task[int], asyncio.Event]] = {}
+        self.ports: dict[int, int] = {}
+
+    def start(self, i: int, extra: str = "") -> None:
+        self.ports.setdefault(i, _free_port())
+        seeds = [] if i == 1 else [f"{self.base}1"]
+        cfg = load_config(
+            write_config(
+                self.tmp, i, base=self.base, web=self.ports[i], seeds=seeds, extra=extra
+            )
+        )
+        stop = asyncio.Event()
+        self.tasks[i] = (asyncio.create_task(run_node(cfg, stop)), stop)
+
+    async def stop(self, i: int) -> None:
+        task, stop = self.tasks.pop(i)
+        stop.set()
+        assert await task == 0
+
+    def crash(self, i: int) -> None:
+        """Cancel without the graceful leave, as a SIGKILL would."""
+        task, _ = self.tasks.pop(i)
+        task.cancel()
+
+    async def api(self, i: int, path: str) -> Any:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{self.ports[i]}{path}") as resp,
+        ):
+            return await resp.json()
+
+    async def until(self, check: Callable[[], Any], within: float = 10.0) -> None:
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            try:
+                if await check():
+                    return
+            except aiohttp.ClientError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("condition not reached in time")
+            await asyncio.sleep(0.05)
+
+    async def eids(self, i: int) -> set[str]:
+        return {s["eid"] for s in await self.api(i, "/api/sites")}
+
+
+@asynccontextmanager
+async def lab(tmp_path: Path, base: str) -> AsyncIterator[Lab]:
+    the_lab = Lab(tmp_path, base)
+    try:
+        yield the_lab
+    finally:
+        for i in list(the_lab.tasks):
+            await the_lab.stop(i)
+
+
+ALL = {
+    "[0]'n1'",
+    "[0]'n2'",
+    "[0]'n3'",
+    "[0]1.1.1.1/32",
+    "[0]2.2.2.2/32",
+    "[0]3.3.3.3/32",
+    "[0](0.0.0.0/0, 233.252.1.1/32)",
+}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs 127.0.0.x loopback")
+async def test_three_nodes_converge_leave_and_restore(tmp_path: Path) -> None:
+    async with lab(tmp_path, "127.0.0.3") as the_lab:
+        for i in (3, 2, 1):  # the seed starts last: the others must retry
+            the_lab.start(i)
+
+        async def converged() -> bool:
+            return all([await the_lab.eids(i) == ALL for i in (1, 2, 3)])
+
+        await the_lab.until(converged)
+        peers = await the_lab.api(2, "/api/peers")
+        assert [(p["rloc"], p["name"]) for p in peers] == [
+            ("127.0.0.31", "n1"),
+            ("127.0.0.32", "n2"),
+            ("127.0.0.33", "n3"),
+        ]
+        health = await the_lab.api(1, "/healthz")
+        assert health == {"ok": True, "status": "ok", "members": 3}
+
+        await the_lab.stop(3)  # graceful: peers drop n3 at once
+
+        async def n3_gone() -> bool:
+            gone = ALL - {"[0]'n3'", "[0]3.3.3.3/32"}
+            return all([await the_lab.eids(i) == gone for i in (1, 2)])
+
+        await the_lab.until(n3_gone, within=3.0)
+
+        the_lab.crash(2)
+        await asyncio.sleep(0.1)
+        # Restarted with a long period, it serves from its snapshot at once.
+        the_lab.start(2, extra="register_interval = 600")
+        await the_lab.until(lambda: _has(the_lab, 2, "[0]1.1.1.1/32"), within=5.0)
+        node = await the_lab.api(2, "/api/node")
+        sites = {s["eid"]: s for s in await the_lab.api(2, "/api/sites")}
+        # Registered before this process started: it came from the snapshot.
+        assert sites["[0]1.1.1.1/32"]["last_registered"] > node["uptime"]
+        assert 0 < sites["[0]1.1.1.1/32"]["ttl"] < 60
+
+
+async def _has(the_lab: Lab, i: int, eid: str) -> bool:
+    return eid in await the_lab.eids(i)

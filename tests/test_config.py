@@ -1,0 +1,126 @@
+"""Config loading: the documented keys, and errors that name file, key and fix."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from decent.config import ConfigError, load_config
+from decent.wire import Eid
+
+GOOD = """
+[node]
+name = "n1"
+rloc = "198.18.42.11"
+state_dir = "/var/lib/decent"
+
+[decent]
+group = "233.252.1.1"
+mode = "replicate"
+seeds = ["198.18.42.12"]
+key = "lab-secret"
+instance_id = 0
+
+[[database]]
+eid = "1.1.1.1/32"
+
+[[database]]
+eid = "2001:db8:1::/48"
+
+[web]
+listen = "0.0.0.0:8080"
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_documented_example_loads(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, GOOD))
+    assert cfg.name == "n1"
+    assert cfg.rlocs == (IPv4Address("198.18.42.11"),)
+    assert cfg.group == IPv4Address("233.252.1.1")
+    assert cfg.seeds == (IPv4Address("198.18.42.12"),)
+    assert cfg.key == b"lab-secret"
+    assert cfg.database == (Eid.prefix("1.1.1.1/32"), Eid.prefix("2001:db8:1::/48"))
+    assert (cfg.web_host, cfg.web_port) == ("0.0.0.0", 8080)
+    assert (cfg.control_port, cfg.data_port, cfg.mode) == (4342, 4341, "replicate")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('name = "n1"\n', "", r"\[node\] name: missing; add name"),
+        (
+            'rloc = "198.18.42.11"',
+            'rloc = "198.18.42.300"',
+            r"\[node\] rloc: '198.18.42.300' is not an IP address",
+        ),
+        ('rloc = "198.18.42.11"', "", r"\[node\] rloc: missing; add rloc"),
+        (
+            'group = "233.252.1.1"',
+            'group = "198.18.42.1"',
+            r"\[decent\] group: 198.18.42.1 is not a multicast address; use a group",
+        ),
+        ('mode = "replicate"', 'mode = "flood"', r"\[decent\] mode: 'flood' is not"),
+        ('key = "lab-secret"', "", r"\[decent\] key: missing"),
+        (
+            'seeds = ["198.18.42.12"]',
+            'seeds = ["peer-two"]',
+            r"\[decent\] seeds: 'peer-two' is not an IP address",
+        ),
+        (
+            "instance_id = 0",
+            'instance_id = "zero"',
+            r"instance_id: expected int, got str",
+        ),
+        ('eid = "1.1.1.1/32"', 'eid = "1.1.1.1/40"', r"\[database #1\] eid: .*not an"),
+        (
+            'listen = "0.0.0.0:8080"',
+            'listen = "8080"',
+            r"\[web\] listen: '8080' is not",
+        ),
+        ("[web]", "[webb]", r"unknown section \[webb\]"),
+        (
+            'mode = "replicate"',
+            'mode = "replicate"\nmodee = 1',
+            r"\[decent\] modee: unknown key; valid keys are",
+        ),
+    ],
+)
+def test_errors_name_the_file_the_key_and_the_fix(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    assert old in GOOD
+    path = _write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(path)
+    assert str(info.value).startswith(str(path))
+
+
+def test_missing_and_unparsable_files_say_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file; create it"):
+        load_config(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "[node\nname="))
+
+
+def test_group_family_must_match_an_rloc(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace('"233.252.1.1"', '"ff05::1:1"'))
+    with pytest.raises(ConfigError, match="no RLOC of the group's IPv6 family"):
+        load_config(path)
+
+
+def test_interface_gives_the_rloc(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace('rloc = "198.18.42.11"', 'interface = "lo"'))
+    assert IPv4Address("127.0.0.1") in load_config(path).rlocs
+    path = _write(
+        tmp_path, GOOD.replace('rloc = "198.18.42.11"', 'interface = "nope0"')
+    )
+    with pytest.raises(ConfigError, match="'nope0' has no usable address"):
+        load_config(path)

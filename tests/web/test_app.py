@@ -1,0 +1,126 @@
+"""The JSON API against a Node fed by the simulated network."""
+
+from __future__ import annotations
+
+import itertools
+from ipaddress import IPv4Address
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from decent.net.status import NodeStatus
+from decent.peer.decent import decent_node_config
+from decent.peer.node import Node
+from decent.web.app import make_app
+from decent.wire import Eid
+from tests.peer.simnet import SimNet
+
+G = IPv4Address("233.252.1.1")
+IPS = [IPv4Address(f"198.18.45.{i}") for i in (11, 12, 13)]
+
+
+def _status(converge: bool = True) -> tuple[SimNet, NodeStatus]:
+    net = SimNet(seed=5)
+    counter = itertools.count(1)
+    nodes = []
+    for i, ip in enumerate(IPS):
+        cfg = decent_node_config(
+            name=f"n{i + 1}" if i < 2 else "<script>alert(1)</script>",
+            rlocs=(ip,),
+            group=G,
+            key=b"k",
+            xtr_id=i + 1,
+            eids=(Eid.prefix(f"{i + 1}.{i + 1}.{i + 1}.{i + 1}/32"),),
+            seeds=(IPS[0],) if i else (),
+        )
+        node = Node(cfg, nonce=lambda: next(counter))
+        nodes.append(node)
+        if converge or i == 0:
+            net.add(node, (ip, 4342), (ip, 4341))
+    net.advance(3 if converge else 0)
+    status = NodeStatus(
+        nodes[0], lambda: net.now, name="n1", started=0.0, register_interval=60.0
+    )
+    return net, status
+
+
+async def _get(client: TestClient[Any, Any], path: str, code: int = 200) -> Any:
+    resp = await client.get(path)
+    assert resp.status == code, await resp.text()
+    return await resp.json()
+
+
+async def test_api_reports_the_whole_mapping_system(aiohttp_client: Any) -> None:
+    _, status = _status()
+    client = await aiohttp_client(make_app(status))
+    assert await _get(client, "/healthz") == {"ok": True, "status": "ok", "members": 3}
+    node = await _get(client, "/api/node")
+    assert node["name"] == "n1"
+    assert node["rloc"] == "198.18.45.11"
+    assert node["mode"] == "replicate"
+    assert node["group"] == "233.252.1.1"
+    assert node["xtr_id"] == f"{1:032x}"
+    assert node["counts"] == {"registrations": 7, "peers": 3, "map_cache": 1}
+    assert node["counters"]["rx.map-register"] > 0
+
+    sites = {s["eid"]: s for s in await _get(client, "/api/sites")}
+    assert set(sites) >= {"[0]1.1.1.1/32", "[0]2.2.2.2/32", "[0]'n2'"}
+    group = sites["[0](0.0.0.0/0, 233.252.1.1/32)"]
+    assert group["group"] == "233.252.1.1/32"
+    assert group["merge"] is True
+    assert group["flags"] == "P-s-I-T-r-M-n"
+    members = group["rlocs"][0]["rle"]
+    assert [(m["address"], m["level"], m["name"]) for m in members] == [
+        ("198.18.45.11", 128, "n1"),
+        ("198.18.45.12", 128, "n2"),
+        ("198.18.45.13", 128, "<script>alert(1)</script>"),
+    ]
+    assert len(group["registrations"]) == 3
+    one = sites["[0]2.2.2.2/32"]
+    assert one["registered"] is True
+    assert one["last_registerer"] == "198.18.45.12"
+    assert 0 < one["ttl"] <= 180
+    assert one["auth"] == "hmac-sha-256"
+    assert one["rlocs"][0]["address"] == "198.18.45.12"
+
+    peers = await _get(client, "/api/peers")
+    assert [(p["rloc"], p["name"], p["state"]) for p in peers][:2] == [
+        ("198.18.45.11", "n1", "current"),
+        ("198.18.45.12", "n2", "current"),
+    ]
+    (cached,) = await _get(client, "/api/map-cache")
+    # The peers' Map-Notifies told n1 the membership (RFC 8378 5.3).
+    assert cached["eid"] == "[0](0.0.0.0/0, 233.252.1.1/32)"
+    assert cached["source"] == "map-notify"
+    assert len(cached["rlocs"][0]["rle"]) == 3
+    assert cached["packet-count"] == 0
+
+
+async def test_lookup_gives_match_negative_or_clear_error(aiohttp_client: Any) -> None:
+    _, status = _status()
+    client = await aiohttp_client(make_app(status))
+    hit = await _get(client, "/api/lookup?eid=2.2.2.2")
+    assert hit["found"] is True
+    assert hit["entry"]["eid"] == "[0]2.2.2.2/32"
+    miss = await _get(client, "/api/lookup?eid=9.9.9.9")
+    assert miss == {
+        "query": "[0]9.9.9.9/32",
+        "found": False,
+        "prefix": "[0]8.0.0.0/5",
+        "ttl": 60,
+        "action": "send-map-request",
+    }
+    name = await _get(client, "/api/lookup?eid='n2'")
+    assert name["entry"]["rlocs"][0]["address"] == "198.18.45.12"
+    sg = await _get(client, "/api/lookup?eid=1.2.3.4->233.252.1.1")
+    assert sg["entry"]["eid"] == "[0](0.0.0.0/0, 233.252.1.1/32)"
+    bad = await _get(client, "/api/lookup?eid=banana", 400)
+    assert "not an address or prefix" in bad["error"]
+    cached = await _get(client, "/api/lookup?eid=2.2.2.2&in=map-cache")
+    assert cached == {"query": "[0]2.2.2.2/32", "found": False}
+
+
+async def test_healthz_is_503_until_joined(aiohttp_client: Any) -> None:
+    _, status = _status(converge=False)
+    client = await aiohttp_client(make_app(status))
+    assert (await _get(client, "/healthz", 503))["status"] == "joining"
