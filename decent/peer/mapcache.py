@@ -90,7 +90,7 @@ class MapCache:
             prev = states.get(loc.address)
             state = LocatorState(loc)
             if prev is not None:
-                state.up, state.rtt = prev.up, prev.rtt
+                state.up, state.rtt, state.missed = prev.up, prev.rtt, prev.missed
                 state.packets, state.bytes = prev.packets, prev.bytes
             locs.append(state)
         entry = CacheEntry(eid, record, source, now, now + ttl, locs)

@@ -148,6 +148,14 @@ class MapServer:
         self.sites = sites
         self.registration_timeout = registration_timeout
         self.db: MapDB[SiteEntry] = MapDB()
+        self._by_name = {site.name: site for site in sites}
+        #: Every configured IP prefix: EID space even while nothing in it is
+        #: registered, so no negative Map-Reply for a non-EID may cover it.
+        self.configured_db: MapDB[Site] = MapDB()
+        for site in sites:
+            for allowed in site.allowed:
+                if not allowed.eid.is_name:
+                    self.configured_db.insert(allowed.eid, site)
         #: Last accepted nonce per (site, registrant identity, key ID).
         self.nonces: dict[tuple[str, ChildKey, int], int] = {}
 
@@ -161,17 +169,28 @@ class MapServer:
                     best, best_len = site, allowed.specificity
         return best
 
+    def _site_of(self, eid: Eid) -> Site | None:
+        """site_for(eid), from the entry when eid is registered: sites are
+        fixed, so it is the site the entry was created under, and a lookup
+        is far cheaper than the scan on every periodic re-registration."""
+        entry = self.db.get(eid)
+        if entry is not None:
+            return self._by_name[entry.site]
+        return self.site_for(eid)
+
     def configured(self, eid: Eid) -> Eid | None:
-        """The configured (allowed) prefix that covers eid, if any."""
+        """The configured (allowed) prefix that covers eid, if any. A name a
+        site may register is its own configured prefix."""
         best: Eid | None = None
+        best_len = -1
         for site in self.sites:
             for allowed in site.allowed:
-                if (
-                    not allowed.eid.is_name
-                    and allowed.allows(eid)
-                    and (best is None or allowed.eid.mask_len > best.mask_len)
-                ):
-                    best = allowed.eid
+                if not allowed.allows(eid):
+                    continue
+                if eid.is_name:
+                    return eid
+                if allowed.specificity > best_len:
+                    best, best_len = allowed.eid, allowed.specificity
         return best
 
     def authorize(
@@ -184,11 +203,11 @@ class MapServer:
         """
         if not eids:
             return None, "no-records"
-        site = self.site_for(eids[0])
+        site = self._site_of(eids[0])
         if site is None:
             return None, "no-site"
         for eid in eids[1:]:
-            if self.site_for(eid) is not site:
+            if self._site_of(eid) is not site:
                 return None, "foreign-prefix"
         if msg.alg_id == 0:
             if not site.allow_unauthenticated:
@@ -297,8 +316,10 @@ class MapServer:
         proxy: bool,
         children: list[Registration],
     ) -> SiteEntry | None:
-        """Reinstate an entry saved before a restart (children still alive)."""
-        if not children or all(s.name != site for s in self.sites):
+        """Reinstate an entry saved before a restart (children still alive),
+        if the site configured now still owns eid."""
+        owner = self.site_for(eid)
+        if not children or owner is None or owner.name != site:
             return None
         last = max(children, key=lambda c: c.last)
         entry = SiteEntry(
@@ -326,8 +347,15 @@ class MapServer:
         records = [c.record for c in children]
         record = merge_records(records) if entry.merge else records[-1]
         changed = not entry.reply_record or record.locators != entry.record.locators
+        # A periodic re-registration usually repeats the record: keep its
+        # encoding then, as reply_record is a function of record alone.
+        if changed or record != entry.record:
+            # RFC 9301 5.4: a proxy Map-Reply clears the A bit.
+            reply = (
+                replace(record, authoritative=False) if record.authoritative else record
+            )
+            entry.reply_record = encode_record(reply)
         entry.record = record
-        entry.reply_record = encode_record(replace(record, authoritative=False))
         return changed
 
 

@@ -55,6 +55,7 @@ from decent.wire import (
     DECENT_CONTROL_IID,
     NO_ADDRESS,
     Action,
+    AlgorithmId,
     DataHeader,
     DecodeError,
     Eid,
@@ -75,7 +76,10 @@ from decent.wire import (
     decode,
     decode_udp_packet,
     encapsulate,
+    map_notify_for,
+    sign_bytes,
 )
+from decent.wire.auth import AUTH_LENGTH
 
 IPAddress = IPv4Address | IPv6Address
 MASK64: Final = (1 << 64) - 1
@@ -160,6 +164,7 @@ class _PendingNotify:
     data: bytes
     dest: Addr
     key: bytes | None
+    eid: Eid
     attempt: int = 0
 
 
@@ -211,6 +216,7 @@ class Node:
         self._smr_last: dict[Eid, float] = {}
         self._quick_until = now
         self._known_members: set[IPAddress] = set()
+        self._group_eid = config.group_eid
         self._bootstrap_backoff = 0.5
         if config.database and config.map_servers:
             self._timers.set(RegisterTick(), now)
@@ -305,7 +311,7 @@ class Node:
     def membership(self) -> list[IPAddress]:
         """The peer group's members: the merged (0/0, G) RLE we hold as a
         Map-Server, together with any we learned from Map-Notify/Map-Reply."""
-        eid = self.config.group_eid
+        eid = self._group_eid
         if eid is None:
             return []
         members: dict[IPAddress, None] = {}
@@ -458,44 +464,44 @@ class Node:
             timer = ExpireChild(ch.eid, ch.child)
             if ch.removed:
                 self._timers.cancel(timer)
-                if ch.entry is None and ch.changed:
+                # Something was removed: the whole entry, or one child of a
+                # merged entry that others still hold.
+                if ch.entry is not None or ch.changed:
                     self.counters["registration.removed"] += 1
                     self._emit(RegistrationRemoved(ch.eid, msg.xtr_id))
             else:
                 assert ch.entry is not None
-                self._timers.set(timer, ch.entry.children[ch.child].expires)
+                # A refresh only moves the expiry later, and the armed timer
+                # re-arms itself when it finds the child renewed
+                # (_expire_child), so the common refresh costs no heap push.
+                expires = ch.entry.children[ch.child].expires
+                armed = self._timers.when(timer)
+                if armed is None or armed > expires:
+                    self._timers.set(timer, expires)
                 self.counters["registration.accepted"] += 1
                 self._emit(
                     RegistrationAccepted(ch.eid, site.name, src, msg.xtr_id, ch.new)
                 )
             if ch.changed and ch.entry is not None and ch.entry.merge:
                 self._notify_members(ch.entry, now)
-            # group_eid is an (S,G) EID, built afresh on each access.
-            if (
-                ch.changed
-                and ch.eid.group is not None
-                and ch.eid == self.config.group_eid
-            ):
+            if ch.changed and ch.eid == self._group_eid:
                 self._membership_changed(now)
         if msg.want_map_notify:
             # RFC 9301 5.7: the Map-Notify acknowledges with the registration's
             # nonce and records, authenticated with the site key; it is sent
             # only for a Map-Register that passed authentication.
-            key = site.key(msg.key_id)
-            if key is not None and msg.alg_id:
-                # What MapNotify.signed() gives (Key ID 0, full MAC), with one
-                # encode and one HMAC. authorize() verified the MAC, so alg_id
-                # is one we can compute.
-                blank = bytes(AUTH_LENGTH[msg.alg_id])
-                unsigned = MapNotify(msg.nonce, msg.records, 0, msg.alg_id, blank)
-                data = sign_bytes(unsigned.encode(), key)
-            else:
-                data = MapNotify(msg.nonce, msg.records, msg.key_id).encode()
+            key = site.key(msg.key_id) if msg.alg_id else None
+            data = map_notify_for(raw, key)
             self._send(data, src, "map-notify")
 
     def _expire_child(self, eid: Eid, child: ChildKey, now: float) -> None:
         ch = self.ms.expire(eid, child, now)
         if ch is None:
+            # Renewed since the timer was armed: wait for the new expiry.
+            entry = self.ms.db.get(eid)
+            renewed = None if entry is None else entry.children.get(child)
+            if renewed is not None:
+                self._timers.set(ExpireChild(eid, child), renewed.expires)
             return
         self.counters["registration.expired"] += 1
         self._emit(RegistrationExpired(eid, child if isinstance(child, int) else None))
@@ -510,6 +516,13 @@ class Node:
         key_id, key = site.keys[0] if site.keys else (0, None)
         eid_addr, mask = entry.eid.to_wire()
         record = dataclasses.replace(entry.record, eid=eid_addr, mask_len=mask)
+        # This notify supersedes any still being retransmitted for the entry:
+        # an older set arriving after it would undo it in the member's cache.
+        for slot in [
+            k for k, p in self._pending_notifies.items() if p.eid == entry.eid
+        ]:
+            del self._pending_notifies[slot]
+            self._timers.cancel(NotifyRetry(*slot))
         for member in members:
             nonce = self._next_nonce()
             notify = MapNotify(nonce, (record,), key_id)
@@ -517,7 +530,9 @@ class Node:
                 notify = notify.signed(key, self.config.register_alg)
             data = notify.encode()
             dest = (member, self.config.control_port)
-            self._pending_notifies[(nonce, member)] = _PendingNotify(data, dest, key)
+            self._pending_notifies[(nonce, member)] = _PendingNotify(
+                data, dest, key, entry.eid
+            )
             self._send(data, dest, "map-notify")
             self._timers.set(
                 NotifyRetry(nonce, member), now + self.config.notify_retry_intervals[0]
@@ -687,7 +702,11 @@ class Node:
                 self.config.negative_ttl_unregistered,
                 Action.SEND_MAP_REQUEST,
             )
-        prefix = self.ms.db.uncovered_prefix(eid) or eid
+        # Not an EID: the least-specific prefix that covers no known
+        # EID-prefix (RFC 9301 8.4). Configured site prefixes are EID space
+        # even while nothing in them is registered, and registrations lie
+        # inside them, so the configured prefixes alone decide.
+        prefix = self.ms.configured_db.uncovered_prefix(eid) or eid
         return prefix, self.config.negative_ttl_unknown, Action.NATIVELY_FORWARD
 
     def _negative_record(self, eid: Eid) -> bytes:
@@ -794,10 +813,12 @@ class Node:
         if eid is None:
             self._drop(src, "unsolicited-map-reply")
             return
-        pending = self._pending_requests[eid]
-        self._forget_request(pending)
-        for rec in rep.records:
-            self._install(Eid.from_wire(rec.eid, rec.mask_len), rec, "map-reply", now)
+        # Every EID first: a record we cannot index raises ValueError (the
+        # datagram is dropped), and that must not leave half a reply applied.
+        eids = [Eid.from_wire(rec.eid, rec.mask_len) for rec in rep.records]
+        self._forget_request(self._pending_requests[eid])
+        for got, rec in zip(eids, rep.records, strict=True):
+            self._install(got, rec, "map-reply", now)
 
     def _install(self, eid: Eid, rec: MapRecord, source: str, now: float) -> None:
         if rec.ttl == 0:  # RFC 9301 5.4 (C16): TTL 0 MUST remove
@@ -809,7 +830,7 @@ class Node:
         self._timers.set(CacheExpiry(eid), entry.expires)
         self.counters["cache.installed"] += 1
         self._emit(MapCacheUpdated(eid, source, entry.negative))
-        if eid == self.config.group_eid:
+        if eid == self._group_eid:
             self._membership_changed(now)
 
     def _membership_changed(self, now: float) -> None:
@@ -838,7 +859,7 @@ class Node:
         """RFC 9301 6.1: re-resolve an SMR'd mapping through the mapping
         system (never from the SMR's sender), at most once per 3 s."""
         named = [(req.source_eid, 0)] + [(r.eid, r.mask_len) for r in req.records]
-        seen = False
+        seen: set[Eid] = set()
         for addr, mask in named:
             if addr is NO_ADDRESS:
                 continue
@@ -849,7 +870,9 @@ class Node:
             entry = self.cache.lookup(eid)
             if entry is None:  # no cached mapping: SHOULD NOT respond
                 continue
-            seen = True
+            if entry.eid in seen:  # named twice (source EID and record): once
+                continue
+            seen.add(entry.eid)
             last = self._smr_last.get(entry.eid)
             if last is not None and now - last < self.config.smr_interval:
                 self.counters["drop.smr-rate-limited"] += 1
@@ -956,9 +979,11 @@ class Node:
             self._emit(RegisterAcknowledged(src, msg.nonce))
             return
         # An unsolicited Map-Notify (RFC 8378 membership change, RFC 9437
-        # publication): cache what it carries and acknowledge it.
-        for rec in msg.records:
-            self._install(Eid.from_wire(rec.eid, rec.mask_len), rec, "map-notify", now)
+        # publication): cache what it carries and acknowledge it. All EIDs
+        # first, so an unusable record drops the whole message (not half).
+        eids = [Eid.from_wire(rec.eid, rec.mask_len) for rec in msg.records]
+        for eid, rec in zip(eids, msg.records, strict=True):
+            self._install(eid, rec, "map-notify", now)
         ack = MapNotifyAck(msg.nonce, msg.records, msg.key_id)
         if key:
             ack = ack.signed(key, self.config.register_alg)
@@ -1008,24 +1033,29 @@ class Node:
             flags = (m.proxy_reply, m.merge, m.want_map_notify and not ttl_zero)
             groups.setdefault(flags, []).append(_register_record(m, ttl_zero))
         for flags, records in groups.items():
-            for batch in self._batches(records):
-                self._send_register(batch, flags, now, attempt=attempt)
+            for batch, body in self._batches(records):
+                self._send_register(batch, flags, now, attempt=attempt, body=body)
 
-    def _batches(self, records: list[MapRecord]) -> Iterable[tuple[MapRecord, ...]]:
-        # Header, 32-byte MAC and xTR-ID trailer, then records up to the
-        # configured size (lispers.net packs up to 1100 bytes).
+    def _batches(
+        self, records: list[MapRecord]
+    ) -> Iterable[tuple[tuple[MapRecord, ...], bytes]]:
+        """Records packed into Map-Registers, with their encoding: header,
+        32-byte MAC and xTR-ID trailer, then records up to the configured
+        size (lispers.net packs up to 1100 bytes)."""
         budget = self.config.max_register_size - 16 - 32 - 24
         batch: list[MapRecord] = []
+        chunks: list[bytes] = []
         used = 0
         for rec in records:
-            size = len(encode_record(rec))
-            if batch and used + size > budget:
-                yield tuple(batch)
-                batch, used = [], 0
+            data = encode_record(rec)
+            if batch and used + len(data) > budget:
+                yield tuple(batch), b"".join(chunks)
+                batch, chunks, used = [], [], 0
             batch.append(rec)
-            used += size
+            chunks.append(data)
+            used += len(data)
         if batch:
-            yield tuple(batch)
+            yield tuple(batch), b"".join(chunks)
 
     def _send_register(
         self,
@@ -1034,22 +1064,37 @@ class Node:
         now: float,
         targets: tuple[Addr, ...] | None = None,
         attempt: int = 0,
+        body: bytes | None = None,
     ) -> None:
+        """Send one Map-Register. `body` is the records' encoding if known."""
         proxy, merge, want_notify = flags
         self.register_nonce = (self.register_nonce + 1) & MASK64
-        msg = MapRegister(
+        key = self.config.register_key
+        alg = self.config.register_alg if key else AlgorithmId.NONE
+        auth = bytes(AUTH_LENGTH[alg]) if key else b""
+        head = MapRegister(
             self.register_nonce,
-            records,
+            (),
+            0,
+            alg,
+            auth,
             proxy_reply=proxy,
             ttl_timeout=True,
             merge=merge,
             want_map_notify=want_notify,
             xtr_id=self.config.xtr_id,
             site_id=self.config.site_id,
-        )
-        if self.config.register_key:
-            msg = msg.signed(self.config.register_key, self.config.register_alg)
-        data = msg.encode()
+        ).encode()
+        # What MapRegister(records).signed(key).encode() gives, with each
+        # record encoded once rather than three times: the records go between
+        # the authentication data and the xTR-ID trailer, their count into
+        # the low byte of the first word, then one HMAC over the result.
+        if body is None:
+            body = b"".join(encode_record(r) for r in records)
+        split = 16 + len(auth)
+        data = head[:3] + bytes((len(records),)) + head[4:split] + body + head[split:]
+        if key:
+            data = sign_bytes(data, key)
         targets = self.config.map_servers if targets is None else targets
         group = self.config.group
         unicast = [t for t in targets if t[0] != group]
@@ -1127,7 +1172,7 @@ class Node:
             return False
         for key, child in entry.children.items():
             self._timers.set(ExpireChild(eid, key), child.expires)
-        if eid == self.config.group_eid:
+        if eid == self._group_eid:
             self._known_members |= set(entry.members())
         return True
 

@@ -29,6 +29,7 @@ from decent.wire.control import (
     MessageType,
     RequestRecord,
     decode,
+    map_notify_for,
 )
 from decent.wire.data import (
     DECENT_CONTROL_IID,
@@ -95,6 +96,7 @@ __all__ = [
     "decode",
     "decode_udp_packet",
     "encapsulate",
+    "map_notify_for",
     "parse_eid",
     "sign_bytes",
 ]

@@ -194,7 +194,8 @@ _V4_MEMO: dict[bytes, IPv4Address] = {}
 _V4_MEMO_MAX: Final = 1 << 16
 
 
-def _ipv4(packed: bytes) -> IPv4Address:
+def ipv4(packed: bytes) -> IPv4Address:
+    """The IPv4Address for 4 packed bytes, memoised."""
     addr = _V4_MEMO.get(packed)
     if addr is None:
         if len(_V4_MEMO) >= _V4_MEMO_MAX:
@@ -215,7 +216,7 @@ def read_address(r: Reader, depth: int = 0) -> Address:
     """Read an AFI-prefixed address. Unknown AFIs are refused (RFC 9301 5.1)."""
     afi = r.u16()
     if afi == _AFI_IPV4:
-        return _ipv4(r.take(4))
+        return ipv4(r.take(4))
     if afi == _AFI_IPV6:
         return IPv6Address(r.take(16))
     if afi == _AFI_NONE:

@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final, Self, cast
 
 from decent.wire.afi import NO_ADDRESS, Address, read_address, write_address
-from decent.wire.auth import AUTH_LENGTH, AlgorithmId, compute_mac
+from decent.wire.auth import AUTH_LENGTH, AlgorithmId, compute_mac, sign_bytes
 from decent.wire.buffer import Reader, Writer, check_uint
 from decent.wire.errors import DecodeError
 from decent.wire.ip import UdpPacket, decode_udp_packet
@@ -449,8 +449,12 @@ class EncapsulatedControlMessage:
     def __post_init__(self) -> None:
         if isinstance(cast(object, self.message), EncapsulatedControlMessage):
             raise ValueError("an ECM may not carry another ECM")
-        # Built here so a bad address pair or port fails at construction.
-        self._packet(b"")
+        if type(self.inner_src) is not type(self.inner_dst):
+            raise ValueError("inner source and destination differ in family")
+        check_uint("inner_sport", self.inner_sport, 16)
+        check_uint("inner_dport", self.inner_dport, 16)
+        check_uint("ip_ttl", self.ip_ttl, 8)
+        check_uint("ip_ident", self.ip_ident, 16)
 
     def _packet(self, payload: bytes) -> UdpPacket:
         return UdpPacket(
@@ -496,6 +500,27 @@ class EncapsulatedControlMessage:
             pkt.ttl,
             pkt.ident,
         )
+
+
+def map_notify_for(register: bytes, key: bytes | None) -> bytes:
+    """The Map-Notify that acknowledges a Map-Register (RFC 9301 5.7): its
+    nonce and EID-records, Key ID 0 and a full MAC with key, or no
+    authentication when key is None or the register had none.
+
+    `register` must be bytes that decode() accepted as a Map-Register; its
+    records are copied as they are rather than decoded and re-encoded.
+    """
+    first = int.from_bytes(register[:4], "big")
+    alg_id = register[13]
+    auth_len = int.from_bytes(register[14:16], "big")
+    end = len(register) - (24 if first & REG_XTR_ID else 0)
+    records = register[16 + auth_len : end]
+    head = ((MessageType.MAP_NOTIFY << 28) | (first & 0xFF)).to_bytes(4, "big")
+    length = AUTH_LENGTH.get(alg_id)
+    if key is None or length is None:
+        return head + register[4:12] + bytes((register[12], 0, 0, 0)) + records
+    blank = head + register[4:12] + bytes((0, alg_id)) + length.to_bytes(2, "big")
+    return sign_bytes(blank + bytes(length) + records, key)
 
 
 InnerMessage = (

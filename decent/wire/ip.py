@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Final, NamedTuple
 
+from decent.wire.afi import ipv4
 from decent.wire.buffer import Reader, check_uint
 from decent.wire.errors import DecodeError
 
@@ -146,22 +147,19 @@ def decode_udp_packet(data: bytes) -> UdpPacket:
 
 
 def _decode_v4(data: bytes) -> UdpPacket:
-    r = Reader(data)
-    version_ihl = r.u8()
-    tos = r.u8()
-    total_length = r.u16()
-    ident = r.u16()
-    frag = r.u16()
-    ttl = r.u8()
-    proto = r.u8()
-    r.u16()  # header checksum, verified over the whole header below
-    src = IPv4Address(r.take(4))
-    dst = IPv4Address(r.take(4))
+    if len(data) < IPV4_HEADER_LEN:
+        raise DecodeError(f"need {IPV4_HEADER_LEN} bytes of IPv4 header at offset 0")
+    # One unpack for the fixed header: this runs for every ECM and every
+    # replicated Map-Register.
+    (version_ihl, tos, total_length, ident, frag, ttl, proto, _, src_b, dst_b) = (
+        _IPV4.unpack_from(data)
+    )
     ihl = (version_ihl & 0x0F) * 4
     if ihl < IPV4_HEADER_LEN:
         raise DecodeError(f"IPv4 header length {ihl} < {IPV4_HEADER_LEN}")
+    r = Reader(data, IPV4_HEADER_LEN)
     r.take(ihl - IPV4_HEADER_LEN)  # options: covered by the checksum, not used
-    if internet_checksum(Reader(data).take(ihl)):
+    if internet_checksum(data[:ihl]):
         raise DecodeError("bad IPv4 header checksum")
     if frag & (IPV4_MORE_FRAGMENTS | IPV4_FRAGMENT_OFFSET):
         raise DecodeError("IPv4 fragment (reassembly is not supported)")
@@ -171,6 +169,7 @@ def _decode_v4(data: bytes) -> UdpPacket:
         raise DecodeError(f"IPv4 total length {total_length} < header length {ihl}")
     udp = r.take(total_length - ihl)
     r.finish()
+    src, dst = ipv4(src_b), ipv4(dst_b)
     sport, dport, payload = _decode_udp(udp, src, dst)
     df = bool(frag & IPV4_DONT_FRAGMENT)
     return UdpPacket(
