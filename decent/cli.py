@@ -61,6 +61,7 @@ def build_node(cfg: Config, xtr_id: int, register_nonce: int, now: float) -> Nod
         control_port=cfg.control_port,
         data_port=cfg.data_port,
         register_interval=cfg.register_interval,
+        group_lookup_interval=cfg.group_lookup_interval or None,
     )
     return Node(
         node_cfg,

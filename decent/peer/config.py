@@ -97,6 +97,9 @@ class NodeConfig:
     group: IPv4Address | IPv6Address | None = None
     group_mode: str = "replicate"
     group_iid: int = 0
+    #: RFC 9962 4.2: look the group up at a peer this often (seconds), as a
+    #: backstop for lost Map-Notifies; None disables it.
+    group_lookup_interval: float | None = None
     # ---- Map-Server
     sites: tuple[Site, ...] = ()
     registration_timeout: float = 180.0

@@ -49,6 +49,7 @@ def decent_node_config(
     data_port: int = 4341,
     register_interval: float = 60.0,
     probe_interval: float | None = None,
+    group_lookup_interval: float | None = 30.0,
 ) -> NodeConfig:
     """A push-mode member: its own Map-Server and Map-Resolver, registering
     its membership, its name and its EIDs once to the whole group.
@@ -103,4 +104,5 @@ def decent_node_config(
         register_interval=register_interval,
         map_resolvers=((rloc, control_port),),
         probe_interval=probe_interval,
+        group_lookup_interval=group_lookup_interval,
     )

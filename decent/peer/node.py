@@ -132,6 +132,11 @@ class ProbeTimeout:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupLookup:
+    """Time to ask a peer for the peer group's membership."""
+
+
+@dataclass(frozen=True, slots=True)
 class Sweep:
     """Prune soft state (rate-limit buckets, recently seen ITRs)."""
 
@@ -145,6 +150,7 @@ TimerKey = (
     | RequestRetry
     | ProbeTick
     | ProbeTimeout
+    | GroupLookup
     | Sweep
 )
 
@@ -223,6 +229,11 @@ class Node:
         if config.probe_interval:
             self._timers.set(ProbeTick(), now + config.probe_interval)
         self._timers.set(Sweep(), now + config.recent_itr_window)
+        #: Outstanding group lookups: nonce -> peer asked (the last round only).
+        self._group_lookups: dict[int, IPAddress] = {}
+        self._group_lookup_round = 0
+        if config.group is not None and config.group_lookup_interval:
+            self._timers.set(GroupLookup(), now + config.group_lookup_interval)
 
     # ============================================================ shell API
     def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
@@ -250,13 +261,15 @@ class Node:
                 case NotifyRetry(nonce, peer):
                     self._notify_retry(nonce, peer, now)
                 case CacheExpiry(eid):
-                    self._cache_expiry(eid, now)
+                    self._cache_expiry(eid)
                 case RequestRetry(eid):
                     self._request_retry(eid, now)
                 case ProbeTick():
                     self._probe_tick(now)
                 case ProbeTimeout(nonce):
                     self._probe_timeout(nonce)
+                case GroupLookup():
+                    self._group_lookup(now)
                 case Sweep():
                     self._sweep(now)
 
@@ -539,9 +552,8 @@ class Node:
             )
 
     def _notify_retry(self, nonce: int, peer: IPAddress, now: float) -> None:
-        pending = self._pending_notifies.get((nonce, peer))
-        if pending is None:
-            return
+        # An ack or a newer notify cancels this timer: still outstanding.
+        pending = self._pending_notifies[(nonce, peer)]
         pending.attempt += 1
         intervals = self.config.notify_retry_intervals
         if pending.attempt > len(intervals):
@@ -619,9 +631,16 @@ class Node:
                 own = self.database.lookup_host(*host)
                 reg = ms_db.lookup_host(*host)
             if own is not None:
-                query = query or Eid.from_wire(rec.eid, rec.mask_len)
-                if ecm is None or ecm.to_etr or query not in ms_db:
-                    self.note_itr(own[0], target[0], now)
+                self.note_itr(own[0], target[0], now)
+                # The Map-Server's entry wins when it is at least as specific:
+                # it holds what every registrant sent (a merged group entry
+                # lists all members, our own database only us). The ETR
+                # answers what was forwarded to it, or what no one registered.
+                if (
+                    (ecm is not None and ecm.to_etr)
+                    or reg is None
+                    or own[0].mask_len > reg[0].mask_len
+                ):
                     records.append(encode_record(self._database_record(own[1], None)))
                     continue
             if reg is not None and not reg[1].proxy_reply and len(req.records) == 1:
@@ -785,9 +804,8 @@ class Node:
         self._timers.set(RequestRetry(pending.eid), now + self.config.request_interval)
 
     def _request_retry(self, eid: Eid, now: float) -> None:
-        pending = self._pending_requests.get(eid)
-        if pending is None:
-            return
+        # _forget_request cancels this timer, so the request is pending.
+        pending = self._pending_requests[eid]
         if pending.held_until is not None:
             self._forget_request(pending)
             return
@@ -809,6 +827,9 @@ class Node:
         if rep.probe:
             self._on_probe_reply(rep, src, now)
             return
+        if self._group_lookups.pop(rep.nonce, None) is not None:
+            self._on_group_reply(rep, src, now)
+            return
         eid = self._request_nonces.get(rep.nonce)
         if eid is None:
             self._drop(src, "unsolicited-map-reply")
@@ -819,6 +840,39 @@ class Node:
         self._forget_request(self._pending_requests[eid])
         for got, rec in zip(eids, rep.records, strict=True):
             self._install(got, rec, "map-reply", now)
+
+    def _group_lookup(self, now: float) -> None:
+        """RFC 9962 4.2: without PubSub, an ITR SHOULD look its group up
+        periodically to see membership change. Our own Map-Server already
+        holds what reached us, so ask a peer (seeds first, then members, in
+        turn): its answer repairs what lost Map-Notifies left out."""
+        assert self.config.group_lookup_interval
+        self._timers.set(GroupLookup(), now + self.config.group_lookup_interval)
+        self._group_lookups.clear()  # unanswered last round: the next one retries
+        group, eid = self.config.group, self._group_eid
+        assert group is not None
+        assert eid is not None
+        peers = [
+            ms[0] for ms in self.config.map_servers if ms[0] != group
+        ] + self.membership()
+        peers = [p for p in dict.fromkeys(peers) if not self._own(p)]
+        if not peers:
+            return
+        peer = peers[self._group_lookup_round % len(peers)]
+        self._group_lookup_round += 1
+        own = self.config.rloc_for(peer.version)
+        if own is None:
+            return
+        nonce = self._next_nonce()
+        addr, mask = eid.to_wire()
+        req = MapRequest(nonce, (RequestRecord(addr, mask),), (own,))
+        self._group_lookups[nonce] = peer
+        self._send(req.encode(), (peer, self.config.control_port), "map-request")
+
+    def _on_group_reply(self, rep: MapReply, src: Addr, now: float) -> None:
+        for rec in rep.records:
+            if Eid.from_wire(rec.eid, rec.mask_len) == self._group_eid and rec.locators:
+                self._install(self._group_eid, rec, "map-reply", now)
 
     def _install(self, eid: Eid, rec: MapRecord, source: str, now: float) -> None:
         if rec.ttl == 0:  # RFC 9301 5.4 (C16): TTL 0 MUST remove
@@ -848,12 +902,12 @@ class Node:
         if when is None or when > soon:
             self._timers.set(RegisterTick(), soon)
 
-    def _cache_expiry(self, eid: Eid, now: float) -> None:
-        entry = self.cache.db.get(eid)
-        if entry is not None and entry.expires <= now:
-            self.cache.remove(eid)
-            self.counters["cache.expired"] += 1
-            self._emit(MapCacheExpired(eid))
+    def _cache_expiry(self, eid: Eid) -> None:
+        # The timer moves with every install and goes with every removal, so
+        # the entry is there and due.
+        self.cache.remove(eid)
+        self.counters["cache.expired"] += 1
+        self._emit(MapCacheExpired(eid))
 
     def _on_smr(self, req: MapRequest, src: Addr, now: float) -> None:
         """RFC 9301 6.1: re-resolve an SMR'd mapping through the mapping
@@ -875,7 +929,7 @@ class Node:
             seen.add(entry.eid)
             last = self._smr_last.get(entry.eid)
             if last is not None and now - last < self.config.smr_interval:
-                self.counters["drop.smr-rate-limited"] += 1
+                self._drop(src, "smr-rate-limited")
                 continue
             self._smr_last[entry.eid] = now
             self._emit(SmrReceived(entry.eid, src))
@@ -934,11 +988,13 @@ class Node:
         return None
 
     def _on_probe_reply(self, rep: MapReply, src: Addr, now: float) -> None:
-        probe = self._probes.pop(rep.nonce, None)
-        # C15: a probe reply whose records lack the A bit MUST be discarded.
+        probe = self._probes.get(rep.nonce)
+        # C15: a probe reply whose records lack the A bit MUST be discarded,
+        # and it must not use up the probe (whose timeout stays armed).
         if probe is None or not all(r.authoritative for r in rep.records):
             self._drop(src, "unsolicited-probe-reply")
             return
+        del self._probes[rep.nonce]
         self._timers.cancel(ProbeTimeout(rep.nonce))
         eid, rloc, sent = probe
         found = self._probe_state(eid, rloc)
@@ -951,10 +1007,8 @@ class Node:
             self._emit(LocatorStateChanged(eid, str(rloc), True))
 
     def _probe_timeout(self, nonce: int) -> None:
-        probe = self._probes.pop(nonce, None)
-        if probe is None:
-            return
-        eid, rloc, _ = probe
+        # A reply cancels this timer, so the probe is still outstanding.
+        eid, rloc, _ = self._probes.pop(nonce)
         found = self._probe_state(eid, rloc)
         if found is None:
             return
