@@ -94,11 +94,20 @@ class UdpPacket:
         family = type(self.src)
         if family not in (IPv4Address, IPv6Address) or type(self.dst) is not family:
             raise ValueError("src and dst must be IP addresses of one family")
-        check_uint("sport", self.sport, 16)
-        check_uint("dport", self.dport, 16)
-        check_uint("ttl", self.ttl, 8)
-        check_uint("ident", self.ident, 16)
-        check_uint("tos", self.tos, 8)
+        # One combined test on the common path (every ECM and replicated
+        # register decodes into a UdpPacket); the detail only on failure.
+        if not (
+            0 <= self.sport < 0x10000
+            and 0 <= self.dport < 0x10000
+            and 0 <= self.ttl < 0x100
+            and 0 <= self.ident < 0x10000
+            and 0 <= self.tos < 0x100
+        ):
+            check_uint("sport", self.sport, 16)
+            check_uint("dport", self.dport, 16)
+            check_uint("ttl", self.ttl, 8)
+            check_uint("ident", self.ident, 16)
+            check_uint("tos", self.tos, 8)
         limit = MAX_UDP_PAYLOAD_V4 if self.src.version == 4 else MAX_UDP_PAYLOAD_V6
         if len(self.payload) > limit:
             raise ValueError(f"UDP payload of {len(self.payload)} > {limit} bytes")
