@@ -62,6 +62,8 @@ def build_node(cfg: Config, xtr_id: int, register_nonce: int, now: float) -> Nod
         data_port=cfg.data_port,
         register_interval=cfg.register_interval,
         group_lookup_interval=cfg.group_lookup_interval or None,
+        map_reply_rate=cfg.map_reply_rate,
+        map_reply_burst=cfg.map_reply_burst,
     )
     return Node(
         node_cfg,
@@ -195,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a node from a config file")
     p.add_argument("--config", "-c", default="/etc/decent/node.toml")
     p.set_defaults(func=_cmd_run)
+    p = sub.add_parser(
+        "lab",
+        help="run a three-node lab on this machine (namespaces as root)",
+        add_help=False,
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER)
     p = sub.add_parser("decode", help="decode a LISP control message given in hex")
     p.add_argument("hex", nargs="+", help="the UDP payload, in hex")
     p.set_defaults(func=_cmd_decode)
@@ -202,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lab"]:
+        # lab has its own parser (decent.lab); argparse's REMAINDER would not
+        # pass it options such as --help.
+        from decent.lab import lab_main
+
+        return lab_main(argv[1:])
     args = build_parser().parse_args(argv)
     result: int = args.func(args)
     return result

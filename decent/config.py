@@ -41,6 +41,8 @@ class Config:
     register_interval: float = 60.0
     group_lookup_interval: float = 30.0
     multicast_ttl: int = 1
+    map_reply_rate: float = 1000.0
+    map_reply_burst: float = 2000.0
     admin_token: str | None = None
     log_level: str = "info"
 
@@ -269,6 +271,8 @@ def load_config(path: str | Path) -> Config:
         register_interval=decent.get("register_interval", float, 60.0),
         group_lookup_interval=decent.get("group_lookup_interval", float, 30.0),
         multicast_ttl=decent.get("multicast_ttl", int, 1),
+        map_reply_rate=decent.get("map_reply_rate", float, 1000.0),
+        map_reply_burst=decent.get("map_reply_burst", float, 2000.0),
         admin_token=web.get("admin_token", str, "") or None,
         log_level=log_level,
     )

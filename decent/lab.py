@@ -1039,13 +1039,17 @@ def lab_main(argv: list[str] | None = None) -> int:
     except (LabError, ValueError) as exc:
         print(f"decent lab: {exc}", file=sys.stderr)
         return 2
-    stop = False
 
-    def _stop(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
+    def _interrupt(signum: int, frame: object) -> None:
+        for sig in previous:  # a second Ctrl-C must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _stop)
+    # SIGTERM, and SIGINT even when started in the background (where it is
+    # inherited as ignored), unwind through `with lab`, which removes it all.
+    previous = {
+        sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         with lab:
             if reason is not None:
@@ -1062,7 +1066,7 @@ def lab_main(argv: list[str] | None = None) -> int:
                 print(f"  {n.name}  rloc {n.rloc}  {n.url}/  log {lab.log_path(i)}")
             print("Ctrl-C stops every node and removes the lab.", flush=True)
             alive = set(lab.running())
-            while not stop:
+            while True:
                 time.sleep(0.5)
                 for i in sorted(alive - set(lab.running())):
                     print(f"{lab.node(i).name} exited; its log:\n{lab.log_tail(i)}")
@@ -1073,7 +1077,8 @@ def lab_main(argv: list[str] | None = None) -> int:
         print(f"decent lab: {exc}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print("lab removed")
     return 0
 

@@ -50,6 +50,8 @@ def decent_node_config(
     register_interval: float = 60.0,
     probe_interval: float | None = None,
     group_lookup_interval: float | None = 30.0,
+    map_reply_rate: float = 1000.0,
+    map_reply_burst: float = 2000.0,
 ) -> NodeConfig:
     """A push-mode member: its own Map-Server and Map-Resolver, registering
     its membership, its name and its EIDs once to the whole group.
@@ -105,4 +107,6 @@ def decent_node_config(
         map_resolvers=((rloc, control_port),),
         probe_interval=probe_interval,
         group_lookup_interval=group_lookup_interval,
+        map_reply_rate=map_reply_rate,
+        map_reply_burst=map_reply_burst,
     )

@@ -220,7 +220,9 @@ class Node:
         self._reply_buckets: dict[IPAddress, tuple[float, float]] = {}
         self._recent_itrs: dict[Eid, dict[IPAddress, float]] = {}
         self._smr_last: dict[Eid, float] = {}
-        self._quick_until = now
+        # RFC 9301 8.2 quick registration after a (re)start: every 20 s for
+        # 5 minutes, so a registration lost on the way is soon repeated.
+        self._quick_until = now + config.quick_register_period
         self._known_members: set[IPAddress] = set()
         self._group_eid = config.group_eid
         self._bootstrap_backoff = 0.5
@@ -270,7 +272,7 @@ class Node:
                     self._probe_timeout(nonce)
                 case GroupLookup():
                     self._group_lookup(now)
-                case Sweep():
+                case Sweep():  # pragma: no branch - the cases are exhaustive
                     self._sweep(now)
 
     def receive_datagram(
@@ -652,7 +654,8 @@ class Node:
                 # match has none).
                 records.append(reg[1].reply_record)
                 if host is None or reg[0].mask_len != rec.mask_len:
-                    records.extend(e.reply_record for _, e in ms_db.covered(reg[0]))
+                    more = self.ms.more_specifics(reg[1])
+                    records.extend(e.reply_record for e in more)
             else:
                 query = query or Eid.from_wire(rec.eid, rec.mask_len)
                 records.append(self._negative_record(query))
@@ -741,14 +744,20 @@ class Node:
         ecm: EncapsulatedControlMessage | None,
     ) -> None:
         """RFC 9301 8.3: without proxy-reply, the unchanged Map-Request goes to
-        one registered ETR in an ECM, and that ETR answers the ITR directly."""
-        for loc in entry.record.locators:
-            if isinstance(loc.address, IPv4Address | IPv6Address):
-                etr = loc.address
-                break
-        else:
+        one registered ETR in an ECM, and that ETR answers the ITR directly.
+        An RLOC the ETR marked unreachable (R clear) or unusable (priority
+        255) is the last choice (RFC 9301 5.4)."""
+        etrs = [
+            loc
+            for loc in entry.record.locators
+            if isinstance(loc.address, IPv4Address | IPv6Address)
+        ]
+        if not etrs:
             self._drop(src, "no-etr-rloc")
             return
+        best = min(etrs, key=lambda loc: not loc.reachable or loc.priority == 255)
+        etr = best.address
+        assert isinstance(etr, IPv4Address | IPv6Address)
         inner_src = ecm.inner_src if ecm is not None else src[0]
         inner_dst = ecm.inner_dst if ecm is not None else etr
         if inner_src.version != inner_dst.version:
@@ -1108,8 +1117,7 @@ class Node:
             batch.append(rec)
             chunks.append(data)
             used += len(data)
-        if batch:
-            yield tuple(batch), b"".join(chunks)
+        yield tuple(batch), b"".join(chunks)  # records is never empty
 
     def _send_register(
         self,
@@ -1153,6 +1161,11 @@ class Node:
         group = self.config.group
         unicast = [t for t in targets if t[0] != group]
         if len(unicast) != len(targets):
+            if self.config.group_mode == "multicast":
+                # Members hear the group copy; a seed that is one already
+                # would only drop a unicast duplicate as a replayed nonce.
+                members = set(self.membership())
+                unicast = [t for t in unicast if self._own(t[0]) or t[0] not in members]
             self._send_to_group(data, "map-register", {t[0] for t in unicast})
         for ms in unicast:
             self._send(data, ms, "map-register")
@@ -1220,7 +1233,11 @@ class Node:
         """Reinstate a registration from a snapshot taken before a restart, so
         the node answers lookups at once; each child keeps its remaining
         lifetime (its `expires`, already on this node's clock)."""
-        alive = [c for c in children if c.expires > now]
+        # Our own registrations are not restored: we re-register at once, and
+        # a mapping removed from the config must not live on from a snapshot.
+        alive = [
+            c for c in children if c.expires > now and c.xtr_id != self.config.xtr_id
+        ]
         entry = self.ms.restore(eid, site, merge, proxy, alive)
         if entry is None:
             return False
