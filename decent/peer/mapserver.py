@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
 
 from decent.peer.config import Addr, Site
@@ -53,6 +53,10 @@ class SiteEntry:
     #: The record as a proxy Map-Reply carries it (A clear, RFC 9301 5.4),
     #: encoded once per change so replies only prepend a header and nonce.
     reply_record: bytes
+    #: The registered entries more specific than this one (RFC 9301 5.5),
+    #: cached until the set of registered EIDs changes (MapServer.generation).
+    covered: list[SiteEntry] = field(default_factory=list)
+    covered_generation: int = -1
 
     def members(self) -> list[IPv4Address | IPv6Address]:
         """RLE member addresses of a merged entry (the peer group)."""
@@ -77,18 +81,27 @@ class Change:
     entry: SiteEntry | None
 
 
+_FLAG_LETTERS = "psitrmn"
+_FLAG_TEXT: dict[tuple[bool, ...], str] = {}
+
+
 def flags_text(msg: MapRegister) -> str:
     """The p-s-I-t-r-m-n flag string of the status pages (upper case = set)."""
     bits = (
-        ("p", msg.proxy_reply),
-        ("s", msg.security_capable),
-        ("i", msg.xtr_id is not None),
-        ("t", msg.ttl_timeout),
-        ("r", False),
-        ("m", msg.merge),
-        ("n", msg.want_map_notify),
+        msg.proxy_reply,
+        msg.security_capable,
+        msg.xtr_id is not None,
+        msg.ttl_timeout,
+        False,  # r: reserved in RFC 9301 (was the LISP-MN bit)
+        msg.merge,
+        msg.want_map_notify,
     )
-    return "-".join(c.upper() if on else c for c, on in bits)
+    text = _FLAG_TEXT.get(bits)
+    if text is None:  # at most 64 combinations: memoised, it runs per register
+        text = _FLAG_TEXT[bits] = "-".join(
+            c.upper() if on else c for c, on in zip(_FLAG_LETTERS, bits, strict=True)
+        )
+    return text
 
 
 def rle_entries(loc: Locator) -> list[RleEntry]:
@@ -148,6 +161,8 @@ class MapServer:
         self.sites = sites
         self.registration_timeout = registration_timeout
         self.db: MapDB[SiteEntry] = MapDB()
+        #: Bumped whenever an EID is added to or removed from db.
+        self.generation = 0
         self._by_name = {site.name: site for site in sites}
         #: Every configured IP prefix: EID space even while nothing in it is
         #: registered, so no negative Map-Reply for a non-EID may cover it.
@@ -242,7 +257,11 @@ class MapServer:
         for rec, eid in zip(msg.records, eids, strict=True):
             entry = self.db.get(eid)
             if rec.ttl == 0:
-                changes.append(self._remove(eid, entry, child_key, msg.merge))
+                # A registrant deregisters only its own child of a merged
+                # entry (RFC 8378 5.1.3 keeps one per registrant), even if it
+                # left the merge bit out of its TTL-0 Map-Register.
+                merged = msg.merge or (entry is not None and entry.merge)
+                changes.append(self._remove(eid, entry, child_key, merged))
                 continue
             lifetime = rec.ttl * 60.0 if msg.ttl_timeout else self.registration_timeout
             old = entry.children.get(child_key) if entry else None
@@ -272,6 +291,7 @@ class MapServer:
                     b"",
                 )
                 self.db.insert(eid, entry)
+                self.generation += 1
                 self._refresh(entry)
                 changes.append(Change(eid, child_key, False, True, True, entry))
                 continue
@@ -305,6 +325,7 @@ class MapServer:
             entry.children.clear()
         if not entry.children:
             self.db.remove(eid)
+            self.generation += 1
             return Change(eid, child_key, True, False, True, None)
         return Change(eid, child_key, True, False, self._refresh(entry), entry)
 
@@ -339,7 +360,16 @@ class MapServer:
         )
         self._refresh(entry)
         self.db.insert(eid, entry)
+        self.generation += 1
         return entry
+
+    def more_specifics(self, entry: SiteEntry) -> list[SiteEntry]:
+        """Registered entries inside entry's prefix, looked up once per change
+        of the registered set rather than once per Map-Request."""
+        if entry.covered_generation != self.generation:
+            entry.covered = [e for _, e in self.db.covered(entry.eid)]
+            entry.covered_generation = self.generation
+        return entry.covered
 
     def _refresh(self, entry: SiteEntry) -> bool:
         """Recompute the effective record; True when its locators changed."""
