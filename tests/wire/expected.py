@@ -27,6 +27,7 @@ from decent.wire import (
 from decent.wire.data import DataHeader
 from decent.wire.ip import UdpPacket
 from decent.wire.records import Action
+from decent.wire.transport import TransportMessage
 
 V4 = IPv4Address
 XTR_ID = 0x000102030405060708090A0B0C0D0E0F
@@ -141,6 +142,7 @@ EXPECTED: dict[str, object] = {
             "62c00e8c1bf2dd9a6be50eee9d6f2b100d3923c6ce9027fa96c907dc3f3abf55"
         ),
     ),
+    "e09_reliable_transport_registration": TransportMessage(17, 1, E1.encode()),
     "e10_map_referral": MapReferral(
         0xC1C2C3C4C5C6C7C8,
         (

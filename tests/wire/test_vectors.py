@@ -11,16 +11,23 @@ from hypothesis import strategies as st
 from decent.wire import DecodeError, check_auth, decode
 from decent.wire.data import decapsulate, encapsulate
 from decent.wire.ip import decode_udp_packet
+from decent.wire.transport import decode_transport
 from tests.wire.expected import EXPECTED
 from tests.wire.vectors import Vector, load_vectors
 
 VECTORS = load_vectors()
 E_VECTORS = {n: v for n, v in VECTORS.items() if n.startswith("e")}
-CONTROL = [v for v in E_VECTORS.values() if v.port == 4342]
+#: Vectors of TCP stream PDUs (reliable transport), not UDP datagrams.
+TRANSPORT = {"e09_reliable_transport_registration"}
+CONTROL = [v for v in E_VECTORS.values() if v.port == 4342 and v.name not in TRANSPORT]
 
 
 def _decode_any(v: Vector) -> object:
     """Decode a vector as what its port carries."""
+    if v.name in TRANSPORT:
+        msg, length = decode_transport(v.data)
+        assert length == len(v.data)
+        return msg
     if v.port == 4342:
         return decode(v.data)
     header, inner = decapsulate(v.data)
@@ -76,6 +83,21 @@ def test_every_truncation_is_a_decode_error(vector: Vector) -> None:
 def test_a_trailing_byte_is_a_decode_error(vector: Vector) -> None:
     with pytest.raises(DecodeError, match="trailing"):
         decode(vector.data + b"\x00")
+
+
+def test_transport_pdu_truncations_and_bad_markers_fail() -> None:
+    data = VECTORS["e09_reliable_transport_registration"].data
+    for cut in range(len(data)):
+        with pytest.raises(DecodeError):
+            decode_transport(data[:cut])
+    with pytest.raises(DecodeError, match="end marker"):
+        decode_transport(data[:-1] + b"\x00")
+    with pytest.raises(DecodeError, match="shorter than its header"):
+        decode_transport(bytes.fromhex("0011000800000001"))
+    # A stream buffer may hold the next PDU already: only the first is read.
+    msg, length = decode_transport(data + data)
+    assert (msg.message_id, length) == (1, len(data))
+    assert decode(msg.data) == EXPECTED["e01_map_register_sha256"]
 
 
 def test_her_packet_truncations_fail_at_some_layer() -> None:
