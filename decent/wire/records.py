@@ -68,10 +68,18 @@ class Locator:
     reachable: bool = True
 
     def __post_init__(self) -> None:
-        check_uint("priority", self.priority, 8)
-        check_uint("weight", self.weight, 8)
-        check_uint("m_priority", self.m_priority, 8)
-        check_uint("m_weight", self.m_weight, 8)
+        # One combined test on the common path: this runs for every locator
+        # of every message decoded; the detail only on failure.
+        if not (
+            0 <= self.priority < 256
+            and 0 <= self.weight < 256
+            and 0 <= self.m_priority < 256
+            and 0 <= self.m_weight < 256
+        ):
+            check_uint("priority", self.priority, 8)
+            check_uint("weight", self.weight, 8)
+            check_uint("m_priority", self.m_priority, 8)
+            check_uint("m_weight", self.m_weight, 8)
         _check_address("locator", self.address)
 
     def write(self, w: Writer) -> None:
@@ -129,10 +137,16 @@ class MapRecord:
     map_version: int = 0
 
     def __post_init__(self) -> None:
-        check_uint("mask_len", self.mask_len, 8)
-        check_uint("ttl", self.ttl, 32)
-        check_uint("action", self.action, 3)
-        check_uint("map_version", self.map_version, 12)
+        if not (
+            0 <= self.mask_len < 256
+            and 0 <= self.ttl < 1 << 32
+            and 0 <= self.action < 8
+            and 0 <= self.map_version < 1 << 12
+        ):
+            check_uint("mask_len", self.mask_len, 8)
+            check_uint("ttl", self.ttl, 32)
+            check_uint("action", self.action, 3)
+            check_uint("map_version", self.map_version, 12)
         if len(self.locators) > MAX_LOCATORS:
             raise ValueError(f"more than {MAX_LOCATORS} locators")
         _check_address("EID", self.eid)

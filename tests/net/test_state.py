@@ -76,19 +76,24 @@ def test_snapshot_restores_every_registration_with_its_remaining_life(
     state.save_snapshot(nodes[1], net.now, 5000.0)
     # Restart 30 s of wall time later on a new monotonic clock.
     fresh = Node(nodes[1].config, nonce=lambda: 7, now=100.0)
-    assert state.load_snapshot(fresh, 100.0, 5030.0) == len(nodes[1].ms.db)
-    assert sorted(map(str, (e for e, _ in fresh.ms.db.items()))) == sorted(
-        map(str, (e for e, _ in nodes[1].ms.db.items()))
-    )
-    for eid, entry in nodes[1].ms.db.items():
+    own = nodes[1].config.xtr_id
+    learned = {
+        eid: entry
+        for eid, entry in nodes[1].ms.db.items()
+        if any(c.xtr_id != own for c in entry.children.values())
+    }
+    assert state.load_snapshot(fresh, 100.0, 5030.0) == len(learned) == 5
+    assert {e for e, _ in fresh.ms.db.items()} == set(learned)
+    for eid, entry in learned.items():
         restored = fresh.ms.db.get(eid)
         assert restored is not None
-        assert restored.record == entry.record
+        # Our own child is left out: the node registers itself afresh.
+        assert own not in restored.children
         for key, child in entry.children.items():
-            left_before = child.expires - net.now
-            assert restored.children[key].expires == pytest.approx(
-                100 + left_before - 30
-            )
+            if key == own:
+                continue
+            left = child.expires - net.now - 30  # 30 s passed while down
+            assert restored.children[key].expires == pytest.approx(100 + left)
     assert fresh.ms.nonces == nodes[1].ms.nonces
     # Expired children are not restored.
     later = Node(nodes[1].config, nonce=lambda: 7, now=0.0)
@@ -101,9 +106,12 @@ def test_malformed_snapshot_entries_are_skipped(tmp_path: Path) -> None:
     state.prepare()
     state.save_snapshot(nodes[0], net.now, 5000.0)
     raw = read_msgpack(state.snapshot_file)
-    raw["entries"][0][4][0][0] = b"\x00\x01"  # a truncated record
-    raw["entries"][1] = "nonsense"
+    # Entries are n1, n2, n3, then their prefixes, then the group.
+    raw["entries"][1][4][0][0] = b"\x00\x01"  # n2's name: a truncated record
+    raw["entries"][4] = "nonsense"  # n2's prefix
     raw["nonces"].append(["x"])
     state.snapshot_file.write_bytes(msgpack.packb(raw, use_bin_type=True))
     fresh = Node(nodes[0].config, nonce=lambda: 7)
-    assert state.load_snapshot(fresh, 0.0, 5000.0) == len(nodes[0].ms.db) - 2
+    # Seven entries: two are n1's own (not restored), two corrupted.
+    assert len(nodes[0].ms.db) == 7
+    assert state.load_snapshot(fresh, 0.0, 5000.0) == 3

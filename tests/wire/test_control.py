@@ -23,6 +23,8 @@ from decent.wire import (
     MapRegister,
     MapReply,
     MapRequest,
+    ReferralRecord,
+    ReferralSignature,
     RequestRecord,
     Rle,
     RleEntry,
@@ -275,3 +277,31 @@ def test_lispers_rle_names_after_entries_are_accepted() -> None:
     loc = Locator(AfiList((NO_ADDRESS, rle)), 255, 0, 1, 100)
     msg = MapReply(1, (MapRecord(A, 32, (loc,)),))
     assert decode(msg.encode()) == msg
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: Locator(A, priority=256), "priority"),
+        (lambda: Locator(A, weight=-1), "weight"),
+        (lambda: Locator(A, m_priority=300), "m_priority"),
+        (lambda: Locator(A, m_weight=256), "m_weight"),
+        (lambda: MapRecord(A, 33 * 8), "mask_len"),
+        (lambda: MapRecord(A, 32, ttl=1 << 32), "ttl"),
+        (lambda: MapRecord(A, 32, action=8), "action"),
+        (lambda: MapRecord(A, 32, map_version=1 << 12), "map_version"),
+        (lambda: ReferralRecord(A, 32, ttl=-1), "ttl"),
+        (lambda: ReferralRecord(A, 32, action=9), "action"),
+    ],
+)
+def test_constructors_name_the_field_out_of_range(build: object, field: str) -> None:
+    with pytest.raises(ValueError, match=f"^{field}="):
+        build()  # type: ignore[operator]
+
+
+def test_referral_limits_are_enforced() -> None:
+    with pytest.raises(ValueError, match="referrals"):
+        ReferralRecord(A, 32, tuple(Locator(A) for _ in range(MAX_LOCATORS + 1)))
+    sig = ReferralSignature(0, 0, 0, 0, 0, b"")
+    with pytest.raises(ValueError, match="signatures"):
+        ReferralRecord(A, 32, signatures=(sig,) * 16)
