@@ -1065,7 +1065,8 @@ class Node:
         self._register([m for _, m in self.database.items()], now, attempt=attempt)
         interval = self.config.register_interval
         if now < self._quick_until:
-            interval = self.config.quick_register_interval
+            # Quick registration may only make registering more frequent.
+            interval = min(interval, self.config.quick_register_interval)
         if self._alone():
             # A member no peer has answered yet (say its seed was still
             # starting) retries soon, backing off to the quick-registration

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from ipaddress import IPv4Address
 
 from decent.peer.config import DatabaseMapping
+from decent.peer.decent import decent_node_config
 from decent.peer.events import (
     RegisterAcknowledged,
     RegistrationAccepted,
     RegistrationExpired,
     RegistrationRemoved,
 )
-from decent.peer.node import RegisterRetry
+from decent.peer.node import Node, RegisterRetry
 from decent.wire import Eid, MapNotify, MapRegister, check_auth, decode
 from tests.peer.conftest import (
     ETR_EID,
@@ -188,3 +190,28 @@ def test_map_notify_stops_the_retransmission():
     assert [decode(d).nonce for _, s, _, d in net.trace if s == ctl(MS_IP)] == [  # type: ignore[union-attr]
         sent(net, MapRegister)[-1][2].nonce
     ]
+
+
+def test_quick_registration_never_slows_a_short_period():
+
+    cfg = decent_node_config(
+        name="q",
+        rlocs=(IPv4Address("192.0.2.77"),),
+        group=IPv4Address("233.252.1.1"),
+        key=b"k",
+        xtr_id=9,
+        register_interval=5.0,
+    )
+    node = Node(cfg, nonce=lambda: 0)  # jitter 0 with this nonce source
+    node.handle_timer(0.0)
+    node.datagrams_to_send()
+    # Alone, it backs off from 1 s; once that passes 5 s it stays at 5 s.
+    times = []
+    now = 0.0
+    for _ in range(8):
+        now = node.get_timer() or 0.0
+        node.handle_timer(now)
+        node.datagrams_to_send()
+        times.append(now)
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(times)]
+    assert max(gaps) <= 5.0
