@@ -170,21 +170,25 @@ class NodeShell:
         return (addr, port)
 
     def _drain(self, sock: socket.socket, data_port: bool) -> None:
-        node = self.node
+        # Names hoisted out of the loop: this runs once per datagram.
+        rx_data, rx_control = self.node.receive_data_packet, self.node.receive_datagram
+        recvfrom, memo, peer = sock.recvfrom, self._addr_memo, self._peer
+        local = self._local
         now = self.loop.time()
         for _ in range(DRAIN):
             try:
-                payload, src = sock.recvfrom(65535)
+                payload, (host, port, *_) = recvfrom(65535)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:  # e.g. ICMP port unreachable reported late
                 self.errors[f"recv.{errno.errorcode.get(exc.errno or 0, 'error')}"] += 1
                 break
-            peer = self._peer(src[0], src[1])
+            addr = memo.get(host)
+            src = (addr, port) if addr is not None else peer(host, port)
             if data_port:
-                node.receive_data_packet(payload, peer, now)
+                rx_data(payload, src, now)
             else:
-                node.receive_datagram(payload, peer, now, self._local)
+                rx_control(payload, src, now, local)
         self.flush()
 
     def _on_timer(self) -> None:
