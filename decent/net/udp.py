@@ -141,6 +141,7 @@ class NodeShell:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._addr_memo: dict[str, IPAddress] = {}
+        self._host_memo: dict[IPAddress, str] = {}
         rloc = node.config.rlocs[0]
         self._local = (rloc, node.config.control_port)
         self._local_data = (rloc, node.config.data_port)
@@ -202,10 +203,16 @@ class NodeShell:
         node = self.node
         data_port = node.config.data_port
         control, data_sock = self.sockets.control, self.sockets.data
+        hosts = self._host_memo
         for payload, (ip, port) in node.datagrams_to_send():
             sock = data_sock if port == data_port else control
+            host = hosts.get(ip)
+            if host is None:  # str(IPv4Address) costs a microsecond a reply
+                if len(hosts) > 4096:
+                    hosts.clear()
+                host = hosts[ip] = str(ip)
             try:
-                sock.sendto(payload, (str(ip), port))
+                sock.sendto(payload, (host, port))
             except OSError as exc:
                 # Unreachable peers and full buffers are the network's business;
                 # the protocol retransmits what matters.
