@@ -14,7 +14,10 @@ from decent.lab import NetnsLab, netns_unavailable
 
 #: Every lab of this suite has a prefix starting with this; the last test of
 #: test_netns_lab checks that none is left behind.
-PREFIX: Final = "de2e"
+#: Both can be moved (DECENT_E2E_PREFIX, DECENT_E2E_NET) so two checkouts can
+#: run this suite side by side without their namespaces or subnets meeting.
+PREFIX: Final = os.environ.get("DECENT_E2E_PREFIX", "de2e")
+_NET: Final = os.environ.get("DECENT_E2E_NET", "198.18")
 _SERIAL = itertools.count(1)
 _FAILED = pytest.StashKey[bool]()
 
@@ -53,7 +56,7 @@ def make_lab(
         serial = next(_SERIAL) % 150
         lab = NetnsLab(
             f"{PREFIX}{serial}",
-            f"198.18.{100 + serial}.0/24",
+            f"{_NET}.{100 + serial}.0/24",
             workdir=tmp_path / f"lab{len(labs) + 1}",
             **kwargs,
         )
