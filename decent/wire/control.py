@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final, Self, cast
 
-from decent.wire.afi import NO_ADDRESS, Address, read_address, write_address
+from decent.wire.afi import NO_ADDRESS, Address, ipv4, read_address, write_address
 from decent.wire.auth import AUTH_LENGTH, AlgorithmId, compute_mac, sign_bytes
 from decent.wire.buffer import Reader, Writer, check_uint
 from decent.wire.errors import DecodeError
@@ -451,10 +452,17 @@ class EncapsulatedControlMessage:
             raise ValueError("an ECM may not carry another ECM")
         if type(self.inner_src) is not type(self.inner_dst):
             raise ValueError("inner source and destination differ in family")
-        check_uint("inner_sport", self.inner_sport, 16)
-        check_uint("inner_dport", self.inner_dport, 16)
-        check_uint("ip_ttl", self.ip_ttl, 8)
-        check_uint("ip_ident", self.ip_ident, 16)
+        # One combined test on the common path (every ECM decodes into one).
+        if not (
+            0 <= self.inner_sport < 0x10000
+            and 0 <= self.inner_dport < 0x10000
+            and 0 <= self.ip_ttl < 0x100
+            and 0 <= self.ip_ident < 0x10000
+        ):
+            check_uint("inner_sport", self.inner_sport, 16)
+            check_uint("inner_dport", self.inner_dport, 16)
+            check_uint("ip_ttl", self.ip_ttl, 8)
+            check_uint("ip_ident", self.ip_ident, 16)
 
     def _packet(self, payload: bytes) -> UdpPacket:
         return UdpPacket(
@@ -539,6 +547,70 @@ _DECODERS: Final[dict[int, Callable[[int, Reader], ControlMessage]]] = {
 }
 
 
+_REQUEST_HEAD: Final = struct.Struct("!IQH")  # first word, nonce, source AFI
+_AFI: Final = struct.Struct("!H")
+_RECORD_HEAD: Final = struct.Struct("!BBH")  # flags, mask length, AFI
+
+
+def _ip_at(data: bytes, pos: int, afi: int) -> tuple[IPv4Address | IPv6Address, int]:
+    if afi == 1:
+        return ipv4(data[pos : pos + 4]), pos + 4
+    if afi == 2:
+        return IPv6Address(data[pos : pos + 16]), pos + 16
+    raise ValueError("not an IP AFI")
+
+
+def _plain_map_request(data: bytes) -> MapRequest | None:
+    """The Map-Request every ITR sends (IP addresses only, no Map-Reply
+    record), decoded in one pass; None leaves the message, valid or not, to
+    the general decoder. It answers the same as that decoder or not at all:
+    Map-Requests are what a Map-Resolver spends its time on."""
+    try:
+        first, nonce, afi = _REQUEST_HEAD.unpack_from(data)
+        if first & REQ_MAP_DATA:
+            return None
+        source: Address = NO_ADDRESS
+        pos = 14
+        if afi:
+            source, pos = _ip_at(data, pos, afi)
+        itr_rlocs = []
+        for _ in range(((first >> 8) & 0x1F) + 1):
+            rloc, pos = _ip_at(data, pos + 2, _AFI.unpack_from(data, pos)[0])
+            itr_rlocs.append(rloc)
+        records = []
+        for _ in range(first & 0xFF):
+            flags, mask_len, afi = _RECORD_HEAD.unpack_from(data, pos)
+            eid, pos = _ip_at(data, pos + 4, afi)
+            records.append(
+                RequestRecord(eid, mask_len, bool(flags & REQ_RECORD_NOTIFY))
+            )
+        xtr_id, site_id = None, 0
+        if first & REQ_XTR_ID:
+            xtr_id = int.from_bytes(data[pos : pos + 16], "big")
+            site_id = int.from_bytes(data[pos + 16 : pos + 24], "big")
+            pos += 24
+        if pos != len(data):
+            return None
+        return MapRequest(
+            nonce,
+            tuple(records),
+            tuple(itr_rlocs),
+            source,
+            None,
+            bool(first & REQ_AUTHORITATIVE),
+            bool(first & REQ_PROBE),
+            bool(first & REQ_SMR),
+            bool(first & REQ_PITR),
+            bool(first & REQ_SMR_INVOKED),
+            bool(first & REQ_LOCAL_XTR),
+            bool(first & REQ_DONT_MAP_REPLY),
+            xtr_id,
+            site_id,
+        )
+    except (ValueError, struct.error):  # AddressValueError is a ValueError
+        return None
+
+
 def decode(data: bytes) -> ControlMessage:
     """Decode one LISP control message (a UDP 4342 payload).
 
@@ -549,6 +621,10 @@ def decode(data: bytes) -> ControlMessage:
     data = bytes(data)
     if len(data) > MAX_MESSAGE_LEN:
         raise DecodeError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_LEN}")
+    if data[:1] and data[0] >> 4 == MessageType.MAP_REQUEST:
+        plain = _plain_map_request(data)
+        if plain is not None:
+            return plain
     r = Reader(data)
     first = r.u32()
     decoder = _DECODERS.get(first >> 28)

@@ -34,6 +34,7 @@ _IPV6_EXTENSION_HEADERS: Final = frozenset({0, 43, 44, 50, 51, 60, 135, 139, 140
 _IPV4: Final = struct.Struct("!BBHHHBBH4s4s")
 _IPV6: Final = struct.Struct("!IHBB16s16s")
 _UDP: Final = struct.Struct("!HHHH")
+_IPV6_FIXED: Final = struct.Struct("!IHBB")
 _U16: Final = struct.Struct("!H")
 _IPV4_CHECKSUM_AT: Final = 10
 _PSEUDO_V4: Final = struct.Struct("!4s4sBBH")
@@ -156,18 +157,21 @@ def decode_udp_packet(data: bytes) -> UdpPacket:
 
 
 def _decode_v4(data: bytes) -> UdpPacket:
+    # Slices and one unpack per header, no cursor: this runs for every ECM and
+    # every replicated Map-Register.
     if len(data) < IPV4_HEADER_LEN:
         raise DecodeError(f"need {IPV4_HEADER_LEN} bytes of IPv4 header at offset 0")
-    # One unpack for the fixed header: this runs for every ECM and every
-    # replicated Map-Register.
     (version_ihl, tos, total_length, ident, frag, ttl, proto, _, src_b, dst_b) = (
         _IPV4.unpack_from(data)
     )
     ihl = (version_ihl & 0x0F) * 4
     if ihl < IPV4_HEADER_LEN:
         raise DecodeError(f"IPv4 header length {ihl} < {IPV4_HEADER_LEN}")
-    r = Reader(data, IPV4_HEADER_LEN)
-    r.take(ihl - IPV4_HEADER_LEN)  # options: covered by the checksum, not used
+    if ihl > len(data):  # options: covered by the checksum, not used
+        raise DecodeError(
+            f"need {ihl - IPV4_HEADER_LEN} bytes at offset {IPV4_HEADER_LEN}, "
+            f"have {len(data) - IPV4_HEADER_LEN}"
+        )
     if internet_checksum(data[:ihl]):
         raise DecodeError("bad IPv4 header checksum")
     if frag & (IPV4_MORE_FRAGMENTS | IPV4_FRAGMENT_OFFSET):
@@ -176,55 +180,75 @@ def _decode_v4(data: bytes) -> UdpPacket:
         raise DecodeError(f"IPv4 protocol {proto} is not UDP")
     if total_length < ihl:
         raise DecodeError(f"IPv4 total length {total_length} < header length {ihl}")
-    udp = r.take(total_length - ihl)
-    r.finish()
-    src, dst = ipv4(src_b), ipv4(dst_b)
-    sport, dport, payload = _decode_udp(udp, src, dst)
+    _check_length(data, total_length)
+    sport, dport, payload = _decode_udp(data[ihl:], src_b + dst_b + b"\0\x11")
     df = bool(frag & IPV4_DONT_FRAGMENT)
     return UdpPacket(
-        src, dst, sport, dport, payload, ttl=ttl, ident=ident, tos=tos, dont_fragment=df
+        ipv4(src_b),
+        ipv4(dst_b),
+        sport,
+        dport,
+        payload,
+        ttl=ttl,
+        ident=ident,
+        tos=tos,
+        dont_fragment=df,
     )
 
 
 def _decode_v6(data: bytes) -> UdpPacket:
-    r = Reader(data)
-    first = r.u32()
-    payload_length = r.u16()
-    next_header = r.u8()
-    hop_limit = r.u8()
-    src = IPv6Address(r.take(16))
-    dst = IPv6Address(r.take(16))
+    if len(data) < IPV6_HEADER_LEN:
+        raise DecodeError(f"need {IPV6_HEADER_LEN} bytes of IPv6 header at offset 0")
+    first, payload_length, next_header, hop_limit = _IPV6_FIXED.unpack_from(data)
+    addresses = data[8:IPV6_HEADER_LEN]
     if next_header in _IPV6_EXTENSION_HEADERS:
         raise DecodeError(f"unsupported IPv6 extension header {next_header}")
     if next_header != PROTO_UDP:
         raise DecodeError(f"IPv6 next header {next_header} is not UDP")
-    udp = r.take(payload_length)
-    r.finish()
-    sport, dport, payload = _decode_udp(udp, src, dst)
-    traffic_class = first >> 20 & 0xFF
-    return UdpPacket(src, dst, sport, dport, payload, ttl=hop_limit, tos=traffic_class)
+    _check_length(data, IPV6_HEADER_LEN + payload_length)
+    sport, dport, payload = _decode_udp(data[IPV6_HEADER_LEN:], addresses)
+    return UdpPacket(
+        IPv6Address(addresses[:16]),
+        IPv6Address(addresses[16:]),
+        sport,
+        dport,
+        payload,
+        ttl=hop_limit,
+        tos=first >> 20 & 0xFF,
+    )
 
 
-def _decode_udp(
-    udp: bytes, src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address
-) -> tuple[int, int, bytes]:
-    r = Reader(udp)
-    sport = r.u16()
-    dport = r.u16()
-    length = r.u16()
-    csum = r.u16()
+def _check_length(data: bytes, length: int) -> None:
+    if length > len(data):
+        raise DecodeError(f"IP length {length} but the packet has {len(data)} bytes")
+    if length < len(data):
+        raise DecodeError(f"{len(data) - length} trailing bytes after the IP packet")
+
+
+def _decode_udp(udp: bytes, pseudo: bytes) -> tuple[int, int, bytes]:
+    """Ports and payload of a UDP datagram; `pseudo` is the pseudo-header's
+    addresses (IPv4: and its zero and protocol bytes), the length is added."""
+    if len(udp) < UDP_HEADER_LEN:
+        raise DecodeError(f"need {UDP_HEADER_LEN} bytes of UDP header")
+    sport, dport, length, csum = _UDP.unpack_from(udp)
     if length != len(udp):
         raise DecodeError(
             f"UDP length {length} != {len(udp)} bytes after the IP header"
         )
-    payload = r.take_rest()
     # Checksum 0 means "none". IPv4 allows it (RFC 768), and lispers.net zeroes
     # the inner checksum when it loops a Map-Register back to itself. IPv6
     # forbids it except for tunnels (RFC 6935/6936), which RFC 9300 section 5.3
     # uses, so peers sharing their data-plane path send it inside LISP too.
-    if csum and internet_checksum(_pseudo_header(src, dst, length) + udp):
-        raise DecodeError(f"bad UDP checksum {csum:#06x}")
-    return sport, dport, payload
+    if csum:
+        # IPv4 pseudo-header: addresses, zero, protocol, 16-bit length; IPv6:
+        # addresses, 32-bit length, three zeros, next header (RFC 8200 8.1).
+        if len(pseudo) == 10:
+            pseudo += length.to_bytes(2, "big")
+        else:
+            pseudo += length.to_bytes(4, "big") + b"\0\0\0\x11"
+        if internet_checksum(pseudo + udp):
+            raise DecodeError(f"bad UDP checksum {csum:#06x}")
+    return sport, dport, udp[UDP_HEADER_LEN:]
 
 
 class Flow(NamedTuple):

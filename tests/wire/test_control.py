@@ -31,8 +31,9 @@ from decent.wire import (
     UnknownLcaf,
     decode,
 )
-from decent.wire.afi import write_address
-from decent.wire.buffer import Writer
+from decent.wire.afi import DistinguishedName, write_address
+from decent.wire.buffer import Reader, Writer
+from decent.wire.control import _plain_map_request
 from decent.wire.limits import MAX_LCAF_DEPTH, MAX_LOCATORS, MAX_RLE_ENTRIES
 from tests.wire import strategies as ws
 
@@ -305,3 +306,56 @@ def test_referral_limits_are_enforced() -> None:
     sig = ReferralSignature(0, 0, 0, 0, 0, b"")
     with pytest.raises(ValueError, match="signatures"):
         ReferralRecord(A, 32, signatures=(sig,) * 16)
+
+
+# -------------------------------------------- the Map-Request fast path
+
+
+def _general_decode(raw: bytes) -> MapRequest:
+    """What the cursor-based decoder makes of raw, bypassing the fast path."""
+    r = Reader(raw)
+    msg = MapRequest.decode_body(r.u32(), r)
+    r.finish()
+    return msg
+
+
+ip_requests = st.builds(
+    MapRequest,
+    ws.uint(64),
+    st.lists(
+        st.builds(RequestRecord, ws.ip, ws.uint(8), st.booleans()),
+        min_size=1,
+        max_size=3,
+    ).map(tuple),
+    st.lists(ws.ip, min_size=1, max_size=4).map(tuple),
+    st.just(NO_ADDRESS) | ws.ip,
+    st.none(),
+    *[st.booleans()] * 7,
+).flatmap(lambda m: ws.trailers.map(lambda t: ws._with_trailer(m, t)))
+
+
+@PROPS
+@given(ip_requests)
+def test_fast_path_decodes_every_ip_map_request(msg: MapRequest) -> None:
+    assert _plain_map_request(msg.encode()) == msg
+
+
+@PROPS
+@given(ws.map_requests, st.data())
+def test_fast_path_agrees_with_the_general_decoder_or_declines(
+    msg: MapRequest, data: st.DataObject
+) -> None:
+    raw = bytearray(msg.encode())
+    for _ in range(data.draw(st.integers(0, 3))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw) + 1))
+    candidate = bytes(raw[:cut]) + (b"\x00" if cut > len(raw) else b"")
+    fast = _plain_map_request(candidate)
+    if fast is not None:
+        assert fast == _general_decode(candidate)
+
+
+def test_fast_path_declines_what_it_does_not_cover() -> None:
+    name_eid = _request(records=(RequestRecord(DistinguishedName("n1"), 16),))
+    assert _plain_map_request(name_eid.encode()) is None
+    assert decode(name_eid.encode()) == name_eid
