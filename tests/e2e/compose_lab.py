@@ -234,12 +234,16 @@ class ComposeLab:
         return found[0]
 
     def health(self, i: int) -> str:
+        """`healthy`, `starting`, `unhealthy`, or the state of a container
+        that is not running (`exited`, ...)."""
         state = self.container(i).attrs["State"]
-        return str((state.get("Health") or {}).get("Status", state["Status"]))
+        if state["Status"] != "running":
+            return str(state["Status"])
+        return str((state.get("Health") or {}).get("Status", "running"))
 
     def all_healthy(self) -> bool:
         states = [self.health(i) for i in NODES]
-        if any(s in ("exited", "dead") for s in states):
+        if any(s in ("exited", "dead", "restarting") for s in states):
             raise ComposeError(f"a node exited: {states}\n{self.logs()}")
         return states == ["healthy"] * len(NODES)
 

@@ -44,8 +44,12 @@ def _start(
     failed_before = request.session.testsfailed
     try:
         lab.build()
-        lab.up()
-        lab.wait_until(lab.all_healthy, HEALTHY, "n1..n3 to report healthy", 0.5)
+        try:
+            lab.up()
+            lab.wait_until(lab.all_healthy, HEALTHY, "n1..n3 to report healthy", 0.5)
+        except BaseException:
+            print(lab.logs())
+            raise
         yield lab
     finally:
         if request.session.testsfailed > failed_before:
