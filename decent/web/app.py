@@ -36,8 +36,7 @@ ADMIN_TOKEN: web.AppKey[str | None] = web.AppKey("admin_token", str)
 #: Set on shutdown so live streams end instead of holding cleanup up.
 CLOSING: web.AppKey[asyncio.Event] = web.AppKey("closing", asyncio.Event)
 LIVE_INTERVAL: web.AppKey[float] = web.AppKey("live_interval", float)
-#: The longest a live page goes without an update (ages tick once a second).
-REFRESH: Final = 1.0
+LIVE_REFRESH: web.AppKey[float] = web.AppKey("live_refresh", float)
 _ASSETS: Final = {
     "page.js": "text/javascript",
     "page.css": "text/css",
@@ -188,7 +187,7 @@ async def page_lookup(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- live
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the view's model at once, then whenever the node's
-    state changes (checked every LIVE_INTERVAL) and at least every second."""
+    state changes (checked every LIVE_INTERVAL) and at least every LIVE_REFRESH."""
     view = request.query.get("view", "overview")
     if view not in views.VIEWS:
         raise web.HTTPBadRequest(text=f"unknown view {view!r}")
@@ -196,6 +195,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     status = _status(request)
     closing = request.app[CLOSING]
     interval = request.app[LIVE_INTERVAL]
+    refresh = request.app[LIVE_REFRESH]
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
@@ -207,7 +207,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         await resp.write(b"retry: 1000\n\n")
         while not closing.is_set():
             change, now = status.changes(), loop.time()
-            if change != last_change or now - last_sent >= REFRESH:
+            if change != last_change or now - last_sent >= refresh:
                 model = views.build(status, view, eid)
                 await resp.write(b"data: " + json.dumps(model).encode() + b"\n\n")
                 last_change, last_sent = change, now
@@ -331,15 +331,20 @@ def make_app(
     *,
     admin_token: str | None = None,
     live_interval: float = 0.2,
+    live_refresh: float = 1.0,
 ) -> web.Application:
-    """The node's web application; `admin_token` lets non-loopback clients
-    clear the map-cache, `live_interval` is how often live pages check for
-    changes (a new registration shows within it)."""
+    """The node's web application.
+
+    `admin_token` lets non-loopback clients clear the map-cache. Live pages
+    are told of a change within `live_interval` seconds (a new registration
+    shows within it), and refreshed at least every `live_refresh` seconds
+    (ages tick once a second)."""
     app = web.Application()
     app[STATUS] = status
     app[ADMIN_TOKEN] = admin_token
     app[CLOSING] = asyncio.Event()
     app[LIVE_INTERVAL] = live_interval
+    app[LIVE_REFRESH] = live_refresh
     app.on_shutdown.append(_close_streams)
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/", page_overview)

@@ -35,6 +35,15 @@ FLAGS: Final = (
     ("n", "want Map-Notify"),
 )
 FLAGS_LEGEND: Final = "; ".join(f"{c}: {text}" for c, text in FLAGS)
+_FLAG_SHORT: Final = (
+    "proxy Map-Reply",
+    "security",
+    "xTR-ID",
+    "TTL timeout",
+    "reserved",
+    "merge",
+    "want Map-Notify",
+)
 
 
 class Source(Protocol):
@@ -62,11 +71,10 @@ def age(seconds: float | None) -> str:
 def flags_title(flags: str) -> str:
     """A tooltip saying what each letter of one flag string means."""
     letters = flags.split("-")
-    lines = []
-    for (c, meaning), got in zip(FLAGS, letters, strict=False):
-        state = "set" if got.isupper() else "clear"
-        lines.append(f"{c.upper() if got.isupper() else c}: {meaning} ({state})")
-    return "\n".join(lines)
+    return ", ".join(
+        f"{got} {short} {'set' if got.isupper() else 'clear'}"
+        for short, got in zip(_FLAG_SHORT, letters, strict=False)
+    )
 
 
 def site_href(eid: str) -> str:
