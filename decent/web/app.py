@@ -51,7 +51,9 @@ SECURITY_HEADERS: Final = {
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it browsers send `Origin: null` even with a
+    # same-origin form POST, which admin_refusal must treat as cross-site.
+    "Referrer-Policy": "same-origin",
 }
 
 
