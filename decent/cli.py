@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from decent import __version__
+from decent.client import add_client_commands
 from decent.config import Config, ConfigError, load_config
 from decent.net.state import StateDir
 from decent.net.status import NodeStatus
@@ -118,7 +119,8 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
         register_interval=cfg.register_interval,
         errors=lambda: dict(shell.errors),
     )
-    runner = web.AppRunner(make_app(status), shutdown_timeout=1.0, access_log=None)
+    app = make_app(status, admin_token=cfg.admin_token)
+    runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, cfg.web_host, cfg.web_port).start()
@@ -216,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help="decode a LISP control message given in hex")
     p.add_argument("hex", nargs="+", help="the UDP payload, in hex")
     p.set_defaults(func=_cmd_decode)
+    add_client_commands(sub)
     return parser
 
 

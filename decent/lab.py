@@ -219,6 +219,7 @@ class LabNode:
     seeds: list[IPv4Address]
     eids: list[str]
     register_interval: float
+    admin_token: str | None = None
     process: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = field(default=None, repr=False)
 
@@ -366,7 +367,10 @@ class _Lab:
         ]
         for eid in n.eids:
             lines += ["[[database]]", f"eid = {_toml(eid)}", ""]
-        lines += ["[web]", f"listen = {_toml(f'{n.web_host}:{n.web_port}')}", ""]
+        lines += ["[web]", f"listen = {_toml(f'{n.web_host}:{n.web_port}')}"]
+        if n.admin_token:
+            lines.append(f"admin_token = {_toml(n.admin_token)}")
+        lines.append("")
         return "\n".join(lines)
 
     def configure(
@@ -376,9 +380,12 @@ class _Lab:
         eids: list[str] | None = None,
         register_interval: float | None = None,
         seeds: list[IPv4Address] | None = None,
+        admin_token: str | None = None,
     ) -> None:
         """Change what node i's next start writes into its config."""
         n = self.node(i)
+        if admin_token is not None:
+            n.admin_token = admin_token or None
         if eids is not None:
             n.eids = list(eids)
         if register_interval is not None:

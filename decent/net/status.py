@@ -97,6 +97,26 @@ class NodeStatus:
             "members": len(members),
         }
 
+    def changes(self) -> int:
+        """A number that moves whenever what the pages show changes shape
+        (registrations, membership, map-cache), so live views know when to
+        push at once rather than at their next periodic refresh."""
+        c = self.node.counters
+        return (
+            c["registration.accepted"]
+            + c["registration.removed"]
+            + c["registration.expired"]
+            + c["cache.installed"]
+            + c["cache.expired"]
+            + c["cache.cleared"]
+            + c["rx.map-notify"]
+        )
+
+    def clear_map_cache(self) -> int:
+        """The one state-changing action of the web layer (operator's
+        "clear cache"); the web app decides who may call it."""
+        return self.node.clear_map_cache()
+
     # ------------------------------------------------------------ views
     def node_info(self) -> dict[str, Any]:
         node, cfg, now = self.node, self.node.config, self.clock()
@@ -108,6 +128,8 @@ class NodeStatus:
             "mode": cfg.group_mode,
             "group": str(cfg.group) if cfg.group else None,
             "instance_id": cfg.group_iid,
+            "control_port": cfg.control_port,
+            "data_port": cfg.data_port,
             "uptime": round(now - self.started, 3),
             "health": self.health(),
             "counts": {

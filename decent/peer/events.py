@@ -95,6 +95,13 @@ class MapCacheExpired:
 
 
 @dataclass(frozen=True, slots=True)
+class MapCacheCleared:
+    """An operator emptied the map-cache (the status page's "clear cache")."""
+
+    entries: int
+
+
+@dataclass(frozen=True, slots=True)
 class MapRequestFailed:
     """Ten Map-Requests went unanswered; the prefix is held down (RFC 9301 5.3)."""
 
@@ -127,6 +134,7 @@ Event = (
     | RegisterAcknowledged
     | MapCacheUpdated
     | MapCacheExpired
+    | MapCacheCleared
     | MapRequestFailed
     | SmrReceived
     | LocatorStateChanged

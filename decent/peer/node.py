@@ -25,6 +25,7 @@ from decent.peer.config import Addr, DatabaseMapping, NodeConfig
 from decent.peer.events import (
     Event,
     LocatorStateChanged,
+    MapCacheCleared,
     MapCacheExpired,
     MapCacheUpdated,
     MapRequestFailed,
@@ -411,6 +412,20 @@ class Node:
         self._register(chosen, now, ttl_zero=True)
         for mapping in chosen:
             self.database.remove(mapping.eid)
+
+    def clear_map_cache(self) -> int:
+        """Forget every map-cache entry (the operator's "clear cache"), as if
+        each had expired: the next packet or lookup resolves it again. The
+        membership is unaffected, since this node's Map-Server holds the
+        group's registration too. Returns how many entries went; drain
+        events afterwards."""
+        eids = [eid for eid, _ in self.cache.db.items()]
+        for eid in eids:
+            self.cache.remove(eid)
+            self._timers.cancel(CacheExpiry(eid))
+        self.counters["cache.cleared"] += len(eids)
+        self._emit(MapCacheCleared(len(eids)))
+        return len(eids)
 
     def note_itr(self, eid: Eid, rloc: IPAddress, now: float) -> None:
         """Record that an ITR at rloc recently sent us traffic for eid, so a

@@ -1,10 +1,19 @@
-"""The aiohttp application: JSON API over a read-only status source."""
+"""The aiohttp application: status pages, live events, metrics and the JSON API."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+from importlib import resources
+from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
 
 from aiohttp import web
+
+from decent.web import metrics, render, views
 
 
 class StatusSource(Protocol):
@@ -17,9 +26,35 @@ class StatusSource(Protocol):
     def map_cache(self) -> list[dict[str, Any]]: ...
     def lookup(self, text: str) -> dict[str, Any]: ...
     def cache_lookup(self, text: str) -> dict[str, Any]: ...
+    def changes(self) -> int: ...
+    # The one state-changing action, and only after `admin_refusal` says yes.
+    def clear_map_cache(self) -> int: ...
 
 
 STATUS: web.AppKey[StatusSource] = web.AppKey("status", StatusSource)
+ADMIN_TOKEN: web.AppKey[str | None] = web.AppKey("admin_token", str)
+#: Set on shutdown so live streams end instead of holding cleanup up.
+CLOSING: web.AppKey[asyncio.Event] = web.AppKey("closing", asyncio.Event)
+LIVE_INTERVAL: web.AppKey[float] = web.AppKey("live_interval", float)
+LIVE_REFRESH: web.AppKey[float] = web.AppKey("live_refresh", float)
+_ASSETS: Final = {
+    "page.js": "text/javascript",
+    "page.css": "text/css",
+}
+#: No external assets, no inline script, no framing: a value that slipped
+#: through escaping still could not run.
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; "
+        "img-src 'self' data:; connect-src 'self'; form-action 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    # Not no-referrer: under it browsers send `Origin: null` even with a
+    # same-origin form POST, which admin_refusal must treat as cross-site.
+    "Referrer-Policy": "same-origin",
+}
 
 
 def _status(request: web.Request) -> StatusSource:
@@ -59,9 +94,272 @@ async def api_lookup(request: web.Request) -> web.Response:
         return web.json_response({"error": str(exc), "query": text}, status=400)
 
 
-def make_app(status: StatusSource) -> web.Application:
+# ---------------------------------------------------------------- pages
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="text/html")
+
+
+def _header_model(status: StatusSource) -> views.Model:
+    return {"header": views.header(status.node_info()), "blocks": {}}
+
+
+def _sections_page(
+    request: web.Request, view: str, title: str, message: views.Block | None = None
+) -> web.Response:
+    model = views.build(_status(request), view)
+    body = "".join(render.section(name, model) for name in views.VIEWS[view])
+    return _html(render.page(model, title=title, body=body, view=view, message=message))
+
+
+async def page_overview(request: web.Request) -> web.Response:
+    return _sections_page(request, "overview", "Overview")
+
+
+async def page_sites(request: web.Request) -> web.Response:
+    return _sections_page(request, "sites", "Sites")
+
+
+async def page_peers(request: web.Request) -> web.Response:
+    return _sections_page(request, "peers", "Peers")
+
+
+async def page_map_cache(request: web.Request) -> web.Response:
+    cleared = request.query.get("cleared", "")
+    message = None
+    if cleared.isdigit():
+        message = views.notice(f"Cleared {int(cleared)} map-cache entries.")
+    return _sections_page(request, "map-cache", "Map-cache", message)
+
+
+async def page_site(request: web.Request) -> web.Response:
+    eid = request.match_info["eid"]
+    status = _status(request)
+    model = views.build(status, "site", eid)
+    found = model["blocks"]["facts"]["kind"] == "facts"
+    b = model["blocks"]
+    body = (
+        f'<section id="s-site"><h2>Site entry <span class="eid">'
+        f"{render.e(eid)}</span></h2>"
+        '<p><a href="/sites">all sites</a></p>'
+        f"{render.block('facts', b['facts'])}"
+        "<h3>Registered RLOC-set</h3>"
+        f"{render.block('rlocs', b['rlocs'])}"
+        "<h3>Individual registrations (per xTR-ID)</h3>"
+        f"{render.block('registrations', b['registrations'])}"
+        f"{render.flags_legend()}</section>"
+    )
+    text = render.page(model, title=eid, body=body, view="site", eid=eid)
+    return _html(text, 200 if found else 404)
+
+
+async def page_lookup(request: web.Request) -> web.Response:
+    status = _status(request)
+    where = "map-cache" if request.query.get("in") == "map-cache" else "sites"
+    text = request.query.get("eid", "").strip()
+    label = "map-cache" if where == "map-cache" else "site-cache"
+    code = 200
+    if not text:
+        result = views.notice(
+            f"Enter an EID for the {label} lookup, e.g. {render.EID_HINT}.",
+            "error",
+        )
+        code = 400
+    else:
+        try:
+            found = (
+                status.cache_lookup(text)
+                if where == "map-cache"
+                else status.lookup(text)
+            )
+        except ValueError as exc:
+            result = views.notice(f"Cannot look up {text!r}: {exc}", "error")
+            code = 400
+        else:
+            result = views.lookup_block(found, where)
+    body = (
+        f'<section id="s-lookup"><h2>{render.e(label.capitalize())} lookup</h2>'
+        f"{render.lookup_form('sites', text if where == 'sites' else '')}"
+        f"{render.lookup_form('map-cache', text if where == 'map-cache' else '')}"
+        f"{render.block('lookup', result)}</section>"
+    )
+    model = _header_model(status)
+    return _html(render.page(model, title=f"{label} lookup", body=body), code)
+
+
+# ---------------------------------------------------------------- live
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the view's model at once, then whenever the node's
+    state changes (checked every LIVE_INTERVAL) and at least every LIVE_REFRESH."""
+    view = request.query.get("view", "overview")
+    if view not in views.VIEWS:
+        raise web.HTTPBadRequest(text=f"unknown view {view!r}")
+    eid = request.query.get("eid", "")
+    status = _status(request)
+    closing = request.app[CLOSING]
+    interval = request.app[LIVE_INTERVAL]
+    refresh = request.app[LIVE_REFRESH]
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await resp.prepare(request)
+    loop = asyncio.get_running_loop()
+    last_change: int | None = None
+    last_sent = float("-inf")
+    try:
+        await resp.write(b"retry: 1000\n\n")
+        while not closing.is_set():
+            change, now = status.changes(), loop.time()
+            if change != last_change or now - last_sent >= refresh:
+                model = views.build(status, view, eid)
+                await resp.write(b"data: " + json.dumps(model).encode() + b"\n\n")
+                last_change, last_sent = change, now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing.wait(), interval)
+    except ConnectionError:  # the browser went away
+        pass
+    return resp
+
+
+async def _close_streams(app: web.Application) -> None:
+    app[CLOSING].set()
+
+
+# ---------------------------------------------------------------- ops
+async def metrics_text(request: web.Request) -> web.Response:
+    status = _status(request)
+    body = metrics.render(status.node_info(), status.map_cache())
+    resp = web.Response(text=body)
+    resp.headers["Content-Type"] = metrics.CONTENT_TYPE
+    return resp
+
+
+async def asset(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    kind = _ASSETS.get(name)
+    if kind is None:
+        raise web.HTTPNotFound()
+    data = resources.files("decent.web").joinpath("assets", name).read_bytes()
+    return web.Response(
+        body=data,
+        content_type=kind,
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+# ---------------------------------------------------------------- admin
+def admin_refusal(
+    remote: str | None,
+    headers: Any,
+    host: str,
+    token: str | None,
+    given: str | None,
+) -> str | None:
+    """Why a state-changing request must be refused, or None to allow it.
+
+    Allowed from loopback, or from anywhere with the configured admin token.
+    A browser's cross-site request is refused even on loopback, so a page
+    elsewhere cannot make a local browser clear the cache.
+    """
+    fetch_site = headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return "refused: a cross-site request may not change the node"
+    origin = headers.get("Origin")
+    if origin is not None and (origin == "null" or urlsplit(origin).netloc != host):
+        return "refused: a cross-site request may not change the node"
+    if token and given and hmac.compare_digest(given.encode(), token.encode()):
+        return None
+    try:
+        if remote is not None and ipaddress.ip_address(remote).is_loopback:
+            return None
+    except ValueError:
+        pass
+    if token and given:
+        return "refused: wrong admin token"
+    return (
+        "refused: clearing the map-cache needs a request from this host "
+        "(loopback) or the admin token ([web] admin_token)"
+    )
+
+
+def _bearer(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    scheme, _, value = auth.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+async def api_clear_cache(request: web.Request) -> web.Response:
+    refusal = admin_refusal(
+        request.remote,
+        request.headers,
+        request.host,
+        request.app[ADMIN_TOKEN],
+        _bearer(request),
+    )
+    if refusal:
+        return web.json_response({"error": refusal}, status=403)
+    return web.json_response({"cleared": _status(request).clear_map_cache()})
+
+
+async def form_clear_cache(request: web.Request) -> web.Response:
+    form = await request.post()
+    given = form.get("token")
+    refusal = admin_refusal(
+        request.remote,
+        request.headers,
+        request.host,
+        request.app[ADMIN_TOKEN],
+        given if isinstance(given, str) and given else _bearer(request),
+    )
+    if refusal:
+        model = _header_model(_status(request))
+        body = (
+            '<section id="s-refused"><h2>Map-cache not cleared</h2>'
+            f"{render.block('refusal', views.notice(refusal, 'error'))}"
+            '<p><a href="/map-cache">back to the map-cache</a></p></section>'
+        )
+        return _html(render.page(model, title="refused", body=body), 403)
+    cleared = _status(request).clear_map_cache()
+    raise web.HTTPSeeOther(f"/map-cache?cleared={cleared}")
+
+
+async def _security_headers(request: web.Request, resp: web.StreamResponse) -> None:
+    for key, value in SECURITY_HEADERS.items():
+        resp.headers.setdefault(key, value)
+
+
+def make_app(
+    status: StatusSource,
+    *,
+    admin_token: str | None = None,
+    live_interval: float = 0.2,
+    live_refresh: float = 1.0,
+) -> web.Application:
+    """The node's web application.
+
+    `admin_token` lets non-loopback clients clear the map-cache. Live pages
+    are told of a change within `live_interval` seconds (a new registration
+    shows within it), and refreshed at least every `live_refresh` seconds
+    (ages tick once a second)."""
     app = web.Application()
     app[STATUS] = status
+    app[ADMIN_TOKEN] = admin_token
+    app[CLOSING] = asyncio.Event()
+    app[LIVE_INTERVAL] = live_interval
+    app[LIVE_REFRESH] = live_refresh
+    app.on_shutdown.append(_close_streams)
+    app.on_response_prepare.append(_security_headers)
+    app.router.add_get("/", page_overview)
+    app.router.add_get("/sites", page_sites)
+    app.router.add_get("/sites/{eid:.+}", page_site)
+    app.router.add_get("/peers", page_peers)
+    app.router.add_get("/map-cache", page_map_cache)
+    app.router.add_post("/map-cache/clear", form_clear_cache)
+    app.router.add_get("/lookup", page_lookup)
+    app.router.add_get("/events", events)
+    app.router.add_get("/metrics", metrics_text)
+    app.router.add_get("/assets/{name}", asset)
+    app.router.add_post("/api/map-cache/clear", api_clear_cache)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/node", api_node)
     app.router.add_get("/api/sites", api_sites)

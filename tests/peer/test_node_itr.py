@@ -12,6 +12,7 @@ import pytest
 from decent.peer.config import DatabaseMapping, NodeConfig
 from decent.peer.events import (
     LocatorStateChanged,
+    MapCacheCleared,
     MapCacheExpired,
     MapRequestFailed,
     MessageDropped,
@@ -537,3 +538,26 @@ def test_cache_refresh_keeps_locator_state_and_counters():
     assert (again.locators[1].up, again.locators[1].rtt) == (False, 0.5)
     assert again.locators[1].missed == 3
     assert (again.created, again.expires, again.packets) == (0.0, 210.0, 7)
+
+
+def test_clearing_the_map_cache_forgets_every_entry_and_its_timer():
+    t = lab()
+    t.net.advance(1.0)
+    for host in ("10.1.1.5/32", "10.1.7.7/32"):
+        t.itr.request(Eid.prefix(host), t.net.now)
+        t.net.advance(1.0)
+    assert len(t.itr.cache) == 2  # the ETR's /24 and a negative entry
+    timers = t.itr.timer_count()
+    assert t.itr.clear_map_cache() == 2
+    assert len(t.itr.cache) == 0
+    assert t.itr.timer_count() == timers - 2  # both expiry deadlines went
+    assert t.itr.counters["cache.cleared"] == 2
+    assert t.itr.next_event() == MapCacheCleared(2)
+    # Nothing is left to expire, and the next packet resolves again.
+    t.net.advance(3600.0)
+    assert t.itr.counters["cache.expired"] == 0
+    t.itr.request(Eid.prefix("10.1.1.5/32"), t.net.now)
+    t.net.advance(1.0)
+    assert t.itr.cache.lookup(Eid.prefix("10.1.1.5/32")) is not None
+    assert t.itr.clear_map_cache() == 1
+    assert t.itr.clear_map_cache() == 0

@@ -1,0 +1,484 @@
+"""Page models: the status dicts turned into tables and facts, for HTML and live JS.
+
+One model feeds both renderers: `render.py` turns it into escaped HTML on the
+server, and `assets/page.js` rebuilds the same blocks with DOM text nodes when
+a live update arrives, so the two can never disagree about what a column
+holds. A model is plain JSON: a header dict and named blocks, each a table
+(`columns`, `rows` of cells) or a list of facts (label, cell). A cell is
+`{"text": ...}` or `{"lines": [...]}`, optionally with `href` (always a path
+on this server), `title` (a tooltip) and `cls` (a CSS class).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, Final, Protocol
+from urllib.parse import quote
+
+Cell = dict[str, Any]
+Block = dict[str, Any]
+Model = dict[str, Any]
+
+#: Rows per table; a mapping system of 100k EIDs is looked up, not scrolled.
+MAX_ROWS: Final = 1000
+
+#: The p-s-I-t-r-m-n registration flags (upper case = set), as lispers.net
+#: shows them; `decent.peer.mapserver.flags_text` produces the string.
+FLAGS: Final = (
+    ("p", "proxy Map-Reply: the Map-Server answers for the registrant"),
+    ("s", "security capable (LISP-SEC)"),
+    ("i", "xTR-ID and Site-ID present"),
+    ("t", "TTL timeout: the record TTL is the registration lifetime"),
+    ("r", "reserved (was the LISP-MN bit)"),
+    ("m", "merge semantics: registrants' RLOC sets are merged (RFC 8378)"),
+    ("n", "want Map-Notify"),
+)
+FLAGS_LEGEND: Final = "; ".join(f"{c}: {text}" for c, text in FLAGS)
+_FLAG_SHORT: Final = (
+    "proxy Map-Reply",
+    "security",
+    "xTR-ID",
+    "TTL timeout",
+    "reserved",
+    "merge",
+    "want Map-Notify",
+)
+
+
+class Source(Protocol):
+    """The read side of the status source (see decent.web.app.StatusSource)."""
+
+    def node_info(self) -> dict[str, Any]: ...
+    def sites(self) -> list[dict[str, Any]]: ...
+    def peers(self) -> list[dict[str, Any]]: ...
+    def map_cache(self) -> list[dict[str, Any]]: ...
+    def lookup(self, text: str) -> dict[str, Any]: ...
+    def cache_lookup(self, text: str) -> dict[str, Any]: ...
+
+
+# ---------------------------------------------------------------- formatting
+def age(seconds: float | None) -> str:
+    """Seconds as lispers.net's "0:00:29" (hours grow past 24)."""
+    if seconds is None or math.isnan(seconds):
+        return "never"
+    total = max(0, int(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def flags_title(flags: str) -> str:
+    """A tooltip saying what each letter of one flag string means."""
+    letters = flags.split("-")
+    return ", ".join(
+        f"{got} {short} {'set' if got.isupper() else 'clear'}"
+        for short, got in zip(_FLAG_SHORT, letters, strict=False)
+    )
+
+
+def site_href(eid: str) -> str:
+    return "/sites/" + quote(eid, safe="")
+
+
+def _text(text: object, **extra: Any) -> Cell:
+    return {"text": "" if text is None else str(text), **extra}
+
+
+def _lines(lines: Iterable[str], **extra: Any) -> Cell:
+    return {"lines": list(lines) or ["-"], **extra}
+
+
+def member_text(m: dict[str, Any]) -> str:
+    name = m.get("name")
+    return f"{m['address']}(L{m['level']})" + (f" {name}" if name else "")
+
+
+def locator_lines(loc: dict[str, Any]) -> list[str]:
+    """One line per RLOC; an RLE is one line per member (address, level, name)."""
+    rle = loc.get("rle")
+    if rle is not None:
+        return [f"rle: {member_text(m)}" for m in rle] or ["rle: (empty)"]
+    return [str(loc["address"])]
+
+
+def _table(
+    columns: list[Cell], rows: list[dict[str, Any]], empty: str, more_hint: str
+) -> Block:
+    shown = rows[:MAX_ROWS]
+    return {
+        "kind": "table",
+        "columns": columns,
+        "rows": shown,
+        "empty": empty,
+        "more": len(rows) - len(shown),
+        "more_hint": more_hint,
+    }
+
+
+def _facts(items: list[tuple[str, Cell]]) -> Block:
+    return {"kind": "facts", "items": [{"label": k, "value": v} for k, v in items]}
+
+
+def notice(text: str, cls: str = "notice") -> Block:
+    return {"kind": "notice", "text": text, "cls": cls}
+
+
+# ---------------------------------------------------------------- header
+def header(node: dict[str, Any]) -> dict[str, Any]:
+    health = node.get("health", {})
+    counts = node.get("counts", {})
+    return {
+        "name": node.get("name", ""),
+        "rloc": node.get("rloc", ""),
+        "mode": node.get("mode") or "-",
+        "group": node.get("group") or "-",
+        "uptime": age(node.get("uptime")),
+        "health": f"{health.get('status', '?')} ({health.get('members', 0)} members)",
+        "health_ok": bool(health.get("ok")),
+        "counts": (
+            f"{counts.get('registrations', 0)} registrations, "
+            f"{counts.get('peers', 0)} peers, "
+            f"{counts.get('map_cache', 0)} map-cache entries"
+        ),
+    }
+
+
+# ---------------------------------------------------------------- sections
+SITES_COLUMNS: Final = [
+    _text("Site Name"),
+    _text("EID-Prefix or (S,G)"),
+    _text("Registered"),
+    _text("Last Registerer"),
+    _text("Last Registered"),
+    _text("First Registered"),
+    _text("TTL left"),
+    _text("Registration Flags", title=FLAGS_LEGEND),
+    _text("RLOC-set"),
+]
+
+
+def sites_table(sites: list[dict[str, Any]]) -> Block:
+    """Every registration, grouped by site; the site name opens its group."""
+    rows = []
+    ordered = sorted(enumerate(sites), key=lambda p: (p[1].get("site", ""), p[0]))
+    last_site = None
+    for _, s in ordered:
+        site = s.get("site", "")
+        first = site != last_site
+        last_site = site
+        registered = "yes (dynamic)" if s.get("registered") else "no"
+        rows.append(
+            {
+                "cls": "site-start" if first else "",
+                "cells": [
+                    _text(site if first else ""),
+                    _text(s["eid"], href=site_href(s["eid"]), cls="eid"),
+                    _text(registered),
+                    _text(s.get("last_registerer")),
+                    _text(age(s.get("last_registered"))),
+                    _text(age(s.get("first_registered"))),
+                    _text(age(s.get("ttl"))),
+                    _text(s.get("flags", ""), title=flags_title(s.get("flags", ""))),
+                    _lines(
+                        (
+                            line
+                            for loc in s.get("rlocs", [])
+                            for line in locator_lines(loc)
+                        ),
+                        cls="rlocs",
+                    ),
+                ],
+            }
+        )
+    return _table(
+        SITES_COLUMNS,
+        rows,
+        "No registrations yet.",
+        "use the site-cache lookup or GET /api/sites for the rest",
+    )
+
+
+PEERS_COLUMNS: Final = [
+    _text("RLOC"),
+    _text("Name"),
+    _text("First Seen"),
+    _text("Last Heard"),
+    _text("TTL left"),
+    _text("State"),
+]
+
+
+def peers_table(peers: list[dict[str, Any]]) -> Block:
+    rows = []
+    for p in peers:
+        state = "current" if p.get("state") == "current" else "aging out"
+        rloc = p["rloc"] + (" (this node)" if p.get("self") else "")
+        rows.append(
+            {
+                "cls": "",
+                "cells": [
+                    _text(rloc),
+                    _text(p.get("name") or "-"),
+                    _text(age(p.get("first_seen"))),
+                    _text(age(p.get("last_heard"))),
+                    _text(age(p.get("ttl")) if p.get("ttl") is not None else "-"),
+                    _text(state, cls="ok" if state == "current" else "warn"),
+                ],
+            }
+        )
+    return _table(PEERS_COLUMNS, rows, "No peers known yet.", "GET /api/peers")
+
+
+CACHE_COLUMNS: Final = [
+    _text("EID-Prefix or (S,G)"),
+    _text("Uptime"),
+    _text("TTL"),
+    _text("RLOC Record"),
+    _text("Map-Reply Source"),
+    _text("RLOC State"),
+    _text("Unicast Priority/Weight"),
+    _text("Multicast Priority/Weight"),
+    _text("packet-count"),
+    _text("byte-count"),
+]
+
+
+def cache_row(e: dict[str, Any]) -> dict[str, Any]:
+    locs = e.get("rlocs", [])
+    if e.get("negative") or not locs:
+        record = [f"negative, action {e.get('action') or 'none'}"]
+        state, unicast, multicast = ["-"], ["-"], ["-"]
+    else:
+        record, state, unicast, multicast = [], [], [], []
+        for loc in locs:
+            lines = locator_lines(loc)
+            record.extend(lines)
+            pad = [""] * (len(lines) - 1)
+            state += [loc.get("state", "-"), *pad]
+            unicast += [f"{loc['priority']}/{loc['weight']}", *pad]
+            multicast += [f"{loc['m_priority']}/{loc['m_weight']}", *pad]
+    return {
+        "cls": "negative" if e.get("negative") else "",
+        "cells": [
+            _text(e["eid"], cls="eid"),
+            _text(age(e.get("uptime"))),
+            _text(age(e.get("ttl"))),
+            _lines(record, cls="rlocs"),
+            _text(e.get("source", "-")),
+            _lines(state),
+            _lines(unicast),
+            _lines(multicast),
+            _text(e.get("packet-count", 0), cls="num"),
+            _text(e.get("byte-count", 0), cls="num"),
+        ],
+    }
+
+
+def cache_table(entries: list[dict[str, Any]]) -> Block:
+    return _table(
+        CACHE_COLUMNS,
+        [cache_row(e) for e in entries],
+        "The map-cache is empty.",
+        "use the map-cache lookup or GET /api/map-cache for the rest",
+    )
+
+
+# ---------------------------------------------------------------- site detail
+RLOC_COLUMNS: Final = [
+    _text("RLOC"),
+    _text("State"),
+    _text("up/uw/mp/mw", title="unicast priority/weight, multicast priority/weight"),
+    _text("RLE members (level, name)"),
+]
+REG_COLUMNS: Final = [
+    _text("xTR-ID"),
+    _text("Site-ID"),
+    _text("Registrant"),
+    _text("First Registered"),
+    _text("Last Registered"),
+    _text("TTL left"),
+    _text("Registration Flags", title=FLAGS_LEGEND),
+    _text("RLOC-set"),
+]
+
+
+def _rloc_rows(rlocs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for loc in rlocs:
+        members = [member_text(m) for m in loc.get("rle") or []]
+        rows.append(
+            {
+                "cls": "",
+                "cells": [
+                    _text("rle" if "rle" in loc else loc["address"]),
+                    _text("up-state" if loc.get("reachable", True) else "down-state"),
+                    _text(
+                        f"{loc['priority']}/{loc['weight']}/"
+                        f"{loc['m_priority']}/{loc['m_weight']}"
+                    ),
+                    _lines(members or ["-"], cls="rlocs"),
+                ],
+            }
+        )
+    return rows
+
+
+def site_blocks(s: dict[str, Any]) -> dict[str, Block]:
+    """The detail of one registration: facts, RLOC set, per-xTR registrations."""
+    regs = s.get("registrations", [])
+    latest = min(regs, key=lambda r: r.get("last_registered", 0)) if regs else {}
+    semantics = "merge" if s.get("merge") else "replacement"
+    facts = [
+        ("Site name", _text(s.get("site"))),
+        ("EID-prefix", _text(s["eid"], cls="eid")),
+        ("Registered", _text("yes, dynamic" if s.get("registered") else "no")),
+        ("Last registerer", _text(s.get("last_registerer"))),
+        ("xTR-ID", _text(latest.get("xtr_id") or "-")),
+        ("Site-ID", _text(latest.get("site_id", 0))),
+        ("First registered", _text(age(s.get("first_registered")))),
+        ("Last registered", _text(age(s.get("last_registered")))),
+        ("TTL left", _text(age(s.get("ttl")))),
+        ("Auth type", _text(s.get("auth", "-"))),
+        (
+            "Registration flags",
+            _text(s.get("flags", ""), title=flags_title(s.get("flags", ""))),
+        ),
+        ("Proxy Map-Reply", _text("yes" if s.get("proxy_reply") else "no")),
+        ("RLOC-set semantics", _text(f"{semantics}-semantics")),
+    ]
+    reg_rows = [
+        {
+            "cls": "",
+            "cells": [
+                _text(r.get("xtr_id") or "-", cls="mono"),
+                _text(r.get("site_id", 0)),
+                _text(r.get("registrant")),
+                _text(age(r.get("first_registered"))),
+                _text(age(r.get("last_registered"))),
+                _text(age(r.get("ttl"))),
+                _text(r.get("flags", ""), title=flags_title(r.get("flags", ""))),
+                _lines(
+                    (line for loc in r.get("rlocs", []) for line in locator_lines(loc)),
+                    cls="rlocs",
+                ),
+            ],
+        }
+        for r in regs
+    ]
+    return {
+        "facts": _facts(facts),
+        "rlocs": _table(
+            RLOC_COLUMNS,
+            _rloc_rows(s.get("rlocs", [])),
+            "No RLOCs registered.",
+            "GET /api/sites",
+        ),
+        "registrations": _table(
+            REG_COLUMNS, reg_rows, "No registrations.", "GET /api/sites"
+        ),
+    }
+
+
+# ---------------------------------------------------------------- lookups
+def lookup_block(result: dict[str, Any], where: str) -> Block:
+    """The answer of a site-cache or map-cache lookup, as facts."""
+    query = _text(result.get("query"), cls="eid")
+    if where == "map-cache":
+        if not result.get("found"):
+            return _facts(
+                [
+                    ("Query", query),
+                    (
+                        "Answer",
+                        _text(
+                            "no map-cache entry covers it; the ITR would send "
+                            "a Map-Request"
+                        ),
+                    ),
+                ]
+            )
+        e = result["entry"]
+        row = cache_row(e)["cells"]
+        items = [("Query", query), ("Longest match", _text(e["eid"], cls="eid"))]
+        if e.get("negative") or not e.get("rlocs"):
+            items += [
+                ("Answer", _text("negative map-cache entry")),
+                ("Prefix", _text(e["eid"])),
+                ("TTL left", _text(age(e.get("ttl")))),
+                ("Action", _text(e.get("action") or "-")),
+            ]
+        else:
+            items += [
+                ("RLOC Record", row[3]),
+                ("RLOC State", row[5]),
+                ("Unicast Priority/Weight", row[6]),
+                ("TTL left", _text(age(e.get("ttl")))),
+                ("Map-Reply Source", _text(e.get("source"))),
+            ]
+        return _facts(items)
+    if not result.get("found"):
+        return _facts(
+            [
+                ("Query", query),
+                ("Answer", _text("negative: no registration covers it")),
+                ("Negative prefix", _text(result.get("prefix"), cls="eid")),
+                ("TTL", _text(age(result.get("ttl")))),
+                ("Action", _text(result.get("action"))),
+            ]
+        )
+    s = result["entry"]
+    return _facts(
+        [
+            ("Query", query),
+            ("Longest match", _text(s["eid"], href=site_href(s["eid"]), cls="eid")),
+            (
+                "RLOC-set",
+                _lines(
+                    (line for loc in s.get("rlocs", []) for line in locator_lines(loc)),
+                    cls="rlocs",
+                ),
+            ),
+            ("Last registerer", _text(s.get("last_registerer"))),
+            ("TTL left", _text(age(s.get("ttl")))),
+            ("Registration flags", _text(s.get("flags", ""))),
+        ]
+    )
+
+
+# ---------------------------------------------------------------- pages
+#: The live views and the blocks each shows.
+VIEWS: Final = {
+    "overview": ("sites", "peers", "map-cache"),
+    "sites": ("sites",),
+    "peers": ("peers",),
+    "map-cache": ("map-cache",),
+    "site": ("facts", "rlocs", "registrations"),
+}
+
+
+def find_site(status: Source, eid: str) -> dict[str, Any] | None:
+    return next((s for s in status.sites() if s["eid"] == eid), None)
+
+
+def build(status: Source, view: str, eid: str = "") -> Model:
+    """The model of one live view (KeyError for an unknown view)."""
+    blocks: dict[str, Block] = {}
+    for name in VIEWS[view]:
+        if name == "sites":
+            blocks[name] = sites_table(status.sites())
+        elif name == "peers":
+            blocks[name] = peers_table(status.peers())
+        elif name == "map-cache":
+            blocks[name] = cache_table(status.map_cache())
+    if view == "site":
+        entry = find_site(status, eid)
+        if entry is None:
+            blocks["facts"] = notice(
+                f"{eid} is not registered (any more).", "notice warn"
+            )
+            blocks["rlocs"] = notice("")
+            blocks["registrations"] = notice("")
+        else:
+            blocks.update(site_blocks(entry))
+    return {"header": header(status.node_info()), "blocks": blocks}

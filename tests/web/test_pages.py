@@ -1,0 +1,625 @@
+"""The status pages, live events, /metrics and the clear-cache action, against
+a node fed by the simulated network (a third node is named <script>...)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+import re
+from ipaddress import IPv4Address
+from typing import Any
+from urllib.parse import quote, unquote
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from decent.net.status import NodeStatus
+from decent.peer.decent import decent_node_config
+from decent.peer.node import Node
+from decent.web import views
+from decent.web.app import CLOSING, SECURITY_HEADERS, admin_refusal, make_app
+from decent.wire import Eid
+from tests.peer.simnet import SimNet
+from tests.web.pagetext import Page
+from tests.web.test_app import IPS, _status
+
+Client = TestClient[Any, Any]
+HOSTILE = "<script>alert(1)</script>"
+GROUP_EID = "[0](0.0.0.0/0, 233.252.1.1/32)"
+
+
+async def _page(client: Client, path: str, code: int = 200) -> Page:
+    resp = await client.get(path)
+    text = await resp.text()
+    assert resp.status == code, text
+    assert resp.content_type == "text/html"
+    for key, value in SECURITY_HEADERS.items():
+        assert resp.headers[key] == value
+    return Page(text)
+
+
+async def _client(aiohttp_client: Any, **kw: Any) -> tuple[SimNet, NodeStatus, Client]:
+    net, status = _status()
+    return net, status, await aiohttp_client(make_app(status, **kw))
+
+
+def _no_external_assets(page: Page) -> None:
+    """Every src, href and form action points at this server (or is inline
+    data), so the page works offline."""
+    for tag, attr, value in page.attrs_seen:
+        if attr in ("src", "href", "action"):
+            assert value.startswith(("/", "data:")), (tag, attr, value)
+            assert not value.startswith("//"), (tag, attr, value)
+
+
+# ---------------------------------------------------------------- pages
+async def test_overview_shows_header_and_all_three_sections(aiohttp_client):
+    _, _, client = await _client(aiohttp_client)
+    page = await _page(client, "/")
+    assert page.header == {
+        "name": "n1",
+        "rloc": "198.18.45.11",
+        "mode": "replicate",
+        "group": "233.252.1.1",
+        "uptime": "0:00:03",
+        "health": "ok (3 members)",
+        "counts": "7 registrations, 3 peers, 1 map-cache entries",
+    }
+    assert set(page.blocks) == {"sites", "peers", "map-cache"}
+    assert {"/", "/sites", "/peers", "/map-cache", "/metrics"} <= set(page.links)
+    _no_external_assets(page)
+    assert "/assets/page.js" in [v for _, k, v in page.attrs_seen if k == "src"]
+
+
+async def test_each_section_has_its_own_url(aiohttp_client):
+    _, _, client = await _client(aiohttp_client)
+    for path, block in (
+        ("/sites", "sites"),
+        ("/peers", "peers"),
+        ("/map-cache", "map-cache"),
+    ):
+        page = await _page(client, path)
+        assert set(page.blocks) == {block}, path
+        assert page.header["name"] == "n1"
+        _no_external_assets(page)
+
+
+async def test_site_information_matches_the_demo_table(aiohttp_client):
+    _, status, client = await _client(aiohttp_client)
+    sites = (await _page(client, "/sites")).blocks["sites"]
+    assert sites.head == [
+        "Site Name",
+        "EID-Prefix or (S,G)",
+        "Registered",
+        "Last Registerer",
+        "Last Registered",
+        "First Registered",
+        "TTL left",
+        "Registration Flags",
+        "RLOC-set",
+    ]
+    eids = sites.column("EID-Prefix or (S,G)")
+    assert sorted(eids) == sorted(s["eid"] for s in status.sites())
+    assert {"[0]1.1.1.1/32", "[0]2.2.2.2/32", "[0]'n2'", GROUP_EID} <= set(eids)
+    # Grouped by site: the name opens the group, the other rows leave it blank.
+    assert sites.column("Site Name") == ["decent-group"] + [""] * (len(eids) - 1)
+    two = sites.row("EID-Prefix or (S,G)", "[0]2.2.2.2/32")
+    assert two["Registered"] == "yes (dynamic)"
+    assert two["Last Registerer"] == "198.18.45.12"
+    assert re.fullmatch(r"0:00:0\d", two["Last Registered"])
+    assert re.fullmatch(r"0:00:0\d", two["First Registered"])
+    assert re.fullmatch(r"0:02:5\d", two["TTL left"])
+    assert two["Registration Flags"] == "P-s-I-T-r-m-n"
+    assert two["RLOC-set"] == "198.18.45.12"
+    # The peer-group entry shows its merged RLE members, with names.
+    group = sites.row("EID-Prefix or (S,G)", GROUP_EID)
+    assert group["Registration Flags"] == "P-s-I-T-r-M-n"
+    assert group["RLOC-set"].split("\n") == [
+        "rle: 198.18.45.11(L128) n1",
+        "rle: 198.18.45.12(L128) n2",
+        f"rle: 198.18.45.13(L128) {HOSTILE}",
+    ]
+
+
+async def test_flags_have_a_legend_and_tooltips(aiohttp_client):
+    _, _, client = await _client(aiohttp_client)
+    page = await _page(client, "/sites")
+    sites = page.blocks["sites"]
+    i = sites.head.index("Registration Flags")
+    j = sites.column("EID-Prefix or (S,G)").index(GROUP_EID)
+    assert sites.titles[j][i] == (
+        "P proxy Map-Reply set, s security clear, I xTR-ID set, "
+        "T TTL timeout set, r reserved clear, M merge set, n want Map-Notify clear"
+    )
+    for letter, meaning in views.FLAGS:
+        assert f"{letter} {meaning}" in page.text
+    assert "upper case = set" in page.text
+
+
+async def test_every_site_row_links_to_its_detail_page(aiohttp_client):
+    _, status, client = await _client(aiohttp_client)
+    page = await _page(client, "/sites")
+    details = [link for link in page.links if link.startswith("/sites/")]
+    assert sorted(unquote(d.removeprefix("/sites/")) for d in details) == sorted(
+        s["eid"] for s in status.sites()
+    )
+    for link in details:
+        detail = await _page(client, link)
+        assert detail.blocks["facts"].facts["EID-prefix"] == unquote(
+            link.removeprefix("/sites/")
+        )
+
+
+async def test_detail_page_of_the_merged_group_entry(aiohttp_client):
+    _, _, client = await _client(aiohttp_client)
+    page = await _page(client, "/sites/" + quote(GROUP_EID, safe=""))
+    facts = page.blocks["facts"].facts
+    assert facts["Site name"] == "decent-group"
+    assert facts["Registered"] == "yes, dynamic"
+    assert facts["Auth type"] == "hmac-sha-256"
+    assert facts["Proxy Map-Reply"] == "yes"
+    assert facts["RLOC-set semantics"] == "merge-semantics"
+    assert facts["Registration flags"] == "P-s-I-T-r-M-n"
+    assert re.fullmatch(r"0{31}[123]", facts["xTR-ID"])
+    rlocs = page.blocks["rlocs"]
+    assert rlocs.head == ["RLOC", "State", "up/uw/mp/mw", "RLE members (level, name)"]
+    (rle,) = rlocs.rows
+    assert rle[:3] == ["rle", "up-state", "255/0/1/100"]
+    assert rle[3].split("\n") == [
+        "198.18.45.11(L128) n1",
+        "198.18.45.12(L128) n2",
+        f"198.18.45.13(L128) {HOSTILE}",
+    ]
+    regs = page.blocks["registrations"]
+    assert sorted(regs.column("xTR-ID")) == [f"{i:032x}" for i in (1, 2, 3)]
+    assert sorted(regs.column("Registrant")) == [str(ip) for ip in IPS]
+    assert sorted(regs.column("RLOC-set")) == [
+        f"rle: {ip}(L128) {name}"
+        for ip, name in zip(IPS, ["n1", "n2", HOSTILE], strict=True)
+    ]
+
+
+async def test_detail_page_of_a_plain_eid_and_of_an_unknown_one(aiohttp_client):
+    _, _, client = await _client(aiohttp_client)
+    page = await _page(client, "/sites/" + quote("[0]2.2.2.2/32", safe=""))
+    facts = page.blocks["facts"].facts
+    assert facts["RLOC-set semantics"] == "replacement-semantics"
+    assert facts["Last registerer"] == "198.18.45.12"
+    assert page.blocks["rlocs"].rows == [
+        ["198.18.45.12", "up-state", "1/100/255/0", "-"]
+    ]
+    assert page.blocks["registrations"].column("xTR-ID") == [f"{2:032x}"]
+    gone = await _page(client, "/sites/" + quote("[0]9.9.9.9/32", safe=""), 404)
+    assert gone.blocks["facts"].notes == ["[0]9.9.9.9/32 is not registered (any more)."]
+
+
+async def test_peers_table(aiohttp_client):
+    net, _, client = await _client(aiohttp_client)
+    peers = (await _page(client, "/peers")).blocks["peers"]
+    assert peers.head == [
+        "RLOC",
+        "Name",
+        "First Seen",
+        "Last Heard",
+        "TTL left",
+        "State",
+    ]
+    assert peers.column("RLOC") == [
+        "198.18.45.11 (this node)",
+        "198.18.45.12",
+        "198.18.45.13",
+    ]
+    assert peers.column("Name") == ["n1", "n2", HOSTILE]
+    assert set(peers.column("State")) == {"current"}
+    # Two registration periods of silence: the others are aging out.
+    for node in net._hosts[1:]:
+        net.remove(node.node)
+    net.advance(130)
+    peers = (await _page(client, "/peers")).blocks["peers"]
+    assert peers.column("State") == ["current", "aging out", "aging out"]
+    assert peers.row("RLOC", "198.18.45.12")["Last Heard"].startswith("0:02:")
+
+
+async def test_map_cache_table_with_traffic_counts(aiohttp_client):
+    _, status, client = await _client(aiohttp_client)
+    table = (await _page(client, "/map-cache")).blocks["map-cache"]
+    assert table.head == [
+        "EID-Prefix or (S,G)",
+        "Uptime",
+        "TTL",
+        "RLOC Record",
+        "Map-Reply Source",
+        "RLOC State",
+        "Unicast Priority/Weight",
+        "Multicast Priority/Weight",
+        "packet-count",
+        "byte-count",
+    ]
+    row = table.row("EID-Prefix or (S,G)", GROUP_EID)
+    assert row["Map-Reply Source"] == "map-notify"
+    assert row["RLOC Record"].split("\n") == [
+        "rle: 198.18.45.11(L128) n1",
+        "rle: 198.18.45.12(L128) n2",
+        f"rle: 198.18.45.13(L128) {HOSTILE}",
+    ]
+    assert row["RLOC State"].split("\n")[0] == "up"
+    assert row["Unicast Priority/Weight"].split("\n")[0] == "255/0"
+    assert row["Multicast Priority/Weight"].split("\n")[0] == "1/100"
+    assert (row["packet-count"], row["byte-count"]) == ("0", "0")
+    # The data plane's counters are shown as they are reported.
+    entry = status.node.cache.lookup(Eid.sg("0.0.0.0/0", "233.252.1.1/32"))
+    assert entry is not None
+    entry.packets, entry.bytes = 35, 5315
+    row = (
+        (await _page(client, "/map-cache"))
+        .blocks["map-cache"]
+        .row("EID-Prefix or (S,G)", GROUP_EID)
+    )
+    assert (row["packet-count"], row["byte-count"]) == ("35", "5315")
+
+
+def test_cache_rows_without_traffic_fields_show_zero_and_negatives_their_action():
+    row = views.cache_row(
+        {
+            "eid": "[0]8.0.0.0/5",
+            "uptime": 1.0,
+            "ttl": 59.0,
+            "source": "map-reply",
+            "negative": True,
+            "action": "send-map-request",
+            "rlocs": [],
+        }
+    )
+    texts = [c.get("text", c.get("lines")) for c in row["cells"]]
+    assert texts == [
+        "[0]8.0.0.0/5",
+        "0:00:01",
+        "0:00:59",
+        ["negative, action send-map-request"],
+        "map-reply",
+        ["-"],
+        ["-"],
+        ["-"],
+        "0",
+        "0",
+    ]
+
+
+def test_ages_are_lispers_style_and_tables_stop_at_max_rows():
+    assert [views.age(s) for s in (0, 29.9, 61, 3600 * 26 + 5, -3, None)] == [
+        "0:00:00",
+        "0:00:29",
+        "0:01:01",
+        "26:00:05",
+        "0:00:00",
+        "never",
+    ]
+    many = [
+        {"eid": f"[0]10.0.{i >> 8}.{i & 255}/32", "site": "s", "registered": True}
+        for i in range(views.MAX_ROWS + 5)
+    ]
+    table = views.sites_table(many)
+    assert len(table["rows"]) == views.MAX_ROWS
+    assert table["more"] == 5
+
+
+# ---------------------------------------------------------------- escaping
+async def test_a_hostile_name_shows_as_text_everywhere(aiohttp_client):
+    _, _, client = await _client(aiohttp_client)
+    hostile_eid = quote(f"[0]'{HOSTILE}'", safe="")
+    for path in ("/", "/sites", "/peers", "/map-cache", f"/sites/{hostile_eid}"):
+        resp = await client.get(path)
+        raw = await resp.text()
+        assert "<script>alert" not in raw, path
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in raw, path
+        page = Page(raw)
+        assert HOSTILE in page.text, path
+        # The only script element is our own, served from /assets.
+        assert page.tags.count("script") == 1, path
+    detail = await _page(client, f"/sites/{hostile_eid}")
+    assert detail.blocks["facts"].facts["EID-prefix"] == f"[0]'{HOSTILE}'"
+
+
+async def test_hostile_lookup_input_is_escaped_in_the_answer(aiohttp_client):
+    _, _, client = await _client(aiohttp_client)
+    evil = '"><img src=x onerror=alert(1)>'
+    resp = await client.get("/lookup", params={"eid": evil})
+    raw = await resp.text()
+    assert resp.status == 400
+    assert "<img" not in raw
+    page = Page(raw)
+    assert "img" not in page.tags
+    assert f"Cannot look up {evil!r}" in page.blocks["lookup"].notes[0]
+    assert ("input", "value", evil) in page.attrs_seen
+
+
+# ---------------------------------------------------------------- lookups
+async def test_site_cache_lookup_form_answers(aiohttp_client):
+    _, _, client = await _client(aiohttp_client)
+    page = await _page(client, "/")
+    forms = [v for t, k, v in page.attrs_seen if t == "form" and k == "action"]
+    assert forms.count("/lookup") == 2
+    for query, match in (
+        ("2.2.2.2", "[0]2.2.2.2/32"),
+        ("[0]2.2.2.2", "[0]2.2.2.2/32"),
+        ("2.2.2.2/32", "[0]2.2.2.2/32"),
+        ("'n2'", "[0]'n2'"),
+        ("1.2.3.4->233.252.1.1", GROUP_EID),
+        ("(0.0.0.0/0, 233.252.1.1)", GROUP_EID),
+    ):
+        answer = await _page(client, f"/lookup?in=sites&eid={quote(query)}")
+        facts = answer.blocks["lookup"].facts
+        assert facts["Longest match"] == match, query
+        assert "/sites/" + quote(match, safe="") in answer.links
+    negative = await _page(client, "/lookup?in=sites&eid=9.9.9.9")
+    assert negative.blocks["lookup"].facts == {
+        "Query": "[0]9.9.9.9/32",
+        "Answer": "negative: no registration covers it",
+        "Negative prefix": "[0]8.0.0.0/5",
+        "TTL": "0:01:00",
+        "Action": "send-map-request",
+    }
+
+
+async def test_map_cache_lookup_form_answers(aiohttp_client):
+    _, _, client = await _client(aiohttp_client)
+    hit = await _page(client, "/lookup?in=map-cache&eid=10.0.0.1->233.252.1.1")
+    facts = hit.blocks["lookup"].facts
+    assert facts["Longest match"] == GROUP_EID
+    assert facts["Map-Reply Source"] == "map-notify"
+    assert facts["RLOC Record"].count("rle: ") == 3
+    miss = await _page(client, "/lookup?in=map-cache&eid=2.2.2.2")
+    assert miss.blocks["lookup"].facts["Answer"].startswith("no map-cache entry")
+
+
+async def test_bad_lookup_input_gets_a_clear_message(aiohttp_client):
+    _, _, client = await _client(aiohttp_client)
+    for query, message in (
+        ("banana", "'banana' is not an address or prefix"),
+        ("[99999999999]1.1.1.1", "does not fit in 32 bits"),
+        ("10.0.0.0/33", "not an address or prefix"),
+        ("1.1.1.1->ff05::1", "one address family"),
+    ):
+        for where in ("sites", "map-cache"):
+            resp = await client.get("/lookup", params={"in": where, "eid": query})
+            raw = await resp.text()
+            assert resp.status == 400, (query, raw)
+            assert "Traceback" not in raw
+            (note,) = Page(raw).blocks["lookup"].notes
+            assert note.startswith(f"Cannot look up {query!r}: "), note
+            assert message in note, note
+    empty = await _page(client, "/lookup?in=sites&eid=", 400)
+    assert empty.blocks["lookup"].notes[0].startswith("Enter an EID")
+
+
+# ---------------------------------------------------------------- clear cache
+async def test_clear_cache_from_loopback_is_a_post(aiohttp_client):
+    _, status, client = await _client(aiohttp_client)
+    assert len(status.node.cache) == 1
+    resp = await client.get("/map-cache/clear")
+    assert resp.status == 405  # never by a GET (a link or a prefetch)
+    resp = await client.post("/map-cache/clear", allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/map-cache?cleared=1"
+    assert len(status.node.cache) == 0
+    page = await _page(client, "/map-cache?cleared=1")
+    assert "Cleared 1 map-cache entries." in page.text
+    assert page.blocks["map-cache"].rows == []
+    resp = await client.post("/api/map-cache/clear")
+    assert await resp.json() == {"cleared": 0}
+    assert status.node.counters["cache.cleared"] == 1
+
+
+async def test_clear_cache_refuses_cross_site_requests_even_on_loopback(
+    aiohttp_client,
+):
+    _, status, client = await _client(aiohttp_client)
+    for headers in (
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ):
+        resp = await client.post("/map-cache/clear", headers=headers)
+        assert resp.status == 403
+        assert "cross-site" in Page(await resp.text()).blocks["refusal"].notes[0]
+        resp = await client.post("/api/map-cache/clear", headers=headers)
+        assert resp.status == 403
+    assert len(status.node.cache) == 1
+    same = {"Origin": f"http://{client.host}:{client.port}"}
+    resp = await client.post("/api/map-cache/clear", headers=same)
+    assert await resp.json() == {"cleared": 1}
+
+
+def test_admin_rule_loopback_or_token():
+    no: dict[str, str] = {}
+    lan = "192.0.2.7"
+    assert admin_refusal("127.0.0.1", no, "h", None, None) is None
+    assert admin_refusal("::1", no, "h", "t0k", None) is None
+    assert "needs a request from this host" in str(
+        admin_refusal(lan, no, "h", None, None)
+    )
+    assert "needs a request from this host" in str(
+        admin_refusal(lan, no, "h", None, "anything")
+    )
+    assert admin_refusal(lan, no, "h", "t0k", "t0k") is None
+    assert admin_refusal(lan, no, "h", "t0k", "nope") == "refused: wrong admin token"
+    assert admin_refusal(None, no, "h", "t0k", None) is not None
+    assert admin_refusal("not-an-ip", no, "h", None, None) is not None
+    same = {"Origin": "http://h", "Sec-Fetch-Site": "same-origin"}
+    assert admin_refusal(lan, same, "h", "t0k", "t0k") is None
+    cross = {"Origin": "http://other"}
+    assert "cross-site" in str(admin_refusal(lan, cross, "h", "t0k", "t0k"))
+
+
+# ---------------------------------------------------------------- live
+async def _events(resp: Any) -> Any:
+    """The data of the next server-sent event (a JSON page model)."""
+    data = []
+    while True:
+        line = (await resp.content.readline()).decode()
+        assert line, "the stream ended"
+        if line.startswith("data: "):
+            data.append(line[6:])
+        elif line == "\n" and data:
+            return json.loads("".join(data))
+
+
+async def test_live_events_push_a_new_registration_at_once(aiohttp_client):
+    net, status = _status()
+    # With the periodic refresh an hour away, an event that arrives must
+    # have been pushed because the node's state changed.
+    app = make_app(status, live_interval=0.05, live_refresh=3600.0)
+    client = await aiohttp_client(app)
+    resp = await client.get("/events", params={"view": "sites"})
+    assert resp.headers["Content-Type"] == "text/event-stream"
+    first = await asyncio.wait_for(_events(resp), 10)
+    assert first["header"]["name"] == "n1"
+    shown = {r["cells"][1]["text"] for r in first["blocks"]["sites"]["rows"]}
+    assert "[0]4.4.4.4/32" not in shown
+    n4 = Node(
+        decent_node_config(
+            name="n4",
+            rlocs=(IPv4Address("198.18.45.14"),),
+            group=IPv4Address("233.252.1.1"),
+            key=b"k",
+            xtr_id=4,
+            eids=(Eid.prefix("4.4.4.4/32"),),
+            seeds=(IPS[0],),
+        ),
+        nonce=functools.partial(next, itertools.count(1 << 40)),
+    )
+    ip4 = IPv4Address("198.18.45.14")
+    net.add(n4, (ip4, 4342), (ip4, 4341))
+    net.advance(1)
+    model = await asyncio.wait_for(_events(resp), 10)
+    shown = {r["cells"][1]["text"] for r in model["blocks"]["sites"]["rows"]}
+    assert "[0]4.4.4.4/32" in shown
+    assert "[0]'n4'" in shown
+    assert model["header"]["health"] == "ok (4 members)"
+    # Shutdown ends the stream rather than holding the server's cleanup up.
+    app[CLOSING].set()
+    assert await asyncio.wait_for(resp.content.read(), 10) == b""
+
+
+async def test_each_live_view_and_a_bad_one(aiohttp_client):
+    _, _, client = await _client(aiohttp_client)
+    for view, blocks in views.VIEWS.items():
+        params = {"view": view, "eid": GROUP_EID}
+        async with client.get("/events", params=params) as resp:
+            model = await asyncio.wait_for(_events(resp), 10)
+        assert set(model["blocks"]) == set(blocks), view
+    async with client.get(
+        "/events", params={"view": "site", "eid": "[0]9.9.9.9/32"}
+    ) as resp:
+        model = await asyncio.wait_for(_events(resp), 10)
+    assert model["blocks"]["facts"]["kind"] == "notice"
+    resp = await client.get("/events", params={"view": "nope"})
+    assert resp.status == 400
+
+
+async def test_assets_are_served_by_the_node(aiohttp_client):
+    _, _, client = await _client(aiohttp_client)
+    js = await client.get("/assets/page.js")
+    assert js.status == 200
+    assert js.content_type == "text/javascript"
+    body = await js.text()
+    assert "EventSource" in body
+    assert "innerHTML" not in body  # values reach the DOM as text nodes only
+    css = await client.get("/assets/page.css")
+    assert css.content_type == "text/css"
+    assert "url(" not in await css.text()  # no fonts or images fetched
+    assert (await client.get("/assets/other.js")).status == 404
+    assert (await client.get("/assets/..%2Fapp.py")).status == 404
+
+
+# ---------------------------------------------------------------- metrics
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+_SAMPLE = re.compile(
+    rf"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)"
+    rf"(?:\{{(?P<labels>{_LABEL}(?:,{_LABEL})*)\}})? (?P<value>-?[0-9.e+]+)$"
+)
+
+
+def parse_metrics(text: str) -> dict[str, dict[str, float]]:
+    """A strict reader of the text format: every family is announced by HELP
+    and TYPE before its samples; every sample line is well-formed."""
+    out: dict[str, dict[str, float]] = {}
+    typed: dict[str, str] = {}
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge"), line
+            assert name not in typed, f"{name} typed twice"
+            typed[name] = kind
+            out[name] = {}
+            continue
+        m = _SAMPLE.match(line)
+        assert m, f"malformed sample line: {line!r}"
+        name, labels, value = m["name"], m["labels"] or "", m["value"]
+        assert name in typed, f"{name} sampled before its TYPE"
+        assert labels not in out[name], f"duplicate series {line!r}"
+        out[name][labels] = float(value)
+    return out
+
+
+async def test_metrics_in_prometheus_text_format(aiohttp_client):
+    net, status, client = await _client(aiohttp_client)
+    node = status.node
+    node.receive_datagram(b"\xff junk", (IPS[2], 4342), net.now)  # a drop
+    entry = node.cache.lookup(Eid.sg("0.0.0.0/0", "233.252.1.1/32"))
+    assert entry is not None
+    entry.packets, entry.bytes = 7, 700
+    resp = await client.get("/metrics")
+    assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    m = parse_metrics(await resp.text())
+    c = node.counters
+    for t in ("map-request", "map-reply", "map-register", "map-notify", "ecm"):
+        assert m["decent_messages_received_total"][f'type="{t}"'] == c[f"rx.{t}"]
+        assert f'kind="{t}",type="{t}"' in m["decent_messages_sent_total"]
+    assert m["decent_messages_received_total"]['type="map-register"'] > 0
+    sent = m["decent_messages_sent_total"]
+    assert (
+        sent['kind="replicated-map-register",type="map-register"']
+        == (c["tx.replicated-map-register"])
+    )
+    assert m["decent_drops_total"]['reason="decode-error"'] == 1
+    assert (
+        m["decent_registration_changes_total"]['change="accepted"']
+        == (c["registration.accepted"])
+    )
+    assert m["decent_registrations"][""] == len(status.sites()) == 7
+    assert m["decent_peers"][""] == 3
+    assert m["decent_map_cache_entries"][""] == 1
+    assert m["decent_data_packets_total"][""] == 7
+    assert m["decent_data_bytes_total"][""] == 700
+    assert m["decent_up"][""] == 1
+    assert m["decent_node_info"] == {
+        'group="233.252.1.1",mode="replicate",name="n1",rloc="198.18.45.11"': 1
+    }
+
+
+def test_metric_label_values_are_escaped():
+    from decent.web import metrics
+
+    text = metrics.render(
+        {"name": 'a"b\\c\nd', "counters": {"drop.x": 1}, "health": {"ok": False}},
+        [],
+    )
+    m = parse_metrics(text)
+    assert m["decent_node_info"] == {
+        'group="",mode="",name="a\\"b\\\\c\\nd",rloc=""': 1
+    }
+    assert m["decent_up"][""] == 0
+
+
+@pytest.mark.parametrize("path", ["/api/node", "/api/sites", "/api/peers"])
+async def test_json_api_still_answers(aiohttp_client, path):
+    _, _, client = await _client(aiohttp_client)
+    resp = await client.get(path)
+    assert resp.status == 200
+    assert resp.content_type == "application/json"
