@@ -286,7 +286,7 @@ class Node:
                 case ProbeTick():
                     self._probe_tick(now)
                 case ProbeTimeout(nonce):
-                    self._probe_timeout(nonce)
+                    self._probe_timeout(nonce, now)
                 case GroupLookup():
                     self._group_lookup(now)
                 case Sweep():  # pragma: no branch - the cases are exhaustive
@@ -419,7 +419,9 @@ class Node:
         )
         self.database.insert(eid, mapping)
         self._quick_until = now + self.config.quick_register_period
-        self._timers.set(RegisterTick(), now)
+        # Register before the SMRs leave: an SMR'd ITR asks the mapping
+        # system, which must already hold the new locators when it does.
+        self._register_tick(now)
         self._send_smrs(eid, now)
 
     def deregister(self, now: float, eids: Iterable[Eid] | None = None) -> None:
@@ -1016,23 +1018,24 @@ class Node:
         for eid, entry in list(self.cache.db.items()):
             if entry.negative or entry.source == "local":
                 continue
-            addr, mask = eid.to_wire()
             for state in entry.locators:
                 rloc = state.locator.address
                 if not isinstance(rloc, IPv4Address | IPv6Address) or self._own(rloc):
                     continue
-                own = self.config.rloc_for(rloc.version)
-                if own is None:
-                    continue
-                nonce = self._next_nonce()
-                probe = MapRequest(
-                    nonce, (RequestRecord(addr, mask),), (own,), probe=True
-                )
-                self._probes[nonce] = (eid, rloc, now)
-                self._send(probe.encode(), (rloc, self.config.control_port), "probe")
-                self._timers.set(ProbeTimeout(nonce), now + self.config.probe_timeout)
+                self._send_probe(eid, rloc, now)
         assert self.config.probe_interval
         self._timers.set(ProbeTick(), now + self.config.probe_interval)
+
+    def _send_probe(self, eid: Eid, rloc: IPAddress, now: float) -> None:
+        own = self.config.rloc_for(rloc.version)
+        if own is None:
+            return
+        addr, mask = eid.to_wire()
+        nonce = self._next_nonce()
+        probe = MapRequest(nonce, (RequestRecord(addr, mask),), (own,), probe=True)
+        self._probes[nonce] = (eid, rloc, now)
+        self._send(probe.encode(), (rloc, self.config.control_port), "probe")
+        self._timers.set(ProbeTimeout(nonce), now + self.config.probe_timeout)
 
     def _probe_state(self, eid: Eid, rloc: IPAddress) -> tuple[CacheEntry, int] | None:
         entry = self.cache.db.get(eid)
@@ -1063,7 +1066,7 @@ class Node:
             self.cache.generation += 1
             self._emit(LocatorStateChanged(eid, str(rloc), True))
 
-    def _probe_timeout(self, nonce: int) -> None:
+    def _probe_timeout(self, nonce: int, now: float) -> None:
         # A reply cancels this timer, so the probe is still outstanding.
         eid, rloc, _ = self._probes.pop(nonce)
         found = self._probe_state(eid, rloc)
@@ -1075,6 +1078,11 @@ class Node:
             state.up = False
             self.cache.generation += 1
             self._emit(LocatorStateChanged(eid, str(rloc), False))
+        elif state.up:
+            # Probe again at once rather than a whole interval later, so a
+            # dead RLOC is left within one interval plus the down-after
+            # timeouts of the failure (traffic may be going to it).
+            self._send_probe(eid, rloc, now)
 
     # ============================================================ ETR
     def _on_notify(self, msg: MapNotify, raw: bytes, src: Addr, now: float) -> None:
