@@ -177,6 +177,9 @@ class DataPlane:
         # With an instance ID the header has room for 8 status bits only.
         self._lsb_word = word & 0xFF if self.iid else word & 0xFFFFFFFF
 
+    def rloc_up(self, index: int) -> bool:
+        return self._rloc_up[index]
+
     def set_rloc_state(self, index: int, up: bool, now: float) -> None:
         """Our RLOC number `index` went down or came back (the shell watches
         its link). Our packets stop leaving from it and say so in their

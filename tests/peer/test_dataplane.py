@@ -353,6 +353,7 @@ def test_no_usable_rloc_or_source_rloc_drops():
     assert m.send(0, udp(eid4(1), eid4(3))) == []
     assert m.nodes[0].counters["drop.no-source-rloc"] == 1
     m.dps[0].set_rloc_state(0, False, m.net.now)  # no change: nothing happens
+    assert not m.dps[0].rloc_up(0)
     assert m.nodes[0].counters["rloc.down"] == 1
 
 
