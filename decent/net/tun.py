@@ -472,7 +472,7 @@ class TunShell:
         for prefix in sorted(wanted - self._routes):
             version = 6 if ":" in prefix else 4
             src = sources[version]
-            cmd = f"-{version} route replace {prefix} dev {self.name} table {table}"
+            cmd = f"route replace {prefix} dev {self.name} table {table}"
             cmds.append(cmd + (f" src {src}" if src else ""))
         for prefix in sorted(self._routes - wanted):
             cmds.append(f"route del {prefix} table {table}")
