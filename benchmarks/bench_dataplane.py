@@ -89,9 +89,9 @@ def run(seconds: int) -> None:
         }
         loop = "uvloop" if _has_uvloop() else "asyncio"
         print(f"# iperf3, {seconds} s per point, n1 -> n2, event loop: {loop}")
-        results: dict[str, dict[str, Any]] = {}
+        results: dict[str, dict[object, Any]] = {}
         for name, (server, client) in paths.items():
-            r: dict[str, Any] = {"tcp": tcp(lab, server, client, seconds)}
+            r: dict[object, Any] = {"tcp": tcp(lab, server, client, seconds)}
             print(f"\n{name}\n  TCP: {r['tcp']:.0f} Mbit/s")
             for size, rates in UDP_RATES.items():
                 for pps in rates:
