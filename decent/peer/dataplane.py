@@ -391,21 +391,12 @@ class DataPlane:
             self._counters["dataplane.icmp-rate-limited"] += 1
             return True
         self._icmp_tokens -= 1.0
-        source = self._icmp_source(version, packet)
+        # From the destination the packet was for: an error "from" one of
+        # our own addresses, arriving on the TUN, is a martian to the kernel.
+        source = packet[16:20] if version == 4 else packet[24:40]
         self._to_tun.append(too_big(packet, source, self._limit[family]))
         self._counters["dataplane.icmp-too-big"] += 1
         return True
-
-    def _icmp_source(self, version: int, packet: bytes) -> bytes:
-        """One of our EIDs of the family (the packet's sender accepts an error
-        from it), else the packet's destination."""
-        for eid, _ in self.node.database.items():
-            addr = eid.address
-            if isinstance(addr, IPv4Address | IPv6Address) and (
-                eid.group is None and addr.version == version
-            ):
-                return addr.packed
-        return packet[16:20] if version == 4 else packet[24:40]
 
     # ============================================================ ETR
     def decap(self, buf: bytearray, n: int, host: str, port: int, now: float) -> bool:
