@@ -39,12 +39,14 @@ def go(lab: NetnsLab) -> None:
             f"{V6[j]}/128" for j in lab.nodes if j != i
         }
         lab.wait_until(
-            lambda i=i, others=others: (
-                others <= set(lab.api(i, "/api/node")["dataplane"]["routes"])
-            ),
+            _has_routes(lab, i, others),
             CONVERGE,
             f"n{i}'s EID routes",
         )
+
+
+def _has_routes(lab: NetnsLab, i: int, routes: set[str]) -> Callable[[], bool]:
+    return lambda: routes <= set(lab.api(i, "/api/node")["dataplane"]["routes"])
 
 
 def ping(
@@ -109,13 +111,9 @@ def test_every_eid_pings_every_other_over_the_overlay_only(
         assert str(d.dst) in rlocs
         version = inner[0] >> 4
         if version == 4:
-            src, dst, proto = (
-                IPv4Address(inner[12:16]),
-                IPv4Address(inner[16:20]),
-                inner[9],
-            )
-            if proto == 1:
-                pairs.add((rlocs[str(d.src)], rlocs[str(d.dst)], f"{src}>{dst}"))
+            a4, b4 = IPv4Address(inner[12:16]), IPv4Address(inner[16:20])
+            if inner[9] == 1:
+                pairs.add((rlocs[str(d.src)], rlocs[str(d.dst)], f"{a4}>{b4}"))
         else:
             src6, dst6 = IPv6Address(inner[8:24]), IPv6Address(inner[24:40])
             if inner[6] == 58:
@@ -254,9 +252,7 @@ def test_a_two_rloc_node_loses_one_and_the_flow_moves_to_the_other(
             pinger.stdout.close()
 
 
-def _replies(
-    pinger: subprocess.Popen[str], _seen: list[str] | None = None
-) -> list[str]:
+def _replies(pinger: subprocess.Popen[Any]) -> list[str]:
     """The echo replies ping printed so far (read without blocking)."""
     import os
 
