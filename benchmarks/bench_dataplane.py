@@ -26,6 +26,12 @@ PREFIX = "dpbench"
 SUBNET = os.environ.get("DECENT_BENCH_SUBNET", "198.18.45.0/24")
 #: Offered UDP rates, packets per second, per payload size.
 UDP_RATES = {1000: (10_000, 25_000, 40_000), 64: (10_000, 25_000, 40_000)}
+#: iperf3's UDP socket buffers (-w). The default (~200 kB, ~90 datagrams of
+#: 1000 B) overflows in the *receiving iperf3* whenever it loses the CPU for
+#: a few ms to the two xTRs on this 2-core machine; that is the application's
+#: loss, not the data plane's (n2's TUN receives every packet n1 sends), so
+#: both paths get the same bigger buffer. --window "" measures the default.
+WINDOW = "4M"
 
 
 def iperf(lab: NetnsLab, server: str, client: str, args: list[str]) -> dict[str, Any]:
@@ -65,6 +71,8 @@ def udp(
     """(received packets per second, loss %) at an offered rate."""
     bits = pps * size * 8
     args = ["-u", "-l", str(size), "-b", str(bits), "-t", str(seconds)]
+    if WINDOW:
+        args += ["-w", WINDOW]
     data = iperf(lab, server, client, args)
     s = data["end"]["sum"]
     sent = int(s["packets"])
@@ -88,7 +96,10 @@ def run(seconds: int) -> None:
             "plain veth (RLOC -> RLOC)": (str(lab.node(2).rloc), str(lab.node(1).rloc)),
         }
         loop = "uvloop" if _has_uvloop() else "asyncio"
-        print(f"# iperf3, {seconds} s per point, n1 -> n2, event loop: {loop}")
+        print(
+            f"# iperf3, {seconds} s per point, n1 -> n2, event loop: {loop}, "
+            f"UDP socket buffers: {WINDOW or 'default'}"
+        )
         results: dict[str, dict[object, Any]] = {}
         for name, (server, client) in paths.items():
             r: dict[object, Any] = {"tcp": tcp(lab, server, client, seconds)}
@@ -124,7 +135,9 @@ def _has_uvloop() -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--window", default=WINDOW, help="iperf3 UDP -w")
     args = parser.parse_args()
+    globals()["WINDOW"] = args.window
     reason = netns_unavailable()
     if reason:
         print(f"skipped: {reason}", file=sys.stderr)

@@ -210,7 +210,19 @@ class TunShell:
             raise DataPlaneUnavailable(reason)
         s = self.settings
         self._fd, self.name = open_tun(s.name)
-        _ip("link", "set", "dev", self.name, "mtu", str(s.mtu), "up")
+        # A longer queue in front of our reader absorbs bursts while the
+        # event loop is busy elsewhere (the default 500 overflows at ~25k pps).
+        _ip(
+            "link",
+            "set",
+            "dev",
+            self.name,
+            "mtu",
+            str(s.mtu),
+            "txqueuelen",
+            "5000",
+            "up",
+        )
         # Decapsulated packets from a non-EID source (an RLOC) arrive on the
         # TUN but route back through the underlay: loose reverse-path check.
         _sysctl(f"/proc/sys/net/ipv4/conf/{self.name}/rp_filter", "2")
