@@ -1094,6 +1094,12 @@ def lab_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--loopback", action="store_true", help="use 127.0.0.x even as root"
     )
+    parser.add_argument(
+        "--dataplane",
+        action="store_true",
+        help="run the xTR data plane (namespaces only): EIDs i.i.i.i and fd00::i "
+        "on a TUN; try `ip netns exec <prefix>-n1 ping 2.2.2.2`",
+    )
     args = parser.parse_args(argv)
     lab: _Lab
     reason = "--loopback" if args.loopback else netns_unavailable()
@@ -1106,8 +1112,11 @@ def lab_main(argv: list[str] | None = None) -> int:
                 mode=args.mode,
                 ttl_minutes=args.ttl,
                 register_interval=args.register_interval,
+                dataplane=args.dataplane,
             )
         else:
+            if args.dataplane:
+                raise LabError("--dataplane needs a namespace lab (run as root)")
             lab = LoopbackLab(
                 nodes=args.nodes,
                 mode=args.mode,
@@ -1142,6 +1151,8 @@ def lab_main(argv: list[str] | None = None) -> int:
             for i in sorted(lab.nodes):
                 n = lab.node(i)
                 print(f"  {n.name}  rloc {n.rloc}  {n.url}/  log {lab.log_path(i)}")
+            if isinstance(lab, NetnsLab) and lab.dataplane:
+                print(f"  try: ip netns exec {lab.prefix}-n1 ping 2.2.2.2")
             print("Ctrl-C stops every node and removes the lab.", flush=True)
             alive = set(lab.running())
             while True:
