@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import tomllib
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,17 @@ class Config:
     map_reply_burst: float = 2000.0
     admin_token: str | None = None
     log_level: str = "info"
+    # ---- [dataplane] (issue 5)
+    dataplane: bool = False
+    tun: str = "decent0"
+    tun_mtu: int = 1440
+    route_table: int = 4341
+    routes: tuple[str, ...] = ()
+    probe_interval: float = 10.0
+    negative_action: str = "drop"
+    petr: IPAddress | None = None
+    queue_size: int = 64
+    underlay_mtu: int = 1500
 
 
 _SECTIONS = {
@@ -64,6 +75,18 @@ _SECTIONS = {
     },
     "database": {"eid"},
     "web": {"listen", "admin_token"},
+    "dataplane": {
+        "enabled",
+        "tun",
+        "mtu",
+        "table",
+        "routes",
+        "probe_interval",
+        "negative_action",
+        "petr",
+        "queue_size",
+        "underlay_mtu",
+    },
 }
 
 
@@ -245,6 +268,8 @@ def load_config(path: str | Path) -> Config:
                 "eid", str(exc), 'write a prefix such as "1.1.1.1/32"'
             ) from None
 
+    dp = _dataplane(path, raw.get("dataplane", {}))
+
     listen = web.get("listen", str, "127.0.0.1:8080")
     host, sep, port_text = listen.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
@@ -275,4 +300,66 @@ def load_config(path: str | Path) -> Config:
         map_reply_burst=decent.get("map_reply_burst", float, 2000.0),
         admin_token=web.get("admin_token", str, "") or None,
         log_level=log_level,
+        **dp,
     )
+
+
+def _dataplane(path: Path, table: dict[str, Any]) -> dict[str, Any]:
+    """The [dataplane] section as Config fields."""
+    r = _Reader(path, "dataplane", table)
+    enabled = r.get("enabled", bool, False)
+    tun = r.get("tun", str, "decent0")
+    if not 1 <= len(tun) <= 15 or not tun.isascii() or "/" in tun or " " in tun:
+        raise r.fail(
+            "tun", f"{tun!r} is not an interface name", "use 1 to 15 characters"
+        )
+    mtu = r.get("mtu", int, 1440)
+    if not 576 <= mtu <= 65535:
+        raise r.fail(
+            "mtu",
+            f"{mtu} out of range",
+            "use 576 to 65535 (1440 leaves room for the outer headers)",
+        )
+    table_id = r.get("table", int, 4341)
+    if not 1 <= table_id < 0xFFFFFFFF or table_id in (253, 254, 255):
+        raise r.fail(
+            "table", f"{table_id} is not a free routing table", "use e.g. 4341"
+        )
+    routes = []
+    for text in r.get("routes", list, []):
+        try:
+            routes.append(str(ip_network(str(text), strict=False)))
+        except ValueError:
+            raise r.fail(
+                "routes", f"{text!r} is not a prefix", 'write e.g. "10.7.0.0/16"'
+            ) from None
+    interval = r.get("probe_interval", float, 10.0)
+    if interval < 0:
+        raise r.fail(
+            "probe_interval", "negative", "use seconds, or 0 to turn probing off"
+        )
+    action = r.get("negative_action", str, "drop")
+    if action not in ("drop", "native"):
+        raise r.fail(
+            "negative_action", f"{action!r} is not an action", 'use "drop" or "native"'
+        )
+    petr_text = r.get("petr", str, "")
+    petr = r.address("petr", petr_text) if petr_text else None
+    queue = r.get("queue_size", int, 64)
+    if not 0 <= queue <= 65536:
+        raise r.fail("queue_size", f"{queue} out of range", "use 0 to 65536 packets")
+    underlay = r.get("underlay_mtu", int, 1500)
+    if not 632 <= underlay <= 65535:
+        raise r.fail("underlay_mtu", f"{underlay} out of range", "use 632 to 65535")
+    return {
+        "dataplane": enabled,
+        "tun": tun,
+        "tun_mtu": mtu,
+        "route_table": table_id,
+        "routes": tuple(routes),
+        "probe_interval": interval,
+        "negative_action": action,
+        "petr": petr,
+        "queue_size": queue,
+        "underlay_mtu": underlay,
+    }

@@ -222,6 +222,10 @@ class LabNode:
     admin_token: str | None = None
     process: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = field(default=None, repr=False)
+    #: More RLOCs after `rloc` (NetnsLab.add_rloc), each on its own veth.
+    more_rlocs: list[IPv4Address] = field(default_factory=list)
+    #: [dataplane] keys; None: no data plane.
+    dataplane: dict[str, object] | None = None
 
     @property
     def name(self) -> str:
@@ -346,10 +350,11 @@ class _Lab:
 
     def config_text(self, i: int) -> str:
         n = self.node(i)
+        rlocs = [str(r) for r in [n.rloc, *n.more_rlocs]]
         lines = [
             "[node]",
             f"name = {_toml(n.name)}",
-            f"rloc = {_toml(str(n.rloc))}",
+            f"rlocs = {_toml(rlocs)}" if n.more_rlocs else f"rloc = {_toml(rlocs[0])}",
             f"state_dir = {_toml(str(self.state_dir(i)))}",
             f"log_level = {_toml(self.log_level)}",
             "",
@@ -371,6 +376,10 @@ class _Lab:
         if n.admin_token:
             lines.append(f"admin_token = {_toml(n.admin_token)}")
         lines.append("")
+        if n.dataplane is not None:
+            lines.append("[dataplane]")
+            lines += [f"{k} = {_toml(v)}" for k, v in n.dataplane.items()]
+            lines.append("")
         return "\n".join(lines)
 
     def configure(
@@ -381,11 +390,15 @@ class _Lab:
         register_interval: float | None = None,
         seeds: list[IPv4Address] | None = None,
         admin_token: str | None = None,
+        dataplane: dict[str, object] | None = None,
     ) -> None:
-        """Change what node i's next start writes into its config."""
+        """Change what node i's next start writes into its config
+        (`dataplane` keys are added to its [dataplane] section)."""
         n = self.node(i)
         if admin_token is not None:
             n.admin_token = admin_token or None
+        if dataplane is not None:
+            n.dataplane = {**(n.dataplane or {"enabled": True}), **dataplane}
         if eids is not None:
             n.eids = list(eids)
         if register_interval is not None:
@@ -596,7 +609,10 @@ class NetnsLab(_Lab):
         register_interval: float = 60.0,
         block_multicast: bool = False,
         workdir: Path | None = None,
+        dataplane: bool = False,
     ) -> None:
+        """With `dataplane`, every node runs the xTR data plane with EIDs
+        i.i.i.i/32 and fd00::i/128 on its TUN."""
         if not _PREFIX.match(prefix):
             raise ValueError(
                 f"prefix {prefix!r}: use 1 to 13 of a-z, 0-9 and '-' "
@@ -622,6 +638,7 @@ class NetnsLab(_Lab):
         self._clients: dict[str, list[IPv4Address]] = {}
         self._captures: list[subprocess.Popen[bytes]] = []
         self._created = False
+        self.dataplane = dataplane
 
     def _rloc(self, i: int) -> IPv4Address:
         return self.subnet.network_address + int(f"1{i}")
@@ -635,8 +652,10 @@ class NetnsLab(_Lab):
             web_port=WEB_PORT,
             namespace=f"{self.prefix}-n{i}",
             seeds=seeds,
-            eids=[f"{i}.{i}.{i}.{i}/32"],
+            eids=[f"{i}.{i}.{i}.{i}/32"]
+            + ([f"fd00::{i}/128"] if self.dataplane else []),
             register_interval=self.register_interval,
+            dataplane={"enabled": True} if self.dataplane else None,
         )
 
     def _command(self, node: LabNode, argv: list[str]) -> list[str]:
@@ -721,6 +740,65 @@ class NetnsLab(_Lab):
         _run(_in(ns, "ip", "link", "set", "eth0", "up"))
         # No default route; multicast needs a route (ecosystem notes 3.2).
         _run(_in(ns, "ip", "route", "add", "224.0.0.0/4", "dev", "eth0"))
+
+    # ------------------------------------------------------------ inside nodes
+    def exec(
+        self, i: int, *argv: str, timeout: float = 60.0, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command in node i's namespace (ping, iperf3, ...)."""
+        ns = self.node(i).namespace
+        assert ns is not None
+        result = subprocess.run(
+            _in(ns, *argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode:
+            raise LabError(
+                f"n{i}: {' '.join(argv)} exited {result.returncode}: "
+                f"{(result.stderr or result.stdout).strip()}"
+            )
+        return result
+
+    def popen(self, i: int, *argv: str, **kw: Any) -> subprocess.Popen[bytes]:
+        """Start a command in node i's namespace; the lab kills it at the end."""
+        ns = self.node(i).namespace
+        assert ns is not None
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.Popen(_in(ns, *argv), start_new_session=True, **kw)
+
+    def add_rloc(self, i: int) -> IPv4Address:
+        """Give node i a second RLOC, .3<i> on its own veth (eth1) to the
+        bridge; its next start registers both. ARP then answers only on the
+        interface that holds an address, so a link taken down really takes
+        its RLOC with it."""
+        if not 1 <= i <= 9:
+            raise LabError("a second RLOC is for nodes n1 to n9")
+        n = self.node(i)
+        assert n.namespace is not None
+        addr = self.subnet.network_address + int(f"3{i}")
+        if addr in n.more_rlocs:
+            return addr
+        br = self.bridge_ns
+        port = f"p{i}b"
+        _run(
+            [
+                *_in(br, "ip", "link", "add", port, "type", "veth"),
+                *("peer", "name", "eth1", "netns", n.namespace),
+            ]
+        )
+        _run(_in(br, "ip", "link", "set", port, "master", "br0", "up"))
+        for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
+            _run(_in(n.namespace, "sysctl", "-qw", f"net.ipv4.conf.all.{key}={value}"))
+        cidr = f"{addr}/{self.subnet.prefixlen}"
+        _run(_in(n.namespace, "ip", "addr", "add", cidr, "dev", "eth1"))
+        _run(_in(n.namespace, "ip", "link", "set", "eth1", "up"))
+        n.more_rlocs.append(addr)
+        return addr
+
+    def set_link(self, i: int, ifname: str, up: bool) -> None:
+        """Take an interface of node i down (or up again) inside its namespace."""
+        ns = self.node(i).namespace
+        assert ns is not None
+        _run(_in(ns, "ip", "link", "set", ifname, "up" if up else "down"))
 
     def add_client(self, name: str, count: int = 1) -> tuple[str, list[IPv4Address]]:
         """A namespace `<prefix>-c-<name>` on the bridge with `count`
@@ -1023,6 +1101,12 @@ def lab_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--loopback", action="store_true", help="use 127.0.0.x even as root"
     )
+    parser.add_argument(
+        "--dataplane",
+        action="store_true",
+        help="run the xTR data plane (namespaces only): EIDs i.i.i.i and fd00::i "
+        "on a TUN; try `ip netns exec <prefix>-n1 ping 2.2.2.2`",
+    )
     args = parser.parse_args(argv)
     lab: _Lab
     reason = "--loopback" if args.loopback else netns_unavailable()
@@ -1035,8 +1119,11 @@ def lab_main(argv: list[str] | None = None) -> int:
                 mode=args.mode,
                 ttl_minutes=args.ttl,
                 register_interval=args.register_interval,
+                dataplane=args.dataplane,
             )
         else:
+            if args.dataplane:
+                raise LabError("--dataplane needs a namespace lab (run as root)")
             lab = LoopbackLab(
                 nodes=args.nodes,
                 mode=args.mode,
@@ -1071,6 +1158,8 @@ def lab_main(argv: list[str] | None = None) -> int:
             for i in sorted(lab.nodes):
                 n = lab.node(i)
                 print(f"  {n.name}  rloc {n.rloc}  {n.url}/  log {lab.log_path(i)}")
+            if isinstance(lab, NetnsLab) and lab.dataplane:
+                print(f"  try: ip netns exec {lab.prefix}-n1 ping 2.2.2.2")
             print("Ctrl-C stops every node and removes the lab.", flush=True)
             alive = set(lab.running())
             while True:

@@ -124,3 +124,58 @@ def test_interface_gives_the_rloc(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="'nope0' has no usable address"):
         load_config(path)
+
+
+DATAPLANE = """
+[dataplane]
+enabled = true
+tun = "lisp0"
+mtu = 1400
+table = 100
+routes = ["10.7.0.0/16", "2001:db8:7::/48"]
+probe_interval = 5
+negative_action = "native"
+petr = "198.18.42.99"
+queue_size = 8
+underlay_mtu = 9000
+"""
+
+
+def test_the_dataplane_section_loads_and_defaults_to_off(tmp_path: Path) -> None:
+    off = load_config(_write(tmp_path, GOOD))
+    assert (off.dataplane, off.tun, off.tun_mtu, off.probe_interval) == (
+        False,
+        "decent0",
+        1440,
+        10.0,
+    )
+    cfg = load_config(_write(tmp_path, GOOD + DATAPLANE))
+    assert cfg.dataplane
+    assert (cfg.tun, cfg.tun_mtu, cfg.route_table) == ("lisp0", 1400, 100)
+    assert cfg.routes == ("10.7.0.0/16", "2001:db8:7::/48")
+    assert (cfg.probe_interval, cfg.negative_action) == (5.0, "native")
+    assert cfg.petr == IPv4Address("198.18.42.99")
+    assert (cfg.queue_size, cfg.underlay_mtu) == (8, 9000)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('tun = "a very long device name"', r"\[dataplane\] tun: .*not an interface"),
+        ("mtu = 100", r"\[dataplane\] mtu: 100 out of range"),
+        ("table = 254", r"\[dataplane\] table: 254 is not a free routing table"),
+        ('routes = ["10.7/33"]', r"\[dataplane\] routes: '10.7/33' is not a prefix"),
+        ("probe_interval = -1", r"\[dataplane\] probe_interval: negative"),
+        ('negative_action = "bounce"', r"negative_action: 'bounce' is not an action"),
+        ('petr = "nowhere"', r"\[dataplane\] petr: 'nowhere' is not an IP address"),
+        ("queue_size = -1", r"\[dataplane\] queue_size: -1 out of range"),
+        ("underlay_mtu = 100", r"\[dataplane\] underlay_mtu: 100 out of range"),
+        ("enabled = 1", r"\[dataplane\] enabled: expected bool"),
+        ("speed = 11", r"\[dataplane\] speed: unknown key"),
+    ],
+)
+def test_dataplane_errors_name_the_key_and_the_fix(
+    tmp_path: Path, line: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(_write(tmp_path, GOOD + "[dataplane]\n" + line + "\n"))

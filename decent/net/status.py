@@ -68,6 +68,7 @@ class NodeStatus:
         started: float,
         register_interval: float,
         errors: Callable[[], dict[str, int]] | None = None,
+        dataplane: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.node = node
         self.clock = clock
@@ -75,6 +76,7 @@ class NodeStatus:
         self.started = started
         self.register_interval = register_interval
         self.errors = errors or dict
+        self.dataplane = dataplane or (lambda: {"enabled": False})
 
     # ------------------------------------------------------------ helpers
     def names(self) -> dict[IPAddress, str]:
@@ -139,6 +141,7 @@ class NodeStatus:
             },
             "counters": dict(sorted(node.counters.items())),
             "socket_errors": dict(self.errors()),
+            "dataplane": self.dataplane(),
             "state": node.soft_state_sizes(),
         }
 

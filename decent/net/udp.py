@@ -140,6 +140,9 @@ class NodeShell:
         self.events: deque[tuple[float, Event]] = deque(maxlen=500)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        #: Called at the end of every flush (the data plane sends what a
+        #: control input released, e.g. packets waiting for a mapping).
+        self.after_flush: Callable[[], None] | None = None
         self._addr_memo: dict[str, IPAddress] = {}
         self._host_memo: dict[IPAddress, str] = {}
         rloc = node.config.rlocs[0]
@@ -170,11 +173,13 @@ class NodeShell:
             addr = self._addr_memo[host] = ip_address(host.partition("%")[0])
         return (addr, port)
 
-    def _drain(self, sock: socket.socket, data_port: bool) -> None:
+    def _drain(
+        self, sock: socket.socket, data_port: bool, local: Addr | None = None
+    ) -> None:
         # Names hoisted out of the loop: this runs once per datagram.
         rx_data, rx_control = self.node.receive_data_packet, self.node.receive_datagram
         recvfrom, memo, peer = sock.recvfrom, self._addr_memo, self._peer
-        local = self._local
+        local = local or self._local
         now = self.loop.time()
         for _ in range(DRAIN):
             try:
@@ -235,3 +240,5 @@ class NodeShell:
                 None if when is None else self.loop.call_at(when, self._on_timer)
             )
             self._timer_at = when
+        if self.after_flush is not None:
+            self.after_flush()

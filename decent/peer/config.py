@@ -129,6 +129,9 @@ class NodeConfig:
     probe_timeout: float = 3.0
     probe_down_after: int = 2
     recent_itr_window: float = 60.0
+    #: Resolve through our own Map-Resolver in-process (no datagram) when it
+    #: is among map_resolvers: every Decent member answers its own lookups.
+    resolve_in_process: bool = False
 
     def __post_init__(self) -> None:
         if not self.rlocs:

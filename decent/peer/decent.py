@@ -52,6 +52,7 @@ def decent_node_config(
     group_lookup_interval: float | None = 30.0,
     map_reply_rate: float = 1000.0,
     map_reply_burst: float = 2000.0,
+    resolve_in_process: bool = False,
 ) -> NodeConfig:
     """A push-mode member: its own Map-Server and Map-Resolver, registering
     its membership, its name and its EIDs once to the whole group.
@@ -109,4 +110,5 @@ def decent_node_config(
         group_lookup_interval=group_lookup_interval,
         map_reply_rate=map_reply_rate,
         map_reply_burst=map_reply_burst,
+        resolve_in_process=resolve_in_process,
     )

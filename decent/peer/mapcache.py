@@ -19,6 +19,13 @@ class LocatorState:
     missed: int = 0
     packets: int = 0
     bytes: int = 0
+    #: RFC 9300 section 10: the last locator-status bit the mapping's own
+    #: site sent for this RLOC; a clear bit keeps us off it until it is set.
+    lsb_up: bool = True
+    #: (host, port) for sendto and the RLOC's IP version (0: one of our own
+    #: RLOCs, never encapsulated to), filled in by the data plane on first use.
+    sockaddr: tuple[str, int] | None = None
+    family: int = 0
 
     @property
     def usable(self) -> bool:
@@ -27,6 +34,7 @@ class LocatorState:
         loc = self.locator
         return (
             self.up
+            and self.lsb_up
             and loc.reachable
             and loc.priority != 255
             and isinstance(loc.address, IPv4Address | IPv6Address)
@@ -43,10 +51,35 @@ class CacheEntry:
     locators: list[LocatorState] = field(default_factory=list)
     packets: int = 0
     bytes: int = 0
+    #: The locator-status bits last received from this mapping's site.
+    lsbs: int | None = None
+    #: The data plane's locator choice table and the MapCache generation it
+    #: was built for (see `slots`).
+    _slots: tuple[LocatorState, ...] = ()
+    _slots_generation: int = -1
 
     @property
     def negative(self) -> bool:
         return not self.record.locators
+
+    def slots(self, generation: int) -> tuple[LocatorState, ...]:
+        """The usable locators of the best priority, each repeated in
+        proportion to its weight: `slots[hash % len(slots)]` is `choose(hash)`
+        without the per-packet list building. Empty when none is usable."""
+        if self._slots_generation != generation:
+            usable = [s for s in self.locators if s.usable]
+            table: list[LocatorState] = []
+            if usable:
+                best = min(s.locator.priority for s in usable)
+                tier = [s for s in usable if s.locator.priority == best]
+                if sum(s.locator.weight for s in tier) == 0:
+                    table = tier
+                else:
+                    for s in tier:
+                        table.extend([s] * s.locator.weight)
+            self._slots = tuple(table)
+            self._slots_generation = generation
+        return self._slots
 
     def choose(self, flow_hash: int) -> LocatorState | None:
         """The locator for a flow: best priority among usable ones, by weight."""
@@ -71,6 +104,9 @@ class MapCache:
 
     def __init__(self) -> None:
         self.db: MapDB[CacheEntry] = MapDB()
+        #: Bumped whenever any entry or locator state changes, so per-entry
+        #: choice tables (`CacheEntry.slots`) know to rebuild.
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self.db)
@@ -92,6 +128,7 @@ class MapCache:
             if prev is not None:
                 state.up, state.rtt, state.missed = prev.up, prev.rtt, prev.missed
                 state.packets, state.bytes = prev.packets, prev.bytes
+                state.lsb_up = prev.lsb_up
             locs.append(state)
         entry = CacheEntry(eid, record, source, now, now + ttl, locs)
         if old is not None:
@@ -100,10 +137,13 @@ class MapCache:
                 old.packets,
                 old.bytes,
             )
+            entry.lsbs = old.lsbs
         self.db.insert(eid, entry)
+        self.generation += 1
         return entry
 
     def remove(self, eid: Eid) -> CacheEntry | None:
+        self.generation += 1
         return self.db.remove(eid)
 
     def lookup(self, eid: Eid) -> CacheEntry | None:

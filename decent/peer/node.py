@@ -19,7 +19,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from decent.peer.config import Addr, DatabaseMapping, NodeConfig
 from decent.peer.events import (
@@ -82,11 +82,17 @@ from decent.wire import (
 )
 from decent.wire.auth import AUTH_LENGTH
 
+if TYPE_CHECKING:  # pragma: no cover - the data plane imports this module
+    from decent.peer.dataplane import DataPlane
+
 IPAddress = IPv4Address | IPv6Address
 MASK64: Final = (1 << 64) - 1
 _REPLY_TYPE: Final = 2 << 28
 _REPLY_PROBE: Final = 0x08000000
 _MIN: Final = 60.0
+#: Messages an ITR exchanges with its own Map-Resolver: handled in-process
+#: when the node resolves for itself (NodeConfig.resolve_in_process).
+_LOOPBACK_KINDS: Final = frozenset({"map-request", "map-reply"})
 
 
 # ---------------------------------------------------------------- timer keys
@@ -237,6 +243,17 @@ class Node:
         self._group_lookup_round = 0
         if config.group is not None and config.group_lookup_interval:
             self._timers.set(GroupLookup(), now + config.group_lookup_interval)
+        #: The xTR data plane, when one is attached (DataPlane attaches itself).
+        self.dataplane: DataPlane | None = None
+        #: Bumped on every registration change: the data plane's list of
+        #: registered RLOCs (whom its ETR decapsulates for) follows it.
+        self.registry_version = 0
+        own = (config.rlocs[0], config.control_port)
+        self._loopback_addr = (
+            own if config.resolve_in_process and own in config.map_resolvers else None
+        )
+        self._loopback: deque[bytes] = deque()
+        self._looping = False
 
     # ============================================================ shell API
     def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
@@ -270,11 +287,12 @@ class Node:
                 case ProbeTick():
                     self._probe_tick(now)
                 case ProbeTimeout(nonce):
-                    self._probe_timeout(nonce)
+                    self._probe_timeout(nonce, now)
                 case GroupLookup():
                     self._group_lookup(now)
                 case Sweep():  # pragma: no branch - the cases are exhaustive
                     self._sweep(now)
+        self._run_loopback(now)
 
     def receive_datagram(
         self, data: bytes, addr: Addr, now: float, local: Addr | None = None
@@ -300,6 +318,7 @@ class Node:
             # A decoded field that the protocol layer cannot use, e.g. an EID
             # with an LCAF we cannot index: the peer's fault, not ours.
             self._drop(addr, "unusable-field")
+        self._run_loopback(now)
 
     def receive_data_packet(self, data: bytes, addr: Addr, now: float) -> None:
         """Feed one UDP payload received on the data port (4341).
@@ -311,7 +330,10 @@ class Node:
         try:
             header, inner = decapsulate(data)
             if header.instance_id != DECENT_CONTROL_IID:
-                self._drop(addr, "data-plane-off")
+                if self.dataplane is None:
+                    self._drop(addr, "data-plane-off")
+                else:
+                    self.dataplane.receive_packet(data, addr, now)
                 return
             packet = decode_udp_packet(inner)
         except DecodeError:
@@ -384,6 +406,7 @@ class Node:
         if entry is not None and entry.expires > now:
             return
         self._start_request(eid, now, smr_invoked=False)
+        self._run_loopback(now)
 
     def set_locators(self, eid: Eid, locators: tuple[Locator, ...], now: float) -> None:
         """Change (or add) a database mapping's RLOC set, as a mobile node does
@@ -397,7 +420,9 @@ class Node:
         )
         self.database.insert(eid, mapping)
         self._quick_until = now + self.config.quick_register_period
-        self._timers.set(RegisterTick(), now)
+        # Register before the SMRs leave: an SMR'd ITR asks the mapping
+        # system, which must already hold the new locators when it does.
+        self._register_tick(now)
         self._send_smrs(eid, now)
 
     def deregister(self, now: float, eids: Iterable[Eid] | None = None) -> None:
@@ -434,8 +459,26 @@ class Node:
 
     # ============================================================ helpers
     def _send(self, data: bytes, dest: Addr, kind: str) -> None:
-        self._out.append((data, dest))
         self.counters["tx." + kind] += 1
+        if dest == self._loopback_addr and kind in _LOOPBACK_KINDS:
+            self._loopback.append(data)
+            return
+        self._out.append((data, dest))
+
+    def _run_loopback(self, now: float) -> None:
+        """Hand what we sent to our own Map-Resolver (and its reply to our
+        ITR) back to ourselves: an EID registered to the group resolves with
+        no datagram on any network and no wait for the event loop."""
+        if self._looping:
+            return
+        addr = self._loopback_addr
+        self._looping = True
+        try:
+            while self._loopback:
+                assert addr is not None
+                self.receive_datagram(self._loopback.popleft(), addr, now, addr)
+        finally:
+            self._looping = False
 
     def _send_to_group(self, data: bytes, kind: str, skip: set[IPAddress]) -> None:
         """RFC 9962 4.1: one message for every member. Natively to G on a
@@ -491,6 +534,7 @@ class Node:
             self.counters["accept.unauthenticated"] += 1
             self._emit(UnauthenticatedAccepted(src, site.name))
         for ch in self.ms.apply(msg, eids, site, src, now):
+            self.registry_version += 1
             timer = ExpireChild(ch.eid, ch.child)
             if ch.removed:
                 self._timers.cancel(timer)
@@ -533,6 +577,7 @@ class Node:
             if renewed is not None:
                 self._timers.set(ExpireChild(eid, child), renewed.expires)
             return
+        self.registry_version += 1
         self.counters["registration.expired"] += 1
         self._emit(RegistrationExpired(eid, child if isinstance(child, int) else None))
         if ch.changed and ch.entry is not None and ch.entry.merge:
@@ -837,6 +882,8 @@ class Node:
             pending.held_until = now + self.config.request_holddown
             self.counters["request.failed"] += 1
             self._emit(MapRequestFailed(eid))
+            if self.dataplane is not None:
+                self.dataplane.on_request_failed(eid)
             self._timers.set(RequestRetry(eid), pending.held_until)
             return
         self._send_request(pending, now)
@@ -908,6 +955,8 @@ class Node:
         self._timers.set(CacheExpiry(eid), entry.expires)
         self.counters["cache.installed"] += 1
         self._emit(MapCacheUpdated(eid, source, entry.negative))
+        if self.dataplane is not None:
+            self.dataplane.on_install(eid, now)
         if eid == self._group_eid:
             self._membership_changed(now)
 
@@ -984,23 +1033,24 @@ class Node:
         for eid, entry in list(self.cache.db.items()):
             if entry.negative or entry.source == "local":
                 continue
-            addr, mask = eid.to_wire()
             for state in entry.locators:
                 rloc = state.locator.address
                 if not isinstance(rloc, IPv4Address | IPv6Address) or self._own(rloc):
                     continue
-                own = self.config.rloc_for(rloc.version)
-                if own is None:
-                    continue
-                nonce = self._next_nonce()
-                probe = MapRequest(
-                    nonce, (RequestRecord(addr, mask),), (own,), probe=True
-                )
-                self._probes[nonce] = (eid, rloc, now)
-                self._send(probe.encode(), (rloc, self.config.control_port), "probe")
-                self._timers.set(ProbeTimeout(nonce), now + self.config.probe_timeout)
+                self._send_probe(eid, rloc, now)
         assert self.config.probe_interval
         self._timers.set(ProbeTick(), now + self.config.probe_interval)
+
+    def _send_probe(self, eid: Eid, rloc: IPAddress, now: float) -> None:
+        own = self.config.rloc_for(rloc.version)
+        if own is None:
+            return
+        addr, mask = eid.to_wire()
+        nonce = self._next_nonce()
+        probe = MapRequest(nonce, (RequestRecord(addr, mask),), (own,), probe=True)
+        self._probes[nonce] = (eid, rloc, now)
+        self._send(probe.encode(), (rloc, self.config.control_port), "probe")
+        self._timers.set(ProbeTimeout(nonce), now + self.config.probe_timeout)
 
     def _probe_state(self, eid: Eid, rloc: IPAddress) -> tuple[CacheEntry, int] | None:
         entry = self.cache.db.get(eid)
@@ -1028,9 +1078,10 @@ class Node:
         state.rtt, state.missed = now - sent, 0
         if not state.up:
             state.up = True
+            self.cache.generation += 1
             self._emit(LocatorStateChanged(eid, str(rloc), True))
 
-    def _probe_timeout(self, nonce: int) -> None:
+    def _probe_timeout(self, nonce: int, now: float) -> None:
         # A reply cancels this timer, so the probe is still outstanding.
         eid, rloc, _ = self._probes.pop(nonce)
         found = self._probe_state(eid, rloc)
@@ -1040,7 +1091,13 @@ class Node:
         state.missed += 1
         if state.up and state.missed >= self.config.probe_down_after:
             state.up = False
+            self.cache.generation += 1
             self._emit(LocatorStateChanged(eid, str(rloc), False))
+        elif state.up:
+            # Probe again at once rather than a whole interval later, so a
+            # dead RLOC is left within one interval plus the down-after
+            # timeouts of the failure (traffic may be going to it).
+            self._send_probe(eid, rloc, now)
 
     # ============================================================ ETR
     def _on_notify(self, msg: MapNotify, raw: bytes, src: Addr, now: float) -> None:
@@ -1257,6 +1314,7 @@ class Node:
         entry = self.ms.restore(eid, site, merge, proxy, alive)
         if entry is None:
             return False
+        self.registry_version += 1
         for key, child in entry.children.items():
             self._timers.set(ExpireChild(eid, key), child.expires)
         if eid == self._group_eid:

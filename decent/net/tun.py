@@ -1,0 +1,559 @@
+"""The xTR data plane's I/O: the TUN device, routes, data sockets and drain loops.
+
+Packets never become coroutines: the TUN fd and each data socket get a
+`loop.add_reader` callback that handles up to `DRAIN` packets synchronously
+through the sans-I/O `DataPlane` (ecosystem notes 2.4: asyncio's datagram
+transport does one recvfrom per loop iteration, a drain loop ~10x more). The
+ITR reads each packet 8 bytes into a preallocated buffer, so the core writes
+the LISP header in front and the very same buffer is sent: no copy.
+
+Routing (as wg-quick does it): the overlay's EID-prefixes live in their own
+table, consulted for every packet not marked with our fwmark; our sockets
+carry that mark, so an EID route can never swallow our own RLOC traffic, and
+natively forwarded packets leave through the main table. The main table's
+specific routes win over the EID table (`suppress_prefixlength 0`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_network
+from typing import Final
+
+from decent.peer.dataplane import HEADROOM, DataPlane
+from decent.wire import Eid
+
+log = logging.getLogger("decent.dataplane")
+IPAddress = IPv4Address | IPv6Address
+#: Packets per wake-up per fd before yielding to the loop.
+DRAIN: Final = 64
+#: UDP source ports per RLOC that flows are hashed onto (RFC 9300 section 12).
+SOURCE_PORTS: Final = 16
+_TUNSETIFF: Final = 0x400454CA
+_IFF_TUN: Final = 0x0001
+_IFF_NO_PI: Final = 0x1000
+_SO_SNDBUFFORCE: Final = 32
+_SO_RCVBUFFORCE: Final = 33
+_BUFFER: Final = 4 << 20
+_RTMGRP_LINK: Final = 0x1
+_RTMGRP_IPV4_IFADDR: Final = 0x10
+_RTMGRP_IPV6_IFADDR: Final = 0x100
+#: ip rule priorities: main's specific routes first, then the EID table.
+RULE_PREF: Final = 4340
+_MAX_PACKET: Final = 65535
+
+
+class DataPlaneUnavailable(RuntimeError):
+    """Why this host cannot run the data plane (the control plane still can)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TunSettings:
+    """What the shell needs from the [dataplane] config section."""
+
+    name: str = "decent0"
+    mtu: int = 1440
+    table: int = 4341
+    #: Extra prefixes routed into the TUN besides the registered EIDs.
+    routes: tuple[str, ...] = ()
+
+
+def unavailable_reason() -> str | None:
+    """Why a TUN data plane cannot start here, or None (checked cheaply)."""
+    if not sys.platform.startswith("linux"):
+        return f"the TUN data plane needs Linux (this is {sys.platform})"
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun does not exist (in a container: devices: /dev/net/tun)"
+    if shutil.which("ip") is None:
+        return "`ip` (iproute2) is not installed"
+    return None
+
+
+def open_tun(name: str) -> tuple[int, str]:
+    """Create (or attach to) TUN device `name`, non-blocking, no packet info."""
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise DataPlaneUnavailable(
+            f"cannot open /dev/net/tun: {exc.strerror}"
+        ) from None
+    try:
+        req = struct.pack("16sH", name.encode()[:15], _IFF_TUN | _IFF_NO_PI)
+        res = fcntl.ioctl(fd, _TUNSETIFF, req)
+    except OSError as exc:
+        os.close(fd)
+        hint = ""
+        if exc.errno == errno.EPERM:
+            hint = " (needs root or CAP_NET_ADMIN; in Docker: cap_add NET_ADMIN)"
+        raise DataPlaneUnavailable(
+            f"cannot create TUN {name!r}: {exc.strerror}{hint}"
+        ) from None
+    return fd, res[:16].rstrip(b"\0").decode()
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if check and result.returncode:
+        raise DataPlaneUnavailable(f"ip {' '.join(args)}: {result.stderr.strip()}")
+    return result
+
+
+def _sysctl(path: str, value: str) -> None:
+    with contextlib.suppress(OSError), open(path, "w") as f:
+        f.write(value)
+
+
+def host_eids(eids: Iterable[Eid]) -> list[IPAddress]:
+    """The EIDs that are single addresses: these go on the TUN."""
+    out: list[IPAddress] = []
+    for eid in eids:
+        addr = eid.address
+        if (
+            isinstance(addr, IPv4Address | IPv6Address)
+            and eid.group is None
+            and eid.mask_len == addr.max_prefixlen
+        ):
+            out.append(addr)
+    return out
+
+
+def rloc_states(rlocs: tuple[IPAddress, ...]) -> list[bool]:
+    """Per RLOC: is it on an interface that is up with its carrier up?"""
+    result = _ip("-j", "addr", "show", check=False)
+    try:
+        links = json.loads(result.stdout or "[]")
+    except ValueError:
+        return [True] * len(rlocs)
+    up: dict[str, bool] = {}
+    for link in links:
+        flags = set(link.get("flags", ()))
+        ok = "UP" in flags and "LOWER_UP" in flags
+        for info in link.get("addr_info", ()):
+            up[info.get("local", "")] = ok
+    return [up.get(str(r), False) for r in rlocs]
+
+
+@dataclass
+class _Rloc:
+    address: IPAddress
+    pool: list[socket.socket] = field(default_factory=list)
+    data: socket.socket | None = None
+    control: socket.socket | None = None
+
+
+class TunShell:
+    """Moves packets between the TUN, the data sockets and a DataPlane."""
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        settings: TunSettings,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        data_socket: socket.socket,
+        control_drain: Callable[[socket.socket, IPAddress], None],
+        flush_control: Callable[[], None],
+    ) -> None:
+        """`data_socket` is the node's data-port socket on its first RLOC;
+        `control_drain(sock, rloc)` handles a readable control socket bound to
+        another RLOC; `flush_control()` sends what the Node queued and must
+        end by calling `flush_packets()`."""
+        self.dp = dataplane
+        self.node = dataplane.node
+        self.settings = settings
+        self.loop = loop
+        self.errors: dict[str, int] = {}
+        self.name = settings.name
+        self._data_socket = data_socket
+        self._control_drain = control_drain
+        self._flush_control = flush_control
+        self._fd = -1
+        self._rlocs = [_Rloc(r) for r in self.node.config.rlocs]
+        self._rlocs[0].data = data_socket
+        self._raw: dict[int, socket.socket] = {}
+        self._netlink: socket.socket | None = None
+        self._routes: set[str] = set()
+        self._routes_version = -1
+        self._route_task: asyncio.Task[None] | None = None
+        self._rules_added = False
+        self._tx = bytearray(HEADROOM + _MAX_PACKET)
+        self._tx_view = memoryview(self._tx)
+        self._rx = bytearray(HEADROOM + _MAX_PACKET)
+        self._rx_view = memoryview(self._rx)
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Create and configure the TUN, open the sockets, start reading.
+        Raises DataPlaneUnavailable (everything opened so far is closed)."""
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        reason = unavailable_reason()
+        if reason:
+            raise DataPlaneUnavailable(reason)
+        s = self.settings
+        self._fd, self.name = open_tun(s.name)
+        # A longer queue in front of our reader absorbs bursts while the
+        # event loop is busy elsewhere (the default 500 overflows at ~25k pps).
+        _ip(
+            "link",
+            "set",
+            "dev",
+            self.name,
+            "mtu",
+            str(s.mtu),
+            "txqueuelen",
+            "5000",
+            "up",
+        )
+        # Decapsulated packets from a non-EID source (an RLOC) arrive on the
+        # TUN but route back through the underlay: loose reverse-path check.
+        _sysctl(f"/proc/sys/net/ipv4/conf/{self.name}/rp_filter", "2")
+        _sysctl(f"/proc/sys/net/ipv6/conf/{self.name}/disable_ipv6", "0")
+        for addr in host_eids(m.eid for m in self.node.config.database):
+            if addr.version == 4:
+                _ip("addr", "add", f"{addr}/32", "dev", self.name)
+            elif _ip(
+                "-6",
+                "addr",
+                "add",
+                f"{addr}/128",
+                "dev",
+                self.name,
+                "nodad",
+                check=False,
+            ).returncode:
+                log.warning("IPv6 EID %s not assigned (IPv6 disabled here?)", addr)
+        self._rules(add=True)
+        self._open_sockets()
+        self._sync_routes_now()
+        loop = self.loop
+        loop.add_reader(self._fd, self._drain_tun)
+        for r in self._rlocs:
+            if r.data is not None:
+                loop.add_reader(r.data.fileno(), self._drain_data, r.data)
+            if r.control is not None:
+                loop.add_reader(
+                    r.control.fileno(), self._control_drain, r.control, r.address
+                )
+        self._watch_links()
+        log.info(
+            "data plane on: TUN %s (mtu %d), EIDs %s, table %d",
+            self.name,
+            s.mtu,
+            ", ".join(
+                str(a) for a in host_eids(m.eid for m in self.node.config.database)
+            )
+            or "none",
+            s.table,
+        )
+
+    def close(self) -> None:
+        loop = self.loop
+        if self._route_task is not None:
+            self._route_task.cancel()
+        if self._fd >= 0:
+            loop.remove_reader(self._fd)
+            os.close(self._fd)  # the device, its addresses and routes go with it
+            self._fd = -1
+        if self._netlink is not None:
+            loop.remove_reader(self._netlink.fileno())
+            self._netlink.close()
+            self._netlink = None
+        for r in self._rlocs:
+            for sock in (r.data, r.control):
+                if sock is not None and sock is not self._data_socket:
+                    loop.remove_reader(sock.fileno())
+                    sock.close()
+            if r.data is self._data_socket:
+                loop.remove_reader(r.data.fileno())
+            for sock in r.pool:
+                sock.close()
+            r.pool.clear()
+        for sock in self._raw.values():
+            sock.close()
+        self._raw.clear()
+        if self._rules_added:
+            self._rules(add=False)
+
+    # ------------------------------------------------------------ setup
+    def _rules(self, add: bool) -> None:
+        table, pref = str(self.settings.table), RULE_PREF
+        for family in ("-4", "-6"):
+            for p in (pref, pref + 1):  # stale ones from a killed run too
+                while (
+                    _ip(family, "rule", "del", "pref", str(p), check=False).returncode
+                    == 0
+                ):
+                    pass
+            if not add:
+                continue
+            main = ("rule", "add", "pref", str(pref), "lookup", "main")
+            _ip(family, *main, "suppress_prefixlength", "0", check=family == "-4")
+            _ip(
+                family,
+                "rule",
+                "add",
+                "pref",
+                str(pref + 1),
+                "not",
+                "fwmark",
+                table,
+                "lookup",
+                table,
+                check=family == "-4",
+            )
+        self._rules_added = add
+
+    def _mark(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.settings.table)
+
+    def _buffers(self, sock: socket.socket) -> None:
+        for force, plain in (
+            (_SO_SNDBUFFORCE, socket.SO_SNDBUF),
+            (_SO_RCVBUFFORCE, socket.SO_RCVBUF),
+        ):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, _BUFFER)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, plain, _BUFFER)
+
+    def _open_sockets(self) -> None:
+        cfg = self.node.config
+        self._mark(self._data_socket)
+        self._buffers(self._data_socket)
+        for i, r in enumerate(self._rlocs):
+            family = socket.AF_INET6 if r.address.version == 6 else socket.AF_INET
+            for _ in range(SOURCE_PORTS):
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                r.pool.append(sock)
+                self._mark(sock)
+                self._buffers(sock)
+                sock.bind((str(r.address), 0))
+                sock.setblocking(False)
+            if i:  # the first RLOC's control and data sockets are the node's
+                for port, attr in (
+                    (cfg.data_port, "data"),
+                    (cfg.control_port, "control"),
+                ):
+                    sock = socket.socket(family, socket.SOCK_DGRAM)
+                    setattr(r, attr, sock)
+                    self._mark(sock)
+                    self._buffers(sock)
+                    sock.bind((str(r.address), port))
+                    sock.setblocking(False)
+        for version, family in ((4, socket.AF_INET), (6, socket.AF_INET6)):
+            try:
+                raw = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            except OSError:
+                continue  # no native forwarding of this family (no CAP_NET_RAW)
+            self._mark(raw)
+            raw.setblocking(False)
+            self._raw[version] = raw
+
+    # ------------------------------------------------------------ hot paths
+    def _drain_tun(self) -> None:
+        fd, dp = self._fd, self.dp
+        encap, readv = dp.encap, os.readv
+        buf, view = self._tx, self._tx_view
+        body = [view[HEADROOM:]]
+        pools = [r.pool for r in self._rlocs]
+        now = self.loop.time()
+        for _ in range(DRAIN):
+            try:
+                n = readv(fd, body)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self._error("tun-read", exc)
+                break
+            route = encap(buf, n, now)
+            if route is not None:
+                addr, src, flow = route
+                try:
+                    pools[src][flow % SOURCE_PORTS].sendto(view[: HEADROOM + n], addr)
+                except OSError as exc:
+                    self._error("send", exc)
+        self._flush()
+
+    def _drain_data(self, sock: socket.socket) -> None:
+        fd, dp = self._fd, self.dp
+        decap, write = dp.decap, os.write
+        recvfrom_into = sock.recvfrom_into
+        buf, view = self._rx, self._rx_view
+        now = self.loop.time()
+        for _ in range(DRAIN):
+            try:
+                n, (host, port, *_) = recvfrom_into(buf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self._error("recv", exc)
+                break
+            if decap(buf, n, host, port, now):
+                try:
+                    write(fd, view[HEADROOM:n])
+                except OSError as exc:
+                    self._error("tun-write", exc)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send what the last batch queued: the Node's control datagrams, then
+        (flush_control calls back `flush_packets`) the core's packet lists."""
+        self._flush_control()
+
+    def flush_packets(self) -> None:
+        dp = self.dp
+        pools = [r.pool for r in self._rlocs]
+        for payload, (addr, src, flow) in dp.packets_to_send():
+            try:
+                pools[src][flow % SOURCE_PORTS].sendto(payload, addr)
+            except OSError as exc:
+                self._error("send", exc)
+        for packet in dp.packets_to_tun():
+            try:
+                os.write(self._fd, packet)
+            except OSError as exc:
+                self._error("tun-write", exc)
+        for packet in dp.packets_to_native():
+            version = packet[0] >> 4
+            raw = self._raw.get(version)
+            if raw is None:
+                self.errors["native-unavailable"] = (
+                    self.errors.get("native-unavailable", 0) + 1
+                )
+                continue
+            dst = packet[16:20] if version == 4 else packet[24:40]
+            host = str(IPv4Address(dst) if version == 4 else IPv6Address(dst))
+            try:
+                raw.sendto(packet, (host, 0))
+            except OSError as exc:
+                self._error("native", exc)
+        if self._routes_version != self.node.registry_version:
+            self._schedule_route_sync()
+
+    def _error(self, what: str, exc: OSError) -> None:
+        key = f"{what}.{errno.errorcode.get(exc.errno or 0, 'error')}"
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+    # ------------------------------------------------------------ routes
+    def wanted_routes(self) -> set[str]:
+        """Every registered IP EID-prefix that is not ours, plus the
+        configured extra routes: these enter the TUN."""
+        node = self.node
+        ours = {m.eid for m in node.config.database}
+        out = {str(ip_network(r, strict=False)) for r in self.settings.routes}
+        for eid, _ in node.ms.db.items():
+            addr = eid.address
+            if (
+                eid.group is None
+                and eid not in ours
+                and eid.iid == node.config.group_iid
+                and isinstance(addr, IPv4Address | IPv6Address)
+            ):
+                out.add(f"{addr}/{eid.mask_len}")
+        return out
+
+    def _route_commands(self) -> list[str]:
+        wanted = self.wanted_routes()
+        table = self.settings.table
+        sources = {4: None, 6: None} | {
+            a.version: str(a)
+            for a in reversed(host_eids(m.eid for m in self.node.config.database))
+        }
+        cmds = []
+        for prefix in sorted(wanted - self._routes):
+            version = 6 if ":" in prefix else 4
+            src = sources[version]
+            cmd = f"route replace {prefix} dev {self.name} table {table}"
+            cmds.append(cmd + (f" src {src}" if src else ""))
+        for prefix in sorted(self._routes - wanted):
+            cmds.append(f"route del {prefix} table {table}")
+        self._routes = wanted
+        return cmds
+
+    def _sync_routes_now(self) -> None:
+        self._routes_version = self.node.registry_version
+        cmds = self._route_commands()
+        if cmds:
+            subprocess.run(
+                ["ip", "-force", "-batch", "-"],
+                input="\n".join(cmds) + "\n",
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+
+    def _schedule_route_sync(self) -> None:
+        if self._route_task is None or self._route_task.done():
+            self._route_task = self.loop.create_task(self._sync_routes())
+
+    async def _sync_routes(self) -> None:
+        while self._routes_version != self.node.registry_version:
+            self._routes_version = self.node.registry_version
+            cmds = self._route_commands()
+            if not cmds:
+                continue
+            proc = await asyncio.create_subprocess_exec(
+                "ip",
+                "-force",
+                "-batch",
+                "-",
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            _, err = await proc.communicate(("\n".join(cmds) + "\n").encode())
+            if proc.returncode:
+                log.debug("route sync: %s", err.decode(errors="replace").strip())
+
+    # ------------------------------------------------------------ our links
+    def _watch_links(self) -> None:
+        """Netlink link/address events make us re-check our RLOCs at once."""
+        try:
+            nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            nl.bind((0, _RTMGRP_LINK | _RTMGRP_IPV4_IFADDR | _RTMGRP_IPV6_IFADDR))
+            nl.setblocking(False)
+        except OSError as exc:
+            log.warning("cannot watch links (%s); RLOC state is not followed", exc)
+            return
+        self._netlink = nl
+        self.loop.add_reader(nl.fileno(), self._on_netlink)
+        self.check_rlocs()
+
+    def _on_netlink(self) -> None:
+        assert self._netlink is not None
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while self._netlink.recv(65536):
+                pass
+        self.check_rlocs()
+
+    def check_rlocs(self) -> None:
+        states = rloc_states(self.node.config.rlocs)
+        now = self.loop.time()
+        for i, up in enumerate(states):
+            if up != self.dp.rloc_up(i):
+                log.warning(
+                    "RLOC %s is %s", self.node.config.rlocs[i], "up" if up else "down"
+                )
+                self.dp.set_rloc_state(i, up, now)
+        self._flush()

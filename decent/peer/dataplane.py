@@ -1,0 +1,539 @@
+"""The xTR data plane's decisions: ITR encapsulation, ETR decapsulation (RFC 9300).
+
+Theory of operation
+-------------------
+The shell reads an inner IP packet from the TUN into a buffer, leaving
+`HEADROOM` (8) free bytes in front, and calls `encap(buf, n, now)`. On a
+forward the core has written the LISP header into those 8 bytes and returns
+where to send `buf[:8 + n]`: the RLOC's (host, port), the index of our own
+RLOC to send from, and a hash of the inner 5-tuple for the UDP source port.
+Nothing is copied on that path. A miss queues a copy of the packet (bounded)
+and asks our Map-Resolver once; packets released later, natively forwarded
+packets and ICMP errors wait in `packets_to_send()`, `packets_to_native()`
+and `packets_to_tun()`, which the shell drains after each batch.
+
+For a UDP payload received on the data port the shell calls
+`decap(buf, n, host, port, now)`; True means "write buf[8:n] to the TUN".
+Instance ID 0xffffff is the replicated control traffic of LISP-Decent and goes
+to the Node. Everything else must come from a registered RLOC and be for one
+of our EIDs; what fails a check is counted under `drop.<reason>` in the
+Node's counters, never raises and changes no state.
+
+`send_packet` / `receive_packet` are the same two paths on whole `bytes`, for
+tests and for datagrams arriving through the Node.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Final
+
+from decent.peer.config import Addr
+from decent.peer.events import LocatorStateChanged
+from decent.peer.mapcache import CacheEntry, LocatorState
+from decent.peer.mapserver import rle_entries
+from decent.peer.node import Node
+from decent.wire import DECENT_CONTROL_IID, Action, Eid
+from decent.wire.icmp import is_icmp_error, too_big
+
+IPAddress = IPv4Address | IPv6Address
+#: Bytes the shell leaves free in front of an inner packet for the header.
+HEADROOM: Final = 8
+#: Outer IP + UDP + LISP header per RLOC family (RFC 9300 section 7.1 "H").
+OVERHEAD: Final = {4: 20 + 8 + 8, 6: 40 + 8 + 8}
+NEGATIVE_ACTIONS: Final = ("drop", "native")
+
+_N_L: Final = 0x80 | 0x40  # nonce present, locator-status bits present
+_I: Final = 0x08
+_L: Final = 0x40
+_WORDS: Final = struct.Struct("!II")
+_DROP_ACTIONS: Final = frozenset(
+    {Action.DROP_NO_REASON, Action.DROP_POLICY_DENIED, Action.DROP_AUTH_FAILURE}
+)
+_V4_NOT_UNICAST: Final = 0xE0000000  # 224/4 multicast, 240/4, broadcast
+_V6_MULTICAST: Final = 0xFF
+_V6_LINK_LOCAL: Final = 0xFE80 >> 6
+
+
+@dataclass(frozen=True, slots=True)
+class DataPlaneConfig:
+    """What the forwarding decision needs besides the Node's own config."""
+
+    #: What a negative map-cache entry does with a packet: "drop" it, or
+    #: "native": send it into the underlay unencapsulated. A configured
+    #: `petr` takes precedence over both.
+    negative_action: str = "drop"
+    #: Proxy-ETR that negative entries are encapsulated to (RFC 6832).
+    petr: IPAddress | None = None
+    #: Packets that may wait for a mapping, in all.
+    queue_size: int = 64
+    #: Seconds a waiting packet stays useful.
+    queue_timeout: float = 3.0
+    #: The largest outer packet the underlay carries; bigger ones get an ICMP.
+    underlay_mtu: int = 1500
+    #: ICMP errors per second we may generate (RFC 1812 4.3.2.8 rate limit).
+    icmp_rate: float = 100.0
+
+    def __post_init__(self) -> None:
+        if self.negative_action not in NEGATIVE_ACTIONS:
+            raise ValueError(f"negative_action must be one of {NEGATIVE_ACTIONS}")
+        if self.queue_size < 0:
+            raise ValueError("queue_size must not be negative")
+        if self.underlay_mtu < 576 + OVERHEAD[6]:
+            raise ValueError(f"underlay_mtu must be at least {576 + OVERHEAD[6]}")
+
+
+Route = tuple[tuple[str, int], int, int]
+"""Where an encapsulated packet goes: (host, port), our RLOC index, flow hash."""
+
+
+class DataPlane:
+    """The forwarding state of one xTR. See the module docstring."""
+
+    def __init__(
+        self,
+        node: Node,
+        config: DataPlaneConfig | None = None,
+        *,
+        nonce: Callable[[], int],
+    ) -> None:
+        """Attach a data plane to node. `nonce` returns fresh random values;
+        the low 24 bits become each packet's nonce (RFC 9300 5.3)."""
+        self.node = node
+        self.config = config or DataPlaneConfig()
+        self._nonce = nonce
+        self.iid = node.config.group_iid
+        self.data_port = node.config.data_port
+        node.dataplane = self
+        self._counters = node.counters
+        self._cache = node.cache
+        self._lookup = node.cache.db.lookup_host
+        self._own_lookup = node.database.lookup_host
+        self._rlocs = node.config.rlocs
+        self._rloc_up = [True] * len(self._rlocs)
+        self._own_hosts = frozenset(str(r) for r in self._rlocs)
+        self._src: dict[int, int] = {}
+        self._lsb_word = 0
+        self._flags = _N_L | (_I if self.iid else 0)
+        self._own_sources()
+        mtu = self.config.underlay_mtu
+        self._limit = {v: mtu - h for v, h in OVERHEAD.items()}
+        self._allowed: frozenset[str] = frozenset()
+        self._allowed_version = -1
+        self._addr_memo: dict[str, IPAddress] = {}
+        self._queue: dict[Eid, deque[tuple[float, bytes]]] = {}
+        self._queued = 0
+        self._icmp_tokens = self.config.icmp_rate
+        self._icmp_last = 0.0
+        self._to_send: list[tuple[bytes, Route]] = []
+        self._to_tun: list[bytes] = []
+        self._to_native: list[bytes] = []
+        #: Hot-path totals (plain ints: a Counter costs a dict update each).
+        self.encapsulated = 0
+        self.encapsulated_bytes = 0
+        self.decapsulated = 0
+        self.decapsulated_bytes = 0
+
+    # ============================================================ outputs
+    def packets_to_send(self) -> list[tuple[bytes, Route]]:
+        """Encapsulated packets (header included) decided outside `encap`'s
+        return value: released from the miss queue, or sent to the PETR."""
+        out, self._to_send = self._to_send, []
+        return out
+
+    def packets_to_tun(self) -> list[bytes]:
+        """Inner packets for the TUN: decapsulated ones (bytes API) and the
+        ICMP errors we generate."""
+        out, self._to_tun = self._to_tun, []
+        return out
+
+    def packets_to_native(self) -> list[bytes]:
+        """Inner packets to send into the underlay unencapsulated."""
+        out, self._to_native = self._to_native, []
+        return out
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "encapsulated-packets": self.encapsulated,
+            "encapsulated-bytes": self.encapsulated_bytes,
+            "decapsulated-packets": self.decapsulated,
+            "decapsulated-bytes": self.decapsulated_bytes,
+            "queued": self._queued,
+        }
+
+    # ============================================================ our RLOCs
+    def _own_sources(self) -> None:
+        self._src = {}
+        word = 0
+        for i, (rloc, up) in enumerate(zip(self._rlocs, self._rloc_up, strict=True)):
+            if up:
+                word |= 1 << i
+                self._src.setdefault(rloc.version, i)
+        # With an instance ID the header has room for 8 status bits only.
+        self._lsb_word = word & 0xFF if self.iid else word & 0xFFFFFFFF
+
+    def rloc_up(self, index: int) -> bool:
+        return self._rloc_up[index]
+
+    def set_rloc_state(self, index: int, up: bool, now: float) -> None:
+        """Our RLOC number `index` went down or came back (the shell watches
+        its link). Our packets stop leaving from it and say so in their
+        locator-status bits; our mappings are registered again with its R bit
+        matching, and ITRs that recently sent to us are SMR'd (RFC 9301 6.1),
+        so they fail over without waiting for a probe to time out."""
+        if self._rloc_up[index] == up:
+            return
+        self._rloc_up[index] = up
+        self._own_sources()
+        rloc = self._rlocs[index]
+        self._counters[f"rloc.{'up' if up else 'down'}"] += 1
+        node = self.node
+        own = Eid(self.iid, rloc, rloc.max_prefixlen)
+        node._emit(LocatorStateChanged(own, str(rloc), up))
+        for eid, mapping in list(node.database.items()):
+            if not any(loc.address == rloc for loc in mapping.locators):
+                continue
+            locators = tuple(
+                replace(loc, reachable=up) if loc.address == rloc else loc
+                for loc in mapping.locators
+            )
+            node.set_locators(eid, locators, now)
+
+    # ============================================================ ITR
+    def encap(self, buf: bytearray, n: int, now: float) -> Route | None:
+        """Decide what happens to the inner packet in buf[8:8 + n].
+
+        Returns where to send buf[:8 + n] once the header is written, or None
+        (queued, dropped, or handed to one of the output lists).
+        """
+        if n < 20:
+            self._counters["drop.short-packet"] += 1
+            return None
+        version = buf[8] >> 4
+        if version == 4:
+            dst = int.from_bytes(buf[24:28], "big")
+            if dst >= _V4_NOT_UNICAST:
+                self._counters["drop.not-unicast"] += 1
+                return None
+        elif version == 6 and n >= 40:
+            dst = int.from_bytes(buf[32:48], "big")
+            if dst >> 120 == _V6_MULTICAST or dst >> 118 == _V6_LINK_LOCAL:
+                self._counters["drop.not-unicast"] += 1
+                return None
+        else:
+            self._counters["drop.not-ip"] += 1
+            return None
+        hit = self._lookup(self.iid, version, dst)
+        if hit is None:
+            self._miss(buf, n, version, dst, now)
+            return None
+        entry = hit[1]
+        slots = entry.slots(self._cache.generation)
+        if not slots:
+            if entry.negative:
+                return self._negative(entry, buf, n, version, now)
+            self._counters["drop.no-usable-rloc"] += 1
+            return None
+        h = _flow_hash(buf, n, version)
+        state = slots[h % len(slots)]
+        addr = state.sockaddr
+        if addr is None:
+            addr = self._resolve_sockaddr(state)
+        family = state.family
+        if not family:
+            self._counters["drop.own-rloc"] += 1
+            return None
+        src = self._src.get(family)
+        if src is None:
+            self._counters["drop.no-source-rloc"] += 1
+            return None
+        if n > self._limit[family] and self._too_big(buf, n, version, family, now):
+            return None
+        iid = self.iid
+        _WORDS.pack_into(
+            buf,
+            0,
+            self._flags << 24 | (self._nonce() & 0xFFFFFF),
+            (iid << 8 | self._lsb_word) if iid else self._lsb_word,
+        )
+        entry.packets += 1
+        entry.bytes += n
+        state.packets += 1
+        state.bytes += n
+        self.encapsulated += 1
+        self.encapsulated_bytes += n
+        return addr, src, h
+
+    def send_packet(self, packet: bytes, now: float) -> None:
+        """`encap` for a whole packet: what it forwards joins packets_to_send()."""
+        buf = bytearray(HEADROOM) + packet
+        route = self.encap(buf, len(packet), now)
+        if route is not None:
+            self._to_send.append((bytes(buf), route))
+
+    def _resolve_sockaddr(self, state: LocatorState) -> tuple[str, int]:
+        addr = state.locator.address
+        assert isinstance(addr, IPv4Address | IPv6Address)  # usable ones are
+        state.sockaddr = (str(addr), self.data_port)
+        # A mapping that names one of our own RLOCs would come straight back.
+        state.family = 0 if addr in self._rlocs else addr.version
+        return state.sockaddr
+
+    def _negative(
+        self, entry: CacheEntry, buf: bytearray, n: int, version: int, now: float
+    ) -> Route | None:
+        cfg = self.config
+        if entry.record.action in _DROP_ACTIONS:
+            self._counters["drop.negative-drop-action"] += 1
+            return None
+        if cfg.petr is not None:
+            family = cfg.petr.version
+            src = self._src.get(family)
+            if src is None:
+                self._counters["drop.no-source-rloc"] += 1
+                return None
+            if n > self._limit[family] and self._too_big(buf, n, version, family, now):
+                return None
+            iid = self.iid
+            _WORDS.pack_into(
+                buf,
+                0,
+                self._flags << 24 | (self._nonce() & 0xFFFFFF),
+                (iid << 8 | self._lsb_word) if iid else self._lsb_word,
+            )
+            entry.packets += 1
+            entry.bytes += n
+            self._counters["dataplane.petr"] += 1
+            return (str(cfg.petr), self.data_port), src, _flow_hash(buf, n, version)
+        entry.packets += 1
+        entry.bytes += n
+        if cfg.negative_action == "native":
+            self._counters["dataplane.native"] += 1
+            self._to_native.append(bytes(buf[HEADROOM : HEADROOM + n]))
+            return None
+        self._counters["drop.negative"] += 1
+        return None
+
+    def _miss(self, buf: bytearray, n: int, version: int, dst: int, now: float) -> None:
+        """RFC 9300 / 9301 5.3: ask the Map-Resolver (once per prefix; the
+        Node rate-limits and backs off) and hold the packet meanwhile."""
+        key = Eid(
+            self.iid,
+            IPv4Address(dst) if version == 4 else IPv6Address(dst),
+            32 if version == 4 else 128,
+        )
+        if self._queued >= self.config.queue_size:
+            self._expire_queue(now)
+        if self._queued >= self.config.queue_size:
+            self._counters["drop.queue-full"] += 1
+        else:
+            self._queue.setdefault(key, deque()).append(
+                (now, bytes(buf[HEADROOM : HEADROOM + n]))
+            )
+            self._queued += 1
+        self._counters["dataplane.miss"] += 1
+        self.node.request(key, now)
+
+    def _expire_queue(self, now: float) -> None:
+        limit = now - self.config.queue_timeout
+        for key in list(self._queue):
+            waiting = self._queue[key]
+            while waiting and waiting[0][0] < limit:
+                waiting.popleft()
+                self._queued -= 1
+                self._counters["drop.queue-timeout"] += 1
+            if not waiting:
+                del self._queue[key]
+
+    def on_install(self, eid: Eid, now: float) -> None:
+        """The Node installed a mapping: release the packets it covers."""
+        for key in [k for k in self._queue if eid.contains(k)]:
+            waiting = self._queue.pop(key)
+            self._queued -= len(waiting)
+            for queued_at, packet in waiting:
+                if now - queued_at > self.config.queue_timeout:
+                    self._counters["drop.queue-timeout"] += 1
+                    continue
+                self.send_packet(packet, now)
+
+    def on_request_failed(self, eid: Eid) -> None:
+        """The Map-Resolver never answered: drop what waited for eid."""
+        waiting = self._queue.pop(eid, None)
+        if waiting is not None:
+            self._queued -= len(waiting)
+            self._counters["drop.unresolved"] += len(waiting)
+
+    def _too_big(
+        self, buf: bytearray, n: int, version: int, family: int, now: float
+    ) -> bool:
+        """RFC 9300 7.1 (stateless MTU): an IPv6 packet, or IPv4 with DF set,
+        that will not fit once encapsulated is dropped (True) and its sender
+        told the size that fits. IPv4 without DF goes on (False): the kernel
+        fragments the outer packet."""
+        if version == 4 and not buf[HEADROOM + 6] & 0x40:
+            self._counters["dataplane.outer-fragmented"] += 1
+            return False
+        self._counters["drop.too-big"] += 1
+        packet = bytes(buf[HEADROOM : HEADROOM + n])
+        if is_icmp_error(packet):
+            return True
+        self._icmp_tokens = min(
+            self.config.icmp_rate,
+            self._icmp_tokens + (now - self._icmp_last) * self.config.icmp_rate,
+        )
+        self._icmp_last = now
+        if self._icmp_tokens < 1.0:
+            self._counters["dataplane.icmp-rate-limited"] += 1
+            return True
+        self._icmp_tokens -= 1.0
+        # From the destination the packet was for: an error "from" one of
+        # our own addresses, arriving on the TUN, is a martian to the kernel.
+        source = packet[16:20] if version == 4 else packet[24:40]
+        self._to_tun.append(too_big(packet, source, self._limit[family]))
+        self._counters["dataplane.icmp-too-big"] += 1
+        return True
+
+    # ============================================================ ETR
+    def decap(self, buf: bytearray, n: int, host: str, port: int, now: float) -> bool:
+        """Check the 4341 payload in buf[:n] from host:port; True means write
+        buf[8:n] (the inner packet) to the TUN."""
+        if n < HEADROOM + 20:
+            if n >= HEADROOM and buf[0] & _I and buf[4:7] == b"\xff\xff\xff":
+                self._control(buf, n, host, port, now)
+                return False
+            self._counters["drop.short-packet"] += 1
+            return False
+        flags = buf[0]
+        if flags & _I:
+            iid = int.from_bytes(buf[4:7], "big")
+            if iid == DECENT_CONTROL_IID:
+                self._control(buf, n, host, port, now)
+                return False
+            lsbs = buf[7]
+        else:
+            iid = 0
+            lsbs = int.from_bytes(buf[4:8], "big")
+        if self._allowed_version != self.node.registry_version:
+            self._refresh_allowed()
+        # LISP-MN section 13: never decapsulate for strangers.
+        if host not in self._allowed:
+            self._counters["drop.unknown-rloc"] += 1
+            return False
+        if iid != self.iid:
+            self._counters["drop.wrong-iid"] += 1
+            return False
+        version = buf[8] >> 4
+        if version == 4:
+            dst = int.from_bytes(buf[24:28], "big")
+            src = int.from_bytes(buf[20:24], "big")
+        elif version == 6 and n >= HEADROOM + 40:
+            dst = int.from_bytes(buf[32:48], "big")
+            src = int.from_bytes(buf[16:32], "big")
+        else:
+            self._counters["drop.not-ip"] += 1
+            return False
+        own = self._own_lookup(iid, version, dst)
+        if own is None:
+            self._counters["drop.not-our-eid"] += 1
+            return False
+        if flags & _L:
+            self._honour_lsbs(version, src, lsbs, host)
+        rloc = self._addr_memo.get(host)
+        if rloc is None:
+            rloc = self._remember(host)
+        # RFC 9301 6.1: who sent to us recently is SMR'd when we change.
+        self.node.note_itr(own[0], rloc, now)
+        self.decapsulated += 1
+        self.decapsulated_bytes += n - HEADROOM
+        return True
+
+    def receive_packet(self, data: bytes, addr: Addr, now: float) -> None:
+        """`decap` for a whole datagram: the inner packet joins packets_to_tun()."""
+        buf = bytearray(data)
+        if self.decap(buf, len(data), str(addr[0]), addr[1], now):
+            self._to_tun.append(bytes(buf[HEADROOM:]))
+
+    def _remember(self, host: str) -> IPAddress:
+        if len(self._addr_memo) > 4096:
+            self._addr_memo.clear()
+        addr = self._addr_memo[host] = ip_address(host.partition("%")[0])
+        return addr
+
+    def _control(
+        self, buf: bytearray, n: int, host: str, port: int, now: float
+    ) -> None:
+        rloc = self._addr_memo.get(host)
+        if rloc is None:
+            rloc = self._remember(host)
+        self.node.receive_data_packet(bytes(buf[:n]), (rloc, port), now)
+
+    def _refresh_allowed(self) -> None:
+        """Every RLOC that a registration we hold names: the ETR accepts
+        encapsulated packets from these and from no one else."""
+        hosts: set[str] = set()
+        for _, entry in self.node.ms.db.items():
+            for loc in entry.record.locators:
+                if isinstance(loc.address, IPv4Address | IPv6Address):
+                    hosts.add(str(loc.address))
+                for member in rle_entries(loc):
+                    if isinstance(member.address, IPv4Address | IPv6Address):
+                        hosts.add(str(member.address))
+        self._allowed = frozenset(hosts)
+        self._allowed_version = self.node.registry_version
+
+    def _honour_lsbs(self, version: int, src: int, lsbs: int, host: str) -> None:
+        """RFC 9300 section 10: a locator-status bit going to 0 keeps us off
+        that RLOC of the sender's mapping until it returns to 1. Only the
+        mapping's own RLOCs may say so."""
+        hit = self._lookup(self.iid, version, src)
+        if hit is None:
+            return
+        entry = hit[1]
+        if entry.lsbs == lsbs:
+            return
+        states = entry.locators
+        if not any(str(s.locator.address) == host for s in states):
+            return
+        entry.lsbs = lsbs
+        width = 8 if self.iid else 32
+        for i, state in enumerate(states[:width]):
+            up = bool(lsbs >> i & 1)
+            if state.lsb_up != up:
+                state.lsb_up = up
+                self._cache.generation += 1
+                self._counters["dataplane.lsb-change"] += 1
+                rloc = str(state.locator.address)
+                self.node._emit(LocatorStateChanged(entry.eid, rloc, up))
+
+
+def _flow_hash(buf: bytearray, n: int, version: int) -> int:
+    """A hash of the inner 5-tuple (addresses and protocol, plus ports for
+    TCP and UDP first fragments): RFC 9300 sections 5.3 and 12 want one UDP
+    source port per flow, so ECMP/LAG paths keep each flow in order."""
+    if version == 4:
+        ihl = (buf[8] & 0x0F) * 4
+        proto = buf[17]
+        h = zlib.crc32(buf[20:28], proto)
+        if (proto == 6 or proto == 17) and not (buf[14] & 0x3F or buf[15]):
+            h = zlib.crc32(buf[8 + ihl : 12 + ihl], h)
+        return h
+    proto = buf[14]
+    h = zlib.crc32(buf[16:48], proto)
+    if (proto == 6 or proto == 17) and n >= 44:
+        h = zlib.crc32(buf[48:52], h)
+    return h
+
+
+__all__ = [
+    "HEADROOM",
+    "NEGATIVE_ACTIONS",
+    "OVERHEAD",
+    "DataPlane",
+    "DataPlaneConfig",
+    "Route",
+]
