@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from decent.config import ConfigError, load_config
-from decent.peer.mapserver import rle_entries
+from decent.net.status import locator_dict
 from decent.web import views
 from decent.wire import (
     Action,
     DecodeError,
     Eid,
     EncapsulatedControlMessage,
-    Locator,
     MapRecord,
     MapReply,
     MapRequest,
@@ -203,29 +202,6 @@ def map_request(
     ).encode()
 
 
-def _locator_dict(loc: Locator) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "address": address_text(loc.address),
-        "priority": loc.priority,
-        "weight": loc.weight,
-        "m_priority": loc.m_priority,
-        "m_weight": loc.m_weight,
-        "reachable": loc.reachable,
-    }
-    rle = rle_entries(loc)
-    if rle:
-        out["address"] = "rle"
-        out["rle"] = [
-            {
-                "address": address_text(e.address),
-                "level": e.level,
-                "name": e.name.name if e.name else None,
-            }
-            for e in rle
-        ]
-    return out
-
-
 def _action(value: int) -> str:
     try:
         return Action(value).name.lower().replace("_", "-")
@@ -244,7 +220,7 @@ def record_dict(rec: MapRecord) -> dict[str, Any]:
         "authoritative": rec.authoritative,
         "negative": not rec.locators,
         "action": _action(rec.action),
-        "rlocs": [_locator_dict(loc) for loc in rec.locators],
+        "rlocs": [locator_dict(loc) for loc in rec.locators],
     }
 
 

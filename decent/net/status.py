@@ -22,7 +22,10 @@ IPAddress = IPv4Address | IPv6Address
 AUTH_NAMES = {0: "none", 1: "hmac-sha-1", 2: "hmac-sha-256", 3: "hmac-sha-256-hkdf"}
 
 
-def _locator(loc: Locator, names: dict[IPAddress, str]) -> dict[str, Any]:
+def locator_dict(
+    loc: Locator, names: dict[IPAddress, str] | None = None
+) -> dict[str, Any]:
+    """A locator as JSON, RLE members named from `names` where they carry none."""
     out: dict[str, Any] = {
         "address": address_text(loc.address),
         "priority": loc.priority,
@@ -39,7 +42,7 @@ def _locator(loc: Locator, names: dict[IPAddress, str]) -> dict[str, Any]:
             {
                 "address": address_text(e.address),
                 "level": e.level,
-                "name": e.name.name if e.name else _name_of(e.address, names),
+                "name": e.name.name if e.name else _name_of(e.address, names or {}),
             }
             for e in rle
         ]
@@ -166,7 +169,7 @@ class NodeStatus:
             "merge": entry.merge,
             "proxy_reply": entry.proxy_reply,
             "auth": AUTH_NAMES.get(latest.alg_id, str(latest.alg_id)),
-            "rlocs": [_locator(loc, names) for loc in entry.record.locators],
+            "rlocs": [locator_dict(loc, names) for loc in entry.record.locators],
             "registrations": [
                 {
                     "xtr_id": None if c.xtr_id is None else f"{c.xtr_id:032x}",
@@ -176,7 +179,7 @@ class NodeStatus:
                     "last_registered": round(now - c.last, 3),
                     "ttl": round(c.expires - now, 3),
                     "flags": c.flags,
-                    "rlocs": [_locator(loc, names) for loc in c.record.locators],
+                    "rlocs": [locator_dict(loc, names) for loc in c.record.locators],
                 }
                 for c in children
             ],
@@ -229,7 +232,7 @@ class NodeStatus:
             else None,
             "rlocs": [
                 {
-                    **_locator(s.locator, names),
+                    **locator_dict(s.locator, names),
                     "state": "up" if s.up else "down",
                     "rtt": s.rtt,
                     "packet-count": s.packets,

@@ -254,13 +254,7 @@ class DataPlane:
             return None
         if n > self._limit[family] and self._too_big(buf, n, version, family, now):
             return None
-        iid = self.iid
-        _WORDS.pack_into(
-            buf,
-            0,
-            self._flags << 24 | (self._nonce() & 0xFFFFFF),
-            (iid << 8 | self._lsb_word) if iid else self._lsb_word,
-        )
+        self._stamp(buf)
         entry.packets += 1
         entry.bytes += n
         state.packets += 1
@@ -275,6 +269,16 @@ class DataPlane:
         route = self.encap(buf, len(packet), now)
         if route is not None:
             self._to_send.append((bytes(buf), route))
+
+    def _stamp(self, buf: bytearray) -> None:
+        """Write the LISP header (RFC 9300 5.3) into the headroom of buf."""
+        iid = self.iid
+        _WORDS.pack_into(
+            buf,
+            0,
+            self._flags << 24 | (self._nonce() & 0xFFFFFF),
+            (iid << 8 | self._lsb_word) if iid else self._lsb_word,
+        )
 
     def _resolve_sockaddr(self, state: LocatorState) -> tuple[str, int]:
         addr = state.locator.address
@@ -299,13 +303,7 @@ class DataPlane:
                 return None
             if n > self._limit[family] and self._too_big(buf, n, version, family, now):
                 return None
-            iid = self.iid
-            _WORDS.pack_into(
-                buf,
-                0,
-                self._flags << 24 | (self._nonce() & 0xFFFFFF),
-                (iid << 8 | self._lsb_word) if iid else self._lsb_word,
-            )
+            self._stamp(buf)
             entry.packets += 1
             entry.bytes += n
             self._counters["dataplane.petr"] += 1
