@@ -27,6 +27,7 @@ IPAddress = IPv4Address | IPv6Address
 #: Datagrams handled per wake-up before yielding to the loop (libuv uses 32).
 DRAIN = 64
 _IP_MULTICAST_ALL = 49  # Linux: deliver only groups this socket joined
+_SO_RCVBUFFORCE = 33  # Linux; not in typeshed's socket module
 
 
 @dataclass
@@ -36,11 +37,21 @@ class Sockets:
     group: socket.socket | None = None
 
 
+#: Receive buffer asked for: a burst of Map-Requests (or one period's
+#: replicated registrations from a large group) waits here while the drain
+#: loop catches up; the kernel default (~200 KB) overflowed at 30k/s offered.
+RCVBUF = 4 << 20
+
+
 def _bound(family: int, host: str, port: int, reuse: bool = False) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if reuse:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:  # root (CAP_NET_ADMIN) may exceed net.core.rmem_max
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RCVBUF)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         sock.bind((host, port))
     except OSError:
         sock.close()
