@@ -971,7 +971,7 @@ class NetnsLab(_Lab):
                     f"dumpcap exited {proc.returncode}: "
                     f"{path.with_suffix('.dumpcap.log').read_text(errors='replace')}"
                 )
-            time.sleep(0.2)
+            self._wait_capturing(path)
             yield path
             time.sleep(0.2)  # let the last frames reach the file
         finally:
@@ -982,6 +982,22 @@ class NetnsLab(_Lab):
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+    def _wait_capturing(self, path: Path, timeout: float = 2.0) -> None:
+        """dumpcap writes its file header before its filter is live; on a
+        loaded machine that gap has lost a test's first frames. Broadcast
+        UDP markers (port 9, discard) across the bridge until one is in the
+        file. A capture filter that excludes them just waits out `timeout`."""
+        deadline = time.monotonic() + timeout  # noqa: TID251
+        marker = (str(self.subnet.broadcast_address), 9)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            s.bind((str(self.host_address), 0))
+            while time.monotonic() < deadline:  # noqa: TID251
+                s.sendto(b"decent-lab capture marker", marker)
+                time.sleep(0.05)
+                if path.stat().st_size > 24:  # more than the pcap header
+                    return
 
     # ------------------------------------------------------------ teardown
     def _kill_namespace_processes(self, ns: str) -> None:
