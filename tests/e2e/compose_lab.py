@@ -42,21 +42,33 @@ def web_port(i: int) -> int:
     return 8080 + i
 
 
+#: The two Compose implementations a user may have, by the name the tests
+#: use: Compose v2 (`docker compose`, a CLI plugin) and Debian's
+#: docker-compose 1.29 (Python, `docker-compose`).
+COMPOSE_VARIANTS: Final = {"v2": ["docker", "compose"], "v1": ["docker-compose"]}
+
+
+def compose_variants() -> dict[str, list[str]]:
+    """The Compose implementations installed here, v2 first."""
+    found = {}
+    if shutil.which("docker"):
+        probe = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False
+        )
+        if probe.returncode == 0:
+            found["v2"] = COMPOSE_VARIANTS["v2"]
+    if shutil.which("docker-compose"):
+        found["v1"] = COMPOSE_VARIANTS["v1"]
+    return found
+
+
 def compose_command() -> list[str] | None:
     """Compose v2 (`docker compose`) when present, else docker-compose 1.x.
     DECENT_COMPOSE (e.g. "docker-compose") picks one explicitly."""
     chosen = os.environ.get("DECENT_COMPOSE")
     if chosen:
         return shlex.split(chosen)
-    if shutil.which("docker"):
-        probe = subprocess.run(
-            ["docker", "compose", "version"], capture_output=True, check=False
-        )
-        if probe.returncode == 0:
-            return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    return None
+    return next(iter(compose_variants().values()), None)
 
 
 def engine_unavailable() -> str | None:
@@ -100,14 +112,20 @@ class ComposeLab:
     Every project is named `decent-e2e-<pid>-<tag>`; `down()` removes its
     containers, networks and volumes. The image is shared (decent:lab)."""
 
-    def __init__(self, tag: str, *, multicast: bool = False) -> None:
+    def __init__(
+        self,
+        tag: str,
+        *,
+        multicast: bool = False,
+        command: list[str] | None = None,
+    ) -> None:
         import docker
 
         self.project = f"{PROJECT_PREFIX}{os.getpid()}-{tag}"
         self.files = [COMPOSE_DIR / "docker-compose.yml"]
         if multicast:
             self.files.append(COMPOSE_DIR / "docker-compose.multicast.yml")
-        command = compose_command()
+        command = command or compose_command()
         if command is None:
             raise ComposeError("no compose command")
         self.command = command

@@ -9,6 +9,7 @@ import pytest
 from tests.e2e.compose_lab import (
     NODES,
     ComposeLab,
+    compose_variants,
     engine_unavailable,
     rloc,
 )
@@ -31,12 +32,16 @@ NET_ADMIN_ONLY = f"{1 << 12:016x}"
 
 
 def _start(
-    request: pytest.FixtureRequest, tag: str, **kw: bool
+    request: pytest.FixtureRequest,
+    tag: str,
+    *,
+    multicast: bool = False,
+    command: list[str] | None = None,
 ) -> Iterator[ComposeLab]:
     reason = engine_unavailable()
     if reason:
         pytest.skip(f"compose lab needs a Docker engine: {reason}")
-    lab = ComposeLab(tag, **kw)
+    lab = ComposeLab(tag, multicast=multicast, command=command)
     lab.remove_stale_projects()
     conflict = lab.conflicts()
     if conflict:
@@ -169,3 +174,24 @@ class TestMulticast:
         for i in NODES:
             assert lab.view(i) == lab.expected(), i
             assert lab.api(i, "/api/node")["mode"] == "multicast"
+
+
+class TestEveryComposeImplementation:
+    """The same files as a user with either Compose runs them: v2's
+    `docker compose` and Debian's docker-compose 1.29 (.ci/run installs
+    both). The classes above use v2 when present; this one runs the
+    newcomer's path (build, up, converge, ping, down) with each."""
+
+    @pytest.fixture(scope="class", params=["v2", "v1"])
+    def lab(self, request: pytest.FixtureRequest) -> Iterator[ComposeLab]:
+        command = compose_variants().get(request.param)
+        if command is None:
+            pytest.skip(f"Compose {request.param} is not installed here")
+        yield from _start(request, f"impl-{request.param}", command=command)
+
+    def test_converges_and_carries_traffic(self, lab: ComposeLab) -> None:
+        lab.wait_until(lab.agree(), CONVERGE, "n1..n3 to agree")
+        for i in NODES:
+            assert lab.view(i) == lab.expected(), i
+        out = lab.compose("exec", "-T", "n1", "ping", "-c", "2", "-W", "2", "3.3.3.3")
+        assert "from 3.3.3.3" in out, out
