@@ -6,7 +6,9 @@ Two `decent run` processes (n1, n2) with the data plane on run in network
 namespaces (decent.lab.NetnsLab); iperf3's client runs in n1 and its server
 in n2, so both xTRs and both iperf3 ends share this machine's cores. UDP
 rates are offered rates (iperf3 -b); the figures are what iperf3's server
-received and lost. One direction (n1 -> n2) is measured at a time.
+received and lost. Each direction is measured on its own: n1 -> n2, then
+n2 -> n1 (iperf3 -R: n2's server sends). The last lines compare the
+overlay's figures with the issue's targets.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ PREFIX = "dpbench"
 SUBNET = os.environ.get("DECENT_BENCH_SUBNET", "198.18.45.0/24")
 #: Offered UDP rates, packets per second, per payload size.
 UDP_RATES = {1000: (10_000, 25_000, 40_000), 64: (10_000, 25_000, 40_000)}
+#: The data-plane issue's targets on this 2-core machine.
+TARGET_PPS, TARGET_LOSS, TARGET_TCP = 25_000, 1.0, 150.0
+DIRECTIONS = {"n1 -> n2": [], "n2 -> n1": ["-R"]}
 #: iperf3's UDP socket buffers (-w). The default (~200 kB, ~90 datagrams of
 #: 1000 B) overflows in the *receiving iperf3* whenever it loses the CPU for
 #: a few ms to the two xTRs on this 2-core machine; that is the application's
@@ -60,17 +65,25 @@ def iperf(lab: NetnsLab, server: str, client: str, args: list[str]) -> dict[str,
         srv.wait()
 
 
-def tcp(lab: NetnsLab, server: str, client: str, seconds: int) -> float:
-    data = iperf(lab, server, client, ["-t", str(seconds)])
+def tcp(
+    lab: NetnsLab, server: str, client: str, seconds: int, extra: list[str]
+) -> float:
+    data = iperf(lab, server, client, ["-t", str(seconds), *extra])
     return float(data["end"]["sum_received"]["bits_per_second"]) / 1e6
 
 
 def udp(
-    lab: NetnsLab, server: str, client: str, size: int, pps: int, seconds: int
+    lab: NetnsLab,
+    server: str,
+    client: str,
+    size: int,
+    pps: int,
+    seconds: int,
+    extra: list[str],
 ) -> tuple[float, float]:
     """(received packets per second, loss %) at an offered rate."""
     bits = pps * size * 8
-    args = ["-u", "-l", str(size), "-b", str(bits), "-t", str(seconds)]
+    args = ["-u", "-l", str(size), "-b", str(bits), "-t", str(seconds), *extra]
     if WINDOW:
         args += ["-w", WINDOW]
     data = iperf(lab, server, client, args)
@@ -97,29 +110,45 @@ def run(seconds: int) -> None:
         }
         loop = "uvloop" if _has_uvloop() else "asyncio"
         print(
-            f"# iperf3, {seconds} s per point, n1 -> n2, event loop: {loop}, "
+            f"# iperf3, {seconds} s per point, each direction, event loop: {loop}, "
             f"UDP socket buffers: {WINDOW or 'default'}"
         )
-        results: dict[str, dict[object, Any]] = {}
-        for name, (server, client) in paths.items():
-            r: dict[object, Any] = {"tcp": tcp(lab, server, client, seconds)}
-            print(f"\n{name}\n  TCP: {r['tcp']:.0f} Mbit/s")
+        verdicts = []
+        for direction, extra in DIRECTIONS.items():
+            results: dict[str, dict[object, Any]] = {}
+            for name, (server, client) in paths.items():
+                r: dict[object, Any] = {"tcp": tcp(lab, server, client, seconds, extra)}
+                print(f"\n{direction}, {name}\n  TCP: {r['tcp']:.0f} Mbit/s")
+                for size, rates in UDP_RATES.items():
+                    for pps in rates:
+                        got, loss = udp(lab, server, client, size, pps, seconds, extra)
+                        r[(size, pps)] = (got, loss)
+                        print(
+                            f"  UDP {size:4d} B offered {pps:6d} pps: "
+                            f"received {got:8.0f} pps, loss {loss:5.2f} %"
+                        )
+                results[name] = r
+            over, plain = results.values()
+            print(f"\n{direction}, ratio overlay / plain veth")
+            print(f"  TCP: {over['tcp'] / plain['tcp']:.2f}")
             for size, rates in UDP_RATES.items():
                 for pps in rates:
-                    got, loss = udp(lab, server, client, size, pps, seconds)
-                    r[(size, pps)] = (got, loss)
-                    print(
-                        f"  UDP {size:4d} B offered {pps:6d} pps: "
-                        f"received {got:8.0f} pps, loss {loss:5.2f} %"
-                    )
-            results[name] = r
-        over, plain = results.values()
-        print("\nratio overlay / plain veth")
-        print(f"  TCP: {over['tcp'] / plain['tcp']:.2f}")
-        for size, rates in UDP_RATES.items():
-            for pps in rates:
-                ratio = over[(size, pps)][0] / max(plain[(size, pps)][0], 1.0)
-                print(f"  UDP {size:4d} B at {pps} pps: {ratio:.2f}")
+                    ratio = over[(size, pps)][0] / max(plain[(size, pps)][0], 1.0)
+                    print(f"  UDP {size:4d} B at {pps} pps: {ratio:.2f}")
+            got, loss = over[(1000, TARGET_PPS)]
+            # Received within 1 % of the offered rate counts as carried.
+            udp_ok = got >= 0.99 * TARGET_PPS and loss < TARGET_LOSS
+            verdicts.append(
+                f"  {direction}: UDP 1000 B at {TARGET_PPS} pps received "
+                f"{got:.0f} pps, loss {loss:.2f} % "
+                f"[{'met' if udp_ok else 'MISSED'}"
+                f": >= {TARGET_PPS} pps, < {TARGET_LOSS:.0f} %]; TCP "
+                f"{over['tcp']:.0f} Mbit/s "
+                f"[{'met' if over['tcp'] >= TARGET_TCP else 'MISSED'}: "
+                f">= {TARGET_TCP:.0f}]"
+            )
+        print("\noverlay against the targets")
+        print("\n".join(verdicts))
         counters = lab.api(1, "/api/node")["dataplane"]
         print(f"\nn1 data plane: {json.dumps(counters)}")
 
