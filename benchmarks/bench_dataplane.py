@@ -105,8 +105,11 @@ def run(seconds: int) -> None:
             "the overlay to carry a ping",
         )
         paths = {
-            "overlay (EID 1.1.1.1 -> 2.2.2.2)": ("2.2.2.2", "1.1.1.1"),
-            "plain veth (RLOC -> RLOC)": (str(lab.node(2).rloc), str(lab.node(1).rloc)),
+            "overlay (EID 1.1.1.1 <-> EID 2.2.2.2)": ("2.2.2.2", "1.1.1.1"),
+            "plain veth (RLOC <-> RLOC)": (
+                str(lab.node(2).rloc),
+                str(lab.node(1).rloc),
+            ),
         }
         loop = "uvloop" if _has_uvloop() else "asyncio"
         print(
