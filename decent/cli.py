@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
+import os
 import random
 import secrets
 import signal
@@ -22,7 +24,7 @@ from decent.config import Config, ConfigError, load_config
 from decent.net.state import StateDir
 from decent.net.status import NodeStatus
 from decent.net.tun import DataPlaneUnavailable, TunSettings, TunShell
-from decent.net.udp import NodeShell, open_sockets
+from decent.net.udp import BindError, NodeShell, open_sockets
 from decent.peer.dataplane import DataPlane, DataPlaneConfig
 from decent.peer.decent import decent_node_config
 from decent.peer.node import Node
@@ -111,12 +113,8 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
             multicast=cfg.mode == "multicast",
             multicast_ttl=cfg.multicast_ttl,
         )
-    except OSError as exc:
-        raise ConfigError(
-            f"{cfg.path}: [node] rloc / [decent] control_port, data_port: cannot "
-            f"bind {cfg.rlocs[0]} ports {cfg.control_port}/{cfg.data_port} "
-            f"({exc.strerror}); use an address of this host and free ports"
-        ) from None
+    except BindError as exc:
+        raise ConfigError(_bind_problem(cfg, exc)) from None
     shell = NodeShell(node, sockets, loop)
     tun = _dataplane(cfg, node, shell, loop) if cfg.dataplane else None
     status = NodeStatus(
@@ -136,9 +134,15 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
     except OSError as exc:
         shell.close()
         await runner.cleanup()
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        fix = (
+            "another process (another node?) has it: stop it or pick a free port"
+            if exc.errno == errno.EADDRINUSE
+            else "use an address of this host and a free port"
+        )
         raise ConfigError(
             f"{cfg.path}: [web] listen: cannot listen on "
-            f"{cfg.web_host}:{cfg.web_port} ({exc.strerror}); pick a free port"
+            f"{cfg.web_host}:{cfg.web_port} ({why}); {fix}"
         ) from None
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -192,6 +196,31 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
     return 0
 
 
+def _bind_problem(cfg: Config, exc: BindError) -> str:
+    """The ConfigError text for a node socket that could not be bound."""
+    why = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.key == "group":
+        return (
+            f"{cfg.path}: [decent] mode: cannot join the multicast group "
+            f"{exc.where} ({why}); put [node] rloc on a multicast-capable "
+            'interface, or use mode = "replicate"'
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"{cfg.path}: [decent] {exc.key}: {exc.where} is in use ({why}); "
+            "another process (another node?) has it: stop it or pick a free port"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"{cfg.path}: [node] rloc: cannot bind {exc.where} ({why}); "
+            "use an address of this host"
+        )
+    return (
+        f"{cfg.path}: [node] rloc / [decent] {exc.key}: cannot bind {exc.where} "
+        f"({why}); use an address of this host and a free port"
+    )
+
+
 def _dataplane(
     cfg: Config, node: Node, shell: NodeShell, loop: asyncio.AbstractEventLoop
 ) -> TunShell:
@@ -218,6 +247,7 @@ def _dataplane(
             sock, False, (rloc, control_port)
         ),
         flush_control=shell.flush,
+        give_back_data=shell.read_data_socket,
     )
     shell.after_flush = tun.flush_packets
     return tun

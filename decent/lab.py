@@ -1108,14 +1108,38 @@ def lab_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--nodes", type=int, default=3, help="how many (default 3)")
     parser.add_argument(
-        "--mode", choices=("replicate", "multicast"), default="replicate"
+        "--mode",
+        choices=("replicate", "multicast"),
+        default="replicate",
+        help="how members reach the group: head-end replication over unicast, "
+        "or underlay multicast (namespaces only; default replicate)",
     )
-    parser.add_argument("--prefix", default="decent", help="namespace name prefix")
-    parser.add_argument("--subnet", default="198.18.43.0/24")
-    parser.add_argument("--ttl", type=int, default=3, help="registration TTL, minutes")
-    parser.add_argument("--register-interval", type=float, default=60.0)
     parser.add_argument(
-        "--loopback", action="store_true", help="use 127.0.0.x even as root"
+        "--prefix",
+        default="decent",
+        help="name prefix, 1-13 of a-z 0-9 -: namespaces <prefix>-br and "
+        "<prefix>-n<i>, host veth <prefix>-h (default decent); a lab of the "
+        "same prefix left behind is removed first",
+    )
+    parser.add_argument(
+        "--subnet",
+        default="198.18.43.0/24",
+        help="IPv4 /24 or larger for the lab (default 198.18.43.0/24): node i "
+        "is .1<i>, this host .254; no interface here may be on it already",
+    )
+    parser.add_argument(
+        "--ttl", type=int, default=3, help="registration TTL, minutes (default 3)"
+    )
+    parser.add_argument(
+        "--register-interval",
+        type=float,
+        default=60.0,
+        help="seconds between a node's Map-Registers (default 60)",
+    )
+    parser.add_argument(
+        "--loopback",
+        action="store_true",
+        help="use 127.0.0.1<i> (web 127.0.0.1:808<i>) even as root",
     )
     parser.add_argument(
         "--dataplane",

@@ -5,9 +5,18 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from tests.net.test_runtime import write_config
+
+MULTICAST = 'mode = "multicast"'
 
 
 def _decent(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -21,21 +30,129 @@ def _decent(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]
 
 
 def test_bad_config_exits_nonzero_naming_the_key(tmp_path: Path) -> None:
-    path = write_config(tmp_path, 1, base="127.0.0.4", web=18081, seeds=[])
+    path = write_config(tmp_path, 1, base="127.0.0.4", web=_free_tcp_port(), seeds=[])
     path.write_text(path.read_text().replace('"233.252.1.1"', '"10.0.0.1"'))
     result = _decent("run", "--config", str(path))
     assert result.returncode == 2
     assert "[decent] group: 10.0.0.1 is not a multicast address" in result.stderr
 
 
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+FIX = "another process (another node?) has it: stop it or pick a free port"
+
+
 def test_port_in_use_exits_nonzero_naming_the_key(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind(("127.0.0.41", 4342))
-        path = write_config(tmp_path, 1, base="127.0.0.4", web=18082, seeds=[])
+        path = write_config(
+            tmp_path, 1, base="127.0.0.4", web=_free_tcp_port(), seeds=[]
+        )
         result = _decent("run", "--config", str(path))
     assert result.returncode == 2
-    assert "control_port" in result.stderr
-    assert "use an address of this host and free ports" in result.stderr
+    assert f"{path}: [decent] control_port: 127.0.0.41:4342 is in use" in result.stderr
+    assert FIX in result.stderr
+
+
+def test_data_port_in_use_names_data_port(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.42", 4341))
+        path = write_config(
+            tmp_path, 2, base="127.0.0.4", web=_free_tcp_port(), seeds=[]
+        )
+        result = _decent("run", "--config", str(path))
+    assert result.returncode == 2
+    assert "[decent] data_port: 127.0.0.42:4341 is in use" in result.stderr
+    assert FIX in result.stderr
+
+
+def test_an_address_not_on_this_host_names_the_rloc(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 1, base="192.0.2.20", web=_free_tcp_port(), seeds=[])
+    result = _decent("run", "--config", str(path))
+    assert result.returncode == 2
+    assert "[node] rloc: cannot bind 192.0.2.201:4342" in result.stderr
+    assert "use an address of this host" in result.stderr
+
+
+def _wait_up(proc: subprocess.Popen[bytes], log: Path, web: int) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            with opener.open(f"http://127.0.0.1:{web}/api/node", timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"the first node did not come up:\n{log.read_text()}")
+
+
+@contextmanager
+def _running(path: Path, web: int) -> Iterator[subprocess.Popen[bytes]]:
+    log = path.with_suffix(".log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "decent", "run", "--config", str(path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_up(proc, log, web)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs 127.0.0.x loopback")
+def test_a_second_multicast_node_on_the_same_control_port_is_refused(
+    tmp_path: Path,
+) -> None:
+    # Only the group socket shares the port; a node's own control socket on
+    # its RLOC must not, or two nodes would each get half the datagrams.
+    first_web, second_web = _free_tcp_port(), _free_tcp_port()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write_config(
+        tmp_path / "a", 1, base="127.0.0.8", web=first_web, seeds=[], extra=MULTICAST
+    )
+    second = write_config(
+        tmp_path / "b",
+        1,
+        base="127.0.0.8",
+        web=second_web,
+        seeds=[],
+        extra=MULTICAST + "\ndata_port = 4343",
+    )
+    with _running(first, first_web):
+        result = _decent("run", "--config", str(second))
+    assert result.returncode == 2, result.stderr
+    assert f"{second}: [decent] control_port: 127.0.0.81:4342 is in use" in (
+        result.stderr
+    )
+    assert FIX in result.stderr
+
+
+def test_web_port_in_use_exits_nonzero_naming_web_listen(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        web = busy.getsockname()[1]
+        path = write_config(tmp_path, 3, base="127.0.0.4", web=web, seeds=[])
+        result = _decent("run", "--config", str(path))
+    assert result.returncode == 2, result.stderr
+    assert (
+        f"{path}: [web] listen: cannot listen on 127.0.0.1:{web} "
+        "(Address already in use)"
+    ) in result.stderr
+    assert FIX in result.stderr
 
 
 def test_decode_prints_a_message_or_explains() -> None:
@@ -48,3 +165,11 @@ def test_decode_prints_a_message_or_explains() -> None:
     assert bad.returncode == 1
     assert "not a valid LISP control message" in bad.stderr
     assert _decent("decode", "xyz").returncode == 2
+
+
+def test_lab_help_names_the_options_that_place_a_lab() -> None:
+    result = _decent("lab", "--help")
+    assert result.returncode == 0
+    for option in ("--prefix", "--subnet", "--loopback", "--mode"):
+        assert option in result.stdout
+    assert "<prefix>-n<i>" in result.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import msgpack
 
 from decent.peer.mapserver import Registration, encode_record
 from decent.peer.node import Node
-from decent.wire import DecodeError, Eid, MapRecord
+from decent.wire import Eid, MapRecord
 from decent.wire.buffer import Reader
 
 log = logging.getLogger("decent.state")
@@ -184,54 +185,131 @@ def restore_registrations(
     node: Node, raw: Any, mono_now: float, wall_now: float
 ) -> int:
     """Reinstate a snapshot; skip (and log) anything malformed. Returns the
-    number of registrations restored."""
-    if not isinstance(raw, dict) or raw.get("v") != 1:
-        if raw is not None:
-            log.warning("registration snapshot has an unknown layout; ignoring it")
+    number of registrations restored. Never raises: a snapshot of any shape
+    must not keep the node from starting."""
+    if raw is None:
+        return 0
+    entries = raw.get("entries", []) if isinstance(raw, dict) else None
+    nonces = raw.get("nonces", []) if isinstance(raw, dict) else None
+    if (
+        not isinstance(raw, dict)
+        or raw.get("v") != 1
+        or not isinstance(entries, list)
+        or not isinstance(nonces, list)
+    ):
+        log.warning("registration snapshot has an unknown layout; ignoring it")
         return 0
     restored = 0
-    for item in raw.get("entries", []):
+    skipped: list[str] = []
+    timeout = node.ms.registration_timeout
+    for item in entries:
         try:
-            text, site, merge, proxy, children = item
-            regs = []
-            for rec_bytes, (
-                host,
-                port,
-            ), xtr, site_id, first, last, expires, flags, alg in children:
-                r = Reader(rec_bytes)
-                record = MapRecord.read(r)
-                r.finish()
-                regs.append(
-                    Registration(
-                        record,
-                        (ip_address(host), int(port)),
-                        None if xtr is None else int.from_bytes(xtr, "big"),
-                        int(site_id),
-                        mono_now - (wall_now - float(first)),
-                        mono_now - (wall_now - float(last)),
-                        mono_now + (float(expires) - wall_now),
-                        str(flags),
-                        int(alg),
-                    )
-                )
-            eid = Eid.from_wire(regs[0].record.eid, regs[0].record.mask_len)
-            if str(eid) != text:
-                raise ValueError(f"{text} does not match its record")
-            if node.restore_registration(
-                eid, str(site), bool(merge), bool(proxy), regs, mono_now
-            ):
+            eid, site, merge, proxy, regs = _entry(item, mono_now, wall_now, timeout)
+        except Exception as exc:  # noqa: BLE001 - any malformation means skip it
+            skipped.append(f"{type(exc).__name__}: {exc}")
+            continue
+        try:
+            if node.restore_registration(eid, site, merge, proxy, regs, mono_now):
                 restored += 1
-        except (ValueError, TypeError, IndexError, DecodeError) as exc:
-            log.warning("skipping a malformed snapshot entry: %s", exc)
-    for item in raw.get("nonces", []):
+        except Exception as exc:  # noqa: BLE001 - well-formed but unusable
+            skipped.append(f"{eid}: {type(exc).__name__}: {exc}")
+    for item in nonces:
         try:
-            site, who, kid, nonce = item
-            key: Any = (
-                int.from_bytes(who, "big")
-                if isinstance(who, bytes)
-                else ip_address(who)
-            )
-            node.ms.nonces.setdefault((str(site), key, int(kid)), int(nonce))
-        except (ValueError, TypeError) as exc:
-            log.warning("skipping a malformed snapshot nonce: %s", exc)
+            key, nonce = _nonce(item)
+        except Exception as exc:  # noqa: BLE001 - any malformation means skip it
+            skipped.append(f"nonce: {type(exc).__name__}: {exc}")
+            continue
+        node.ms.nonces.setdefault(key, nonce)
+    if skipped:
+        # One line, however many: a corrupt snapshot must not flood the log.
+        log.warning(
+            "skipped %d malformed snapshot item(s), e.g. %s",
+            len(skipped),
+            skipped[0][:200],
+        )
     return restored
+
+
+def _int(value: Any, bits: int) -> int:
+    if type(value) is not int or not 0 <= value < 1 << bits:
+        raise ValueError(f"{value!r:.40} is not a {bits}-bit unsigned integer")
+    return value
+
+
+def _time(value: Any) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise ValueError(f"{value!r:.40} is not a time")
+    return float(value)
+
+
+def _typed(value: Any, kind: type) -> Any:
+    if type(value) is not kind:
+        raise ValueError(f"{value!r:.40} is not a {kind.__name__}")
+    return value
+
+
+def _lifetime(record: MapRecord, flags: str, timeout: float) -> float:
+    """The longest a registration may live: its Record TTL with the T bit
+    (RFC 9301 8.2), else the Map-Server's registration timeout."""
+    letters = flags.split("-")
+    if len(letters) == 7 and letters[3] == "T":
+        return record.ttl * 60.0
+    return timeout
+
+
+def _entry(
+    item: Any, mono_now: float, wall_now: float, timeout: float
+) -> tuple[Eid, str, bool, bool, list[Registration]]:
+    text, site, merge, proxy, children = _typed(item, list)
+    for value, kind in ((text, str), (site, str), (merge, bool), (proxy, bool)):
+        _typed(value, kind)
+    regs = [_child(c, mono_now, wall_now, timeout) for c in _typed(children, list)]
+    if not regs:
+        raise ValueError(f"{text:.80} has no registrations")
+    eid = Eid.from_wire(regs[0].record.eid, regs[0].record.mask_len)
+    if str(eid) != text:
+        raise ValueError(f"{text:.80} does not match its record")
+    for reg in regs[1:]:
+        if Eid.from_wire(reg.record.eid, reg.record.mask_len) != eid:
+            raise ValueError(f"{text:.80} has a child for another EID")
+    return eid, site, merge, proxy, regs
+
+
+def _child(item: Any, mono_now: float, wall_now: float, timeout: float) -> Registration:
+    rec_bytes, registrant, xtr, site_id, first, last, expires, flags, alg = _typed(
+        item, list
+    )
+    host, port = _typed(registrant, list)
+    r = Reader(_typed(rec_bytes, bytes))
+    record = MapRecord.read(r)
+    r.finish()
+    if xtr is not None and len(_typed(xtr, bytes)) != 16:
+        raise ValueError("an xTR-ID is 16 bytes")
+    flags = _typed(flags, str)
+    # Wall-clock times may be bad or shifted (a clock step while down): no
+    # registration may outlive its TTL, nor have been seen in the future.
+    left = min(_time(expires) - wall_now, _lifetime(record, flags, timeout))
+    seen = mono_now - max(0.0, wall_now - _time(last))
+    return Registration(
+        record,
+        (ip_address(_typed(host, str)), _int(port, 16)),
+        None if xtr is None else int.from_bytes(xtr, "big"),
+        _int(site_id, 64),
+        min(mono_now - max(0.0, wall_now - _time(first)), seen),
+        seen,
+        mono_now + left,
+        flags,
+        _int(alg, 8),
+    )
+
+
+def _nonce(item: Any) -> tuple[tuple[str, Any, int], int]:
+    site, who, kid, nonce = _typed(item, list)
+    key: Any
+    if type(who) is bytes:
+        if len(who) != 16:
+            raise ValueError("an xTR-ID is 16 bytes")
+        key = int.from_bytes(who, "big")
+    else:
+        key = ip_address(_typed(who, str))
+    return (_typed(site, str), key, _int(kid, 8)), _int(nonce, 64)

@@ -88,26 +88,32 @@ def open_tun(name: str) -> tuple[int, str]:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise DataPlaneUnavailable(
-            f"cannot open /dev/net/tun: {exc.strerror}"
+            f"cannot open /dev/net/tun: {exc.strerror}{_privilege_hint(exc.errno)}"
         ) from None
     try:
         req = struct.pack("16sH", name.encode()[:15], _IFF_TUN | _IFF_NO_PI)
         res = fcntl.ioctl(fd, _TUNSETIFF, req)
     except OSError as exc:
         os.close(fd)
-        hint = ""
-        if exc.errno == errno.EPERM:
-            hint = " (needs root or CAP_NET_ADMIN; in Docker: cap_add NET_ADMIN)"
+        hint = _privilege_hint(exc.errno)
         raise DataPlaneUnavailable(
             f"cannot create TUN {name!r}: {exc.strerror}{hint}"
         ) from None
     return fd, res[:16].rstrip(b"\0").decode()
 
 
+def _privilege_hint(code: int | None) -> str:
+    if code in (errno.EPERM, errno.EACCES):
+        return " (needs root or CAP_NET_ADMIN; in Docker: cap_add NET_ADMIN)"
+    return ""
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
     if check and result.returncode:
-        raise DataPlaneUnavailable(f"ip {' '.join(args)}: {result.stderr.strip()}")
+        err = result.stderr.strip()
+        hint = _privilege_hint(errno.EPERM) if "not permitted" in err else ""
+        raise DataPlaneUnavailable(f"ip {' '.join(args)}: {err}{hint}")
     return result
 
 
@@ -146,6 +152,16 @@ def rloc_states(rlocs: tuple[IPAddress, ...]) -> list[bool]:
     return [up.get(str(r), False) for r in rlocs]
 
 
+def _bind(sock: socket.socket, address: IPAddress, port: int) -> None:
+    try:
+        sock.bind((str(address), port))
+    except OSError as exc:
+        raise DataPlaneUnavailable(
+            f"cannot bind {address} port {port or 'any'} ({exc.strerror}); "
+            "every [node] rlocs address must be on this host, its ports free"
+        ) from None
+
+
 @dataclass
 class _Rloc:
     address: IPAddress
@@ -166,11 +182,13 @@ class TunShell:
         data_socket: socket.socket,
         control_drain: Callable[[socket.socket, IPAddress], None],
         flush_control: Callable[[], None],
+        give_back_data: Callable[[], None] | None = None,
     ) -> None:
         """`data_socket` is the node's data-port socket on its first RLOC;
         `control_drain(sock, rloc)` handles a readable control socket bound to
         another RLOC; `flush_control()` sends what the Node queued and must
-        end by calling `flush_packets()`."""
+        end by calling `flush_packets()`; `give_back_data()` re-registers the
+        node's own reader on `data_socket` once this shell stops reading it."""
         self.dp = dataplane
         self.node = dataplane.node
         self.settings = settings
@@ -180,6 +198,10 @@ class TunShell:
         self._data_socket = data_socket
         self._control_drain = control_drain
         self._flush_control = flush_control
+        self._give_back_data = give_back_data
+        #: The fds this shell registered readers on: close() removes only
+        #: these (the node's own sockets are read by the node's shell).
+        self._readers: list[int] = []
         self._fd = -1
         self._rlocs = [_Rloc(r) for r in self.node.config.rlocs]
         self._rlocs[0].data = data_socket
@@ -197,9 +219,13 @@ class TunShell:
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Create and configure the TUN, open the sockets, start reading.
-        Raises DataPlaneUnavailable (everything opened so far is closed)."""
+        Raises DataPlaneUnavailable (everything opened so far is closed, and
+        the node's own sockets are left as they were)."""
         try:
             self._start()
+        except OSError as exc:  # e.g. a second RLOC that is not on this host
+            self.close()
+            raise DataPlaneUnavailable(f"cannot set up the data plane: {exc}") from None
         except BaseException:
             self.close()
             raise
@@ -244,16 +270,17 @@ class TunShell:
         self._rules(add=True)
         self._open_sockets()
         self._sync_routes_now()
-        loop = self.loop
-        loop.add_reader(self._fd, self._drain_tun)
+        self._watch_links()
+        # Last, once nothing can fail: from here the data socket is ours to
+        # read (the node's reader on it is replaced until close()).
+        self._add_reader(self._fd, self._drain_tun)
         for r in self._rlocs:
             if r.data is not None:
-                loop.add_reader(r.data.fileno(), self._drain_data, r.data)
+                self._add_reader(r.data.fileno(), self._drain_data, r.data)
             if r.control is not None:
-                loop.add_reader(
+                self._add_reader(
                     r.control.fileno(), self._control_drain, r.control, r.address
                 )
-        self._watch_links()
         log.info(
             "data plane on: TUN %s (mtu %d), EIDs %s, table %d",
             self.name,
@@ -265,25 +292,33 @@ class TunShell:
             s.table,
         )
 
+    def _add_reader(
+        self, fd: int, callback: Callable[..., None], *args: object
+    ) -> None:
+        self.loop.add_reader(fd, callback, *args)
+        self._readers.append(fd)
+
     def close(self) -> None:
+        """Undo what start() did, however far it got. The node's data socket
+        stays open and goes back to the node's own reader."""
         loop = self.loop
         if self._route_task is not None:
             self._route_task.cancel()
+        readers, self._readers = self._readers, []
+        for fd in readers:
+            loop.remove_reader(fd)
+        if self._data_socket.fileno() in readers and self._give_back_data is not None:
+            self._give_back_data()
         if self._fd >= 0:
-            loop.remove_reader(self._fd)
             os.close(self._fd)  # the device, its addresses and routes go with it
             self._fd = -1
         if self._netlink is not None:
-            loop.remove_reader(self._netlink.fileno())
             self._netlink.close()
             self._netlink = None
         for r in self._rlocs:
             for sock in (r.data, r.control):
                 if sock is not None and sock is not self._data_socket:
-                    loop.remove_reader(sock.fileno())
                     sock.close()
-            if r.data is self._data_socket:
-                loop.remove_reader(r.data.fileno())
             for sock in r.pool:
                 sock.close()
             r.pool.clear()
@@ -305,6 +340,9 @@ class TunShell:
                     pass
             if not add:
                 continue
+            # Set before adding: a failure half-way still has close() remove
+            # the rules that did get in.
+            self._rules_added = True
             main = ("rule", "add", "pref", str(pref), "lookup", "main")
             _ip(family, *main, "suppress_prefixlength", "0", check=family == "-4")
             _ip(
@@ -348,7 +386,7 @@ class TunShell:
                 r.pool.append(sock)
                 self._mark(sock)
                 self._buffers(sock)
-                sock.bind((str(r.address), 0))
+                _bind(sock, r.address, 0)
                 sock.setblocking(False)
             if i:  # the first RLOC's control and data sockets are the node's
                 for port, attr in (
@@ -359,7 +397,7 @@ class TunShell:
                     setattr(r, attr, sock)
                     self._mark(sock)
                     self._buffers(sock)
-                    sock.bind((str(r.address), port))
+                    _bind(sock, r.address, port)
                     sock.setblocking(False)
         for version, family in ((4, socket.AF_INET), (6, socket.AF_INET6)):
             try:
@@ -537,7 +575,7 @@ class TunShell:
             log.warning("cannot watch links (%s); RLOC state is not followed", exc)
             return
         self._netlink = nl
-        self.loop.add_reader(nl.fileno(), self._on_netlink)
+        self._add_reader(nl.fileno(), self._on_netlink)
         self.check_rlocs()
 
     def _on_netlink(self) -> None:

@@ -30,6 +30,17 @@ _IP_MULTICAST_ALL = 49  # Linux: deliver only groups this socket joined
 _SO_RCVBUFFORCE = 33  # Linux; not in typeshed's socket module
 
 
+class BindError(OSError):
+    """A socket of open_sockets could not be set up; `key` names the config
+    key to change ("control_port", "data_port" or "group") and `where` the
+    address it was for."""
+
+    def __init__(self, exc: OSError, key: str, where: str) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc))
+        self.key = key
+        self.where = where
+
+
 @dataclass
 class Sockets:
     control: socket.socket
@@ -70,20 +81,38 @@ def open_sockets(
     multicast_ttl: int = 1,
 ) -> Sockets:
     """Bind the control and data sockets on rloc, and in multicast mode a
-    third socket bound to the group and joined to it on rloc's interface."""
+    third socket bound to the group and joined to it on rloc's interface.
+    Raises BindError naming the port (or the group) that failed."""
     family = socket.AF_INET6 if rloc.version == 6 else socket.AF_INET
-    # SO_REUSEADDR lets the group socket share the port with these.
-    control = _bound(family, str(rloc), control_port, reuse=multicast)
+    # No SO_REUSEADDR here, even in multicast mode: only the group socket
+    # (bound to G, not to rloc) shares the port, and it alone needs the
+    # option. With it here a second node on rloc:port would bind silently.
+    try:
+        control = _bound(family, str(rloc), control_port)
+    except OSError as exc:
+        raise BindError(exc, "control_port", _where(rloc, control_port)) from None
     try:
         data = _bound(family, str(rloc), data_port)
-    except OSError:
+    except OSError as exc:
         control.close()
-        raise
+        raise BindError(exc, "data_port", _where(rloc, data_port)) from None
     sockets = Sockets(control, data)
     if not (multicast and group is not None):
         return sockets
+    v4 = group.version == 4
     try:
-        if group.version == 4:
+        rx = _bound(
+            socket.AF_INET if v4 else socket.AF_INET6,
+            str(group),
+            control_port,
+            reuse=True,
+        )
+    except OSError as exc:
+        control.close()
+        data.close()
+        raise BindError(exc, "control_port", _where(group, control_port)) from None
+    try:
+        if v4:
             control.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, rloc.packed)
             control.setsockopt(
                 socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, multicast_ttl
@@ -91,7 +120,6 @@ def open_sockets(
             # We deliver to ourselves by unicast; hearing our own multicast
             # copy would only be dropped as a replayed nonce.
             control.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-            rx = _bound(socket.AF_INET, str(group), control_port, reuse=True)
             rx.setsockopt(
                 socket.IPPROTO_IP,
                 socket.IP_ADD_MEMBERSHIP,
@@ -105,18 +133,21 @@ def open_sockets(
                 socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, multicast_ttl
             )
             control.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-            rx = _bound(socket.AF_INET6, str(group), control_port, reuse=True)
             rx.setsockopt(
                 socket.IPPROTO_IPV6,
                 socket.IPV6_JOIN_GROUP,
                 group.packed + struct.pack("@I", index),
             )
-    except OSError:
-        control.close()
-        data.close()
-        raise
+    except OSError as exc:
+        for sock in (control, data, rx):
+            sock.close()
+        raise BindError(exc, "group", f"{group} on {rloc}") from None
     sockets.group = rx
     return sockets
+
+
+def _where(host: IPAddress, port: int) -> str:
+    return f"[{host}]:{port}" if host.version == 6 else f"{host}:{port}"
 
 
 def _interface_index(addr: IPAddress) -> int:
@@ -163,10 +194,16 @@ class NodeShell:
     def start(self) -> None:
         loop, s = self.loop, self.sockets
         loop.add_reader(s.control.fileno(), self._drain, s.control, False)
-        loop.add_reader(s.data.fileno(), self._drain, s.data, True)
+        self.read_data_socket()
         if s.group is not None:
             loop.add_reader(s.group.fileno(), self._drain, s.group, False)
         self.flush()
+
+    def read_data_socket(self) -> None:
+        """(Re)register our reader on the data socket: at start, and when the
+        data plane, which reads it while it runs, hands it back."""
+        data = self.sockets.data
+        self.loop.add_reader(data.fileno(), self._drain, data, True)
 
     def close(self) -> None:
         if self._timer is not None:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
+import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable
@@ -25,6 +31,7 @@ from decent.lab import (
     LoopbackLab,
     NetnsLab,
     NodeView,
+    netns_unavailable,
     read_pcap,
 )
 from decent.wire import (
@@ -47,6 +54,7 @@ from tests.wire.tshark import (
 pytestmark = pytest.mark.e2e
 MakeLab = Callable[..., NetnsLab]
 AnyLab = NetnsLab | LoopbackLab
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 #: Time for three fresh nodes to agree (a run converges in about 2-3 s).
 CONVERGE = 20.0
@@ -349,6 +357,118 @@ def test_loopback_lab_converges_and_leaves(tmp_path: Path) -> None:
         assert lab.stop(2) == 0
         lab.wait_until(agree(lab, (1, 3)), AT_ONCE, "n2's graceful leave")
     assert not [n for n in lab.nodes.values() if n.running]
+
+
+# ---------------------------------------------------------------- decent lab
+def _read_until(
+    proc: subprocess.Popen[str], lines: queue.Queue[str | None], marker: str
+) -> list[str]:
+    """stdout lines of `decent lab` up to the one containing marker."""
+    got: list[str] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        if line is None:
+            raise AssertionError(f"decent lab ended ({proc.poll()}): {got}")
+        got.append(line)
+        if marker in line:
+            return got
+    raise AssertionError(f"no {marker!r} from decent lab: {got}")
+
+
+@pytest.mark.skipif(netns_unavailable() is not None, reason="needs a namespace lab")
+def test_decent_lab_shows_three_pages_and_ctrl_c_removes_it_all() -> None:
+    prefix = f"{PREFIX}cli"
+    subnet = f"{os.environ.get('DECENT_E2E_NET', '198.18')}.99.0/24"
+    argv = ["lab", "--prefix", prefix, "--subnet", subnet, "--ttl", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "decent", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    workdir: Path | None = None
+    made = [f"{prefix}-br", f"{prefix}-n1", f"{prefix}-n2", f"{prefix}-n3"]
+    try:
+        shown = _read_until(proc, lines, "Ctrl-C stops every node")
+        assert any("converged in" in line for line in shown), shown
+        urls = [m[1] for line in shown if (m := re.search(r"(http://\S+)/ ", line))]
+        net = subnet.rsplit(".", 1)[0]
+        assert urls == [f"http://{net}.1{i}:8080" for i in (1, 2, 3)], shown
+        workdir = Path(re.findall(r" log (\S+)/n1/", "\n".join(shown))[0])
+        assert workdir.is_dir()
+        for url in urls:
+            with _HTTP.open(url + "/", timeout=5) as page:
+                assert page.status == 200
+                assert b"<html" in page.read().lower()
+        assert _namespaces(prefix) == made
+        # Ctrl-C: SIGINT reaches `decent lab` (its nodes run in sessions of
+        # their own, out of the terminal's reach); it stops them and removes
+        # everything it made.
+        proc.send_signal(signal.SIGINT)
+        rest = _read_until(proc, lines, "lab removed")
+        assert proc.wait(30) == 0, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(10)
+        assert proc.stdout is not None
+        proc.stdout.close()
+        left = _namespaces(prefix)
+        if proc.returncode or left:  # failed: leave nothing for the next run
+            for ns in left:
+                for pid in _ip("netns", "pids", ns).split():
+                    os.kill(int(pid), signal.SIGKILL)
+                _ip("netns", "del", ns)
+            _ip("link", "del", f"{prefix}-h")
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
+    assert left == []
+    links = subprocess.run(
+        ["ip", "-o", "link", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    assert f" {prefix}-h" not in links
+    assert workdir is not None
+    assert not workdir.exists()
+    # No `decent run` of that lab is left running anywhere.
+    assert not [
+        pid
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and str(workdir).encode() in _cmdline(pid)
+    ]
+
+
+def _ip(*args: str) -> str:
+    return subprocess.run(
+        ["ip", *args], capture_output=True, text=True, check=False
+    ).stdout
+
+
+def _namespaces(prefix: str) -> list[str]:
+    names = [line.split()[0] for line in _ip("netns", "list").splitlines() if line]
+    return sorted(n for n in names if n.startswith(f"{prefix}-"))
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 # ---------------------------------------------------------------- cleanup

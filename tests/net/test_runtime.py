@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -163,3 +164,45 @@ async def test_three_nodes_converge_leave_and_restore(tmp_path: Path) -> None:
 
 async def _has(the_lab: Lab, i: int, eid: str) -> bool:
     return eid in await the_lab.eids(i)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs 127.0.0.x loopback")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+async def test_a_signal_makes_a_node_deregister_with_ttl_0(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """SIGTERM (docker stop, systemd) and SIGINT (Ctrl-C) both leave at once."""
+    async with lab(tmp_path, "127.0.0.7") as the_lab:
+        the_lab.start(1)
+        config = write_config(
+            tmp_path, 2, base="127.0.0.7", web=_free_port(), seeds=["127.0.0.71"]
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "decent",
+            "run",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            await the_lab.until(lambda: _has(the_lab, 1, "[0]2.2.2.2/32"), within=15)
+            # Its signal handlers are in place before it registers.
+            proc.send_signal(sig)
+            out, _ = await asyncio.wait_for(proc.communicate(), 15)
+            assert proc.returncode == 0, out.decode()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+        async def n2_gone() -> bool:
+            eids = await the_lab.eids(1)
+            return not eids & {"[0]2.2.2.2/32", "[0]'n2'"}
+
+        # The TTL is a minute: gone this soon means a TTL-0 deregistration.
+        await the_lab.until(n2_gone, within=3.0)
+        node = await the_lab.api(1, "/api/node")
+        assert node["counters"]["registration.removed"] >= 2

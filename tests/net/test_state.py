@@ -1,15 +1,26 @@
-"""State directory: identity and nonce reservation, snapshots, corruption."""
+"""State directory: identity, nonce reservation, snapshots, corrupt or odd files."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from decent.net.state import NONCE_BLOCK, StateDir, read_msgpack
+from decent.net.state import (
+    NONCE_BLOCK,
+    StateDir,
+    read_msgpack,
+    restore_registrations,
+    snapshot_registrations,
+)
+from decent.peer.config import NodeConfig
 from decent.peer.decent import decent_node_config
 from decent.peer.node import Node
 from decent.wire import Eid
@@ -115,3 +126,186 @@ def test_malformed_snapshot_entries_are_skipped(tmp_path: Path) -> None:
     # Seven entries: two are n1's own (not restored), two corrupted.
     assert len(nodes[0].ms.db) == 7
     assert state.load_snapshot(fresh, 0.0, 5000.0) == 3
+
+
+# ------------------------------------------------- snapshots of the wrong shape
+@functools.cache
+def _snapshot() -> tuple[bytes, float]:
+    """n1's snapshot of a converged three-node group, and its monotonic now."""
+    net, nodes = _converged_nodes()
+    return snapshot_registrations(nodes[0], net.now, WALL), net.now
+
+
+WALL = 5000.0
+
+
+def _good() -> Any:
+    return msgpack.unpackb(_snapshot()[0], raw=False, strict_map_key=False)
+
+
+@functools.cache
+def _n1_config() -> NodeConfig:
+    return _converged_nodes()[1][0].config
+
+
+def _fresh() -> Node:
+    return Node(_n1_config(), nonce=lambda: 7)
+
+
+def _child_of_n2(raw: Any) -> list[Any]:
+    child: list[Any] = raw["entries"][1][4][0]  # n2's name (see below)
+    return child
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"v": 1, "entries": 5},
+        {"v": 1, "nonces": 7},
+        {"v": 1, "entries": {"a": 1}, "nonces": []},
+        {"v": 1, "entries": "abc"},
+        {"v": 1, "entries": [None, 3, "x", [], [1, 2, 3, 4, 5]]},
+        {"v": 1, "entries": [["[0]'n2'", "s", True, False, 9]]},
+        {"v": 1, "entries": [["[0]'n2'", "s", True, False, [[1] * 9]]]},
+        {"v": 1, "nonces": [None, [1, 2, 3, 4], ["s", b"short", 0, 1]]},
+        {"v": 1, "nonces": [["s", "1.2.3.4", 0, -1], ["s", "1.2.3.4", 0, 1.5]]},
+        {"v": 1.0, "entries": [], "nonces": [["s", 7, 0, 1]]},
+        {"v": [1]},
+        {1: 1},
+        "v1",
+        3.5,
+    ],
+)
+def test_a_well_formed_snapshot_of_the_wrong_shape_is_ignored(
+    tmp_path: Path, raw: Any
+) -> None:
+    state = StateDir(tmp_path)
+    state.prepare()
+    state.snapshot_file.write_bytes(msgpack.packb(raw, use_bin_type=True))
+    fresh = _fresh()
+    assert state.load_snapshot(fresh, 0.0, WALL) == 0
+    assert len(fresh.ms.db) == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (0, "not bytes"),  # the record
+        (1, "127.0.0.1"),  # the registrant: not [host, port]
+        (1, ["127.0.0.1", "4342"]),
+        (1, ["127.0.0.1", 70000]),
+        (1, [42, 4342]),
+        (2, b"short"),  # the xTR-ID
+        (2, 5),
+        (3, -1),  # the site-ID
+        (3, "1"),
+        (4, "yesterday"),  # first
+        (5, None),  # last
+        (6, float("nan")),  # expires
+        (6, float("inf")),
+        (6, True),
+        (7, 3),  # flags
+        (8, 1.0),  # the algorithm
+        (8, 256),
+    ],
+)
+def test_a_child_with_a_field_of_the_wrong_type_skips_only_its_entry(
+    field: int, value: Any
+) -> None:
+    raw = _good()
+    # A field of the wrong type must not turn into a valid-looking one.
+    _child_of_n2(raw)[field] = value
+    fresh = _fresh()
+    # Five of the seven entries are restorable (n1's own two are not).
+    assert restore_registrations(fresh, raw, 0.0, WALL) == 5 - 1
+    assert len(fresh.ms.db) == 5 - 1
+
+
+def test_no_restored_registration_outlives_its_ttl() -> None:
+    raw = _good()
+    for entry in raw["entries"]:
+        for child in entry[4]:
+            child[6] = WALL + 10**9  # a bad clock, or a doctored file
+            child[4] = child[5] = WALL + 10**6  # "seen" in the future
+    fresh = _fresh()
+    assert restore_registrations(fresh, raw, 100.0, WALL) == 5
+    for _, entry in fresh.ms.db.items():
+        for child in entry.children.values():
+            assert child.flags.split("-")[3] == "T"  # lifetime = Record TTL
+            assert child.expires == 100.0 + child.record.ttl * 60.0
+            assert child.first == child.last == 100.0
+            assert fresh.get_timer() is not None
+    # Without the T bit the Map-Server's own timeout bounds it.
+    for entry in raw["entries"]:
+        for child in entry[4]:
+            child[7] = child[7].replace("T", "t")
+    fresh = _fresh()
+    assert restore_registrations(fresh, raw, 100.0, WALL) == 5
+    timeout = fresh.ms.registration_timeout
+    for _, entry in fresh.ms.db.items():
+        for child in entry.children.values():
+            assert child.expires == 100.0 + timeout
+
+
+_INTS = st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1)
+_LEAVES = (
+    st.none()
+    | st.booleans()
+    | _INTS
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=40)
+)
+_ANY = st.recursive(
+    _LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=6)
+        | st.dictionaries(st.text(max_size=8) | _INTS, inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+def _paths(obj: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in obj that a value can be put (leaves and containers)."""
+    out = [at]
+    if isinstance(obj, list):
+        for i, item in enumerate(obj):
+            out += _paths(item, (*at, i))
+    elif isinstance(obj, dict):
+        for key, item in obj.items():
+            out += _paths(item, (*at, key))
+    return out
+
+
+def _check_restore(raw: Any) -> None:
+    packed = msgpack.packb(raw, use_bin_type=True)
+    fresh = _fresh()
+    again = msgpack.unpackb(packed, raw=False, strict_map_key=False)
+    restore_registrations(fresh, again, 100.0, WALL)
+    timeout = fresh.ms.registration_timeout
+    for _, entry in fresh.ms.db.items():
+        for child in entry.children.values():
+            cap = max(child.record.ttl * 60.0, timeout)
+            assert 100.0 < child.expires <= 100.0 + cap
+            assert child.first <= child.last <= 100.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.fixed_dictionaries({"v": st.just(1)}, optional={"entries": _ANY, "nonces": _ANY})
+)
+def test_random_snapshot_structures_never_raise(raw: Any) -> None:
+    _check_restore(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_a_snapshot_with_any_part_replaced_never_raises(data: st.DataObject) -> None:
+    raw = _good()
+    path = data.draw(st.sampled_from(_paths(raw)[1:]))
+    parent = raw
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = data.draw(_ANY)
+    _check_restore(raw)
