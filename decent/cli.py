@@ -79,6 +79,9 @@ def build_node(cfg: Config, xtr_id: int, register_nonce: int, now: float) -> Nod
             cfg.probe_interval if cfg.dataplane and cfg.probe_interval > 0 else None
         ),
         resolve_in_process=True,
+        rloc_policy=cfg.rloc_policy,
+        eid_ttls=cfg.database_ttls,
+        mobile=cfg.mobile,
     )
     return Node(
         node_cfg,

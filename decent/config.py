@@ -9,6 +9,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
+from decent.peer.decent import DEFAULT_PRIORITY, DEFAULT_WEIGHT
 from decent.wire import Eid, parse_eid
 
 IPAddress = IPv4Address | IPv6Address
@@ -45,6 +46,12 @@ class Config:
     map_reply_burst: float = 2000.0
     admin_token: str | None = None
     log_level: str = "info"
+    #: (priority, weight) of each RLOC, in `rlocs` order; empty: 1/100 each.
+    rloc_policy: tuple[tuple[int, int], ...] = ()
+    #: LISP-MN: this node's own EIDs get a small record TTL (protocol notes 8).
+    mobile: bool = False
+    #: Database EIDs with their own `ttl` (minutes); the rest use the default.
+    database_ttls: tuple[tuple[Eid, int], ...] = ()
     # ---- [dataplane] (issue 5)
     dataplane: bool = False
     tun: str = "decent0"
@@ -59,7 +66,15 @@ class Config:
 
 
 _SECTIONS = {
-    "node": {"name", "rloc", "rlocs", "interface", "state_dir", "log_level"},
+    "node": {
+        "name",
+        "rloc",
+        "rlocs",
+        "interface",
+        "state_dir",
+        "log_level",
+        "mobile",
+    },
     "decent": {
         "group",
         "mode",
@@ -72,8 +87,10 @@ _SECTIONS = {
         "register_interval",
         "group_lookup_interval",
         "multicast_ttl",
+        "map_reply_rate",
+        "map_reply_burst",
     },
-    "database": {"eid"},
+    "database": {"eid", "ttl"},
     "web": {"listen", "admin_token"},
     "dataplane": {
         "enabled",
@@ -90,14 +107,24 @@ _SECTIONS = {
 }
 
 
+_RLOC_KEYS = ("address", "priority", "weight")
+_RLOC_EXAMPLE = '{address = "198.18.1.1", priority = 1, weight = 100}'
+
+
 class _Reader:
     """Typed access to one table, with errors naming file, key and fix."""
 
-    def __init__(self, path: Path, section: str, table: dict[str, Any]) -> None:
+    def __init__(
+        self, path: Path, section: str, table: dict[str, Any], prefix: str = ""
+    ) -> None:
         self.path, self.section, self.table = path, section, table
+        #: Names the table inside its section, e.g. "rlocs #2 ".
+        self.prefix = prefix
 
     def fail(self, key: str, problem: str, fix: str) -> ConfigError:
-        return ConfigError(f"{self.path}: [{self.section}] {key}: {problem}; {fix}")
+        return ConfigError(
+            f"{self.path}: [{self.section}] {self.prefix}{key}: {problem}; {fix}"
+        )
 
     def get(self, key: str, kind: type, default: Any = None, *, fix: str = "") -> Any:
         if key not in self.table:
@@ -196,12 +223,20 @@ def load_config(path: str | Path) -> Config:
             "use printable ASCII, 1 to 255 characters",
         )
     interface = node.get("interface", str, "") or None
+    policy: tuple[tuple[int, int], ...] = ()
     if "rloc" in node.table or "rlocs" in node.table:
-        if "rlocs" in node.table:
-            items = node.get("rlocs", list)
-        else:
-            items = [node.get("rloc", str)]
-        rlocs = tuple(node.address("rloc", str(v)) for v in items)
+        key = "rlocs" if "rlocs" in node.table else "rloc"
+        items = node.get("rlocs", list) if key == "rlocs" else [node.table["rloc"]]
+        entries = [_rloc(node, key, i, v) for i, v in enumerate(items, start=1)]
+        rlocs = tuple(address for address, _ in entries)
+        policy = tuple(pw for _, pw in entries)
+        if policy and all(priority == 255 for priority, _ in policy):
+            raise node.fail(
+                key,
+                "every RLOC has priority 255, which no ITR may use for unicast "
+                "(RFC 9301 5.4)",
+                "give at least one a priority below 255 (lower is preferred)",
+            )
     elif interface:
         rlocs = tuple(interface_addresses(interface))
         if not rlocs:
@@ -218,6 +253,7 @@ def load_config(path: str | Path) -> Config:
         raise node.fail("rlocs", "empty", "list at least one RLOC address")
     state_dir = Path(node.get("state_dir", str, "/var/lib/decent"))
     log_level = node.get("log_level", str, "info")
+    mobile = node.get("mobile", bool, False)
 
     group = decent.address(
         "group",
@@ -257,18 +293,54 @@ def load_config(path: str | Path) -> Config:
     if not 1 <= ttl <= 1440:
         raise decent.fail("ttl", f"{ttl} out of range", "use 1 to 1440 minutes")
 
+    register_interval = decent.get("register_interval", float, 60.0)
+    if not register_interval >= 1.0:  # NaN too
+        raise decent.fail(
+            "register_interval",
+            f"{register_interval:g} s is too short",
+            "use at least 1 second (RFC 9301 8.2 suggests 60)",
+        )
+    reply_rate = decent.get("map_reply_rate", float, 1000.0)
+    if not reply_rate > 0:
+        raise decent.fail(
+            "map_reply_rate",
+            f"{reply_rate:g} would never answer a Map-Request",
+            "use Map-Replies per second per ITR-RLOC above 0, e.g. 1000",
+        )
+    reply_burst = decent.get("map_reply_burst", float, 2000.0)
+    if not reply_burst >= 1.0:
+        raise decent.fail(
+            "map_reply_burst",
+            f"{reply_burst:g} holds less than one Map-Reply",
+            "use at least 1, e.g. twice map_reply_rate",
+        )
+
     database = []
+    ttls = []
     for i, table in enumerate(raw.get("database", [])):
         db = _Reader(path, f"database #{i + 1}", table)
         text = db.get("eid", str, fix='add eid = "1.1.1.1/32"')
         try:
-            database.append(parse_eid(text, iid))
+            eid = parse_eid(text, iid)
         except ValueError as exc:
             raise db.fail(
                 "eid", str(exc), 'write a prefix such as "1.1.1.1/32"'
             ) from None
+        database.append(eid)
+        if "ttl" in db.table:
+            # Registrations cannot lapse however short this is next to
+            # register_interval: the node registers at least three times per
+            # shortest TTL (decent.peer.node, _register_tick).
+            eid_ttl = db.get("ttl", int)
+            if not 1 <= eid_ttl <= 1440:
+                raise db.fail("ttl", f"{eid_ttl} out of range", "use 1 to 1440 minutes")
+            ttls.append((eid, eid_ttl))
 
-    dp = _dataplane(path, raw.get("dataplane", {}))
+    # Protocol notes section 8: RLOC-probing by mobile nodes is discouraged
+    # (the link may be slow, metered or asleep), so it is off unless asked for.
+    dp = _dataplane(
+        path, raw.get("dataplane", {}), probe_default=0.0 if mobile else 10.0
+    )
 
     listen = web.get("listen", str, "127.0.0.1:8080")
     host, sep, port_text = listen.rpartition(":")
@@ -293,18 +365,60 @@ def load_config(path: str | Path) -> Config:
         control_port=decent.port("control_port", 4342),
         data_port=decent.port("data_port", 4341),
         ttl=ttl,
-        register_interval=decent.get("register_interval", float, 60.0),
+        register_interval=register_interval,
         group_lookup_interval=decent.get("group_lookup_interval", float, 30.0),
         multicast_ttl=decent.get("multicast_ttl", int, 1),
-        map_reply_rate=decent.get("map_reply_rate", float, 1000.0),
-        map_reply_burst=decent.get("map_reply_burst", float, 2000.0),
+        map_reply_rate=reply_rate,
+        map_reply_burst=reply_burst,
         admin_token=web.get("admin_token", str, "") or None,
         log_level=log_level,
+        rloc_policy=policy,
+        mobile=mobile,
+        database_ttls=tuple(ttls),
         **dp,
     )
 
 
-def _dataplane(path: Path, table: dict[str, Any]) -> dict[str, Any]:
+def _rloc(
+    node: _Reader, key: str, index: int, value: object
+) -> tuple[IPAddress, tuple[int, int]]:
+    """One [node] rloc / rlocs entry: an address, or a table giving its
+    priority and weight too (RFC 9301 5.4)."""
+    if isinstance(value, str):
+        return node.address(key, value), (DEFAULT_PRIORITY, DEFAULT_WEIGHT)
+    if not isinstance(value, dict):
+        raise node.fail(
+            key,
+            f"{value!r} is neither an address nor a table",
+            f'write "198.18.1.1" or {_RLOC_EXAMPLE}',
+        )
+    entry = _Reader(node.path, node.section, value, f"{key} #{index} ")
+    for name in value:
+        if name not in _RLOC_KEYS:
+            raise entry.fail(name, "unknown key", f"use {', '.join(_RLOC_KEYS)}")
+    address = entry.address(
+        "address", entry.get("address", str, fix=f"write {_RLOC_EXAMPLE}")
+    )
+    priority = entry.get("priority", int, DEFAULT_PRIORITY)
+    if not 0 <= priority <= 255:
+        raise entry.fail(
+            "priority",
+            f"{priority} out of range",
+            "use 0 to 255: lower is preferred, 255 means never for unicast",
+        )
+    weight = entry.get("weight", int, DEFAULT_WEIGHT)
+    if not 0 <= weight <= 100:
+        raise entry.fail(
+            "weight",
+            f"{weight} out of range",
+            "use 0 to 100: the share of flows among RLOCs of equal priority",
+        )
+    return address, (priority, weight)
+
+
+def _dataplane(
+    path: Path, table: dict[str, Any], probe_default: float = 10.0
+) -> dict[str, Any]:
     """The [dataplane] section as Config fields."""
     r = _Reader(path, "dataplane", table)
     enabled = r.get("enabled", bool, False)
@@ -333,7 +447,7 @@ def _dataplane(path: Path, table: dict[str, Any]) -> dict[str, Any]:
             raise r.fail(
                 "routes", f"{text!r} is not a prefix", 'write e.g. "10.7.0.0/16"'
             ) from None
-    interval = r.get("probe_interval", float, 10.0)
+    interval = r.get("probe_interval", float, probe_default)
     if interval < 0:
         raise r.fail(
             "probe_interval", "negative", "use seconds, or 0 to turn probing off"

@@ -9,11 +9,12 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ from decent.config import load_config
 from decent.web import views
 from decent.wire import Eid, EncapsulatedControlMessage, MapRequest, decode, parse_eid
 from tests.wire.tshark import missing_tools
+from tests.wire.vectors import load_vectors
 
 #: Loopback addresses no other test module uses.
 RLOCS = ("127.0.62.1", "127.0.62.2")
+STUB_RESOLVER = "127.0.62.3"
 KEY = "client-test-key"
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -325,6 +328,103 @@ def test_lookup_via_any_resolver_and_negative_answers(live: Live) -> None:
         human.stdout,
         re.M,
     ), human.stdout
+
+
+class GoldenResolver:
+    """A Map-Resolver that is not ours: it reads the Map-Request by hand
+    (RFC 9301 5.2 inside the 5.8 ECM), knowing nothing of decent.wire, and
+    answers every request with the E4 golden Map-Reply, only its nonce
+    patched in, to the first ITR-RLOC at the inner UDP source port."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((STUB_RESOLVER, 0))
+        self.sock.settimeout(0.1)
+        self.port: int = self.sock.getsockname()[1]
+        #: The EID-prefix of each request answered, as (address, mask-len).
+        self.asked: list[tuple[str, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> GoldenResolver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, _ = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            answer = self._answer(data)
+            if answer is not None:
+                self.sock.sendto(*answer)
+
+    def _answer(self, data: bytes) -> tuple[bytes, tuple[str, int]] | None:
+        if data[0] >> 4 != 8 or data[4] >> 4 != 4:  # ECM, inner IPv4
+            return None
+        udp = 4 + (data[4] & 0x0F) * 4
+        sport = int.from_bytes(data[udp : udp + 2], "big")
+        req = data[udp + 8 :]
+        if req[0] >> 4 != 1 or req[12:14] != b"\0\0":  # no source EID
+            return None
+        irc, count = (req[2] & 0x1F) + 1, req[3]
+        at = 14
+        itrs = []
+        for _ in range(irc):
+            afi = int.from_bytes(req[at : at + 2], "big")
+            size = {1: 4, 2: 16}[afi]
+            itrs.append(ip_address(req[at + 2 : at + 2 + size]))
+            at += 2 + size
+        mask, afi = req[at + 1], int.from_bytes(req[at + 2 : at + 4], "big")
+        if count != 1 or afi != 1:
+            return None
+        self.asked.append((str(ip_address(req[at + 4 : at + 8])), mask))
+        reply = self.reply[:4] + req[4:12] + self.reply[12:]
+        return reply, (str(itrs[0]), sport)
+
+
+def test_lookup_via_another_implementations_resolver() -> None:
+    """`decent lookup --via` against a stub that answers with golden bytes:
+    our client parses a Map-Reply it did not make, and reports its RTT."""
+    golden = load_vectors()["e04_map_reply"].data
+    with GoldenResolver(golden) as stub:
+        via = ("--via", STUB_RESOLVER, "--port", str(stub.port), "--timeout", "5")
+        human = decent("lookup", "10.2.3.4", *via)
+        assert human.returncode == 0, human.stderr
+        lines = human.stdout.splitlines()
+        assert lines[0] == (
+            f"Send map-request to {STUB_RESOLVER}:{stub.port} for [0]10.2.3.4/32 ..."
+        )
+        rtt = re.fullmatch(
+            rf"Received map-reply from {re.escape(STUB_RESOLVER)}:{stub.port} "
+            r"with rtt (\d+\.\d{4}) secs",
+            lines[1],
+        )
+        assert rtt, lines[1]
+        assert lines[3] == "Mapping entries for EID [0]10.2.3.4/32:"
+        assert lines[4] == "[0]10.2.0.0/16, record ttl: 1440 minutes, auth bit: 1"
+        assert lines[6].split() == ["198.51.100.7", "up", "1/100", "255/0"]
+        data = json.loads(decent("lookup", "10.2.3.4", "--json", *via).stdout)
+        assert stub.asked == [("10.2.3.4", 32)] * 2
+    assert data["from"] == f"{STUB_RESOLVER}:{stub.port}"
+    assert 0 < data["rtt"] < 5
+    (record,) = data["records"]
+    assert record["eid"] == "[0]10.2.0.0/16"
+    assert (record["ttl"], record["authoritative"], record["negative"]) == (
+        1440,
+        True,
+        False,
+    )
+    (loc,) = record["rlocs"]
+    assert (loc["address"], loc["priority"], loc["weight"]) == ("198.51.100.7", 1, 100)
+    assert (loc["m_priority"], loc["m_weight"], loc["reachable"]) == (255, 0, True)
 
 
 def test_lookup_and_client_errors_are_one_line(live: Live) -> None:

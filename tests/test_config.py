@@ -179,3 +179,153 @@ def test_dataplane_errors_name_the_key_and_the_fix(
 ) -> None:
     with pytest.raises(ConfigError, match=expected):
         load_config(_write(tmp_path, GOOD + "[dataplane]\n" + line + "\n"))
+
+
+# ---------------------------------------------------------------- RLOC policy
+def _rlocs(tmp_path: Path, value: str) -> Path:
+    return _write(tmp_path, GOOD.replace('rloc = "198.18.42.11"', "rlocs = " + value))
+
+
+def test_rlocs_may_be_tables_with_priority_and_weight(tmp_path: Path) -> None:
+    cfg = load_config(
+        _rlocs(
+            tmp_path,
+            '[{address = "198.18.1.1", priority = 1, weight = 30},'
+            ' {address = "198.18.2.1", priority = 2}, "198.18.42.11"]',
+        )
+    )
+    assert cfg.rlocs == tuple(
+        IPv4Address(a) for a in ("198.18.1.1", "198.18.2.1", "198.18.42.11")
+    )
+    assert cfg.rloc_policy == ((1, 30), (2, 100), (1, 100))
+    plain = load_config(_write(tmp_path, GOOD))
+    assert plain.rloc_policy == ((1, 100),)
+    single = load_config(
+        _write(
+            tmp_path,
+            GOOD.replace(
+                'rloc = "198.18.42.11"',
+                'rloc = {address = "198.18.42.11", priority = 0, weight = 0}',
+            ),
+        )
+    )
+    assert (single.rlocs, single.rloc_policy) == (
+        (IPv4Address("198.18.42.11"),),
+        ((0, 0),),
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            '[{address = "198.18.1.1", priority = 256}]',
+            r"\[node\] rlocs #1 priority: 256 out of range; use 0 to 255",
+        ),
+        (
+            '["198.18.1.1", {address = "198.18.2.1", weight = 101}]',
+            r"\[node\] rlocs #2 weight: 101 out of range; use 0 to 100",
+        ),
+        (
+            '[{address = "198.18.1.1", weight = -1}]',
+            r"rlocs #1 weight: -1 out of range",
+        ),
+        (
+            '[{address = "198.18.1.1", priority = "high"}]',
+            r"rlocs #1 priority: expected int, got str",
+        ),
+        ("[{priority = 1}]", r"rlocs #1 address: missing; write \{address ="),
+        ('[{address = "here"}]', r"rlocs #1 address: 'here' is not an IP address"),
+        (
+            '[{address = "198.18.1.1", prio = 1}]',
+            r"rlocs #1 prio: unknown key; use address, priority, weight",
+        ),
+        ("[5]", r"\[node\] rlocs: 5 is neither an address nor a table"),
+        (
+            '[{address = "198.18.1.1", priority = 255}]',
+            r"rlocs: every RLOC has priority 255.*give at least one a priority",
+        ),
+        ("[]", r"\[node\] rlocs: empty"),
+    ],
+)
+def test_rloc_table_errors_name_the_entry_the_key_and_the_fix(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    path = _rlocs(tmp_path, value)
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(path)
+    assert str(info.value).startswith(str(path))
+
+
+def test_a_priority_255_rloc_is_allowed_beside_a_usable_one(tmp_path: Path) -> None:
+    cfg = load_config(
+        _rlocs(tmp_path, '["198.18.42.11", {address = "198.18.2.1", priority = 255}]')
+    )
+    assert cfg.rloc_policy == ((1, 100), (255, 100))
+
+
+# ---------------------------------------------------------------- rates, TTLs
+def _decent(tmp_path: Path, lines: str) -> Path:
+    return _write(
+        tmp_path, GOOD.replace("instance_id = 0\n", "instance_id = 0\n" + lines + "\n")
+    )
+
+
+def test_map_reply_rate_and_burst_are_accepted(tmp_path: Path) -> None:
+    cfg = load_config(_decent(tmp_path, "map_reply_rate = 5\nmap_reply_burst = 10.5"))
+    assert (cfg.map_reply_rate, cfg.map_reply_burst) == (5.0, 10.5)
+    default = load_config(_write(tmp_path, GOOD))
+    assert (default.map_reply_rate, default.map_reply_burst) == (1000.0, 2000.0)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("map_reply_rate = 0", r"\[decent\] map_reply_rate: 0 would never answer"),
+        ("map_reply_rate = nan", r"\[decent\] map_reply_rate: nan would never"),
+        ('map_reply_rate = "fast"', r"map_reply_rate: expected float, got str"),
+        ("map_reply_burst = 0.5", r"\[decent\] map_reply_burst: 0.5 holds less"),
+        ("register_interval = 0", r"\[decent\] register_interval: 0 s is too short"),
+        ("register_interval = nan", r"register_interval: nan s is too short"),
+    ],
+)
+def test_rate_and_interval_errors_name_the_key_and_the_fix(
+    tmp_path: Path, line: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(_decent(tmp_path, line))
+
+
+def test_database_entries_may_have_their_own_ttl(tmp_path: Path) -> None:
+    text = GOOD.replace('eid = "1.1.1.1/32"', 'eid = "1.1.1.1/32"\nttl = 1')
+    cfg = load_config(_write(tmp_path, text))
+    assert cfg.database_ttls == ((Eid.prefix("1.1.1.1/32"), 1),)
+    assert load_config(_write(tmp_path, GOOD)).database_ttls == ()
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("ttl = 0", r"\[database #1\] ttl: 0 out of range; use 1 to 1440 minutes"),
+        ("ttl = 1441", r"\[database #1\] ttl: 1441 out of range"),
+        ('ttl = "1m"', r"\[database #1\] ttl: expected int, got str"),
+    ],
+)
+def test_database_ttl_errors_name_the_entry(
+    tmp_path: Path, line: str, expected: str
+) -> None:
+    text = GOOD.replace('eid = "1.1.1.1/32"', 'eid = "1.1.1.1/32"\n' + line)
+    with pytest.raises(ConfigError, match=expected):
+        load_config(_write(tmp_path, text))
+
+
+def test_mobile_nodes_do_not_probe_unless_asked(tmp_path: Path) -> None:
+    mobile = GOOD.replace('name = "n1"\n', 'name = "n1"\nmobile = true\n')
+    cfg = load_config(_write(tmp_path, mobile))
+    assert (cfg.mobile, cfg.probe_interval) == (True, 0.0)
+    asked = load_config(_write(tmp_path, mobile + "[dataplane]\nprobe_interval = 7\n"))
+    assert asked.probe_interval == 7.0
+    fixed = load_config(_write(tmp_path, GOOD))
+    assert (fixed.mobile, fixed.probe_interval) == (False, 10.0)
+    with pytest.raises(ConfigError, match=r"\[node\] mobile: expected bool"):
+        load_config(_write(tmp_path, mobile.replace("mobile = true", "mobile = 1")))

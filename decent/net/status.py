@@ -250,7 +250,10 @@ class NodeStatus:
     def lookup(self, text: str) -> dict[str, Any]:
         """The longest registered match for an EID, or the negative answer
         the Map-Resolver would give. Raises ValueError for bad input."""
-        eid = parse_eid(text, self.node.config.group_iid)
+        return self.resolve(parse_eid(text, self.node.config.group_iid))
+
+    def resolve(self, eid: Eid) -> dict[str, Any]:
+        """`lookup` of a parsed EID (its "query" is the EID itself)."""
         hit = self.node.ms.db.lookup(eid)
         if hit is not None:
             return {
@@ -269,8 +272,14 @@ class NodeStatus:
         }
 
     def cache_lookup(self, text: str) -> dict[str, Any]:
+        """The map-cache entry covering an EID (a negative one included). On a
+        miss, `resolver` is what the ITR's Map-Request would be answered with:
+        a Decent member is its own Map-Resolver, so that is `lookup`'s answer.
+        Raises ValueError for bad input."""
         eid = parse_eid(text, self.node.config.group_iid)
         entry = self.node.cache.lookup(eid)
         if entry is None:
-            return {"query": str(eid), "found": False}
+            answer = self.resolve(eid)
+            del answer["query"]
+            return {"query": str(eid), "found": False, "resolver": answer}
         return {"query": str(eid), "found": True, "entry": self.cache_entry(entry)}

@@ -510,13 +510,19 @@ class DataPlane:
 
 
 def _flow_hash(buf: bytearray, n: int, version: int) -> int:
-    """A hash of the inner 5-tuple (addresses and protocol, plus ports for
-    TCP and UDP first fragments): RFC 9300 sections 5.3 and 12 want one UDP
-    source port per flow, so ECMP/LAG paths keep each flow in order."""
+    """A hash of the inner 5-tuple (addresses and protocol, plus the ports
+    of unfragmented TCP and UDP): RFC 9300 sections 5.3 and 12 want one UDP
+    source port per flow, so ECMP/LAG paths keep each flow in order.
+
+    No fragment is hashed with ports, not even the first, which carries
+    them: the others cannot, and every fragment of a datagram must take the
+    same RLOC and source port, or its pieces part ways (and reorder) in the
+    underlay. IPv6 fragments have next header 44, so they skip ports too."""
     if version == 4:
         ihl = (buf[8] & 0x0F) * 4
         proto = buf[17]
         h = zlib.crc32(buf[20:28], proto)
+        # Flags/fragment offset word: MF (0x20) or a non-zero offset.
         if (proto == 6 or proto == 17) and not (buf[14] & 0x3F or buf[15]):
             h = zlib.crc32(buf[8 + ihl : 12 + ihl], h)
         return h

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address
+from typing import Final
 
 from decent.peer.config import (
     AllowedPrefix,
@@ -14,6 +16,14 @@ from decent.wire import Eid, Locator, Rle, RleEntry
 
 IPAddress = IPv4Address | IPv6Address
 GROUP_SITE = "decent-group"
+#: Record TTL (minutes) of a mobile node's own mappings: LISP-MN wants small
+#: TTLs so correspondents' caches let go of an old RLOC soon (protocol notes
+#: section 8, "order of 1-2 min"; timer table: about 1 min).
+MOBILE_TTL: Final = 1
+#: An RLOC's priority and weight when its config gives none (RFC 9301 5.4:
+#: lower priority is preferred; weight shares flows within a priority).
+DEFAULT_PRIORITY: Final = 1
+DEFAULT_WEIGHT: Final = 100
 
 
 def membership_mapping(group_eid: Eid, rloc: IPAddress, ttl: int) -> DatabaseMapping:
@@ -53,6 +63,9 @@ def decent_node_config(
     map_reply_rate: float = 1000.0,
     map_reply_burst: float = 2000.0,
     resolve_in_process: bool = False,
+    rloc_policy: tuple[tuple[int, int], ...] = (),
+    eid_ttls: Iterable[tuple[Eid, int]] = (),
+    mobile: bool = False,
 ) -> NodeConfig:
     """A push-mode member: its own Map-Server and Map-Resolver, registering
     its membership, its name and its EIDs once to the whole group.
@@ -61,7 +74,15 @@ def decent_node_config(
     allows any prefix, name and group in the instance, and always proxy-
     replies. `ttl` (minutes) is both the record TTL and, with the T bit, the
     registration lifetime: a member that vanishes ages out after it.
+
+    `rloc_policy` is (priority, weight) per RLOC, in `rlocs` order (default
+    1/100 each). `eid_ttls` gives some EIDs their own record TTL. `mobile`
+    (LISP-MN) gives the name and every EID without one `MOBILE_TTL`; the
+    membership keeps `ttl`, since a re-registration from a new RLOC replaces
+    our child of the merged set at once (it is keyed by xTR-ID).
     """
+    if rloc_policy and len(rloc_policy) != len(rlocs):
+        raise ValueError("rloc_policy needs one (priority, weight) per RLOC")
     rloc = rlocs[0]
     group_eid = Eid.sg(
         "0.0.0.0/0" if group.version == 4 else "::/0",
@@ -84,10 +105,20 @@ def decent_node_config(
         ),
         force_proxy_reply=True,
     )
-    locators = tuple(Locator(r, 1, 100, 255, 0, local=True) for r in rlocs)
+    policy = rloc_policy or ((DEFAULT_PRIORITY, DEFAULT_WEIGHT),) * len(rlocs)
+    locators = tuple(
+        Locator(r, priority, weight, 255, 0, local=True)
+        for r, (priority, weight) in zip(rlocs, policy, strict=True)
+    )
+    own_ttl = MOBILE_TTL if mobile else ttl
+    ttls = dict(eid_ttls)
     database = [membership_mapping(group_eid, rloc, ttl)]
-    database.append(DatabaseMapping(Eid.name(name, iid), locators, ttl, True, False))
-    database.extend(DatabaseMapping(e, locators, ttl, True, False) for e in eids)
+    database.append(
+        DatabaseMapping(Eid.name(name, iid), locators, own_ttl, True, False)
+    )
+    database.extend(
+        DatabaseMapping(e, locators, ttls.get(e, own_ttl), True, False) for e in eids
+    )
     targets = [(rloc, control_port), (group, control_port)]
     targets.extend((s, control_port) for s in seeds if s not in rlocs)
     return NodeConfig(

@@ -63,9 +63,13 @@ class CacheEntry:
         return not self.record.locators
 
     def slots(self, generation: int) -> tuple[LocatorState, ...]:
-        """The usable locators of the best priority, each repeated in
-        proportion to its weight: `slots[hash % len(slots)]` is `choose(hash)`
-        without the per-packet list building. Empty when none is usable."""
+        """The locator choice table: the usable locators of the best priority
+        (RFC 9301 5.4: lower is preferred, 255 never), each repeated `weight`
+        times, so `slots[flow_hash % len(slots)]` splits flows by weight with
+        no per-packet work. Weight 0 throughout means the receiver decides:
+        one slot each. Empty when none is usable. Rebuilt only when
+        `generation` (the MapCache's) moved: whoever changes a locator's
+        state bumps it."""
         if self._slots_generation != generation:
             usable = [s for s in self.locators if s.usable]
             table: list[LocatorState] = []
@@ -80,23 +84,6 @@ class CacheEntry:
             self._slots = tuple(table)
             self._slots_generation = generation
         return self._slots
-
-    def choose(self, flow_hash: int) -> LocatorState | None:
-        """The locator for a flow: best priority among usable ones, by weight."""
-        usable = [s for s in self.locators if s.usable]
-        if not usable:
-            return None
-        best = min(s.locator.priority for s in usable)
-        tier = [s for s in usable if s.locator.priority == best]
-        total = sum(s.locator.weight for s in tier)
-        if total == 0:  # weight 0 everywhere: receiver decides, spread evenly
-            return tier[flow_hash % len(tier)]
-        point = flow_hash % total
-        for s in tier:
-            point -= s.locator.weight
-            if point < 0:
-                return s
-        return tier[-1]  # pragma: no cover - unreachable: point < total
 
 
 class MapCache:

@@ -90,6 +90,10 @@ MASK64: Final = (1 << 64) - 1
 _REPLY_TYPE: Final = 2 << 28
 _REPLY_PROBE: Final = 0x08000000
 _MIN: Final = 60.0
+#: Registrations per registration lifetime, at least: RFC 9301 8.2's own
+#: ratio (60 s period, 3 min timeout), so two lost Map-Registers in a row
+#: still do not let a registration lapse.
+_REFRESHES_PER_LIFETIME: Final = 3
 #: Messages an ITR exchanges with its own Map-Resolver: handled in-process
 #: when the node resolves for itself (NodeConfig.resolve_in_process).
 _LOOPBACK_KINDS: Final = frozenset({"map-request", "map-reply"})
@@ -909,8 +913,10 @@ class Node:
         # datagram is dropped), and that must not leave half a reply applied.
         eids = [Eid.from_wire(rec.eid, rec.mask_len) for rec in rep.records]
         self._forget_request(self._pending_requests[eid])
+        # Our own Map-Resolver answered in-process: the map-cache says so.
+        source = "local" if src == self._loopback_addr else "map-reply"
         for got, rec in zip(eids, rep.records, strict=True):
-            self._install(got, rec, "map-reply", now)
+            self._install(got, rec, source, now)
 
     def _group_lookup(self, now: float) -> None:
         """RFC 9962 4.2: without PubSub, an ITR SHOULD look its group up
@@ -1031,7 +1037,7 @@ class Node:
     # ------------------------------------------------------------ probing
     def _probe_tick(self, now: float) -> None:
         for eid, entry in list(self.cache.db.items()):
-            if entry.negative or entry.source == "local":
+            if entry.negative:
                 continue
             for state in entry.locators:
                 rloc = state.locator.address
@@ -1070,6 +1076,9 @@ class Node:
             return
         del self._probes[rep.nonce]
         self._timers.cancel(ProbeTimeout(rep.nonce))
+        # The sender is not compared with the probed RLOC: the ETR answers
+        # from its outgoing interface (RFC 9301 7.1), which need not be the
+        # RLOC probed, and the echoed 64-bit random nonce is the match key.
         eid, rloc, sent = probe
         found = self._probe_state(eid, rloc)
         if found is None:
@@ -1134,8 +1143,19 @@ class Node:
             self._timers.cancel(RegisterRetry(nonce))
             attempt = max(attempt, pending.attempt + 1)
         self._pending_registers.clear()
-        self._register([m for _, m in self.database.items()], now, attempt=attempt)
+        mappings = [m for _, m in self.database.items()]
+        self._register(mappings, now, attempt=attempt)
         interval = self.config.register_interval
+        # With the T bit a mapping's record TTL is also its registration
+        # lifetime, so a short one (a mobile node's 1 minute, against the
+        # 60 s period) would lapse between rounds. Rather than refuse such a
+        # configuration, register often enough for every mapping. The whole
+        # database goes each time: one schedule keeps retransmission, quick
+        # and bootstrap registration in one place, and a node with short
+        # TTLs is a mobile one, whose own mappings are all short.
+        shortest = min((m.ttl for m in mappings if m.ttl > 0), default=None)
+        if shortest is not None:
+            interval = min(interval, shortest * _MIN / _REFRESHES_PER_LIFETIME)
         if now < self._quick_until:
             # Quick registration may only make registering more frequent.
             interval = min(interval, self.config.quick_register_interval)

@@ -144,6 +144,26 @@ def render(node: dict[str, Any], cache: list[dict[str, Any]]) -> str:
         "Data-plane bytes encapsulated to map-cache entries (sum of byte-count)",
     )
     f.add("decent_data_bytes_total", sum(e.get("byte-count", 0) for e in cache))
+    # The ETR side has no map-cache entry to count against: the data plane's
+    # own totals (absent, so zero, when it is off).
+    dataplane = node.get("dataplane", {})
+    f.family(
+        "decent_data_decapsulated_packets_total",
+        "counter",
+        "Data-plane packets decapsulated for this node's EIDs",
+    )
+    f.add(
+        "decent_data_decapsulated_packets_total",
+        dataplane.get("decapsulated-packets", 0),
+    )
+    f.family(
+        "decent_data_decapsulated_bytes_total",
+        "counter",
+        "Data-plane bytes decapsulated for this node's EIDs (inner packets)",
+    )
+    f.add(
+        "decent_data_decapsulated_bytes_total", dataplane.get("decapsulated-bytes", 0)
+    )
     f.family("decent_up", "gauge", "1 when the node is a member of its group")
     f.add("decent_up", 1 if node.get("health", {}).get("ok") else 0)
     f.family("decent_uptime_seconds", "gauge", "Seconds since the node started")

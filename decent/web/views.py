@@ -102,6 +102,11 @@ def locator_lines(loc: dict[str, Any]) -> list[str]:
     return [str(loc["address"])]
 
 
+def rloc_set(locs: list[dict[str, Any]]) -> Cell:
+    """A registered RLOC-set as one cell, a line per RLOC or RLE member."""
+    return _lines((line for loc in locs for line in locator_lines(loc)), cls="rlocs")
+
+
 def _table(
     columns: list[Cell], rows: list[dict[str, Any]], empty: str, more_hint: str
 ) -> Block:
@@ -180,14 +185,7 @@ def sites_table(sites: list[dict[str, Any]]) -> Block:
                     _text(age(s.get("first_registered"))),
                     _text(age(s.get("ttl"))),
                     _text(s.get("flags", ""), title=flags_title(s.get("flags", ""))),
-                    _lines(
-                        (
-                            line
-                            for loc in s.get("rlocs", [])
-                            for line in locator_lines(loc)
-                        ),
-                        cls="rlocs",
-                    ),
+                    rloc_set(s.get("rlocs", [])),
                 ],
             }
         )
@@ -358,10 +356,7 @@ def site_blocks(s: dict[str, Any]) -> dict[str, Block]:
                 _text(age(r.get("last_registered"))),
                 _text(age(r.get("ttl"))),
                 _text(r.get("flags", ""), title=flags_title(r.get("flags", ""))),
-                _lines(
-                    (line for loc in r.get("rlocs", []) for line in locator_lines(loc)),
-                    cls="rlocs",
-                ),
+                rloc_set(r.get("rlocs", [])),
             ],
         }
         for r in regs
@@ -392,10 +387,11 @@ def lookup_block(result: dict[str, Any], where: str) -> Block:
                     (
                         "Answer",
                         _text(
-                            "no map-cache entry covers it; the ITR would send "
-                            "a Map-Request"
+                            "not in map-cache: no entry covers it, so the ITR "
+                            "would send a Map-Request"
                         ),
                     ),
+                    *_resolver_facts(result.get("resolver") or {}),
                 ]
             )
         e = result["entry"]
@@ -404,7 +400,7 @@ def lookup_block(result: dict[str, Any], where: str) -> Block:
         if e.get("negative") or not e.get("rlocs"):
             items += [
                 ("Answer", _text("negative map-cache entry")),
-                ("Prefix", _text(e["eid"])),
+                ("Prefix", _text(e["eid"], cls="eid")),
                 ("TTL left", _text(age(e.get("ttl")))),
                 ("Action", _text(e.get("action") or "-")),
             ]
@@ -414,8 +410,8 @@ def lookup_block(result: dict[str, Any], where: str) -> Block:
                 ("RLOC State", row[5]),
                 ("Unicast Priority/Weight", row[6]),
                 ("TTL left", _text(age(e.get("ttl")))),
-                ("Map-Reply Source", _text(e.get("source"))),
             ]
+        items.append(("Map-Reply Source", _text(e.get("source"))))
         return _facts(items)
     if not result.get("found"):
         return _facts(
@@ -432,18 +428,31 @@ def lookup_block(result: dict[str, Any], where: str) -> Block:
         [
             ("Query", query),
             ("Longest match", _text(s["eid"], href=site_href(s["eid"]), cls="eid")),
-            (
-                "RLOC-set",
-                _lines(
-                    (line for loc in s.get("rlocs", []) for line in locator_lines(loc)),
-                    cls="rlocs",
-                ),
-            ),
+            ("RLOC-set", rloc_set(s.get("rlocs", []))),
             ("Last registerer", _text(s.get("last_registerer"))),
             ("TTL left", _text(age(s.get("ttl")))),
             ("Registration flags", _text(s.get("flags", ""))),
         ]
     )
+
+
+def _resolver_facts(answer: dict[str, Any]) -> list[tuple[str, Cell]]:
+    """What this node's Map-Resolver would answer for a map-cache miss."""
+    if answer.get("found"):
+        s = answer["entry"]
+        return [
+            ("Map-Resolver answer", _text("registered")),
+            ("Registered match", _text(s["eid"], href=site_href(s["eid"]), cls="eid")),
+            ("RLOC-set", rloc_set(s.get("rlocs", []))),
+        ]
+    if "prefix" not in answer:
+        return []
+    return [
+        ("Map-Resolver answer", _text("negative: no registration covers it")),
+        ("Negative prefix", _text(answer.get("prefix"), cls="eid")),
+        ("TTL", _text(age(answer.get("ttl")))),
+        ("Action", _text(answer.get("action"))),
+    ]
 
 
 # ---------------------------------------------------------------- pages

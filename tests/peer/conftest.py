@@ -41,6 +41,9 @@ SITE_PREFIX = Eid.prefix("10.1.0.0/16")
 ETR_EID = Eid.prefix("10.1.1.0/24")
 GROUP = IPv4Address("233.252.1.1")
 DECENT_IPS = tuple(IPv4Address(f"198.18.42.{i}") for i in (11, 12, 13))
+#: A database mapping TTL (minutes) that outlives an hour-long register
+#: period: a shorter one makes the ETR register every TTL / 3 instead.
+LONG_TTL: dict[str, Any] = {"ttl": 1440}
 
 
 def nonces(start: int = 1, step: int = 1) -> Callable[[], int]:

@@ -18,9 +18,11 @@ from decent.wire import (
     DECENT_CONTROL_IID,
     Action,
     DataHeader,
+    DecodeError,
     Eid,
     EncapsulatedControlMessage,
     MapRecord,
+    MapReply,
     MapRequest,
     UdpPacket,
     decapsulate,
@@ -39,6 +41,7 @@ from tests.peer.conftest import (
     Traced,
     ctl,
     lab,
+    sent,
 )
 from tests.peer.simnet import SimNet
 
@@ -97,8 +100,11 @@ def mesh(
     two_rlocs: bool = False,
     iid: int = 0,
     dp: dict[str, Any] | None = None,
+    extra: dict[int, dict[str, Any]] | None = None,
     **node_kw: Any,
 ) -> Mesh:
+    """Three members with a data plane each; `extra[i]` adds config keywords
+    for node i (0-based) only."""
     net = SimNet(seed=3, record=True)
     counter = itertools.count(1)
     nodes, dps = [], []
@@ -116,6 +122,7 @@ def mesh(
             probe_interval=probe_interval,
             resolve_in_process=True,
             **node_kw,
+            **(extra or {}).get(i - 1, {}),
         )
         node = Traced(cfg, nonce=lambda: next(counter))
         addrs = [(r, p) for r in rlocs for p in (4342, 4341)]
@@ -546,6 +553,116 @@ def test_probing_alone_fails_over_within_the_probe_interval_plus_timeouts():
     assert m.send(0, flow)[0][1][0][0] == other
     down = [e for _, e in m.nodes[0].events(LocatorStateChanged) if not e.up]
     assert [e.rloc for e in down] == [first]
+
+
+# ---------------------------------------------------------------- priority
+BACKUP = {1: {"rloc_policy": ((1, 100), (2, 100))}}  # n2: N2 first, N2B spare
+TWO = Eid.prefix("2.2.2.2/32")
+
+
+def used_rlocs(m: Mesh, flows: list[bytes]) -> set[str]:
+    return {route[0][0] for p in flows for _, route in m.send(0, p)}
+
+
+def test_rloc_priorities_reach_the_itr_and_the_backup_carries_nothing():
+    m = mesh(two_rlocs=True, extra=BACKUP)
+    flows = [udp(eid4(1), eid4(2), sport=p) for p in range(64)]
+    assert used_rlocs(m, flows) == {str(N2)}
+    entry = m.nodes[0].cache.lookup(TWO)
+    assert entry is not None
+    assert [(s.locator.priority, s.locator.weight) for s in entry.locators] == [
+        (1, 100),
+        (2, 100),
+    ]
+    assert [s.packets for s in entry.locators] == [64, 0]
+
+
+def test_traffic_moves_to_priority_2_while_probes_to_priority_1_fail():
+    """Only the path to N2 breaks (n2 still answers from N2): N2's probes
+    time out, every flow moves to N2B, and back once N2 answers again."""
+    m = mesh(two_rlocs=True, extra=BACKUP, probe_interval=10.0)
+    flows = [udp(eid4(1), eid4(2), sport=p) for p in range(32)]
+    assert used_rlocs(m, flows) == {str(N2)}
+    m.net.drop = lambda _data, src, dst: src[0] == N1 and dst[0] == N2
+    cfg = m.nodes[0].config
+    m.net.advance(10.0 + cfg.probe_down_after * cfg.probe_timeout + 0.5)
+    assert used_rlocs(m, flows) == {str(N2B)}
+    m.net.drop = None
+    m.net.advance(10.5)  # the next probe round reaches N2 again
+    assert used_rlocs(m, flows) == {str(N2)}
+    changes = [(e.rloc, e.up) for _, e in m.nodes[0].events(LocatorStateChanged)]
+    assert changes == [(str(N2), False), (str(N2), True)]
+
+
+def test_traffic_moves_to_priority_2_while_the_lsbs_say_priority_1_is_down():
+    m = mesh(two_rlocs=True, extra=BACKUP)
+    flows = [udp(eid4(1), eid4(2), sport=p) for p in range(32)]
+    assert used_rlocs(m, flows) == {str(N2)}
+
+    def from_n2b(lsbs: int) -> None:
+        data = encapsulate(DataHeader(nonce=1, lsbs=lsbs), udp(eid4(2), eid4(1)))
+        m.nodes[0].receive_datagram(data, (N2B, 1), m.net.now, (N1, 4341))
+
+    from_n2b(0b10)  # locator 0 (N2) down, locator 1 (N2B) up
+    assert used_rlocs(m, flows) == {str(N2B)}
+    from_n2b(0b11)
+    assert used_rlocs(m, flows) == {str(N2)}
+
+
+def test_a_probe_reply_from_another_rloc_of_the_etr_still_counts():
+    """n2 answers every probe from N2 (its outgoing address), also those
+    sent to N2B: the nonce matches the reply to the probe, not the sender."""
+    m = mesh(two_rlocs=True, probe_interval=10.0)
+    m.send(0, udp(eid4(1), eid4(2)))
+    m.net.trace.clear()
+    m.net.advance(11.0)
+    to_n2b = [
+        msg
+        for _, d, msg in sent(m.net, MapRequest, src=N1)
+        if msg.probe and d == (N2B, 4342)
+    ]
+    assert len(to_n2b) == 1
+    senders = {
+        s[0]
+        for _, s, _, data in m.net.trace
+        if _probe_reply_nonce(data) == to_n2b[0].nonce
+    }
+    assert senders == {N2}
+    entry = m.nodes[0].cache.lookup(TWO)
+    assert entry is not None
+    assert entry.locators[1].rtt is not None
+    assert m.nodes[0].counters["drop.unsolicited-probe-reply"] == 0
+
+
+def _probe_reply_nonce(data: bytes) -> int | None:
+    try:
+        msg = decode(data)
+    except DecodeError:  # data-port packets
+        return None
+    return msg.nonce if isinstance(msg, MapReply) and msg.probe else None
+
+
+def test_every_fragment_of_a_datagram_hashes_like_the_others():
+    """Ports go into the flow hash of unfragmented TCP/UDP only: a first
+    fragment carries them but its followers cannot, and all must leave on
+    one RLOC with one source port."""
+    m = mesh()
+    m.send(0, udp(eid4(1), eid4(2)))
+
+    def flow(packet: bytes | bytearray) -> int:
+        [(_, (_, _, h))] = m.send(0, bytes(packet))
+        return h
+
+    def fragment(sport: int, flags_offset: int) -> bytearray:
+        packet = bytearray(udp(eid4(1), eid4(2), sport=sport))
+        packet[6:8] = flags_offset.to_bytes(2, "big")
+        return packet
+
+    first = [flow(fragment(p, 0x2000)) for p in (1000, 2000)]  # MF, offset 0
+    later = flow(fragment(3000, 0x00B9))  # offset 185 (x8 bytes), no ports
+    assert first[0] == first[1] == later
+    whole = {flow(fragment(p, 0x4000)) for p in (1000, 2000)}  # DF only
+    assert len(whole) == 2
 
 
 # ---------------------------------------------------------------- corners

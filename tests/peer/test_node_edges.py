@@ -54,6 +54,7 @@ from tests.peer.conftest import (
     GROUP,
     ITR_IP,
     KEY,
+    LONG_TTL,
     MS_IP,
     SITE_PREFIX,
     Traced,
@@ -438,7 +439,7 @@ def test_large_databases_are_split_into_registers_of_bounded_size():
 
 
 def test_register_retransmission_stops_when_its_eid_is_deregistered():
-    etr = Traced(etr_config(register_interval=3600.0))
+    etr = Traced(etr_config(register_interval=3600.0, mapping=LONG_TTL))
     etr.handle_timer(0.0)
     etr.deregister(0.5, [ETR_EID])
     etr.datagrams_to_send()

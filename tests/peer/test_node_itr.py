@@ -37,6 +37,7 @@ from tests.peer.conftest import (
     ETR_EID,
     ETR_IP,
     ITR_IP,
+    LONG_TTL,
     MS_IP,
     Lab,
     Raw,
@@ -346,7 +347,7 @@ def test_smrs_are_rate_limited_to_one_per_3s_per_prefix():
 
 def test_changed_mapping_retransmissions_carry_the_new_locators():
     net = SimNet(record=True)
-    etr = Traced(etr_config(register_interval=3600.0))
+    etr = Traced(etr_config(register_interval=3600.0, mapping=LONG_TTL))
     attach(net, etr)  # no Map-Server: registrations go unanswered
     net.advance(2.0)
     etr.set_locators(ETR_EID, locators(NEW_RLOC), net.now)
@@ -400,8 +401,8 @@ def test_partitioned_rloc_goes_down_and_is_not_chosen_then_comes_back():
     down = [e for _, e in t.itr.events(LocatorStateChanged)]
     assert down == [LocatorStateChanged(ETR_EID, str(ETR2_IP), False)]
     assert [s.up for s in entry.locators] == [True, False]
-    chosen = [entry.choose(h) for h in range(100)]
-    assert {None if s is None else s.locator.address for s in chosen} == {ETR_IP}
+    slots = entry.slots(t.itr.cache.generation)
+    assert {s.locator.address for s in slots} == {ETR_IP}
     t.net.heal()
     t.net.advance(11.0)
     assert entry.locators[1].up
@@ -467,7 +468,7 @@ def test_probe_reply_without_the_a_bit_does_not_use_up_the_probe():
     assert entry.locators[1].missed == 1
 
 
-def test_negative_local_and_named_locators_are_not_probed():
+def test_negative_and_named_locators_and_our_own_rlocs_are_not_probed():
     net = SimNet(record=True)
     itr = Traced(itr_config(probe_interval=5.0))
     attach(net, itr)
@@ -475,7 +476,6 @@ def test_negative_local_and_named_locators_are_not_probed():
     for prefix, locs, source in (
         ("10.5.0.0/16", (named,), "map-reply"),
         ("10.6.0.0/16", (), "map-reply"),
-        ("10.7.0.0/16", locators(ETR_IP), "local"),
         ("10.8.0.0/16", locators(ITR_IP), "map-reply"),  # our own RLOC
     ):
         eid = Eid.prefix(prefix)
@@ -484,7 +484,7 @@ def test_negative_local_and_named_locators_are_not_probed():
     assert [m for _, _, m in sent(net, MapRequest) if m.probe] == []
 
 
-# ---------------------------------------------------------------- choose()
+# ---------------------------------------------------------------- slots()
 def states(*specs: tuple[int, int, bool]) -> CacheEntry:
     locs = [
         LocatorState(Locator(IPv4Address(f"192.0.2.{i}"), p, w, reachable=r))
@@ -494,34 +494,55 @@ def states(*specs: tuple[int, int, bool]) -> CacheEntry:
     return CacheEntry(ETR_EID, rec, "map-reply", 0.0, 60.0, locs)
 
 
-def picks(entry: CacheEntry, n: int = 1000) -> dict[str, int]:
+def picks(entry: CacheEntry, generation: int = 0, n: int = 1000) -> dict[str, int]:
+    """How n consecutive flow hashes land, as the data plane picks them."""
+    slots = entry.slots(generation)
     out: dict[str, int] = {}
     for h in range(n):
-        s = entry.choose(h)
-        key = "none" if s is None else str(s.locator.address)
+        key = str(slots[h % len(slots)].locator.address) if slots else "none"
         out[key] = out.get(key, 0) + 1
     return out
 
 
-def test_choose_prefers_the_best_priority_then_splits_by_weight():
+def test_slots_split_flows_by_weight_within_the_best_priority():
     entry = states((1, 30, True), (1, 70, True), (2, 100, True))
+    slots = entry.slots(0)
+    assert len(slots) == 100  # one slot per unit of weight
     assert picks(entry) == {"192.0.2.1": 300, "192.0.2.2": 700}
 
 
-def test_choose_never_uses_priority_255_or_an_unreachable_rloc():
+def test_slots_use_the_next_priority_only_when_the_best_is_gone():
+    entry = states((1, 30, True), (1, 70, True), (2, 100, True))
+    entry.locators[0].up = False
+    assert picks(entry, 1) == {"192.0.2.2": 1000}  # still a priority-1 one
+    entry.locators[1].lsb_up = False
+    assert picks(entry, 2) == {"192.0.2.3": 1000}
+    entry.locators[0].up = True
+    assert picks(entry, 3) == {"192.0.2.1": 1000}
+
+
+def test_slots_are_rebuilt_only_when_the_generation_moves():
+    entry = states((1, 50, True), (2, 50, True))
+    before = entry.slots(7)
+    entry.locators[0].up = False
+    assert entry.slots(7) is before  # the caller did not say anything changed
+    assert {s.locator.priority for s in entry.slots(8)} == {2}
+
+
+def test_slots_never_use_priority_255_or_an_unreachable_rloc():
     entry = states((255, 100, True), (1, 100, False), (5, 100, True))
     assert picks(entry) == {"192.0.2.3": 1000}
     assert picks(states((255, 100, True), (1, 1, False))) == {"none": 1000}
 
 
-def test_choose_spreads_evenly_when_all_weights_are_zero():
+def test_slots_spread_evenly_when_all_weights_are_zero():
     assert picks(states((1, 0, True), (1, 0, True))) == {
         "192.0.2.1": 500,
         "192.0.2.2": 500,
     }
 
 
-def test_choose_skips_a_locator_marked_down():
+def test_slots_skip_a_locator_marked_down():
     entry = states((1, 50, True), (1, 50, True))
     entry.locators[0].up = False
     assert picks(entry) == {"192.0.2.2": 1000}

@@ -21,6 +21,7 @@ from tests.peer.conftest import (
     ETR_EID,
     ETR_IP,
     KEY,
+    LONG_TTL,
     MS_IP,
     Raw,
     Traced,
@@ -150,7 +151,11 @@ def test_map_register_with_m_bit_is_acknowledged_by_a_signed_map_notify():
 
 def test_register_is_retransmitted_1s_doubling_to_60s_with_fresh_nonces():
     net = SimNet(record=True)
-    etr = Traced(etr_config(register_interval=3600.0, quick_register_period=0.0))
+    etr = Traced(
+        etr_config(
+            register_interval=3600.0, mapping=LONG_TTL, quick_register_period=0.0
+        )
+    )
     attach(net, etr)  # no Map-Server answers
     net.advance(300.0)
     regs = sent(net, MapRegister)
@@ -176,7 +181,11 @@ def test_periodic_registration_supersedes_unanswered_retransmissions():
 
 def test_map_notify_stops_the_retransmission():
     net = SimNet(record=True)
-    etr = Traced(etr_config(register_interval=3600.0, quick_register_period=0.0))
+    etr = Traced(
+        etr_config(
+            register_interval=3600.0, mapping=LONG_TTL, quick_register_period=0.0
+        )
+    )
     ms = Traced(ms_config())
     attach(net, etr)
     attach(net, ms)

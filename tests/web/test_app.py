@@ -19,7 +19,10 @@ G = IPv4Address("233.252.1.1")
 IPS = [IPv4Address(f"198.18.45.{i}") for i in (11, 12, 13)]
 
 
-def _status(converge: bool = True) -> tuple[SimNet, NodeStatus]:
+def _status(
+    converge: bool = True, resolve_in_process: bool = False
+) -> tuple[SimNet, NodeStatus]:
+    """Three members; the status is n1's (`resolve_in_process` is n1's too)."""
     net = SimNet(seed=5)
     counter = itertools.count(1)
     nodes = []
@@ -32,6 +35,7 @@ def _status(converge: bool = True) -> tuple[SimNet, NodeStatus]:
             xtr_id=i + 1,
             eids=(Eid.prefix(f"{i + 1}.{i + 1}.{i + 1}.{i + 1}/32"),),
             seeds=(IPS[0],) if i else (),
+            resolve_in_process=resolve_in_process and i == 0,
         )
         node = Node(cfg, nonce=lambda: next(counter))
         nodes.append(node)
@@ -116,8 +120,39 @@ async def test_lookup_gives_match_negative_or_clear_error(aiohttp_client: Any) -
     assert sg["entry"]["eid"] == "[0](0.0.0.0/0, 233.252.1.1/32)"
     bad = await _get(client, "/api/lookup?eid=banana", 400)
     assert "not an address or prefix" in bad["error"]
+    # A map-cache miss says what the Map-Request would be answered with.
     cached = await _get(client, "/api/lookup?eid=2.2.2.2&in=map-cache")
-    assert cached == {"query": "[0]2.2.2.2/32", "found": False}
+    assert (cached["query"], cached["found"]) == ("[0]2.2.2.2/32", False)
+    assert cached["resolver"]["found"] is True
+    assert cached["resolver"]["entry"]["eid"] == "[0]2.2.2.2/32"
+    nowhere = await _get(client, "/api/lookup?eid=9.9.9.9&in=map-cache")
+    assert nowhere == {
+        "query": "[0]9.9.9.9/32",
+        "found": False,
+        "resolver": {
+            "found": False,
+            "prefix": "[0]8.0.0.0/5",
+            "ttl": 60,
+            "action": "send-map-request",
+        },
+    }
+
+
+async def test_clear_cache_is_the_only_route_that_is_not_a_get() -> None:
+    """Read-only by default: nothing but clearing the map-cache may change
+    the node, so nothing else answers anything but GET (and its HEAD)."""
+    _, status = _status(converge=False)
+    app = make_app(status)
+    others = {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.method not in ("GET", "HEAD") and route.resource is not None
+    }
+    assert others == {
+        ("POST", "/map-cache/clear"),
+        ("POST", "/api/map-cache/clear"),
+    }
+    assert all(route.resource is not None for route in app.router.routes())
 
 
 async def test_healthz_is_503_until_joined(aiohttp_client: Any) -> None:

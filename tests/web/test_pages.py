@@ -4,6 +4,7 @@ a node fed by the simulated network (a third node is named <script>...)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import json
@@ -16,11 +17,28 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from decent.net.status import NodeStatus
+from decent.peer.config import AllowedPrefix, Site
+from decent.peer.dataplane import DataPlane
 from decent.peer.decent import decent_node_config
 from decent.peer.node import Node
 from decent.web import views
-from decent.web.app import CLOSING, SECURITY_HEADERS, admin_refusal, make_app
-from decent.wire import Eid
+from decent.web.app import (
+    CLOSING,
+    LIVE_INTERVAL,
+    SECURITY_HEADERS,
+    admin_refusal,
+    make_app,
+)
+from decent.wire import (
+    AlgorithmId,
+    DataHeader,
+    Eid,
+    Locator,
+    MapRecord,
+    MapRegister,
+    UdpPacket,
+    encapsulate,
+)
 from tests.peer.simnet import SimNet
 from tests.web.pagetext import Page
 from tests.web.test_app import IPS, _status
@@ -43,6 +61,16 @@ async def _page(client: Client, path: str, code: int = 200) -> Page:
 async def _client(aiohttp_client: Any, **kw: Any) -> tuple[SimNet, NodeStatus, Client]:
     net, status = _status()
     return net, status, await aiohttp_client(make_app(status, **kw))
+
+
+def _resolve(net: SimNet, status: NodeStatus, *eids: Eid) -> None:
+    """Have n1's ITR ask its Map-Resolver for eids; the answers are cached."""
+    for eid in eids:
+        status.node.request(eid, net.now)
+    net.advance(1)
+
+
+RESOLVED = (Eid.prefix("2.2.2.2/32"), Eid.name("n2"), Eid.prefix("9.9.9.9/32"))
 
 
 def _no_external_assets(page: Page) -> None:
@@ -195,6 +223,50 @@ async def test_detail_page_of_a_plain_eid_and_of_an_unknown_one(aiohttp_client):
     assert gone.blocks["facts"].notes == ["[0]9.9.9.9/32 is not registered (any more)."]
 
 
+async def test_detail_page_without_proxy_reply_and_with_hmac_sha_1(aiohttp_client):
+    """A registrant of another site: no P bit, HMAC-SHA-1-96, its own site-ID
+    (the group's registrations are all proxy-replied HMAC-SHA-256)."""
+    cfg = decent_node_config(
+        name="ms", rlocs=(IPS[0],), group=IPv4Address("233.252.1.1"), key=b"k", xtr_id=1
+    )
+    lab_site = Site(
+        "lab-site",
+        ((0, b"sha1-key"),),
+        (AllowedPrefix(Eid.prefix("192.0.2.0/24")),),
+    )
+    node = Node(
+        dataclasses.replace(cfg, sites=(*cfg.sites, lab_site)),
+        nonce=functools.partial(next, itertools.count(1)),
+    )
+    etr = IPv4Address("198.51.100.9")
+    addr, mask = Eid.prefix("192.0.2.0/24").to_wire()
+    register = MapRegister(
+        5,
+        (MapRecord(addr, mask, (Locator(etr, 2, 50, 255, 0),), ttl=3),),
+        xtr_id=0xABC,
+        site_id=7,
+    ).signed(b"sha1-key", AlgorithmId.HMAC_SHA_1_96)
+    node.receive_datagram(register.encode(), (etr, 4342), 10.0)
+    status = NodeStatus(
+        node, lambda: 12.0, name="ms", started=0.0, register_interval=60.0
+    )
+    client = await aiohttp_client(make_app(status))
+    page = await _page(client, "/sites/" + quote("[0]192.0.2.0/24", safe=""))
+    facts = page.blocks["facts"].facts
+    assert facts["Site name"] == "lab-site"
+    assert facts["Proxy Map-Reply"] == "no"
+    assert facts["Auth type"] == "hmac-sha-1"
+    assert facts["Registration flags"] == "p-s-I-t-r-m-n"
+    assert facts["Site-ID"] == "7"
+    assert facts["xTR-ID"] == f"{0xABC:032x}"
+    assert facts["Last registerer"] == str(etr)
+    assert facts["RLOC-set semantics"] == "replacement-semantics"
+    assert page.blocks["rlocs"].rows == [[str(etr), "up-state", "2/50/255/0", "-"]]
+    sites = (await _page(client, "/sites")).blocks["sites"]
+    row = sites.row("EID-Prefix or (S,G)", "[0]192.0.2.0/24")
+    assert row["Registration Flags"] == "p-s-I-t-r-m-n"
+
+
 async def test_peers_table(aiohttp_client):
     net, _, client = await _client(aiohttp_client)
     peers = (await _page(client, "/peers")).blocks["peers"]
@@ -213,13 +285,25 @@ async def test_peers_table(aiohttp_client):
     ]
     assert peers.column("Name") == ["n1", "n2", HOSTILE]
     assert set(peers.column("State")) == {"current"}
+    # A minute on, every member has registered again: heard anew, first
+    # seen when it joined.
+    net.advance(65)
+    peers = (await _page(client, "/peers")).blocks["peers"]
+    for rloc in ("198.18.45.12", "198.18.45.13"):
+        row = peers.row("RLOC", rloc)
+        assert re.fullmatch(r"0:01:0\d", row["First Seen"]), row
+        assert re.fullmatch(r"0:00:\d\d", row["Last Heard"]), row
+        assert row["First Seen"] != row["Last Heard"]
+    assert set(peers.column("State")) == {"current"}
     # Two registration periods of silence: the others are aging out.
     for node in net._hosts[1:]:
         net.remove(node.node)
     net.advance(130)
     peers = (await _page(client, "/peers")).blocks["peers"]
     assert peers.column("State") == ["current", "aging out", "aging out"]
-    assert peers.row("RLOC", "198.18.45.12")["Last Heard"].startswith("0:02:")
+    silent = peers.row("RLOC", "198.18.45.12")
+    assert silent["Last Heard"].startswith("0:02:")
+    assert silent["First Seen"].startswith("0:03:")
 
 
 async def test_map_cache_table_with_traffic_counts(aiohttp_client):
@@ -258,6 +342,45 @@ async def test_map_cache_table_with_traffic_counts(aiohttp_client):
         .row("EID-Prefix or (S,G)", GROUP_EID)
     )
     assert (row["packet-count"], row["byte-count"]) == ("35", "5315")
+
+
+async def test_map_reply_source_says_how_each_entry_was_learned(aiohttp_client):
+    net, status, client = await _client(aiohttp_client)
+    _resolve(net, status, *RESOLVED)
+    table = (await _page(client, "/map-cache")).blocks["map-cache"]
+    sources = dict(
+        zip(
+            table.column("EID-Prefix or (S,G)"),
+            table.column("Map-Reply Source"),
+            strict=True,
+        )
+    )
+    # n1 is not resolving in-process here: its ITR's Map-Requests and their
+    # Map-Replies crossed the (simulated) network.
+    assert sources == {
+        "[0]'n2'": "map-reply",
+        "[0]2.2.2.2/32": "map-reply",
+        "[0]8.0.0.0/5": "map-reply",
+        GROUP_EID: "map-notify",
+    }
+    row = table.row("EID-Prefix or (S,G)", "[0]2.2.2.2/32")
+    assert row["RLOC Record"] == "198.18.45.12"
+    assert (row["RLOC State"], row["Unicast Priority/Weight"]) == ("up", "1/100")
+    negative = table.row("EID-Prefix or (S,G)", "[0]8.0.0.0/5")
+    assert negative["RLOC Record"] == "negative, action send-map-request"
+    api = {
+        e["eid"]: e["source"] for e in await (await client.get("/api/map-cache")).json()
+    }
+    assert api == sources
+
+
+async def test_map_reply_source_is_local_when_resolved_in_process(aiohttp_client):
+    net, status = _status(resolve_in_process=True)
+    client = await aiohttp_client(make_app(status))
+    _resolve(net, status, Eid.prefix("2.2.2.2/32"))
+    table = (await _page(client, "/map-cache")).blocks["map-cache"]
+    row = table.row("EID-Prefix or (S,G)", "[0]2.2.2.2/32")
+    assert row["Map-Reply Source"] == "local"
 
 
 def test_cache_rows_without_traffic_fields_show_zero_and_negatives_their_action():
@@ -363,15 +486,94 @@ async def test_site_cache_lookup_form_answers(aiohttp_client):
     }
 
 
-async def test_map_cache_lookup_form_answers(aiohttp_client):
-    _, _, client = await _client(aiohttp_client)
-    hit = await _page(client, "/lookup?in=map-cache&eid=10.0.0.1->233.252.1.1")
+@pytest.mark.parametrize(
+    ("query", "match", "source", "record"),
+    [
+        ("2.2.2.2", "[0]2.2.2.2/32", "map-reply", "198.18.45.12"),
+        ("[0]2.2.2.2", "[0]2.2.2.2/32", "map-reply", "198.18.45.12"),
+        ("2.2.2.2/32", "[0]2.2.2.2/32", "map-reply", "198.18.45.12"),
+        ("'n2'", "[0]'n2'", "map-reply", "198.18.45.12"),
+        (
+            "10.0.0.1->233.252.1.1",
+            GROUP_EID,
+            "map-notify",
+            "rle: 198.18.45.11(L128) n1",
+        ),
+        (
+            "(0.0.0.0/0, 233.252.1.1)",
+            GROUP_EID,
+            "map-notify",
+            "rle: 198.18.45.11(L128) n1",
+        ),
+    ],
+)
+async def test_map_cache_lookup_form_answers(
+    aiohttp_client, query, match, source, record
+):
+    net, status, client = await _client(aiohttp_client)
+    _resolve(net, status, *RESOLVED)
+    page = await _page(client, "/map-cache")
+    forms = [v for t, k, v in page.attrs_seen if t == "form" and k == "action"]
+    assert "/lookup" in forms
+    assert ("input", "value", "map-cache") in page.attrs_seen
+    hit = await _page(client, f"/lookup?in=map-cache&eid={quote(query)}")
     facts = hit.blocks["lookup"].facts
-    assert facts["Longest match"] == GROUP_EID
-    assert facts["Map-Reply Source"] == "map-notify"
-    assert facts["RLOC Record"].count("rle: ") == 3
-    miss = await _page(client, "/lookup?in=map-cache&eid=2.2.2.2")
-    assert miss.blocks["lookup"].facts["Answer"].startswith("no map-cache entry")
+    assert facts["Longest match"] == match
+    assert facts["Map-Reply Source"] == source
+    assert facts["RLOC Record"].split("\n")[0] == record
+    assert facts["RLOC State"].split("\n")[0] == "up"
+    assert re.fullmatch(r"0:0[23]:\d\d", facts["TTL left"]), facts
+    resp = await client.get("/api/lookup", params={"in": "map-cache", "eid": query})
+    answer = await resp.json()
+    assert (answer["found"], answer["entry"]["eid"]) == (True, match)
+    assert answer["entry"]["source"] == source
+
+
+async def test_map_cache_lookup_of_a_negative_entry(aiohttp_client):
+    net, status, client = await _client(aiohttp_client)
+    _resolve(net, status, Eid.prefix("9.9.9.9/32"))
+    page = await _page(client, "/lookup?in=map-cache&eid=9.9.9.9")
+    assert page.blocks["lookup"].facts == {
+        "Query": "[0]9.9.9.9/32",
+        "Longest match": "[0]8.0.0.0/5",
+        "Answer": "negative map-cache entry",
+        "Prefix": "[0]8.0.0.0/5",
+        "TTL left": "0:00:59",
+        "Action": "send-map-request",
+        "Map-Reply Source": "map-reply",
+    }
+    resp = await client.get("/api/lookup?in=map-cache&eid=9.9.9.9")
+    answer = await resp.json()
+    assert (answer["query"], answer["found"]) == ("[0]9.9.9.9/32", True)
+    entry = answer["entry"]
+    assert (entry["eid"], entry["negative"], entry["action"]) == (
+        "[0]8.0.0.0/5",
+        True,
+        "send-map-request",
+    )
+    assert 58 < entry["ttl"] <= 60
+    assert entry["rlocs"] == []
+
+
+async def test_map_cache_lookup_miss_shows_what_would_be_answered(aiohttp_client):
+    _, _, client = await _client(aiohttp_client)
+    nothing = await _page(client, "/lookup?in=map-cache&eid=9.9.9.9")
+    assert nothing.blocks["lookup"].facts == {
+        "Query": "[0]9.9.9.9/32",
+        "Answer": "not in map-cache: no entry covers it, so the ITR would send "
+        "a Map-Request",
+        "Map-Resolver answer": "negative: no registration covers it",
+        "Negative prefix": "[0]8.0.0.0/5",
+        "TTL": "0:01:00",
+        "Action": "send-map-request",
+    }
+    registered = await _page(client, "/lookup?in=map-cache&eid=2.2.2.2")
+    facts = registered.blocks["lookup"].facts
+    assert facts["Answer"].startswith("not in map-cache")
+    assert facts["Map-Resolver answer"] == "registered"
+    assert facts["Registered match"] == "[0]2.2.2.2/32"
+    assert facts["RLOC-set"] == "198.18.45.12"
+    assert "/sites/" + quote("[0]2.2.2.2/32", safe="") in registered.links
 
 
 async def test_bad_lookup_input_gets_a_clear_message(aiohttp_client):
@@ -466,6 +668,49 @@ async def _events(resp: Any) -> Any:
             return json.loads("".join(data))
 
 
+class _Polled(NodeStatus):
+    """n1's status, counting the live stream's change checks and noting, for
+    each model it builds, how many checks had been made by then."""
+
+    def __init__(self, plain: NodeStatus) -> None:
+        super().__init__(
+            plain.node,
+            plain.clock,
+            name=plain.name,
+            started=plain.started,
+            register_interval=plain.register_interval,
+        )
+        self.polls = 0
+        self.built_at: list[int] = []
+
+    def changes(self) -> int:
+        self.polls += 1
+        return super().changes()
+
+    def sites(self) -> list[dict[str, Any]]:
+        self.built_at.append(self.polls)
+        return super().sites()
+
+
+def _n4(net: SimNet) -> None:
+    """A fourth member joins, seeded by n1, and registers."""
+    ip4 = IPv4Address("198.18.45.14")
+    n4 = Node(
+        decent_node_config(
+            name="n4",
+            rlocs=(ip4,),
+            group=IPv4Address("233.252.1.1"),
+            key=b"k",
+            xtr_id=4,
+            eids=(Eid.prefix("4.4.4.4/32"),),
+            seeds=(IPS[0],),
+        ),
+        nonce=functools.partial(next, itertools.count(1 << 40)),
+    )
+    net.add(n4, (ip4, 4342), (ip4, 4341))
+    net.advance(1)
+
+
 async def test_live_events_push_a_new_registration_at_once(aiohttp_client):
     net, status = _status()
     # With the periodic refresh an hour away, an event that arrives must
@@ -478,21 +723,7 @@ async def test_live_events_push_a_new_registration_at_once(aiohttp_client):
     assert first["header"]["name"] == "n1"
     shown = {r["cells"][1]["text"] for r in first["blocks"]["sites"]["rows"]}
     assert "[0]4.4.4.4/32" not in shown
-    n4 = Node(
-        decent_node_config(
-            name="n4",
-            rlocs=(IPv4Address("198.18.45.14"),),
-            group=IPv4Address("233.252.1.1"),
-            key=b"k",
-            xtr_id=4,
-            eids=(Eid.prefix("4.4.4.4/32"),),
-            seeds=(IPS[0],),
-        ),
-        nonce=functools.partial(next, itertools.count(1 << 40)),
-    )
-    ip4 = IPv4Address("198.18.45.14")
-    net.add(n4, (ip4, 4342), (ip4, 4341))
-    net.advance(1)
+    _n4(net)
     model = await asyncio.wait_for(_events(resp), 10)
     shown = {r["cells"][1]["text"] for r in model["blocks"]["sites"]["rows"]}
     assert "[0]4.4.4.4/32" in shown
@@ -501,6 +732,30 @@ async def test_live_events_push_a_new_registration_at_once(aiohttp_client):
     # Shutdown ends the stream rather than holding the server's cleanup up.
     app[CLOSING].set()
     assert await asyncio.wait_for(resp.content.read(), 10) == b""
+
+
+async def test_live_push_follows_a_change_by_one_check_with_default_timing(
+    aiohttp_client,
+):
+    """With make_app's defaults, a change goes out on the first check after it
+    (a check every LIVE_INTERVAL), not at the next once-a-second refresh."""
+    net, plain = _status()
+    status = _Polled(plain)
+    app = make_app(status)
+    assert app[LIVE_INTERVAL] == 0.2  # "checked every 0.2 s" (README)
+    client = await aiohttp_client(app)
+    resp = await client.get("/events", params={"view": "sites"})
+    first = await asyncio.wait_for(_events(resp), 10)
+    shown = {r["cells"][1]["text"] for r in first["blocks"]["sites"]["rows"]}
+    assert "[0]4.4.4.4/32" not in shown
+    # Just pushed: the periodic refresh is now about five checks away.
+    _n4(net)
+    changed_after = status.polls
+    model = await asyncio.wait_for(_events(resp), 10)
+    shown = {r["cells"][1]["text"] for r in model["blocks"]["sites"]["rows"]}
+    assert "[0]4.4.4.4/32" in shown
+    assert status.built_at[1] == changed_after + 1, status.built_at
+    app[CLOSING].set()
 
 
 async def test_each_live_view_and_a_bad_one(aiohttp_client):
@@ -574,6 +829,14 @@ async def test_metrics_in_prometheus_text_format(aiohttp_client):
     entry = node.cache.lookup(Eid.sg("0.0.0.0/0", "233.252.1.1/32"))
     assert entry is not None
     entry.packets, entry.bytes = 7, 700
+    # One packet from n2 for n1's EID, through a real data plane.
+    dp = DataPlane(node, nonce=lambda: 1)
+    status.dataplane = lambda: {"enabled": True, **dp.stats()}
+    inner = UdpPacket(
+        IPv4Address("2.2.2.2"), IPv4Address("1.1.1.1"), 5000, 6000, b"x" * 30
+    ).encode()
+    dp.receive_packet(encapsulate(DataHeader(nonce=1), inner), (IPS[1], 4341), net.now)
+    assert dp.packets_to_tun() == [inner]
     resp = await client.get("/metrics")
     assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     m = parse_metrics(await resp.text())
@@ -597,6 +860,8 @@ async def test_metrics_in_prometheus_text_format(aiohttp_client):
     assert m["decent_map_cache_entries"][""] == 1
     assert m["decent_data_packets_total"][""] == 7
     assert m["decent_data_bytes_total"][""] == 700
+    assert m["decent_data_decapsulated_packets_total"][""] == 1
+    assert m["decent_data_decapsulated_bytes_total"][""] == len(inner)
     assert m["decent_up"][""] == 1
     assert m["decent_node_info"] == {
         'group="233.252.1.1",mode="replicate",name="n1",rloc="198.18.45.11"': 1
@@ -615,6 +880,9 @@ def test_metric_label_values_are_escaped():
         'group="",mode="",name="a\\"b\\\\c\\nd",rloc=""': 1
     }
     assert m["decent_up"][""] == 0
+    # No data plane: its totals are there, and zero.
+    assert m["decent_data_decapsulated_packets_total"][""] == 0
+    assert m["decent_data_decapsulated_bytes_total"][""] == 0
 
 
 @pytest.mark.parametrize("path", ["/api/node", "/api/sites", "/api/peers"])
