@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import gc
 import logging
@@ -25,11 +26,12 @@ from decent.net.state import StateDir
 from decent.net.status import NodeStatus
 from decent.net.tun import DataPlaneUnavailable, TunSettings, TunShell
 from decent.net.udp import BindError, NodeShell, open_sockets
+from decent.peer.config import NodeConfig
 from decent.peer.dataplane import DataPlane, DataPlaneConfig
 from decent.peer.decent import decent_node_config
 from decent.peer.node import Node
 from decent.web.app import make_app
-from decent.wire import DecodeError, decode
+from decent.wire import DecodeError, Eid, decode
 
 log = logging.getLogger("decent")
 #: How often the registration snapshot and nonce reservation are saved.
@@ -57,8 +59,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 GC_THRESHOLDS = (20_000, 10, 10)
 
 
-def build_node(cfg: Config, xtr_id: int, register_nonce: int, now: float) -> Node:
-    node_cfg = decent_node_config(
+def node_config(cfg: Config, xtr_id: int) -> NodeConfig:
+    return decent_node_config(
         name=cfg.name,
         rlocs=cfg.rlocs,
         group=cfg.group,
@@ -83,12 +85,68 @@ def build_node(cfg: Config, xtr_id: int, register_nonce: int, now: float) -> Nod
         eid_ttls=cfg.database_ttls,
         mobile=cfg.mobile,
     )
+
+
+def build_node(cfg: Config, xtr_id: int, register_nonce: int, now: float) -> Node:
     return Node(
-        node_cfg,
+        node_config(cfg, xtr_id),
         nonce=lambda: secrets.randbits(64),
         now=now,
         register_nonce=register_nonce,
     )
+
+
+#: What SIGHUP applies to a running node; anything else needs a restart.
+RELOADABLE = frozenset({"database", "database_ttls", "log_level"})
+
+
+def reload_config(cfg: Config, node: Node, now: float) -> Config:
+    """SIGHUP: apply the config file's `[[database]]` (and `log_level`) to
+    the running node and return the config now in force.
+
+    New or changed EIDs are registered to the group at once (with SMRs to
+    the ITRs that recently used them), removed ones deregistered with TTL 0,
+    so peers follow within a round trip instead of a registration period. A
+    file that no longer loads changes nothing."""
+    try:
+        new = load_config(cfg.path)
+    except ConfigError as exc:
+        log.error("reload refused, the running config stays: %s", exc)
+        return cfg
+    fixed = [
+        f.name
+        for f in dataclasses.fields(Config)
+        if f.name not in RELOADABLE and getattr(new, f.name) != getattr(cfg, f.name)
+    ]
+    if fixed:
+        log.warning("reload: %s changed; restart the node for that", ", ".join(fixed))
+    new = dataclasses.replace(
+        cfg,
+        database=new.database,
+        database_ttls=new.database_ttls,
+        log_level=new.log_level,
+    )
+    logging.getLogger().setLevel(new.log_level.upper())
+    held = dict(node.database.items())
+    # Every mapping of ours shares one locator set, which the link watch (or
+    # a roaming RLOC) may have changed since start: new EIDs take it too.
+    live = held.get(Eid.name(cfg.name, cfg.instance_id))
+    wanted = {}
+    for mapping in node_config(new, node.config.xtr_id).database:
+        if live is not None and mapping.eid != live.eid:
+            kept = held.get(mapping.eid)
+            locators = live.locators if kept is None else kept.locators
+            mapping = dataclasses.replace(mapping, locators=locators)
+        wanted[mapping.eid] = mapping
+    gone = [eid for eid in held if eid not in wanted]
+    if gone:
+        node.deregister(now, gone)
+    changed = [m for eid, m in wanted.items() if held.get(eid) != m]
+    for mapping in changed:
+        node.database.insert(mapping.eid, mapping)
+        node.set_locators(mapping.eid, mapping.locators, now)
+    log.info("reload: %d EIDs added or changed, %d removed", len(changed), len(gone))
+    return new
 
 
 async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
@@ -151,6 +209,16 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+
+    def reload() -> None:
+        nonlocal cfg
+        cfg = reload_config(cfg, node, loop.time())
+        shell.flush()
+        if tun is not None:
+            tun.sync_eids()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, reload)
     # Start-up objects (modules, config, restored registrations) live as long
     # as the process: keep the cyclic collector from re-walking them, and let
     # it run less often on the per-datagram garbage, which holds no cycles.

@@ -433,6 +433,16 @@ class _Lab:
             if not self.node(i).running:
                 self.start(i)
 
+    def reload(self, i: int) -> None:
+        """Rewrite running node i's config (after `configure`) and SIGHUP it,
+        as an operator applies a changed [[database]]."""
+        n = self.node(i)
+        if n.process is None or not n.running:
+            raise LabError(f"{n.name} is not running")
+        self.config_path(i).write_text(self.config_text(i))
+        # `ip netns exec` execs the command: the pid is decent's own.
+        n.process.send_signal(signal.SIGHUP)
+
     def stop(self, i: int, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         """Signal node i and wait for it to exit; returns its exit status."""
         n = self.node(i)

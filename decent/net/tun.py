@@ -208,6 +208,7 @@ class TunShell:
         self._raw: dict[int, socket.socket] = {}
         self._netlink: socket.socket | None = None
         self._routes: set[str] = set()
+        self._eid_addrs: set[IPAddress] = set()
         self._routes_version = -1
         self._route_task: asyncio.Task[None] | None = None
         self._rules_added = False
@@ -253,20 +254,8 @@ class TunShell:
         # TUN but route back through the underlay: loose reverse-path check.
         _sysctl(f"/proc/sys/net/ipv4/conf/{self.name}/rp_filter", "2")
         _sysctl(f"/proc/sys/net/ipv6/conf/{self.name}/disable_ipv6", "0")
-        for addr in host_eids(m.eid for m in self.node.config.database):
-            if addr.version == 4:
-                _ip("addr", "add", f"{addr}/32", "dev", self.name)
-            elif _ip(
-                "-6",
-                "addr",
-                "add",
-                f"{addr}/128",
-                "dev",
-                self.name,
-                "nodad",
-                check=False,
-            ).returncode:
-                log.warning("IPv6 EID %s not assigned (IPv6 disabled here?)", addr)
+        for addr in self._own_host_eids():
+            self._assign(addr)
         self._rules(add=True)
         self._open_sockets()
         self._sync_routes_now()
@@ -285,12 +274,37 @@ class TunShell:
             "data plane on: TUN %s (mtu %d), EIDs %s, table %d",
             self.name,
             s.mtu,
-            ", ".join(
-                str(a) for a in host_eids(m.eid for m in self.node.config.database)
-            )
-            or "none",
+            ", ".join(str(a) for a in self._own_host_eids()) or "none",
             s.table,
         )
+
+    def _own_host_eids(self) -> list[IPAddress]:
+        # The node's database, not its start-up config: SIGHUP may change it.
+        return host_eids(eid for eid, _ in self.node.database.items())
+
+    def _assign(self, addr: IPAddress, *, check: bool = True) -> None:
+        if addr.version == 4:
+            if _ip(
+                "addr", "add", f"{addr}/32", "dev", self.name, check=check
+            ).returncode:
+                log.warning("EID %s not assigned to %s", addr, self.name)
+        elif _ip(
+            "-6", "addr", "add", f"{addr}/128", "dev", self.name, "nodad", check=False
+        ).returncode:
+            log.warning("IPv6 EID %s not assigned (IPv6 disabled here?)", addr)
+        self._eid_addrs.add(addr)
+
+    def sync_eids(self) -> None:
+        """Put the database's host EIDs on the TUN and take off those that
+        left it (after a SIGHUP reload), then the routes follow."""
+        wanted = set(self._own_host_eids())
+        for addr in sorted(wanted - self._eid_addrs, key=str):
+            self._assign(addr, check=False)
+        for addr in sorted(self._eid_addrs - wanted, key=str):
+            bits = addr.max_prefixlen
+            _ip("addr", "del", f"{addr}/{bits}", "dev", self.name, check=False)
+            self._eid_addrs.discard(addr)
+        self._sync_routes_now()
 
     def _add_reader(
         self, fd: int, callback: Callable[..., None], *args: object
@@ -498,7 +512,7 @@ class TunShell:
         """Every registered IP EID-prefix that is not ours, plus the
         configured extra routes: these enter the TUN."""
         node = self.node
-        ours = {m.eid for m in node.config.database}
+        ours = {eid for eid, _ in node.database.items()}
         out = {str(ip_network(r, strict=False)) for r in self.settings.routes}
         for eid, _ in node.ms.db.items():
             addr = eid.address
@@ -515,8 +529,7 @@ class TunShell:
         wanted = self.wanted_routes()
         table = self.settings.table
         sources = {4: None, 6: None} | {
-            a.version: str(a)
-            for a in reversed(host_eids(m.eid for m in self.node.config.database))
+            a.version: str(a) for a in reversed(self._own_host_eids())
         }
         cmds = []
         for prefix in sorted(wanted - self._routes):

@@ -347,6 +347,33 @@ def test_an_unregistered_eid_gets_the_negative_action(
     assert IPv4Address("1.1.1.1").packed not in frames
 
 
+def test_an_eid_added_by_reload_is_reachable_and_a_removed_one_is_not(
+    make_lab: MakeLab,
+) -> None:
+    """SIGHUP with a changed [[database]]: n2 puts 22.22.22.22 on its TUN
+    and registers it at once, n1 routes it into the overlay; the EID that
+    left n2's config leaves its TUN and every peer's routes."""
+    lab = started(make_lab, nodes=2)
+    go(lab)
+    lab.configure(2, eids=[f"{V4[2]}/32", "22.22.22.22/32"])
+    lab.reload(2)
+    lab.wait_until(
+        _has_routes(lab, 1, {"22.22.22.22/32"}), CONVERGE, "n1's route to it"
+    )
+    result = ping(lab, 1, "22.22.22.22")
+    assert result.returncode == 0, result.stdout
+    assert "from 22.22.22.22" in result.stdout
+    lab.configure(2, eids=["22.22.22.22/32"])
+    lab.reload(2)
+    lab.wait_until(
+        lambda: f"{V4[2]}/32" not in lab.api(1, "/api/node")["dataplane"]["routes"],
+        CONVERGE,
+        f"n1 to drop its route to {V4[2]}",
+    )
+    assert V4[2] not in lab.exec(2, "ip", "-4", "addr", "show").stdout
+    assert ping(lab, 1, "22.22.22.22").returncode == 0
+
+
 def test_a_too_big_packet_gets_frag_needed_not_silence(make_lab: MakeLab) -> None:
     lab = started(make_lab, nodes=2)
     lab.configure(1, dataplane={"mtu": 1500})  # bigger than the underlay allows
