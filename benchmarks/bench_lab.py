@@ -50,6 +50,7 @@ from decent.wire import (
 PREFIX = "dbench"
 SUBNET = "198.18.44.0/24"
 POLL = 0.002  # seconds between polls in the latency rounds
+TARGET_LATENCY = 0.050  # the running-node issue's target for the median
 #: Offsets in an ECM'd IPv4 Map-Request: ECM header 4, IPv4 20, UDP 8.
 _UDP_CHECKSUM = 4 + 20 + 6
 _NONCE = 4 + 20 + 8 + 4
@@ -141,41 +142,27 @@ def lab(**kwargs: Any) -> Iterator[NetnsLab]:
 # ---------------------------------------------------------------- 1. latency
 @dataclass
 class Round:
-    joined: float  # start -> n3's /healthz ok
-    first: float  # /healthz ok -> the new EID seen on the first peer
-    everywhere: float  # /healthz ok -> seen on both peers
+    first: float  # SIGHUP -> the new EID seen on the first peer
+    everywhere: float  # SIGHUP -> seen on both peers
     eid: str
 
 
 def latency_round(the_lab: NetnsLab, r: int, eid: str) -> Round:
-    the_lab.stop(3)
-    the_lab.wait_until(
-        lambda: all(
-            str(the_lab.node(3).rloc) not in the_lab.view(i).members for i in (1, 2)
-        ),
-        5.0,
-        "n3's leave",
-    )
-    the_lab.configure(3, eids=["3.3.3.3/32", eid])
+    """n3 gets one more database mapping while it runs (its config rewritten,
+    then SIGHUP); the clock runs from the signal to the EID's presence in
+    n1's and n2's JSON API."""
+    eids = [*the_lab.node(3).eids, eid]
+    the_lab.configure(3, eids=eids)
     peers = {
         i: Poller(str(the_lab.node(i).rloc), the_lab.node(i).web_port) for i in (1, 2)
     }
-    own = Poller(str(the_lab.node(3).rloc), the_lab.node(3).web_port)
     # Warm the peers' keep-alive connections before the clock starts.
     for p in peers.values():
         p.get("/healthz")
-    the_lab.start(3)
-    start = time.perf_counter()
-    while True:
-        got = own.get("/healthz")
-        if got is not None and got[0] == 200 and got[1].get("ok"):
-            break
-        if time.perf_counter() - start > 10:
-            raise TimeoutError(f"round {r}: n3 never became healthy")
-        time.sleep(POLL)
-    joined = time.perf_counter()
-    seen: dict[int, float] = {}
     path = f"/api/lookup?eid={eid.split('/')[0]}"
+    start = time.perf_counter()
+    the_lab.reload(3)
+    seen: dict[int, float] = {}
     while len(seen) < len(peers):
         tick = time.perf_counter()
         for i, p in peers.items():
@@ -183,14 +170,12 @@ def latency_round(the_lab: NetnsLab, r: int, eid: str) -> Round:
                 got = p.get(path)
                 if got is not None and got[1].get("found"):
                     seen[i] = time.perf_counter()
-        if tick - joined > 10:
+        if tick - start > 10:
             raise TimeoutError(f"round {r}: {eid} not seen on every peer")
         time.sleep(max(0.0, tick + POLL - time.perf_counter()))
-    for p in (*peers.values(), own):
+    for p in peers.values():
         p.close()
-    return Round(
-        joined - start, min(seen.values()) - joined, max(seen.values()) - joined, eid
-    )
+    return Round(min(seen.values()) - start, max(seen.values()) - start, eid)
 
 
 def wire_latency(path: Path, the_lab: NetnsLab, eids: list[str]) -> list[float]:
@@ -222,14 +207,16 @@ def wire_latency(path: Path, the_lab: NetnsLab, eids: list[str]) -> list[float]:
 
 def bench_latency(rounds: int) -> None:
     print(
-        "\n== 1. Propagation of a new EID to every peer (3 nodes, real UDP)\n"
-        "Each round: SIGTERM n3, give it a new unique EID in its config, start\n"
-        "it, poll its /healthz every 2 ms until ok (it has joined: its own RLOC\n"
-        "is in its group RLE), then poll /api/lookup on n1 and n2 every 2 ms.\n"
-        "'api' = /healthz ok -> EID found on both peers, by HTTP polling\n"
-        "(resolution ~2-3 ms; 0 means it was there at the first poll).\n"
+        "\n== 1. A new database mapping on one node, on every peer (real UDP)\n"
+        "Each round gives the running n3 one more EID (/32, unique per round):\n"
+        "its config is rewritten and it gets SIGHUP, which registers the new\n"
+        "mapping to the group at once. The clock starts when the signal is sent;\n"
+        "n1's and n2's /api/lookup are polled every 2 ms until both find it.\n"
+        "'api' = SIGHUP -> EID found through both peers' JSON API (it includes\n"
+        "re-reading the config file and HTTP polling, resolution ~2-3 ms).\n"
         "'wire' = n3's first Map-Register with the EID on the bridge -> the\n"
-        "first copy addressed to the later of n1 and n2 (pcap timestamps)."
+        "first copy addressed to the later of n1 and n2 (pcap timestamps; in\n"
+        "multicast mode one datagram reaches both, so it is 0 by construction)."
     )
     for mode in ("replicate", "multicast"):
         with lab(mode=mode) as the_lab:
@@ -241,17 +228,17 @@ def bench_latency(rounds: int) -> None:
                     eid = f"10.{3 + (mode == 'multicast')}.{r}.1/32"
                     results.append(latency_round(the_lab, r, eid))
             wire = wire_latency(pcap, the_lab, [x.eid for x in results])
-        api = [x.everywhere for x in results]
-        first = [x.first for x in results]
-        joined = [x.joined for x in results]
         print(f"-- mode {mode}, {rounds} rounds")
-        print(spread("   api  healthz ok -> on both peers", api))
-        print(spread("   api  healthz ok -> on first peer", first))
+        print(
+            spread("   api  SIGHUP -> on both peers", [x.everywhere for x in results])
+        )
+        print(spread("   api  SIGHUP -> on first peer", [x.first for x in results]))
         if wire:
             label = "   wire first Map-Register -> last peer"
             print(spread(label, wire) + f" ({len(wire)} rounds decoded)")
-        took = statistics.median(joined)
-        print(f"   (process start -> healthz ok: median {took:.2f} s)")
+        median = statistics.median(x.everywhere for x in results)
+        verdict = "met" if median < TARGET_LATENCY else "MISSED"
+        print(f"   median on both peers {ms(median)} [{verdict}: < 50 ms]")
 
 
 # ---------------------------------------------------------------- 2. registers
@@ -302,6 +289,20 @@ def bench_registers(interval: float, periods: int) -> None:
                 print(
                     f"   n{i} (rloc {rloc}, seeds {seeds}): {len(rounds)} rounds, "
                     f"datagrams per round {per_round}"
+                )
+                # The figure the issue asks for: one Map-Register of the
+                # node's mappings, how many datagrams on the wire per period.
+                eid_copies = [
+                    sum(n for k, n in c.items() if k.endswith("name+EIDs"))
+                    for c in rounds
+                ]
+                want = 1 if mode == "multicast" else len(the_lab.nodes) - 1
+                copies = statistics.median(eid_copies) if eid_copies else 0
+                verdict = "as expected" if copies == want else "UNEXPECTED"
+                print(
+                    f"      name+EIDs Map-Register: {copies:g} datagram(s) per period "
+                    f"[{verdict}: {want} in {mode} mode with "
+                    f"{len(the_lab.nodes)} nodes]"
                 )
                 if rounds:
                     print(f"      one round: {dict(sorted(rounds[-1].items()))}")
@@ -485,8 +486,8 @@ def bench_requests(seconds: float, many: int, rates: list[float]) -> None:
         f"{seconds:.0f} s (nonces\ndistinct within each {_POOL} sends), flat out "
         "or paced; a thread counts\nthe Map-Replies. answered/s = replies "
         "received / send time. The node\nrate-limits Map-Replies per ITR-RLOC "
-        "(NodeConfig.map_reply_rate 1000/s,\nburst 2000, not settable from "
-        "decent run), so the runs after the first\nspread the ITR-RLOC over "
+        "([decent] map_reply_rate 1000/s,\nburst 2000, the defaults), so the "
+        "runs after the first\nspread the ITR-RLOC over "
         f"{many} addresses (40k/s allowed in all). Node CPU =\nuser+system time "
         "of the decent run process while the load ran."
     )
