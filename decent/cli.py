@@ -22,6 +22,7 @@ from aiohttp import web
 from decent import __version__
 from decent.client import add_client_commands
 from decent.config import Config, ConfigError, load_config
+from decent.net.roaming import AddressWatch, Roamer
 from decent.net.state import StateDir
 from decent.net.status import NodeStatus
 from decent.net.tun import DataPlaneUnavailable, TunSettings, TunShell
@@ -233,6 +234,7 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
             node.dataplane = None
             shell.after_flush = None
             tun = None
+    stop_roaming = _roaming(cfg, node, shell, loop, lambda: tun)
     log.info(
         "node %s up: rloc %s, group %s (%s), web on %s:%d",
         cfg.name,
@@ -255,6 +257,7 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
     finally:
         # Graceful leave: TTL-0 registrations make every peer drop our EIDs
         # and our membership at once instead of after the TTL.
+        stop_roaming()
         node.deregister(loop.time())
         shell.flush()
         state.keep_nonces_reserved(ident, node.register_nonce)
@@ -322,6 +325,46 @@ def _dataplane(
     )
     shell.after_flush = tun.flush_packets
     return tun
+
+
+def _roaming(
+    cfg: Config,
+    node: Node,
+    shell: NodeShell,
+    loop: asyncio.AbstractEventLoop,
+    tun: Callable[[], TunShell | None],
+) -> Callable[[], None]:
+    """With [node] interface, follow its addresses (LISP-MN): a new one
+    moves the node there. Returns what stops it."""
+    if cfg.interface is None:
+        return lambda: None
+    roamer = Roamer(
+        shell,
+        lambda rloc: open_sockets(
+            rloc,
+            cfg.control_port,
+            cfg.data_port,
+            group=cfg.group,
+            multicast=cfg.mode == "multicast",
+            multicast_ttl=cfg.multicast_ttl,
+        ),
+        interface=cfg.interface,
+        tun=tun,
+    )
+    watch = AddressWatch(
+        cfg.interface,
+        loop,
+        roamer.move,
+        current=node.config.rlocs,
+        version=cfg.group.version,
+    )
+    watch.start()
+
+    def stop() -> None:
+        watch.close()
+        roamer.close()
+
+    return stop
 
 
 def _nonce24() -> Callable[[], int]:

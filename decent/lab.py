@@ -226,6 +226,9 @@ class LabNode:
     more_rlocs: list[IPv4Address] = field(default_factory=list)
     #: [dataplane] keys; None: no data plane.
     dataplane: dict[str, object] | None = None
+    #: Configure the RLOC as `[node] interface` (followed as it changes,
+    #: LISP-MN) rather than `rloc`; the web page then listens on any address.
+    interface: str | None = None
 
     @property
     def name(self) -> str:
@@ -351,10 +354,17 @@ class _Lab:
     def config_text(self, i: int) -> str:
         n = self.node(i)
         rlocs = [str(r) for r in [n.rloc, *n.more_rlocs]]
+        if n.interface:
+            where = f"interface = {_toml(n.interface)}"
+        elif n.more_rlocs:
+            where = f"rlocs = {_toml(rlocs)}"
+        else:
+            where = f"rloc = {_toml(rlocs[0])}"
+        listen = f"{'0.0.0.0' if n.interface else n.web_host}:{n.web_port}"
         lines = [
             "[node]",
             f"name = {_toml(n.name)}",
-            f"rlocs = {_toml(rlocs)}" if n.more_rlocs else f"rloc = {_toml(rlocs[0])}",
+            where,
             f"state_dir = {_toml(str(self.state_dir(i)))}",
             f"log_level = {_toml(self.log_level)}",
             "",
@@ -372,7 +382,7 @@ class _Lab:
         ]
         for eid in n.eids:
             lines += ["[[database]]", f"eid = {_toml(eid)}", ""]
-        lines += ["[web]", f"listen = {_toml(f'{n.web_host}:{n.web_port}')}"]
+        lines += ["[web]", f"listen = {_toml(listen)}"]
         if n.admin_token:
             lines.append(f"admin_token = {_toml(n.admin_token)}")
         lines.append("")
@@ -391,10 +401,14 @@ class _Lab:
         seeds: list[IPv4Address] | None = None,
         admin_token: str | None = None,
         dataplane: dict[str, object] | None = None,
+        interface: str | None = None,
     ) -> None:
         """Change what node i's next start writes into its config
-        (`dataplane` keys are added to its [dataplane] section)."""
+        (`dataplane` keys are added to its [dataplane] section; `interface`
+        names the RLOC by interface instead, "" goes back to `rloc`)."""
         n = self.node(i)
+        if interface is not None:
+            n.interface = interface or None
         if admin_token is not None:
             n.admin_token = admin_token or None
         if dataplane is not None:
@@ -803,6 +817,27 @@ class NetnsLab(_Lab):
         _run(_in(n.namespace, "ip", "link", "set", "eth1", "up"))
         n.more_rlocs.append(addr)
         return addr
+
+    def move_rloc(self, i: int, new: IPv4Address | None = None) -> IPv4Address:
+        """Change node i's address on eth0, as a roaming mobile node sees it:
+        add the new one (default .4<i>, or back to .1<i>), then delete the
+        old. Returns the new RLOC; the lab's view of the node follows."""
+        n = self.node(i)
+        assert n.namespace is not None
+        if new is None:
+            away = self.subnet.network_address + int(f"4{i}")
+            new = self._rloc(i) if n.rloc == away else away
+        if new not in self.subnet or new == n.rloc:
+            raise LabError(f"{new} is not a new address in {self.subnet}")
+        ns, plen = n.namespace, self.subnet.prefixlen
+        # Without it, deleting the primary address deletes the new one too
+        # (a secondary of the same subnet).
+        _run(_in(ns, "sysctl", "-qw", "net.ipv4.conf.eth0.promote_secondaries=1"))
+        _run(_in(ns, "ip", "addr", "add", f"{new}/{plen}", "dev", "eth0"))
+        _run(_in(ns, "ip", "addr", "del", f"{n.rloc}/{plen}", "dev", "eth0"))
+        n.rloc = new
+        n.web_host = str(new)
+        return new
 
     def set_link(self, i: int, ifname: str, up: bool) -> None:
         """Take an interface of node i down (or up again) inside its namespace."""

@@ -342,6 +342,53 @@ class TunShell:
         if self._rules_added:
             self._rules(add=False)
 
+    # ------------------------------------------------------------ roaming
+    def release_sockets(self) -> None:
+        """Stop reading and close our sockets, before the node's RLOCs
+        change: they are bound to the old ones. The TUN and the link watch
+        stay. `adopt_sockets` opens them again for the new RLOCs."""
+        keep = {self._fd} | ({self._netlink.fileno()} if self._netlink else set())
+        for fd in [fd for fd in self._readers if fd not in keep]:
+            self.loop.remove_reader(fd)
+            self._readers.remove(fd)
+        for r in self._rlocs:
+            for sock in (r.data, r.control):
+                if sock is not None and sock is not self._data_socket:
+                    sock.close()
+            for sock in r.pool:
+                sock.close()
+        self._rlocs = []
+
+    def adopt_sockets(self, data_socket: socket.socket) -> None:
+        """Open sockets for the node's RLOCs now (after change_rlocs) and
+        read them; `data_socket` is the node's new one on its first RLOC.
+        An RLOC whose sockets cannot be had is marked down, so no packet
+        leaves from it; the rest carry on."""
+        self._data_socket = data_socket
+        self._rlocs = [_Rloc(r) for r in self.node.config.rlocs]
+        self._rlocs[0].data = data_socket
+        self._mark(data_socket)
+        self._buffers(data_socket)
+        cfg = self.node.config
+        for i, r in enumerate(self._rlocs):
+            try:
+                self._open_rloc(i, r, cfg.data_port, cfg.control_port)
+            except DataPlaneUnavailable as exc:
+                log.warning("RLOC %s: %s", r.address, exc)
+                for sock in (*r.pool, r.control, r.data):
+                    if sock is not None and sock is not data_socket:
+                        sock.close()
+                r.pool.clear()
+                r.control = r.data = None
+                self.dp.set_rloc_state(i, False, self.loop.time())
+        for r in self._rlocs:
+            if r.data is not None:
+                self._add_reader(r.data.fileno(), self._drain_data, r.data)
+            if r.control is not None:
+                self._add_reader(
+                    r.control.fileno(), self._control_drain, r.control, r.address
+                )
+
     # ------------------------------------------------------------ setup
     def _rules(self, add: bool) -> None:
         table, pref = str(self.settings.table), RULE_PREF
@@ -394,25 +441,7 @@ class TunShell:
         self._mark(self._data_socket)
         self._buffers(self._data_socket)
         for i, r in enumerate(self._rlocs):
-            family = socket.AF_INET6 if r.address.version == 6 else socket.AF_INET
-            for _ in range(SOURCE_PORTS):
-                sock = socket.socket(family, socket.SOCK_DGRAM)
-                r.pool.append(sock)
-                self._mark(sock)
-                self._buffers(sock)
-                _bind(sock, r.address, 0)
-                sock.setblocking(False)
-            if i:  # the first RLOC's control and data sockets are the node's
-                for port, attr in (
-                    (cfg.data_port, "data"),
-                    (cfg.control_port, "control"),
-                ):
-                    sock = socket.socket(family, socket.SOCK_DGRAM)
-                    setattr(r, attr, sock)
-                    self._mark(sock)
-                    self._buffers(sock)
-                    _bind(sock, r.address, port)
-                    sock.setblocking(False)
+            self._open_rloc(i, r, cfg.data_port, cfg.control_port)
         for version, family in ((4, socket.AF_INET), (6, socket.AF_INET6)):
             try:
                 raw = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
@@ -421,6 +450,24 @@ class TunShell:
             self._mark(raw)
             raw.setblocking(False)
             self._raw[version] = raw
+
+    def _open_rloc(self, i: int, r: _Rloc, data_port: int, control_port: int) -> None:
+        family = socket.AF_INET6 if r.address.version == 6 else socket.AF_INET
+        for _ in range(SOURCE_PORTS):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            r.pool.append(sock)
+            self._mark(sock)
+            self._buffers(sock)
+            _bind(sock, r.address, 0)
+            sock.setblocking(False)
+        if i:  # the first RLOC's control and data sockets are the node's
+            for port, attr in ((data_port, "data"), (control_port, "control")):
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                setattr(r, attr, sock)
+                self._mark(sock)
+                self._buffers(sock)
+                _bind(sock, r.address, port)
+                sock.setblocking(False)
 
     # ------------------------------------------------------------ hot paths
     def _drain_tun(self) -> None:

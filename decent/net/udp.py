@@ -1,9 +1,11 @@
 """The asyncio shell around a Node: sockets, drain loops, timers, event logging.
 
-Why not asyncio-dgram here: it receives about 29k datagrams/s on this class of
-machine (one task switch and queue hop per datagram), below the 30k Map-
-Requests/s a node must answer. A bounded drain loop on `loop.add_reader`
-receives ~350k/s and keeps all protocol work synchronous in one callback.
+Why not asyncio-dgram here: a future, a task switch and a queue hop per
+datagram cost about three times the receive CPU of a bounded drain loop on
+`loop.add_reader` (benchmarks/bench_socket.py: 10.8 against 3.7 us each), a
+third of the 33 us a node has per request at the 30k Map-Requests/s it must
+answer. The drain loop also keeps all protocol work synchronous in one
+callback.
 """
 
 from __future__ import annotations
@@ -204,6 +206,26 @@ class NodeShell:
         data plane, which reads it while it runs, hands it back."""
         data = self.sockets.data
         self.loop.add_reader(data.fileno(), self._drain, data, True)
+
+    def replace_sockets(
+        self, sockets: Sockets, rloc: IPAddress, *, read_data: bool = True
+    ) -> None:
+        """Move to sockets bound to `rloc` (our first RLOC changed): the old
+        ones are closed. `read_data` False leaves the data socket to the
+        data plane, which reads it while it runs."""
+        loop, old = self.loop, self.sockets
+        for sock in (old.control, old.data, old.group):
+            if sock is not None:
+                loop.remove_reader(sock.fileno())
+                sock.close()
+        self.sockets = sockets
+        self._local = (rloc, self.node.config.control_port)
+        self._local_data = (rloc, self.node.config.data_port)
+        loop.add_reader(sockets.control.fileno(), self._drain, sockets.control, False)
+        if read_data:
+            self.read_data_socket()
+        if sockets.group is not None:
+            loop.add_reader(sockets.group.fileno(), self._drain, sockets.group, False)
 
     def close(self) -> None:
         if self._timer is not None:

@@ -177,6 +177,19 @@ class DataPlane:
         # With an instance ID the header has room for 8 status bits only.
         self._lsb_word = word & 0xFF if self.iid else word & 0xFFFFFFFF
 
+    def rlocs_changed(self) -> None:
+        """The Node's RLOC set changed (change_rlocs): every new RLOC starts
+        up, and cached locators are re-classified, since an RLOC that was
+        ours may now be a peer's and one of ours may be new."""
+        self._rlocs = self.node.config.rlocs
+        self._rloc_up = [True] * len(self._rlocs)
+        self._own_hosts = frozenset(str(r) for r in self._rlocs)
+        self._own_sources()
+        for _, entry in self._cache.db.items():
+            for state in entry.locators:
+                state.sockaddr = None
+        self._cache.generation += 1
+
     def rloc_up(self, index: int) -> bool:
         return self._rloc_up[index]
 

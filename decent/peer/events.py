@@ -121,6 +121,14 @@ class LocatorStateChanged:
     up: bool
 
 
+@dataclass(frozen=True, slots=True)
+class RlocsChanged:
+    """Our own RLOC set changed (a mobile node moved); we re-registered."""
+
+    old: tuple[str, ...]
+    new: tuple[str, ...]
+
+
 Event = (
     MessageDropped
     | RegistrationRejected
@@ -138,4 +146,5 @@ Event = (
     | MapRequestFailed
     | SmrReceived
     | LocatorStateChanged
+    | RlocsChanged
 )

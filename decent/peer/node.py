@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Final
 
-from decent.peer.config import Addr, DatabaseMapping, NodeConfig
+from decent.peer.config import Addr, DatabaseMapping, NodeConfig, Site
 from decent.peer.events import (
     Event,
     LocatorStateChanged,
@@ -38,6 +38,7 @@ from decent.peer.events import (
     RegistrationExpired,
     RegistrationRejected,
     RegistrationRemoved,
+    RlocsChanged,
     SmrReceived,
     UnauthenticatedAccepted,
 )
@@ -56,6 +57,7 @@ from decent.wire import (
     DECENT_CONTROL_IID,
     NO_ADDRESS,
     Action,
+    Address,
     AlgorithmId,
     DataHeader,
     DecodeError,
@@ -71,6 +73,8 @@ from decent.wire import (
     MapReply,
     MapRequest,
     RequestRecord,
+    Rle,
+    RleEntry,
     UdpPacket,
     check_auth,
     decapsulate,
@@ -152,6 +156,11 @@ class Sweep:
     """Prune soft state (rate-limit buckets, recently seen ITRs)."""
 
 
+@dataclass(frozen=True, slots=True)
+class SmrAgain:
+    """Second round of SMRs after our RLOCs changed (see change_rlocs)."""
+
+
 TimerKey = (
     RegisterTick
     | RegisterRetry
@@ -163,6 +172,7 @@ TimerKey = (
     | ProbeTimeout
     | GroupLookup
     | Sweep
+    | SmrAgain
 )
 
 
@@ -252,10 +262,7 @@ class Node:
         #: Bumped on every registration change: the data plane's list of
         #: registered RLOCs (whom its ETR decapsulates for) follows it.
         self.registry_version = 0
-        own = (config.rlocs[0], config.control_port)
-        self._loopback_addr = (
-            own if config.resolve_in_process and own in config.map_resolvers else None
-        )
+        self._loopback_addr = self._loopback_target()
         self._loopback: deque[bytes] = deque()
         self._looping = False
 
@@ -294,6 +301,8 @@ class Node:
                     self._probe_timeout(nonce, now)
                 case GroupLookup():
                     self._group_lookup(now)
+                case SmrAgain():
+                    self._smr_all(now)
                 case Sweep():  # pragma: no branch - the cases are exhaustive
                     self._sweep(now)
         self._run_loopback(now)
@@ -429,6 +438,107 @@ class Node:
         self._register_tick(now)
         self._send_smrs(eid, now)
 
+    def change_rlocs(self, rlocs: Iterable[IPAddress], now: float) -> None:
+        """Our own RLOC set changed (a mobile node roamed, the shell saw its
+        interface's addresses change): LISP-MN wants the new RLOC-set
+        registered at once and SMRs sent to the ITRs recently sending to us.
+
+        Every database mapping's own locators become the new set (an address
+        that stays keeps its locator, a new one takes the policy of the one
+        at its position), the membership's RLE member becomes the new RLOC
+        of the group's family, and so do our own Map-Server and Map-Resolver
+        addresses, the head-end replication source and the data plane's
+        source RLOCs. Raises ValueError for an empty set, or one without an
+        address of the group's family (the shell only offers usable ones).
+        """
+        new = tuple(dict.fromkeys(rlocs))
+        old = self.config.rlocs
+        if new == old:
+            return
+        group = self.config.group
+        if not new or (group is not None and group.version not in _versions(new)):
+            raise ValueError("a node needs an RLOC, of its group's family if any")
+        cfg = self.config
+        self.config = dataclasses.replace(
+            cfg,
+            rlocs=new,
+            map_servers=_moved_addrs(cfg.map_servers, old, new),
+            map_resolvers=_moved_addrs(cfg.map_resolvers, old, new),
+        )
+        self._loopback_addr = self._loopback_target()
+        for eid, mapping in list(self.database.items()):
+            locators = _moved_locators(mapping.locators, old, new)
+            if locators != mapping.locators:
+                self.database.insert(
+                    eid, dataclasses.replace(mapping, locators=locators)
+                )
+        gone = set(old) - set(new)
+        self._known_members -= gone
+        self._move_cached_membership(old, new)
+        if self.dataplane is not None:
+            self.dataplane.rlocs_changed()
+        self.counters["rlocs.changed"] += 1
+        self._emit(RlocsChanged(tuple(map(str, old)), tuple(map(str, new))))
+        if any(self._own(ms[0]) for ms in self.config.map_servers):
+            self._register_locally(now)
+        self._quick_until = now + self.config.quick_register_period
+        # Register before the SMRs leave, so the mapping system holds the new
+        # locators when an SMR'd ITR asks it (RFC 9301 6.1).
+        self._register_tick(now)
+        self._smr_all(now)
+        # The SMR and the Map-Register travel apart (control port, and data
+        # port when replicated): an ITR whose Map-Server had not heard the
+        # new registration yet re-resolved the old locators. One more round,
+        # a second after the ITR's SMR rate limit lets it act again, fixes it.
+        self._timers.set(SmrAgain(), now + self.config.smr_interval + 1.0)
+        self._run_loopback(now)
+
+    def _loopback_target(self) -> Addr | None:
+        cfg = self.config
+        own = (cfg.rlocs[0], cfg.control_port)
+        return own if cfg.resolve_in_process and own in cfg.map_resolvers else None
+
+    def _register_locally(self, now: float) -> None:
+        """Put our new registrations into our own Map-Server at once: the
+        membership it holds decides where the group's copies go next, and
+        our old RLOC must not be among them (nor linger for our own ITR)."""
+        src = (self.config.rlocs[0], self.config.control_port)
+        for _, mapping in list(self.database.items()):
+            site = self.ms.site_for(mapping.eid)
+            if site is None:
+                continue
+            msg = MapRegister(
+                0,
+                (_register_record(mapping),),
+                proxy_reply=mapping.proxy_reply,
+                ttl_timeout=True,
+                merge=mapping.merge,
+                xtr_id=self.config.xtr_id,
+                site_id=self.config.site_id,
+            )
+            self._apply_register(msg, [mapping.eid], site, src, now)
+
+    def _move_cached_membership(
+        self, old: tuple[IPAddress, ...], new: tuple[IPAddress, ...]
+    ) -> None:
+        """The group's RLE in our map-cache (from a Map-Notify) names our old
+        RLOC until a peer tells us otherwise: name the new one meanwhile, so
+        no replicated copy goes to an address that is no longer ours."""
+        eid = self._group_eid
+        cached = None if eid is None else self.cache.db.get(eid)
+        if eid is None or cached is None:
+            return
+        locators = _moved_locators(cached.record.locators, old, new)
+        if locators == cached.record.locators:
+            return
+        record = dataclasses.replace(cached.record, locators=locators)
+        expires = cached.expires
+        self.cache.install(eid, record, cached.source, expires).expires = expires
+
+    def _smr_all(self, now: float) -> None:
+        for eid, _ in self.database.items():
+            self._send_smrs(eid, now)
+
     def deregister(self, now: float, eids: Iterable[Eid] | None = None) -> None:
         """Send TTL-0 Map-Registers so Map-Servers drop our mappings at once
         (graceful shutdown when eids is None). Drain outputs afterwards.
@@ -537,6 +647,19 @@ class Node:
         if msg.alg_id == 0:
             self.counters["accept.unauthenticated"] += 1
             self._emit(UnauthenticatedAccepted(src, site.name))
+        self._apply_register(msg, eids, site, src, now)
+        if msg.want_map_notify:
+            # RFC 9301 5.7: the Map-Notify acknowledges with the registration's
+            # nonce and records, authenticated with the site key; it is sent
+            # only for a Map-Register that passed authentication.
+            key = site.key(msg.key_id) if msg.alg_id else None
+            data = map_notify_for(raw, key)
+            self._send(data, src, "map-notify")
+
+    def _apply_register(
+        self, msg: MapRegister, eids: list[Eid], site: Site, src: Addr, now: float
+    ) -> None:
+        """Store an authorized registration and act on what it changed."""
         for ch in self.ms.apply(msg, eids, site, src, now):
             self.registry_version += 1
             timer = ExpireChild(ch.eid, ch.child)
@@ -564,13 +687,6 @@ class Node:
                 self._notify_members(ch.entry, now)
             if ch.changed and ch.eid == self._group_eid:
                 self._membership_changed(now)
-        if msg.want_map_notify:
-            # RFC 9301 5.7: the Map-Notify acknowledges with the registration's
-            # nonce and records, authenticated with the site key; it is sent
-            # only for a Map-Register that passed authentication.
-            key = site.key(msg.key_id) if msg.alg_id else None
-            data = map_notify_for(raw, key)
-            self._send(data, src, "map-notify")
 
     def _expire_child(self, eid: Eid, child: ChildKey, now: float) -> None:
         ch = self.ms.expire(eid, child, now)
@@ -1381,6 +1497,75 @@ def _register_record(mapping: DatabaseMapping, ttl_zero: bool = False) -> MapRec
     addr, mask = mapping.eid.to_wire()
     ttl = 0 if ttl_zero else mapping.ttl
     return MapRecord(addr, mask, mapping.locators, ttl, authoritative=True)
+
+
+def _versions(addrs: Iterable[IPAddress]) -> set[int]:
+    return {a.version for a in addrs}
+
+
+def _successor(
+    addr: Address, old: tuple[IPAddress, ...], new: tuple[IPAddress, ...]
+) -> Address | None:
+    """What an address becomes when our RLOCs go from old to new: itself
+    unless it was ours and is gone, then our new RLOC of its family (None
+    when we have none)."""
+    if addr not in old or addr in new:
+        return addr
+    assert isinstance(addr, IPv4Address | IPv6Address)
+    return next((r for r in new if r.version == addr.version), None)
+
+
+def _moved_addrs(
+    addrs: tuple[Addr, ...], old: tuple[IPAddress, ...], new: tuple[IPAddress, ...]
+) -> tuple[Addr, ...]:
+    out: dict[Addr, None] = {}
+    for ip, port in addrs:
+        moved = _successor(ip, old, new)
+        if isinstance(moved, IPv4Address | IPv6Address):
+            out[(moved, port)] = None
+    return tuple(out)
+
+
+def _moved_locators(
+    locators: tuple[Locator, ...],
+    old: tuple[IPAddress, ...],
+    new: tuple[IPAddress, ...],
+) -> tuple[Locator, ...]:
+    """A locator set with our old RLOCs replaced by the new set, in place of
+    the first of them. An address that stays keeps its locator (priority,
+    weight, R bit); a new one copies the policy of our locator at its
+    position. RLE entries naming an old RLOC name its successor instead."""
+    own = [loc for loc in locators if loc.address in old]
+    kept = {loc.address: loc for loc in own}
+    out: list[Locator] = []
+    placed = False
+    for loc in locators:
+        if isinstance(loc.address, Rle):
+            out.append(
+                dataclasses.replace(loc, address=_moved_rle(loc.address, old, new))
+            )
+        elif loc.address not in old:
+            out.append(loc)
+        elif not placed:
+            placed = True
+            for i, rloc in enumerate(new):
+                template = own[min(i, len(own) - 1)]
+                out.append(
+                    kept.get(rloc)
+                    or dataclasses.replace(
+                        template, address=rloc, reachable=True, probed=False
+                    )
+                )
+    return tuple(out)
+
+
+def _moved_rle(rle: Rle, old: tuple[IPAddress, ...], new: tuple[IPAddress, ...]) -> Rle:
+    entries: dict[Address, RleEntry] = {}
+    for entry in rle.entries:
+        moved = _successor(entry.address, old, new)
+        if moved is not None and moved not in entries:
+            entries[moved] = dataclasses.replace(entry, address=moved)
+    return Rle(tuple(entries.values()))
 
 
 def _full_mask(addr: object) -> int:

@@ -140,6 +140,10 @@ class Traced(Node):
         super().deregister(now, eids)
         self._collect(now)
 
+    def change_rlocs(self, rlocs: Iterable[IP], now: float) -> None:
+        super().change_rlocs(rlocs, now)
+        self._collect(now)
+
     def events(self, kind: type[Any]) -> list[tuple[float, Any]]:
         """(time, event) of every logged event of one type."""
         return [(t, e) for t, e in self.log if isinstance(e, kind)]
