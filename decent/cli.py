@@ -114,10 +114,13 @@ def reload_config(cfg: Config, node: Node, now: float) -> Config:
     except ConfigError as exc:
         log.error("reload refused, the running config stays: %s", exc)
         return cfg
+    # With [node] interface the RLOCs follow the interface (roaming): a
+    # different address set now is no config change.
+    skip = RELOADABLE | ({"rlocs", "rloc_policy"} if cfg.interface else set())
     fixed = [
         f.name
         for f in dataclasses.fields(Config)
-        if f.name not in RELOADABLE and getattr(new, f.name) != getattr(cfg, f.name)
+        if f.name not in skip and getattr(new, f.name) != getattr(cfg, f.name)
     ]
     if fixed:
         log.warning("reload: %s changed; restart the node for that", ", ".join(fixed))
@@ -129,8 +132,9 @@ def reload_config(cfg: Config, node: Node, now: float) -> Config:
     )
     logging.getLogger().setLevel(new.log_level.upper())
     held = dict(node.database.items())
-    # Every mapping of ours shares one locator set, which the link watch (or
-    # a roaming RLOC) may have changed since start: new EIDs take it too.
+    # Our mappings' locators (the membership's RLE too) follow the link watch
+    # and a roaming RLOC, not the file: kept ones keep theirs, new EIDs take
+    # the name's.
     live = held.get(Eid.name(cfg.name, cfg.instance_id))
     wanted = {}
     for mapping in node_config(new, node.config.xtr_id).database:

@@ -173,3 +173,35 @@ def test_lab_help_names_the_options_that_place_a_lab() -> None:
     for option in ("--prefix", "--subnet", "--loopback", "--mode"):
         assert option in result.stdout
     assert "<prefix>-n<i>" in result.stdout
+
+
+def test_reload_after_roaming_keeps_the_new_rloc_everywhere(tmp_path: Path) -> None:
+    """SIGHUP's reload builds mappings from the file, whose RLOC is the one
+    the node started with; after a move (LISP-MN) the added EID must take
+    the node's live RLOC, and the membership must keep naming it."""
+    from ipaddress import IPv4Address
+
+    from decent.cli import build_node, reload_config
+    from decent.config import load_config
+    from decent.wire import Eid, Rle
+
+    path = write_config(tmp_path, 1, base="127.0.0.9", web=8080, seeds=[])
+    cfg = load_config(path)
+    node = build_node(cfg, xtr_id=7, register_nonce=1, now=0.0)
+    moved = IPv4Address("127.0.0.99")
+    node.change_rlocs([moved], 1.0)
+    path.write_text(
+        path.read_text().replace(
+            'eid = "1.1.1.1/32"',
+            'eid = "1.1.1.1/32"\n[[database]]\neid = "10.1.0.0/16"',
+        )
+    )
+    new = reload_config(cfg, node, 2.0)
+    held = dict(node.database.items())
+    assert new.database == (Eid.prefix("1.1.1.1/32"), Eid.prefix("10.1.0.0/16"))
+    for eid in (Eid.prefix("10.1.0.0/16"), Eid.prefix("1.1.1.1/32")):
+        assert [loc.address for loc in held[eid].locators] == [moved]
+    (membership,) = [m for m in held.values() if m.merge]
+    (rle,) = [loc.address for loc in membership.locators]
+    assert isinstance(rle, Rle)
+    assert [e.address for e in rle.entries] == [moved]
