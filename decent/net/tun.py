@@ -329,13 +329,7 @@ class TunShell:
         if self._netlink is not None:
             self._netlink.close()
             self._netlink = None
-        for r in self._rlocs:
-            for sock in (r.data, r.control):
-                if sock is not None and sock is not self._data_socket:
-                    sock.close()
-            for sock in r.pool:
-                sock.close()
-            r.pool.clear()
+        self._close_rloc_sockets()
         for sock in self._raw.values():
             sock.close()
         self._raw.clear()
@@ -351,13 +345,19 @@ class TunShell:
         for fd in [fd for fd in self._readers if fd not in keep]:
             self.loop.remove_reader(fd)
             self._readers.remove(fd)
+        self._close_rloc_sockets()
+        self._rlocs = []
+
+    def _close_rloc_sockets(self) -> None:
+        # The node's own data socket is not ours to close (the node shell
+        # gets it back, or roaming replaced it).
         for r in self._rlocs:
             for sock in (r.data, r.control):
                 if sock is not None and sock is not self._data_socket:
                     sock.close()
             for sock in r.pool:
                 sock.close()
-        self._rlocs = []
+            r.pool.clear()
 
     def adopt_sockets(self, data_socket: socket.socket) -> None:
         """Open sockets for the node's RLOCs now (after change_rlocs) and

@@ -166,37 +166,50 @@ async def _has(the_lab: Lab, i: int, eid: str) -> bool:
     return eid in await the_lab.eids(i)
 
 
+@asynccontextmanager
+async def n2_process(
+    the_lab: Lab,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, Path]]:
+    """n1 in-process and n2 as a real `decent run` process seeded with it,
+    once n1 holds n2's EID; n2 is killed at the end if still running."""
+    the_lab.start(1)
+    base = the_lab.base
+    config = write_config(
+        the_lab.tmp, 2, base=base, web=_free_port(), seeds=[f"{base}1"]
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "decent",
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await the_lab.until(lambda: _has(the_lab, 1, "[0]2.2.2.2/32"), within=15)
+        yield proc, config
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="needs 127.0.0.x loopback")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 async def test_a_signal_makes_a_node_deregister_with_ttl_0(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     """SIGTERM (docker stop, systemd) and SIGINT (Ctrl-C) both leave at once."""
-    async with lab(tmp_path, "127.0.0.7") as the_lab:
-        the_lab.start(1)
-        config = write_config(
-            tmp_path, 2, base="127.0.0.7", web=_free_port(), seeds=["127.0.0.71"]
-        )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "decent",
-            "run",
-            "--config",
-            str(config),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        try:
-            await the_lab.until(lambda: _has(the_lab, 1, "[0]2.2.2.2/32"), within=15)
-            # Its signal handlers are in place before it registers.
-            proc.send_signal(sig)
-            out, _ = await asyncio.wait_for(proc.communicate(), 15)
-            assert proc.returncode == 0, out.decode()
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+    async with (
+        lab(tmp_path, "127.0.0.7") as the_lab,
+        n2_process(the_lab) as (proc, _),
+    ):
+        # Its signal handlers are in place before it registers.
+        proc.send_signal(sig)
+        out, _ = await asyncio.wait_for(proc.communicate(), 15)
+        assert proc.returncode == 0, out.decode()
 
         async def n2_gone() -> bool:
             eids = await the_lab.eids(1)
@@ -216,56 +229,39 @@ async def test_sighup_applies_the_database_at_once_and_keeps_a_broken_file_out(
     EID and lose the removed one long before a registration period (60 s)
     or the TTL (1 min) could have done it; a file that no longer loads
     changes nothing and the node keeps running."""
-    async with lab(tmp_path, "127.0.0.8") as the_lab:
-        the_lab.start(1)
-        config = write_config(
-            tmp_path, 2, base="127.0.0.8", web=_free_port(), seeds=["127.0.0.81"]
+    async with (
+        lab(tmp_path, "127.0.0.8") as the_lab,
+        n2_process(the_lab) as (proc, config),
+    ):
+        text = config.read_text()
+        config.write_text(
+            text.replace('eid = "2.2.2.2/32"', 'eid = "20.20.0.0/16"\nttl = 2')
+            .replace("ttl = 1\n", "ttl = 1\nregister_interval = 30\n")
+            .replace('log_level = "warning"', 'log_level = "info"')
         )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "decent",
-            "run",
-            "--config",
-            str(config),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        try:
-            await the_lab.until(lambda: _has(the_lab, 1, "[0]2.2.2.2/32"), within=15)
-            text = config.read_text()
-            config.write_text(
-                text.replace('eid = "2.2.2.2/32"', 'eid = "20.20.0.0/16"\nttl = 2')
-                .replace("ttl = 1\n", "ttl = 1\nregister_interval = 30\n")
-                .replace('log_level = "warning"', 'log_level = "info"')
-            )
-            proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGHUP)
 
-            async def moved() -> bool:
-                eids = await the_lab.eids(1)
-                return "[0]20.20.0.0/16" in eids and "[0]2.2.2.2/32" not in eids
+        async def moved() -> bool:
+            eids = await the_lab.eids(1)
+            return "[0]20.20.0.0/16" in eids and "[0]2.2.2.2/32" not in eids
 
-            await the_lab.until(moved, within=3.0)
-            sites = {s["eid"]: s for s in await the_lab.api(1, "/api/sites")}
-            assert sites["[0]20.20.0.0/16"]["ttl"] <= 120
-            assert "[0]'n2'" in sites  # the name and membership stay
+        await the_lab.until(moved, within=3.0)
+        sites = {s["eid"]: s for s in await the_lab.api(1, "/api/sites")}
+        assert sites["[0]20.20.0.0/16"]["ttl"] <= 120
+        assert "[0]'n2'" in sites  # the name and membership stay
 
-            config.write_text("[node\nbroken")
-            proc.send_signal(signal.SIGHUP)
-            assert proc.stdout is not None
-            seen: list[str] = []
-            while not seen or "reload refused" not in seen[-1]:
-                line = await asyncio.wait_for(proc.stdout.readline(), 10)
-                assert line, "".join(seen)
-                seen.append(line.decode())
-            assert await moved()
-            proc.send_signal(signal.SIGTERM)
-            out, _ = await asyncio.wait_for(proc.communicate(), 15)
-            assert proc.returncode == 0, out.decode()
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        config.write_text("[node\nbroken")
+        proc.send_signal(signal.SIGHUP)
+        assert proc.stdout is not None
+        seen: list[str] = []
+        while not seen or "reload refused" not in seen[-1]:
+            line = await asyncio.wait_for(proc.stdout.readline(), 10)
+            assert line, "".join(seen)
+            seen.append(line.decode())
+        assert await moved()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 15)
+        assert proc.returncode == 0, out.decode()
         log = "".join(seen) + out.decode()
         assert "register_interval changed; restart the node for that" in log, log
         assert "reload: 1 EIDs added or changed, 1 removed" in log, log
