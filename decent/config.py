@@ -315,7 +315,7 @@ def load_config(path: str | Path) -> Config:
             "use at least 1, e.g. twice map_reply_rate",
         )
 
-    database = []
+    database: list[Eid] = []
     ttls = []
     for i, table in enumerate(raw.get("database", [])):
         db = _Reader(path, f"database #{i + 1}", table)
@@ -326,6 +326,15 @@ def load_config(path: str | Path) -> Config:
             raise db.fail(
                 "eid", str(exc), 'write a prefix such as "1.1.1.1/32"'
             ) from None
+        if eid in database:
+            # The same EID twice would register one mapping with whichever
+            # TTL came last: say so instead of picking silently.
+            first = database.index(eid) + 1
+            raise db.fail(
+                "eid",
+                f"{eid} is already [[database]] #{first}",
+                "list each EID-prefix once",
+            )
         database.append(eid)
         if "ttl" in db.table:
             # Registrations cannot lapse however short this is next to

@@ -329,3 +329,14 @@ def test_mobile_nodes_do_not_probe_unless_asked(tmp_path: Path) -> None:
     assert (fixed.mobile, fixed.probe_interval) == (False, 10.0)
     with pytest.raises(ConfigError, match=r"\[node\] mobile: expected bool"):
         load_config(_write(tmp_path, mobile.replace("mobile = true", "mobile = 1")))
+
+
+def test_an_eid_listed_twice_is_refused(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        'eid = "1.1.1.1/32"', 'eid = "1.1.1.1/32"\n[[database]]\neid = "1.1.1.1/32"'
+    )
+    with pytest.raises(
+        ConfigError, match=r"\[database #2\] eid: \[0\]1.1.1.1/32 is already"
+    ) as info:
+        load_config(_write(tmp_path, text))
+    assert "list each EID-prefix once" in str(info.value)
