@@ -390,7 +390,7 @@ def _dataplane_status(
         "running": True,
         "tun": tun.name,
         "mtu": cfg.tun_mtu,
-        "routes": sorted(tun.wanted_routes()),
+        "routes": sorted(tun.installed_routes()),
         **node.dataplane.stats(),
     }
 

@@ -208,6 +208,7 @@ class TunShell:
         self._raw: dict[int, socket.socket] = {}
         self._netlink: socket.socket | None = None
         self._routes: set[str] = set()
+        self._installed: set[str] = set()
         self._eid_addrs: set[IPAddress] = set()
         self._routes_version = -1
         self._route_task: asyncio.Task[None] | None = None
@@ -589,6 +590,12 @@ class TunShell:
         self._routes = wanted
         return cmds
 
+    def installed_routes(self) -> set[str]:
+        """The EID routes in the kernel now: those of the last `ip` batch
+        that has finished (what /api/node shows, so that a client seeing a
+        route can use it)."""
+        return set(self._installed)
+
     def _sync_routes_now(self) -> None:
         self._routes_version = self.node.registry_version
         cmds = self._route_commands()
@@ -600,6 +607,7 @@ class TunShell:
                 text=True,
                 check=False,
             )
+        self._installed = set(self._routes)
 
     def _schedule_route_sync(self) -> None:
         if self._route_task is None or self._route_task.done():
@@ -609,7 +617,9 @@ class TunShell:
         while self._routes_version != self.node.registry_version:
             self._routes_version = self.node.registry_version
             cmds = self._route_commands()
+            target = set(self._routes)
             if not cmds:
+                self._installed = target
                 continue
             proc = await asyncio.create_subprocess_exec(
                 "ip",
@@ -623,6 +633,7 @@ class TunShell:
             _, err = await proc.communicate(("\n".join(cmds) + "\n").encode())
             if proc.returncode:
                 log.debug("route sync: %s", err.decode(errors="replace").strip())
+            self._installed = target
 
     # ------------------------------------------------------------ our links
     def _watch_links(self) -> None:
