@@ -1,10 +1,10 @@
-"""LISP-MN roaming in the shell: follow an interface's addresses over netlink and
-move the node's sockets and RLOCs with them.
+"""LISP-MN roaming in the shell: the node's sockets and RLOCs follow an interface.
 
-The kernel's RTM_NEWADDR/RTM_DELADDR multicasts only tell us *that* something
-changed on some interface; what the interface holds is then read with one
-RTM_GETADDR dump. So a lost, truncated or forged notification cannot leave us
-with a wrong address set: at worst it costs one dump.
+The interface's addresses are watched over netlink. The kernel's
+RTM_NEWADDR/RTM_DELADDR multicasts only tell us *that* something changed on
+some interface; what the interface holds is then read with one RTM_GETADDR
+dump. So a lost, truncated or forged notification cannot leave us with a
+wrong address set: at worst it costs one dump.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""LISP-MN roaming in the namespace lab: a node configured by interface changes its
-address, and every peer follows it at once, long before any TTL."""
+"""LISP-MN roaming in the namespace lab: peers follow a node that changes address.
+
+A node configured by interface changes its address, and every peer follows
+it at once, long before any TTL."""
 
 from __future__ import annotations
 
