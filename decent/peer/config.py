@@ -13,6 +13,14 @@ DATA_PORT = 4341
 GROUP_MODES = ("replicate", "multicast")
 
 
+def rloc_order(addr: object) -> tuple[int, int]:
+    """RFC 9301 5.5: a locator set MUST go in ascending order, IPv4 before
+    IPv6 (anything else, an RLE or a name, after them)."""
+    if isinstance(addr, IPv4Address | IPv6Address):
+        return addr.version, int(addr)
+    return 99, 0
+
+
 @dataclass(frozen=True, slots=True)
 class AllowedPrefix:
     """An EID-prefix a site may register. A name EID '*' allows any name."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Final
 
-from decent.peer.config import Addr
+from decent.peer.config import Addr, rloc_order
 from decent.peer.events import LocatorStateChanged
 from decent.peer.mapcache import CacheEntry, LocatorState
 from decent.peer.mapserver import rle_entries
@@ -170,9 +170,12 @@ class DataPlane:
     def _own_sources(self) -> None:
         self._src = {}
         word = 0
+        # Status bit k is the k-th locator of our (sorted) locator set, not
+        # the k-th RLOC of the config (RFC 9300 10, RFC 9301 5.5).
+        bit = {r: k for k, r in enumerate(sorted(self._rlocs, key=rloc_order))}
         for i, (rloc, up) in enumerate(zip(self._rlocs, self._rloc_up, strict=True)):
             if up:
-                word |= 1 << i
+                word |= 1 << bit[rloc]
                 self._src.setdefault(rloc.version, i)
         # With an instance ID the header has room for 8 status bits only.
         self._lsb_word = word & 0xFF if self.iid else word & 0xFFFFFFFF

@@ -11,6 +11,7 @@ from decent.peer.config import (
     DatabaseMapping,
     NodeConfig,
     Site,
+    rloc_order,
 )
 from decent.wire import Eid, Locator, Rle, RleEntry
 
@@ -106,9 +107,17 @@ def decent_node_config(
         force_proxy_reply=True,
     )
     policy = rloc_policy or ((DEFAULT_PRIORITY, DEFAULT_WEIGHT),) * len(rlocs)
+    # Sorted on the wire (RFC 9301 5.5), whatever the config's order: the
+    # first RLOC listed stays our source and RLE member, and our
+    # locator-status bits follow this order (DataPlane._own_sources).
     locators = tuple(
-        Locator(r, priority, weight, 255, 0, local=True)
-        for r, (priority, weight) in zip(rlocs, policy, strict=True)
+        sorted(
+            (
+                Locator(r, priority, weight, 255, 0, local=True)
+                for r, (priority, weight) in zip(rlocs, policy, strict=True)
+            ),
+            key=lambda loc: rloc_order(loc.address),
+        )
     )
     own_ttl = MOBILE_TTL if mobile else ttl
     ttls = dict(eid_ttls)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Final
 
-from decent.peer.config import Addr, DatabaseMapping, NodeConfig, Site
+from decent.peer.config import Addr, DatabaseMapping, NodeConfig, Site, rloc_order
 from decent.peer.events import (
     Event,
     LocatorStateChanged,
@@ -1548,14 +1548,18 @@ def _moved_locators(
             out.append(loc)
         elif not placed:
             placed = True
-            for i, rloc in enumerate(new):
-                template = own[min(i, len(own) - 1)]
-                out.append(
-                    kept.get(rloc)
-                    or dataclasses.replace(
-                        template, address=rloc, reachable=True, probed=False
-                    )
+            moved = [
+                kept.get(rloc)
+                or dataclasses.replace(
+                    own[min(i, len(own) - 1)],
+                    address=rloc,
+                    reachable=True,
+                    probed=False,
                 )
+                for i, rloc in enumerate(new)
+            ]
+            # Still in RFC 9301 5.5's ascending order.
+            out.extend(sorted(moved, key=lambda loc: rloc_order(loc.address)))
     return tuple(out)
 
 

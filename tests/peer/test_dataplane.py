@@ -98,6 +98,7 @@ def mesh(
     *,
     probe_interval: float | None = None,
     two_rlocs: bool = False,
+    second_rloc: IPv4Address = N2B,
     iid: int = 0,
     dp: dict[str, Any] | None = None,
     extra: dict[int, dict[str, Any]] | None = None,
@@ -109,7 +110,7 @@ def mesh(
     counter = itertools.count(1)
     nodes, dps = [], []
     for i, ip in enumerate(DECENT_IPS, start=1):
-        rlocs = (ip, N2B) if two_rlocs and i == 2 else (ip,)
+        rlocs = (ip, second_rloc) if two_rlocs and i == 2 else (ip,)
         cfg = decent_node_config(
             name=f"n{i}",
             rlocs=rlocs,
@@ -532,6 +533,35 @@ def test_our_rloc_going_down_reregisters_smrs_and_the_peer_fails_over():
     assert {r[0][0] for p in flows for _, r in m.send(0, p)} == {str(N2), str(N2B)}
 
 
+def test_locators_go_ascending_and_our_status_bits_follow_them_not_the_config():
+    """RFC 9301 5.5: a locator set goes in ascending order. n2 lists N2 first
+    (its source and RLE member) and a lower second RLOC: peers get the lower
+    one first, and n2's status bit 0 is that one, so when it goes down n2's
+    packets say 0b10 and n1 moves every flow to N2."""
+    low = IPv4Address("198.18.42.2")
+    m = mesh(two_rlocs=True, second_rloc=low)
+    assert m.nodes[1].config.rlocs == (N2, low)  # the config's order
+    mapping = m.nodes[1].database.get(Eid.prefix("2.2.2.2/32"))
+    assert mapping is not None
+    assert [loc.address for loc in mapping.locators] == [low, N2]
+    flows = [udp(eid4(1), eid4(2), sport=p) for p in range(40)]
+    out = [o for p in flows for o in m.send(0, p)]
+    m.carry(out, N1)
+    entry = m.nodes[0].cache.lookup(Eid.prefix("2.2.2.2/32"))
+    assert entry is not None
+    assert [s.locator.address for s in entry.locators] == [low, N2]
+    [(payload, _)] = m.send(1, udp(eid4(2), eid4(1)))
+    assert decapsulate(payload)[0].lsbs == 0b11
+    m.dps[1].set_rloc_state(1, False, m.net.now)  # `low`, the config's second
+    m.net.advance(1.0)
+    [(payload, (_, src, _))] = m.send(1, udp(eid4(2), eid4(1)))
+    assert (src, decapsulate(payload)[0].lsbs) == (0, 0b10)
+    entry = m.nodes[0].cache.lookup(Eid.prefix("2.2.2.2/32"))  # re-resolved
+    assert entry is not None
+    assert [s.locator.reachable for s in entry.locators] == [False, True]
+    assert {r[0][0] for p in flows for _, r in m.send(0, p)} == {str(N2)}
+
+
 def test_probing_alone_fails_over_within_the_probe_interval_plus_timeouts():
     """A failure n2 cannot see (the path, not its link): n1's RLOC probes
     time out and the flow moves to N2B no later than one probe interval
@@ -722,3 +752,12 @@ def test_rle_names_and_many_sources_are_harmless():
     data = encapsulate(DataHeader(nonce=1), udp(eid4(3), eid4(2)))
     m.nodes[1].receive_datagram(data, (N3, 1), m.net.now, (N2, 4341))
     assert dp.packets_to_tun() == [udp(eid4(3), eid4(2))]
+
+
+def test_the_locator_order_is_ascending_ipv4_first_and_others_last():
+    from decent.peer.config import rloc_order
+    from decent.wire import DistinguishedName
+
+    v6, a, b = IPv6Address("2001:db8::1"), IPv4Address("10.0.0.9"), N1
+    name = DistinguishedName("x")
+    assert sorted([name, v6, b, a], key=rloc_order) == [a, b, v6, name]
