@@ -264,13 +264,7 @@ class TunShell:
         # Last, once nothing can fail: from here the data socket is ours to
         # read (the node's reader on it is replaced until close()).
         self._add_reader(self._fd, self._drain_tun)
-        for r in self._rlocs:
-            if r.data is not None:
-                self._add_reader(r.data.fileno(), self._drain_data, r.data)
-            if r.control is not None:
-                self._add_reader(
-                    r.control.fileno(), self._control_drain, r.control, r.address
-                )
+        self._read_rloc_sockets()
         log.info(
             "data plane on: TUN %s (mtu %d), EIDs %s, table %d",
             self.name,
@@ -350,15 +344,16 @@ class TunShell:
         self._rlocs = []
 
     def _close_rloc_sockets(self) -> None:
+        for r in self._rlocs:
+            self._close_rloc(r)
+
+    def _close_rloc(self, r: _Rloc) -> None:
         # The node's own data socket is not ours to close (the node shell
         # gets it back, or roaming replaced it).
-        for r in self._rlocs:
-            for sock in (r.data, r.control):
-                if sock is not None and sock is not self._data_socket:
-                    sock.close()
-            for sock in r.pool:
+        for sock in (*r.pool, r.control, r.data):
+            if sock is not None and sock is not self._data_socket:
                 sock.close()
-            r.pool.clear()
+        r.pool.clear()
 
     def adopt_sockets(self, data_socket: socket.socket) -> None:
         """Open sockets for the node's RLOCs now (after change_rlocs) and
@@ -376,12 +371,12 @@ class TunShell:
                 self._open_rloc(i, r, cfg.data_port, cfg.control_port)
             except DataPlaneUnavailable as exc:
                 log.warning("RLOC %s: %s", r.address, exc)
-                for sock in (*r.pool, r.control, r.data):
-                    if sock is not None and sock is not data_socket:
-                        sock.close()
-                r.pool.clear()
+                self._close_rloc(r)
                 r.control = r.data = None
                 self.dp.set_rloc_state(i, False, self.loop.time())
+        self._read_rloc_sockets()
+
+    def _read_rloc_sockets(self) -> None:
         for r in self._rlocs:
             if r.data is not None:
                 self._add_reader(r.data.fileno(), self._drain_data, r.data)
