@@ -54,6 +54,57 @@ class AllowedPrefix:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """What one peer can make this node spend. Every bound a member gone
+    rogue could otherwise push is here, with a default that a mesh of
+    laptops never meets (README, "Limits"; config file section [limits])."""
+
+    # ---- Map-Server: what registrants may hold
+    #: Registrations (one per registrant per EID) held in all.
+    max_registrations: int = 65_536
+    #: Distinct registrants (xTR-IDs, or sources without one) holding any.
+    max_registrants: int = 1_024
+    #: Registrations one registrant may hold, counted per xTR-ID and,
+    #: separately, per source address (so inventing xTR-IDs does not help).
+    registrant_eids: int = 4_096
+    #: Map-Register records a second per registrant (xTR-ID and source),
+    #: and the burst: a whole database re-registered at once fits.
+    registrant_rate: float = 200.0
+    registrant_burst: float = 8_192.0
+    # ---- Map-Register nonces (decent.peer.replay)
+    #: How far above the last nonce a Map-Register may jump unchallenged: a
+    #: restart resumes at most one reserved block (1,000) ahead.
+    nonce_window: int = 1 << 16
+    #: How long the mark of a registrant that holds nothing is kept.
+    nonce_retention: float = 86_400.0
+    #: Marks held in all (registrants that still hold something never go).
+    max_nonce_marks: int = 4_096
+    #: Refused Map-Registers held while their registrant is asked to confirm
+    #: (at most two per registrant; a few MB at most).
+    max_challenges: int = 256
+    challenge_timeout: float = 5.0
+    # ---- Map-Resolver: what a requester can make us send
+    #: The underlay MTU: every Map-Reply fits one datagram of it (RFC 9301 5).
+    underlay_mtu: int = 1_500
+    #: A Map-Reply to an address that is not a member of the group is at
+    #: most this many times the size of the Map-Request that asked for it
+    #: (spoofed requests reflect no more than their own size, times this).
+    reply_amplification: float = 3.0
+    #: Per-destination reply buckets held at once (least recently used go).
+    reply_buckets: int = 4_096
+    #: ITRs remembered per EID of ours for SMRs (RFC 9301 6.1), newest kept.
+    recent_itrs: int = 256
+    # ---- ITR
+    #: Map-cache entries; past it, new mappings are not cached (counted).
+    max_cache_entries: int = 65_536
+    #: Map-Reply bytes a second to all destinations together, and the burst.
+    reply_global_rate: float = 8_000_000.0
+    reply_global_burst: float = 8_000_000.0
+    #: Registrants shown as refused (over quota or rate) on the status page.
+    refused_shown: int = 64
+
+
+@dataclass(frozen=True, slots=True)
 class Site:
     """A Map-Server site: who may register which EIDs, with which keys."""
 
@@ -69,6 +120,11 @@ class Site:
     #: Answer Map-Requests for this site's EIDs even when the registrant did
     #: not set the P bit (lispers.net force-proxy-reply; every Decent node).
     force_proxy_reply: bool = False
+    #: Authentication algorithms accepted (RFC 9301 1.1: alg 1, HMAC-SHA-1,
+    #: MUST NOT be used on the Internet; deployed peers still send it).
+    algorithms: frozenset[int] = frozenset(
+        {AlgorithmId.HMAC_SHA_1_96, AlgorithmId.HMAC_SHA_256_128}
+    )
 
     def key(self, key_id: int) -> bytes | None:
         for kid, psk in self.keys:
@@ -140,6 +196,12 @@ class NodeConfig:
     #: Resolve through our own Map-Resolver in-process (no datagram) when it
     #: is among map_resolvers: every Decent member answers its own lookups.
     resolve_in_process: bool = False
+    #: Algorithms accepted on Map-Notify and Map-Notify-Ack signed with
+    #: register_key (a site's own setting covers its Map-Registers).
+    auth_algorithms: frozenset[int] = frozenset(
+        {AlgorithmId.HMAC_SHA_1_96, AlgorithmId.HMAC_SHA_256_128}
+    )
+    limits: Limits = Limits()
 
     def __post_init__(self) -> None:
         if not self.rlocs:

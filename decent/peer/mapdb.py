@@ -351,6 +351,49 @@ class MapDB(Generic[V]):
             return None
         return Eid(eid.iid, _block(addr, length), length, eid.group, group_mask)
 
+    def free_block(self, host: Eid, within: Eid) -> Eid | None:
+        """The least-specific prefix that holds the unicast address `host`,
+        lies inside `within` (host's longest stored match) and holds no
+        stored prefix longer than `within`.
+
+        A Map-Reply may carry `within`'s mapping for this prefix in place of
+        `within` and all its more-specifics (RFC 9301 5.5), when those do
+        not fit one datagram: the asker caches nothing too broad. None for
+        names, (S,G) EIDs, or a host that is not inside `within`.
+        """
+        addr = host.address
+        if (
+            isinstance(addr, DistinguishedName)
+            or host.group is not None
+            or within.group is not None
+            or not _covers(within, host)
+        ):
+            return None
+        table = self._unicast.get((host.iid, addr.version))
+        bits, q, length = addr.max_prefixlen, int(addr), within.mask_len
+        if table is not None:
+            assert not isinstance(within.address, DistinguishedName)
+            lo = int(within.address)
+            hi = lo | ((1 << (bits - within.mask_len)) - 1)
+            starts = table.starts
+            i = bisect_right(starts, q)
+            # Stored prefixes nest or are disjoint, and none longer than
+            # `within` holds q: a block around q overlaps one exactly when it
+            # holds its start, so the nearest starts on either side decide.
+            for near in starts[max(i - 1, 0) : i + 1]:
+                if not lo <= near <= hi:
+                    continue
+                if near == lo and not any(
+                    table.get(lo, n) is not None
+                    for n in table.by_len
+                    if n > within.mask_len
+                ):
+                    continue  # only `within` itself starts there
+                if near == q:
+                    return None  # a longer prefix holds q: not its best match
+                length = max(length, bits + 1 - (near ^ q).bit_length())
+        return Eid(host.iid, _block(addr, length), length)
+
     def _exact(self, eid: Eid) -> tuple[Eid, V] | None:
         addr = eid.address
         if isinstance(addr, DistinguishedName):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
+from typing import TypeVar
 
-from decent.peer.config import Addr, Site
+from decent.peer.config import Addr, Limits, Site
 from decent.peer.mapdb import MapDB
+from decent.peer.replay import ReplayGuard, Slot
 from decent.wire import (
     AfiList,
     Eid,
@@ -20,6 +23,16 @@ from decent.wire import (
 from decent.wire.buffer import Writer
 
 ChildKey = int | IPv4Address | IPv6Address
+K = TypeVar("K")
+
+
+def _decrement(table: Counter[K], key: K) -> None:
+    """Count one down, and forget the key at zero (len() counts holders)."""
+    left = table[key] - 1
+    if left:
+        table[key] = left
+    else:
+        del table[key]
 
 
 @dataclass(slots=True)
@@ -79,6 +92,19 @@ class Change:
     #: The entry's effective locator set changed (members must be notified).
     changed: bool
     entry: SiteEntry | None
+    #: Why the record was refused (a quota), or "" when it was applied.
+    refused: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRegister:
+    """An authenticated Map-Register refused for its nonce alone, held while
+    its registrant is asked to confirm it (decent.peer.replay)."""
+
+    msg: MapRegister
+    raw: bytes
+    eids: tuple[Eid, ...]
+    site: Site
 
 
 _FLAG_LETTERS = "psitrmn"
@@ -157,9 +183,15 @@ def encode_record(record: MapRecord) -> bytes:
 class MapServer:
     """Registration state of the sites this node serves (no I/O, no timers)."""
 
-    def __init__(self, sites: tuple[Site, ...], registration_timeout: float) -> None:
+    def __init__(
+        self,
+        sites: tuple[Site, ...],
+        registration_timeout: float,
+        limits: Limits | None = None,
+    ) -> None:
         self.sites = sites
         self.registration_timeout = registration_timeout
+        self.limits = limits = limits or Limits()
         self.db: MapDB[SiteEntry] = MapDB()
         #: Bumped whenever an EID is added to or removed from db.
         self.generation = 0
@@ -171,8 +203,19 @@ class MapServer:
             for allowed in site.allowed:
                 if not allowed.eid.is_name:
                     self.configured_db.insert(allowed.eid, site)
+        self.replay: ReplayGuard[HeldRegister] = ReplayGuard(
+            window=limits.nonce_window,
+            retention=limits.nonce_retention,
+            max_slots=limits.max_nonce_marks,
+            max_challenges=limits.max_challenges,
+            challenge_timeout=limits.challenge_timeout,
+        )
         #: Last accepted nonce per (site, registrant identity, key ID).
-        self.nonces: dict[tuple[str, ChildKey, int], int] = {}
+        self.nonces = self.replay.marks
+        #: Registrations held: in all, per registrant identity, per source.
+        self.held = 0
+        self.held_by: Counter[ChildKey] = Counter()
+        self.held_from: Counter[IPv4Address | IPv6Address] = Counter()
 
     def site_for(self, eid: Eid) -> Site | None:
         """The site whose most specific allowed prefix covers eid."""
@@ -209,12 +252,12 @@ class MapServer:
         return best
 
     def authorize(
-        self, msg: MapRegister, raw: bytes, eids: list[Eid], src: Addr
+        self, msg: MapRegister, raw: bytes, eids: list[Eid]
     ) -> tuple[Site | None, str]:
-        """Check site ownership, authentication and replay; say why not.
+        """Check site ownership and authentication; say why not.
 
-        Nothing is changed unless every check passes, so a forged or replayed
-        Map-Register cannot move the nonce state either.
+        Changes nothing: the nonce (`replay`) is checked by the caller once
+        this passes, so a forged Map-Register cannot move it.
         """
         if not eids:
             return None, "no-records"
@@ -227,20 +270,56 @@ class MapServer:
         if msg.alg_id == 0:
             if not site.allow_unauthenticated:
                 return None, "auth-required"
+        elif msg.alg_id not in site.algorithms:
+            return None, "algorithm-refused"
         else:
             key = site.key(msg.key_id)
             if key is None:
                 return None, "unknown-key-id"
             if not check_auth(raw, key):
                 return None, "auth-failed"
-        if not site.relaxed_nonces:
-            who: ChildKey = msg.xtr_id if msg.xtr_id is not None else src[0]
-            slot = (site.name, who, msg.key_id)
-            last = self.nonces.get(slot)
-            if last is not None and msg.nonce <= last:
-                return None, "replayed-nonce"
-            self.nonces[slot] = msg.nonce
         return site, ""
+
+    @staticmethod
+    def slot(site: Site, msg: MapRegister, src: Addr) -> Slot:
+        """The replay slot of a Map-Register (RFC 9301 5.6: per xTR-ID and key)."""
+        who: ChildKey = msg.xtr_id if msg.xtr_id is not None else src[0]
+        return (site.name, who, msg.key_id)
+
+    def holds(self, slot: Slot) -> bool:
+        """Whether the registrant of a replay slot holds any registration."""
+        return slot[1] in self.held_by
+
+    def _quota(self, key: ChildKey, src: Addr) -> str:
+        """Why a registrant may not add one more registration ("" if it may)."""
+        limits = self.limits
+        if self.held >= limits.max_registrations:
+            return "registration-limit"
+        held = self.held_by.get(key, 0)
+        if held == 0 and len(self.held_by) >= limits.max_registrants:
+            return "registrant-limit"
+        if held >= limits.registrant_eids:
+            return "registrant-quota"
+        if self.held_from.get(src[0], 0) >= limits.registrant_eids:
+            return "source-quota"
+        return ""
+
+    def _put(self, entry: SiteEntry, key: ChildKey, child: Registration) -> None:
+        old = entry.children.get(key)
+        if old is not None:
+            self._uncount(key, old)
+        entry.children[key] = child
+        self.held += 1
+        self.held_by[key] += 1
+        self.held_from[child.registrant[0]] += 1
+
+    def _pop(self, entry: SiteEntry, key: ChildKey) -> None:
+        self._uncount(key, entry.children.pop(key))
+
+    def _uncount(self, key: ChildKey, child: Registration) -> None:
+        self.held -= 1
+        _decrement(self.held_by, key)
+        _decrement(self.held_from, child.registrant[0])
 
     def apply(
         self,
@@ -250,21 +329,36 @@ class MapServer:
         src: Addr,
         now: float,
     ) -> list[Change]:
-        """Store an authorized Map-Register's records; report what changed."""
+        """Store an authorized Map-Register's records; report what changed.
+
+        A record that would take the registrant (or its source) over its
+        quota is refused, alone: its refreshes and removals still apply."""
         child_key: ChildKey = msg.xtr_id if msg.xtr_id is not None else src[0]
         flags = flags_text(msg)
         changes = []
         for rec, eid in zip(msg.records, eids, strict=True):
             entry = self.db.get(eid)
+            # RFC 8378 5.1.3: an entry with merge semantics keeps one child per
+            # registrant, and (S,G) entries always have them. A registrant that
+            # leaves the merge bit out still replaces only its own child, or
+            # one Map-Register could wipe every member's.
+            merged = (
+                msg.merge
+                or eid.group is not None
+                or (entry is not None and entry.merge)
+            )
             if rec.ttl == 0:
-                # A registrant deregisters only its own child of a merged
-                # entry (RFC 8378 5.1.3 keeps one per registrant), even if it
-                # left the merge bit out of its TTL-0 Map-Register.
-                merged = msg.merge or (entry is not None and entry.merge)
                 changes.append(self._remove(eid, entry, child_key, merged))
                 continue
-            lifetime = rec.ttl * 60.0 if msg.ttl_timeout else self.registration_timeout
             old = entry.children.get(child_key) if entry else None
+            if old is None:
+                refused = self._quota(child_key, src)
+                if refused:
+                    changes.append(
+                        Change(eid, child_key, False, False, False, None, refused)
+                    )
+                    continue
+            lifetime = rec.ttl * 60.0 if msg.ttl_timeout else self.registration_timeout
             child = Registration(
                 rec,
                 src,
@@ -279,26 +373,19 @@ class MapServer:
             proxy = msg.proxy_reply or site.force_proxy_reply
             if entry is None:
                 entry = SiteEntry(
-                    eid,
-                    site.name,
-                    msg.merge,
-                    proxy,
-                    {child_key: child},
-                    now,
-                    now,
-                    src,
-                    rec,
-                    b"",
+                    eid, site.name, merged, proxy, {}, now, now, src, rec, b""
                 )
+                self._put(entry, child_key, child)
                 self.db.insert(eid, entry)
                 self.generation += 1
                 self._refresh(entry)
                 changes.append(Change(eid, child_key, False, True, True, entry))
                 continue
-            if not msg.merge:
-                entry.children.clear()
-            entry.children[child_key] = child
-            entry.merge, entry.proxy_reply = msg.merge, proxy
+            if not merged:
+                for other in [k for k in entry.children if k != child_key]:
+                    self._pop(entry, other)
+            self._put(entry, child_key, child)
+            entry.merge, entry.proxy_reply = merged, proxy
             entry.last_registered, entry.last_registerer = now, src
             changed = self._refresh(entry)
             changes.append(Change(eid, child_key, False, old is None, changed, entry))
@@ -320,9 +407,10 @@ class MapServer:
         if entry is None or (merge and child_key not in entry.children):
             return Change(eid, child_key, True, False, False, None)
         if merge:
-            del entry.children[child_key]
+            self._pop(entry, child_key)
         else:
-            entry.children.clear()
+            for key in list(entry.children):
+                self._pop(entry, key)
         if not entry.children:
             self.db.remove(eid)
             self.generation += 1
@@ -338,26 +426,29 @@ class MapServer:
         children: list[Registration],
     ) -> SiteEntry | None:
         """Reinstate an entry saved before a restart (children still alive),
-        if the site configured now still owns eid."""
+        if the site configured now still owns eid; within today's quotas."""
         owner = self.site_for(eid)
-        if not children or owner is None or owner.name != site:
+        if not children or owner is None or owner.name != site or eid in self.db:
             return None
         last = max(children, key=lambda c: c.last)
         entry = SiteEntry(
             eid,
             site,
-            merge,
+            merge or eid.group is not None,
             proxy,
-            {
-                c.xtr_id if c.xtr_id is not None else c.registrant[0]: c
-                for c in children
-            },
+            {},
             min(c.first for c in children),
             last.last,
             last.registrant,
             last.record,
             b"",
         )
+        for child in children:
+            key = child.xtr_id if child.xtr_id is not None else child.registrant[0]
+            if key not in entry.children and not self._quota(key, child.registrant):
+                self._put(entry, key, child)
+        if not entry.children:
+            return None
         self._refresh(entry)
         self.db.insert(eid, entry)
         self.generation += 1
@@ -391,6 +482,7 @@ class MapServer:
 
 __all__ = [
     "Change",
+    "HeldRegister",
     "MapServer",
     "Registration",
     "SiteEntry",

@@ -15,7 +15,7 @@ events, and they change no state.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -46,12 +46,15 @@ from decent.peer.mapcache import CacheEntry, MapCache
 from decent.peer.mapdb import MapDB
 from decent.peer.mapserver import (
     ChildKey,
+    HeldRegister,
     MapServer,
     Registration,
     SiteEntry,
     encode_record,
     rle_entries,
 )
+from decent.peer.ratelimit import Bucket, Buckets
+from decent.peer.replay import Slot, Verdict
 from decent.peer.timers import Deadlines
 from decent.wire import (
     DECENT_CONTROL_IID,
@@ -178,6 +181,18 @@ TimerKey = (
 
 # ---------------------------------------------------------------- pending state
 @dataclass(slots=True)
+class Refusal:
+    """A registrant refused lately for a quota or its rate (status page)."""
+
+    registrant: ChildKey
+    source: Addr
+    reason: str
+    count: int
+    first: float
+    last: float
+
+
+@dataclass(slots=True)
 class _PendingRequest:
     eid: Eid
     attempts: int = 0
@@ -223,7 +238,8 @@ class Node:
         """
         self.config = config
         self._nonce = nonce
-        self.ms = MapServer(config.sites, config.registration_timeout)
+        limits = config.limits
+        self.ms = MapServer(config.sites, config.registration_timeout, limits)
         self.cache = MapCache()
         self.database: MapDB[DatabaseMapping] = MapDB()
         for mapping in config.database:
@@ -238,7 +254,20 @@ class Node:
         self._pending_registers: dict[int, _PendingRegister] = {}
         self._pending_notifies: dict[tuple[int, IPAddress], _PendingNotify] = {}
         self._probes: dict[int, tuple[Eid, IPAddress, float]] = {}
-        self._reply_buckets: dict[IPAddress, tuple[float, float]] = {}
+        self._reply_buckets: Buckets[IPAddress] = Buckets(
+            config.map_reply_rate, config.map_reply_burst, limits.reply_buckets
+        )
+        #: RFC 9301 5.4's per-destination limit alone lets a requester spread
+        #: spoofed requests over many victims: this bounds the sum, in bytes.
+        self._reply_bytes_out = Bucket(
+            limits.reply_global_rate, limits.reply_global_burst, now
+        )
+        #: Map-Register records per registrant (identity and source).
+        self._register_buckets: Buckets[tuple[ChildKey, IPAddress]] = Buckets(
+            limits.registrant_rate, limits.registrant_burst, limits.max_registrants
+        )
+        #: Registrants refused lately (quota, rate): who, why, how often, when.
+        self._refused: OrderedDict[tuple[ChildKey, str], Refusal] = OrderedDict()
         self._recent_itrs: dict[Eid, dict[IPAddress, float]] = {}
         self._smr_last: dict[Eid, float] = {}
         # RFC 9301 8.2 quick registration after a (re)start: every 20 s for
@@ -337,8 +366,11 @@ class Node:
         """Feed one UDP payload received on the data port (4341).
 
         Packets with instance ID 0xffffff carry replicated LISP-Decent control
-        traffic (RFC 9962 4.1): the inner message goes to the control path
-        with the inner source as its sender. It is never replicated again.
+        traffic (RFC 9962 4.1): the inner message goes to the control path.
+        It is never replicated again. Only a member replicates, and only its
+        own messages: the outer source must be in the group's RLE (or be a
+        seed while we know no member), and the inner source must be that
+        same address, which is then the sender; anything else is dropped.
         """
         try:
             header, inner = decapsulate(data)
@@ -356,8 +388,22 @@ class Node:
         if not to_us or packet.dport != self.config.control_port:
             self._drop(addr, "replicated-not-for-us")
             return
+        if not self._replicates_to_us(addr[0]):
+            self._drop(addr, "replicated-not-member")
+            return
+        if packet.src != addr[0]:
+            self._drop(addr, "replicated-spoofed")
+            return
         self.counters["rx.replicated"] += 1
-        self.receive_datagram(packet.payload, (packet.src, packet.sport), now)
+        self.receive_datagram(packet.payload, (addr[0], packet.sport), now)
+
+    def _replicates_to_us(self, rloc: IPAddress) -> bool:
+        """Whether rloc may send us replicated control traffic: a member, or
+        one of our seeds while we know no member yet (joining)."""
+        if rloc in self.membership():
+            return True
+        seeds = (ms[0] for ms in self.config.map_servers if ms[0] != self.config.group)
+        return rloc in seeds and self._alone()
 
     def membership(self) -> list[IPAddress]:
         """The peer group's members: the merged (0/0, G) RLE we hold as a
@@ -388,10 +434,10 @@ class Node:
         match msg:
             case MapRequest():
                 self.counters["rx.map-request"] += 1
-                self._on_request(msg, addr, now, None, local)
+                self._on_request(msg, addr, now, None, local, len(data))
             case EncapsulatedControlMessage(message=MapRequest() as inner):
                 self.counters["rx.ecm"] += 1
-                self._on_request(inner, addr, now, msg, local)
+                self._on_request(inner, addr, now, msg, local, len(data))
             case MapReply():
                 self.counters["rx.map-reply"] += 1
                 self._on_reply(msg, addr, now)
@@ -400,7 +446,7 @@ class Node:
                 self._on_register(msg, data, addr, now)
             case MapNotifyAck():
                 self.counters["rx.map-notify-ack"] += 1
-                self._on_notify_ack(msg, data, addr)
+                self._on_notify_ack(msg, data, addr, now)
             case MapNotify():
                 self.counters["rx.map-notify"] += 1
                 self._on_notify(msg, data, addr, now)
@@ -568,8 +614,14 @@ class Node:
 
     def note_itr(self, eid: Eid, rloc: IPAddress, now: float) -> None:
         """Record that an ITR at rloc recently sent us traffic for eid, so a
-        change of eid's mapping SMRs it (RFC 9301 6.1)."""
-        self._recent_itrs.setdefault(eid, {})[rloc] = now
+        change of eid's mapping SMRs it (RFC 9301 6.1). At most
+        `recent_itrs` per EID, the most recent: requesters can claim any
+        ITR-RLOC, and each would get an SMR."""
+        itrs = self._recent_itrs.setdefault(eid, {})
+        itrs.pop(rloc, None)
+        itrs[rloc] = now
+        if len(itrs) > self.config.limits.recent_itrs:
+            del itrs[next(iter(itrs))]
 
     # ============================================================ helpers
     def _send(self, data: bytes, dest: Addr, kind: str) -> None:
@@ -640,10 +692,95 @@ class Node:
     # ============================================================ Map-Server
     def _on_register(self, msg: MapRegister, raw: bytes, src: Addr, now: float) -> None:
         eids = [Eid.from_wire(r.eid, r.mask_len) for r in msg.records]
-        site, reason = self.ms.authorize(msg, raw, eids, src)
+        site, reason = self.ms.authorize(msg, raw, eids)
         if site is None:
             self._reject(src, reason, eids[0] if eids else None)
             return
+        # Replays first, so that replaying a registrant's traffic cannot
+        # spend its rate allowance.
+        replay = self.ms.replay
+        slot = self.ms.slot(site, msg, src)
+        if not site.relaxed_nonces:
+            verdict = replay.check(slot, msg.nonce)
+            if verdict is not Verdict.FRESH:
+                self._reject(src, verdict.reason, eids[0])
+                if verdict is not Verdict.DUPLICATE and msg.alg_id:
+                    held = HeldRegister(msg, raw, tuple(eids), site)
+                    self._challenge(held, slot, src, now)
+                return
+        who = slot[1]
+        assert isinstance(who, int | IPv4Address | IPv6Address)
+        if not self._register_buckets.take((who, src[0]), now, len(msg.records)):
+            self._refuse(who, src, "registrant-rate", eids[0], now)
+            return
+        if not site.relaxed_nonces:
+            if not replay.room_for(slot, self.ms.holds):
+                self._refuse(who, src, "nonce-marks-full", eids[0], now)
+                return
+            replay.accept(slot, msg.nonce, now)
+        self._register_accepted(msg, raw, eids, site, src, now)
+
+    def _challenge(self, held: HeldRegister, slot: Slot, src: Addr, now: float) -> None:
+        """Ask the registrant to confirm a Map-Register refused for its nonce
+        alone (decent.peer.replay): a Map-Notify with its records under a
+        fresh random nonce, signed like the Map-Register."""
+        key = held.site.key(held.msg.key_id)
+        challenge = self._next_nonce()
+        if key is None or not self.ms.replay.challenge(
+            slot, held.msg.nonce, src, held, challenge, now
+        ):
+            self.counters["resync.busy"] += 1
+            return
+        notify = MapNotify(challenge, held.msg.records, held.msg.key_id)
+        self._send(notify.signed(key, held.msg.alg_id).encode(), src, "challenge")
+
+    def _confirmed(self, msg: MapNotifyAck, raw: bytes, src: Addr, now: float) -> bool:
+        """A registrant's answer to our challenge: apply what it confirmed.
+        False when msg answers no challenge of ours."""
+        challenge = self.ms.replay.pending(msg.nonce, now)
+        if challenge is None:
+            return False
+        site, register = challenge.held.site, challenge.held.msg
+        key = site.key(register.key_id)
+        if key is None or msg.alg_id not in site.algorithms or not check_auth(raw, key):
+            self._drop(src, "auth-failed")
+            return True
+        self.ms.replay.confirm(msg.nonce, now)
+        self.counters["resync.confirmed"] += 1
+        held = challenge.held
+        self._register_accepted(
+            register, held.raw, list(held.eids), site, challenge.src, now
+        )
+        return True
+
+    def _refuse(
+        self, who: ChildKey, src: Addr, reason: str, eid: Eid | None, now: float
+    ) -> None:
+        """A registrant went over a quota or its rate: say so, and keep it in
+        the (bounded) table the status page shows."""
+        self._reject(src, reason, eid)
+        key = (who, reason)
+        seen = self._refused.pop(key, None)
+        if seen is None:
+            seen = Refusal(who, src, reason, 0, now, now)
+            if len(self._refused) >= self.config.limits.refused_shown:
+                self._refused.popitem(last=False)
+        seen.count, seen.last, seen.source = seen.count + 1, now, src
+        self._refused[key] = seen
+
+    def refused_registrants(self) -> list[Refusal]:
+        """Registrants refused lately for a quota or their rate, newest last."""
+        return list(self._refused.values())
+
+    def _register_accepted(
+        self,
+        msg: MapRegister,
+        raw: bytes,
+        eids: list[Eid],
+        site: Site,
+        src: Addr,
+        now: float,
+    ) -> None:
         if msg.alg_id == 0:
             self.counters["accept.unauthenticated"] += 1
             self._emit(UnauthenticatedAccepted(src, site.name))
@@ -661,6 +798,9 @@ class Node:
     ) -> None:
         """Store an authorized registration and act on what it changed."""
         for ch in self.ms.apply(msg, eids, site, src, now):
+            if ch.refused:
+                self._refuse(ch.child, src, ch.refused, ch.eid, now)
+                continue
             self.registry_version += 1
             timer = ExpireChild(ch.eid, ch.child)
             if ch.removed:
@@ -751,13 +891,19 @@ class Node:
         else:
             self._timers.set(NotifyRetry(nonce, peer), now + intervals[-1])
 
-    def _on_notify_ack(self, msg: MapNotifyAck, raw: bytes, src: Addr) -> None:
+    def _on_notify_ack(
+        self, msg: MapNotifyAck, raw: bytes, src: Addr, now: float
+    ) -> None:
+        if self._confirmed(msg, raw, src, now):
+            return
         slot = (msg.nonce, src[0])
         pending = self._pending_notifies.get(slot)
         if pending is None:
             self._drop(src, "unsolicited-notify-ack")
             return
-        if pending.key is not None and not check_auth(raw, pending.key):
+        if pending.key is not None and not self._authentic(
+            msg.alg_id, raw, pending.key
+        ):
             self._drop(src, "auth-failed")
             return
         del self._pending_notifies[slot]
@@ -772,7 +918,17 @@ class Node:
         now: float,
         ecm: EncapsulatedControlMessage | None,
         local: Addr | None,
+        size: int,
     ) -> None:
+        """Answer a Map-Request (`size` bytes as it arrived).
+
+        RFC 9301 5.5 wants the best match and every more-specific under it
+        in one Map-Reply; RFC 9301 5 wants one datagram within the path MTU,
+        and a spoofed requester must not get more bytes sent to its victim
+        than a bounded multiple of what it sent itself (Limits). When the
+        whole answer does not fit, each best match is narrowed instead to
+        the largest prefix around the query that holds no more-specific
+        (MapDB.free_block): smaller, but never wrong."""
         if req.smr:
             self._on_smr(req, src, now)
             return
@@ -789,16 +945,11 @@ class Node:
             if hit is None:  # C8: an MR/MS MUST drop probes not for its EIDs
                 self._drop(src, "probe-not-for-us")
                 return
-            if self._rate_limited(target, now):
-                return
             record = self._database_record(hit[1], local)
-            self._send(
-                self._reply_bytes(req.nonce, [encode_record(record)], probe=True),
-                target,
-                "map-reply",
-            )
+            self._reply(req.nonce, [encode_record(record)], target, now, size, True)
             return
         records: list[bytes] = []
+        wide: list[_Wide] = []
         ms_db = self.ms.db
         for rec in req.records:
             # A host query (the common case) is matched on its integer; the
@@ -835,13 +986,76 @@ class Node:
                 records.append(reg[1].reply_record)
                 if host is None or reg[0].mask_len != rec.mask_len:
                     more = self.ms.more_specifics(reg[1])
-                    records.extend(e.reply_record for e in more)
+                    if more:
+                        point = _query_point(rec, host)
+                        wide.append((len(records) - 1, len(more), point))
+                        records.extend(e.reply_record for e in more)
             else:
                 query = query or Eid.from_wire(rec.eid, rec.mask_len)
                 records.append(self._negative_record(query))
-        if self._rate_limited(target, now):
+        if wide and not self._fits(records, target, size):
+            narrowed = self._narrowed(records, wide)
+            if narrowed is not None:
+                self.counters["reply.narrowed"] += 1
+                records = narrowed
+        self._reply(req.nonce, records, target, now, size)
+
+    def _narrowed(self, records: list[bytes], wide: list[_Wide]) -> list[bytes] | None:
+        """`records` with each best match that lists more-specifics replaced
+        by one record for the largest prefix around the query holding none.
+        None when a query is a name or an (S,G) EID (nothing to narrow)."""
+        out: list[bytes] = []
+        done = 0
+        db = self.ms.db
+        for index, count, point in wide:
+            if point is None:
+                return None
+            hit = db.lookup(point)
+            block = None if hit is None else db.free_block(point, hit[0])
+            if hit is None or block is None:
+                return None
+            addr, mask = block.to_wire()
+            record = dataclasses.replace(
+                hit[1].record, eid=addr, mask_len=mask, authoritative=False
+            )
+            out.extend(records[done:index])
+            out.append(encode_record(record))
+            done = index + 1 + count
+        out.extend(records[done:])
+        return out
+
+    def _fits(self, records: list[bytes], target: Addr, size: int) -> bool:
+        """Whether a Map-Reply of these records may go to target: one byte
+        counts the records, one datagram carries them, and a requester that
+        is not a member gets at most `reply_amplification` times its own
+        Map-Request (it may have spoofed its victim's address)."""
+        if len(records) > 255:
+            return False
+        limits = self.config.limits
+        total = 12 + sum(map(len, records))
+        headers = 28 if target[0].version == 4 else 48
+        if total > limits.underlay_mtu - headers:
+            return False
+        return (
+            total <= limits.reply_amplification * size or target[0] in self.membership()
+        )
+
+    def _reply(
+        self,
+        nonce: int,
+        records: list[bytes],
+        target: Addr,
+        now: float,
+        size: int,
+        probe: bool = False,
+    ) -> None:
+        if not self._fits(records, target, size):
+            self._drop(target, "reply-too-large")
             return
-        self._send(self._reply_bytes(req.nonce, records), target, "map-reply")
+        data = self._reply_bytes(nonce, records, probe)
+        if self._rate_limited(target, now, len(data)):
+            return
+        self._send(data, target, "map-reply")
 
     def _reply_target(
         self, req: MapRequest, src: Addr, ecm: EncapsulatedControlMessage | None
@@ -859,16 +1073,16 @@ class Node:
                     first = rloc
         return None if first is None else (first, port)
 
-    def _rate_limited(self, target: Addr, now: float) -> bool:
+    def _rate_limited(self, target: Addr, now: float, size: int) -> bool:
         """RFC 9301 5.4: Map-Replies MUST be rate-limited. A token bucket per
-        destination RLOC bounds what a spoofed requester can reflect."""
-        rate, burst = self.config.map_reply_rate, self.config.map_reply_burst
-        tokens, last = self._reply_buckets.get(target[0], (burst, now))
-        tokens = min(burst, tokens + (now - last) * rate)
-        if tokens < 1.0:
+        destination RLOC bounds what one victim of spoofed requests gets;
+        a byte budget over all destinations bounds the sum."""
+        if not self._reply_buckets.take(target[0], now):
             self._drop(target, "rate-limited")
             return True
-        self._reply_buckets[target[0]] = (tokens - 1.0, now)
+        if not self._reply_bytes_out.take(now, size):
+            self._drop(target, "global-rate-limited")
+            return True
         return False
 
     def _reply_bytes(
@@ -1073,6 +1287,12 @@ class Node:
                 self._timers.cancel(CacheExpiry(eid))
                 self._emit(MapCacheExpired(eid))
             return
+        if len(self.cache) >= self.config.limits.max_cache_entries and (
+            self.cache.db.get(eid) is None
+        ):
+            # Map-Notifies a key holder sends unasked could fill it otherwise.
+            self.counters["cache.full"] += 1
+            return
         entry = self.cache.install(eid, rec, source, now)
         self._timers.set(CacheExpiry(eid), entry.expires)
         self.counters["cache.installed"] += 1
@@ -1225,9 +1445,21 @@ class Node:
             self._send_probe(eid, rloc, now)
 
     # ============================================================ ETR
+    def _authentic(self, alg_id: int, raw: bytes, key: bytes) -> bool:
+        """A Map-Notify(-Ack) signed with `key` by an algorithm we accept."""
+        return alg_id in self.config.auth_algorithms and check_auth(raw, key)
+
+    def _registers_now(self, records: tuple[MapRecord, ...]) -> bool:
+        """Whether records are exactly what our ETR registers now."""
+        for rec in records:
+            mapping = self.database.get(Eid.from_wire(rec.eid, rec.mask_len))
+            if mapping is None or rec != _register_record(mapping):
+                return False
+        return True
+
     def _on_notify(self, msg: MapNotify, raw: bytes, src: Addr, now: float) -> None:
         key = self.config.register_key
-        if key and not check_auth(raw, key):
+        if key and not self._authentic(msg.alg_id, raw, key):
             self._drop(src, "auth-failed")
             return
         pending = self._pending_registers.get(msg.nonce)
@@ -1237,6 +1469,15 @@ class Node:
                 del self._pending_registers[msg.nonce]
                 self._timers.cancel(RegisterRetry(msg.nonce))
             self._emit(RegisterAcknowledged(src, msg.nonce))
+            return
+        if msg.records and self._registers_now(msg.records):
+            # A Map-Server re-synchronising our nonce (decent.peer.replay)
+            # asks us to confirm a registration: only what we register now,
+            # never an old one an outsider replayed to it.
+            ack = MapNotifyAck(msg.nonce, msg.records, msg.key_id)
+            if key:
+                ack = ack.signed(key, self.config.register_alg)
+            self._send(ack.encode(), src, "map-notify-ack")
             return
         # An unsolicited Map-Notify (RFC 8378 membership change, RFC 9437
         # publication): cache what it carries and acknowledge it. All EIDs
@@ -1418,13 +1659,9 @@ class Node:
                 del itrs[rloc]
             if not itrs:
                 del self._recent_itrs[eid]
-        rate, burst = self.config.map_reply_rate, self.config.map_reply_burst
-        for rloc in [
-            r
-            for r, (tokens, last) in self._reply_buckets.items()
-            if tokens + (now - last) * rate >= burst
-        ]:
-            del self._reply_buckets[rloc]
+        self._reply_buckets.prune(now)
+        self._register_buckets.prune(now)
+        self.ms.replay.prune(now, self.ms.holds)
         for eid in [e for e, t in self._smr_last.items() if now - t > window]:
             del self._smr_last[eid]
         self._timers.set(Sweep(), now + window)
@@ -1470,6 +1707,9 @@ class Node:
             "pending_notifies": len(self._pending_notifies),
             "probes": len(self._probes),
             "reply_buckets": len(self._reply_buckets),
+            "register_buckets": len(self._register_buckets),
+            "refused_registrants": len(self._refused),
+            **self.ms.replay.sizes(),
             "recent_itrs": len(self._recent_itrs),
             "smr_last": len(self._smr_last),
             "registrations": len(self.ms.db),
@@ -1490,6 +1730,25 @@ def _host_key(addr: object, mask_len: int) -> tuple[int, int, int] | None:
     if isinstance(addr, _IP_TYPES) and mask_len == addr.max_prefixlen:
         return iid, addr.version, int(addr)
     return None
+
+
+#: An answer listing more-specifics: where its best match sits in the
+#: records, how many more-specifics follow it, and the unicast address to
+#: narrow around (None: a name or (S,G) query, which cannot be narrowed).
+_Wide = tuple[int, int, Eid | None]
+
+
+def _query_point(rec: RequestRecord, host: tuple[int, int, int] | None) -> Eid | None:
+    """The unicast host a query is about: itself, or a prefix's first address."""
+    if host is not None:
+        iid, version, addr = host
+        ip = IPv4Address(addr) if version == 4 else IPv6Address(addr)
+        return Eid(iid, ip, ip.max_prefixlen)
+    query = Eid.from_wire(rec.eid, rec.mask_len)
+    if query.is_name or query.group is not None:
+        return None
+    assert isinstance(query.address, IPv4Address | IPv6Address)
+    return Eid(query.iid, query.address, query.address.max_prefixlen)
 
 
 def _register_record(mapping: DatabaseMapping, ttl_zero: bool = False) -> MapRecord:
