@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import socket
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
+from decent.peer.config import Limits
 from decent.peer.decent import DEFAULT_PRIORITY, DEFAULT_WEIGHT
-from decent.wire import Eid, parse_eid
+from decent.wire import AlgorithmId, Eid, parse_eid
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -52,6 +53,10 @@ class Config:
     mobile: bool = False
     #: Database EIDs with their own `ttl` (minutes); the rest use the default.
     database_ttls: tuple[tuple[Eid, int], ...] = ()
+    #: [limits]: every bound on what a peer can make the node spend.
+    limits: Limits = field(default_factory=Limits)
+    #: [decent] auth: the Map-Register/Notify algorithms accepted.
+    auth_algorithms: frozenset[int] = frozenset({AlgorithmId.HMAC_SHA_256_128})
     # ---- [dataplane] (issue 5)
     dataplane: bool = False
     tun: str = "decent0"
@@ -89,7 +94,9 @@ _SECTIONS = {
         "multicast_ttl",
         "map_reply_rate",
         "map_reply_burst",
+        "auth",
     },
+    "limits": {f for f in Limits.__dataclass_fields__ if f != "underlay_mtu"},
     "database": {"eid", "ttl"},
     "web": {"listen", "admin_token"},
     "dataplane": {
@@ -345,6 +352,8 @@ def load_config(path: str | Path) -> Config:
                 raise db.fail("ttl", f"{eid_ttl} out of range", "use 1 to 1440 minutes")
             ttls.append((eid, eid_ttl))
 
+    auth = _auth(decent)
+
     # Protocol notes section 8: RLOC-probing by mobile nodes is discouraged
     # (the link may be slow, metered or asleep), so it is off unless asked for.
     dp = _dataplane(
@@ -384,8 +393,62 @@ def load_config(path: str | Path) -> Config:
         rloc_policy=policy,
         mobile=mobile,
         database_ttls=tuple(ttls),
+        limits=_limits(
+            _Reader(path, "limits", raw.get("limits", {})),
+            underlay_mtu=dp["underlay_mtu"],
+            own_registrations=len(database) + 2,
+        ),
+        auth_algorithms=auth,
         **dp,
     )
+
+
+#: [decent] auth names (RFC 9301 12.5). SHA-1 (alg 1) MUST NOT be used on
+#: the Internet (RFC 9301 1.1), so only SHA-256 is accepted by default.
+_AUTH_NAMES = {
+    "hmac-sha-256": AlgorithmId.HMAC_SHA_256_128,
+    "hmac-sha-1": AlgorithmId.HMAC_SHA_1_96,
+}
+
+
+def _auth(decent: _Reader) -> frozenset[int]:
+    names = decent.get("auth", list, ["hmac-sha-256"])
+    fix = 'use auth = ["hmac-sha-256"] (add "hmac-sha-1" only for old peers)'
+    if not names:
+        raise decent.fail("auth", "empty: no registration could be accepted", fix)
+    out = set()
+    for name in names:
+        if name not in _AUTH_NAMES:
+            raise decent.fail("auth", f"{name!r} is not an algorithm", fix)
+        out.add(_AUTH_NAMES[name])
+    return frozenset(out)
+
+
+def _limits(r: _Reader, *, underlay_mtu: int, own_registrations: int) -> Limits:
+    """The [limits] section: each a positive number, default from Limits."""
+    defaults = Limits()
+    values: dict[str, Any] = {"underlay_mtu": underlay_mtu}
+    for name in sorted(_SECTIONS["limits"]):
+        default = getattr(defaults, name)
+        kind = type(default)
+        value = r.get(name, kind, default, fix=f"write {name} = {default}")
+        if not value > 0:  # NaN too
+            raise r.fail(
+                name,
+                f"{value} would refuse everything",
+                f"use a positive {kind.__name__}",
+            )
+        values[name] = value
+    limits = Limits(**values)
+    if limits.registrant_eids < own_registrations:
+        raise r.fail(
+            "registrant_eids",
+            f"{limits.registrant_eids} is less than this node's own "
+            f"{own_registrations} registrations (its EIDs, name and membership), "
+            "so its peers would refuse some",
+            f"use at least {own_registrations}, and the same on every member",
+        )
+    return limits
 
 
 def _rloc(

@@ -9,11 +9,12 @@ from typing import Final
 from decent.peer.config import (
     AllowedPrefix,
     DatabaseMapping,
+    Limits,
     NodeConfig,
     Site,
     rloc_order,
 )
-from decent.wire import Eid, Locator, Rle, RleEntry
+from decent.wire import AlgorithmId, Eid, Locator, Rle, RleEntry
 
 IPAddress = IPv4Address | IPv6Address
 GROUP_SITE = "decent-group"
@@ -67,6 +68,8 @@ def decent_node_config(
     rloc_policy: tuple[tuple[int, int], ...] = (),
     eid_ttls: Iterable[tuple[Eid, int]] = (),
     mobile: bool = False,
+    limits: Limits | None = None,
+    auth_algorithms: frozenset[int] = frozenset({AlgorithmId.HMAC_SHA_256_128}),
 ) -> NodeConfig:
     """A push-mode member: its own Map-Server and Map-Resolver, registering
     its membership, its name and its EIDs once to the whole group.
@@ -81,6 +84,9 @@ def decent_node_config(
     (LISP-MN) gives the name and every EID without one `MOBILE_TTL`; the
     membership keeps `ttl`, since a re-registration from a new RLOC replaces
     our child of the merged set at once (it is keyed by xTR-ID).
+
+    `auth_algorithms` are those accepted from peers, the group key's
+    (SHA-256 alone by default: RFC 9301 1.1 forbids SHA-1 on the Internet).
     """
     if rloc_policy and len(rloc_policy) != len(rlocs):
         raise ValueError("rloc_policy needs one (priority, weight) per RLOC")
@@ -105,6 +111,7 @@ def decent_node_config(
             AllowedPrefix(any_group),
         ),
         force_proxy_reply=True,
+        algorithms=auth_algorithms,
     )
     policy = rloc_policy or ((DEFAULT_PRIORITY, DEFAULT_WEIGHT),) * len(rlocs)
     # Sorted on the wire (RFC 9301 5.5), whatever the config's order: the
@@ -151,4 +158,6 @@ def decent_node_config(
         map_reply_rate=map_reply_rate,
         map_reply_burst=map_reply_burst,
         resolve_in_process=resolve_in_process,
+        auth_algorithms=auth_algorithms,
+        limits=limits or Limits(),
     )

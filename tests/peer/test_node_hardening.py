@@ -1,0 +1,649 @@
+"""The attack run's core defects, each reproduced as it was run and shown fixed.
+
+Every test here replays one item of the hardening issue against sans-I/O
+nodes on the simulated network: nonce poisoning (1), covering-prefix replies
+(2), the merge bit (5), quotas (6), reflection (7), replicated control from a
+non-member (8) and the accepted algorithms (9). Hours of protocol time run in
+milliseconds; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from decent.peer.config import Limits
+from decent.peer.decent import decent_node_config
+from decent.peer.events import RegistrationRejected
+from decent.peer.mapdb import MapDB
+from decent.wire import (
+    DECENT_CONTROL_IID,
+    DataHeader,
+    Eid,
+    Locator,
+    MapNotify,
+    MapNotifyAck,
+    MapRecord,
+    MapRegister,
+    MapReply,
+    MapRequest,
+    RequestRecord,
+    Rle,
+    RleEntry,
+    UdpPacket,
+    decode,
+    encapsulate,
+)
+from tests.peer.conftest import (
+    DECENT_IPS,
+    GROUP,
+    KEY,
+    Raw,
+    Traced,
+    attach,
+    ctl,
+    decent_trio,
+    nonces,
+    record,
+    register_msg,
+)
+from tests.peer.simnet import Addr, SimNet
+
+EVIL = IPv4Address("198.18.42.66")
+VICTIM = IPv4Address("203.0.113.9")
+HOUR = 3600.0
+
+
+def member(i: int = 1, **kw: object) -> Traced:
+    """A lone push-mode member n<i> (i in 1..3), its own Map-Server."""
+    config = decent_node_config(
+        name=f"n{i}",
+        rlocs=(DECENT_IPS[i - 1],),
+        group=GROUP,
+        key=KEY,
+        xtr_id=i,
+        **kw,  # type: ignore[arg-type]
+    )
+    return Traced(config, nonce=nonces(i << 48))
+
+
+def evil_register(
+    records: tuple[MapRecord, ...], nonce: int, xtr_id: int = 0xE71, **kw: Any
+) -> bytes:
+    """A Map-Register from a member gone rogue: it holds the group key."""
+    kw.setdefault("proxy_reply", True)
+    kw.setdefault("want_map_notify", False)
+    return register_msg(records, nonce=nonce, xtr_id=xtr_id, **kw)
+
+
+def rlocs_of(node: Traced, eid: Eid) -> list[object]:
+    entry = node.ms.db.get(eid)
+    assert entry is not None
+    return [loc.address for loc in entry.record.locators]
+
+
+def members_of(node: Traced) -> set[IPv4Address]:
+    return {m for m in node.membership() if isinstance(m, IPv4Address)}
+
+
+# ------------------------------------------------------------ 1: nonce poisoning
+class KeyHolder(Raw):
+    """A member gone rogue at its own address: it answers every challenge a
+    Map-Server sends it, as it holds the group key."""
+
+    def receive_datagram(
+        self, data: bytes, addr: Addr, now: float, local: Addr | None = None
+    ) -> None:
+        super().receive_datagram(data, addr, now, local)
+        msg = decode(data)
+        if isinstance(msg, MapNotify):
+            ack = MapNotifyAck(msg.nonce, msg.records, 0).signed(KEY)
+            self.out.append((ack.encode(), addr))
+
+
+def poisoned_trio(nonce: int) -> tuple[SimNet, list[Traced], KeyHolder]:
+    """The attack as it ran: n2's xTR-ID with `nonce`, to n1 and n3."""
+    net, nodes = decent_trio(ttl=3, register_interval=60.0)
+    evil = KeyHolder()
+    net.add(evil, ctl(EVIL))
+    net.run(120.0)
+    assert all(len(members_of(n)) == 3 for n in nodes)
+    # n2's xTR-ID is 2 (it is on every /api/node).
+    forged = evil_register((record(Eid.name("n2"), str(EVIL)),), nonce, xtr_id=2)
+    evil.out += [(forged, ctl(DECENT_IPS[0])), (forged, ctl(DECENT_IPS[2]))]
+    return net, nodes, evil
+
+
+def assert_n2_everywhere(nodes: list[Traced]) -> None:
+    for node in nodes:
+        assert DECENT_IPS[1] in members_of(node)
+        entry = node.ms.db.get(Eid.name("n2"))
+        assert entry is not None
+        assert [loc.address for loc in entry.record.locators] == [DECENT_IPS[1]]
+
+
+def test_a_forged_top_nonce_under_another_xtr_id_does_not_lock_it_out():
+    net, nodes, _ = poisoned_trio((1 << 64) - 1)
+    n1, _, n3 = nodes
+    net.run(net.now + 1.0)
+    # The attacker answered its own challenge: the mark was its, for a
+    # moment, and its forged child was applied (impersonation needs the
+    # trust issue's per-node keys; the lockout must not).
+    for node in (n1, n3):
+        assert node.counters["reject.nonce-jump"] == 1
+        assert node.counters["resync.confirmed"] == 1
+    net.run(net.now + 6 * HOUR)
+    # Before the fix every later register of n2 failed `replayed-nonce`, and
+    # n2 aged out of n1 and n3 after its TTL; now n2 confirms its own.
+    assert_n2_everywhere(nodes)
+    for node in (n1, n3):
+        assert node.counters["resync.confirmed"] >= 2
+        assert node.ms.nonces[("decent-group", 2, 0)] < 1 << 32
+
+
+def test_a_forged_nonce_within_the_window_costs_the_registrant_one_round_trip():
+    net, nodes = decent_trio(ttl=3, register_interval=60.0)
+    net.run(120.0)
+    n1 = nodes[0]
+    mark = n1.ms.nonces[("decent-group", 2, 0)]
+    evil = Raw()  # cannot receive at n2's address: it spoofs it
+    net.add(evil, ctl(EVIL))
+    forged = evil_register(
+        (record(Eid.name("n2"), str(EVIL)),), mark + Limits().nonce_window, xtr_id=2
+    )
+    evil.out.append((forged, ctl(DECENT_IPS[0])))
+    net.run(net.now + 1.0)
+    assert n1.ms.nonces[("decent-group", 2, 0)] == mark + Limits().nonce_window
+    net.run(net.now + 6 * HOUR)
+    assert_n2_everywhere(nodes)
+    assert n1.counters["resync.confirmed"] >= 1
+
+
+def test_an_unanswered_jump_changes_nothing():
+    net, nodes = decent_trio(ttl=3, register_interval=60.0)
+    net.run(120.0)
+    n1 = nodes[0]
+    mark = n1.ms.nonces[("decent-group", 2, 0)]
+    evil = Raw()
+    net.add(evil, ctl(EVIL))
+    forged = evil_register((record(Eid.name("n2"), str(EVIL)),), 1 << 63, xtr_id=2)
+    evil.out.append((forged, ctl(DECENT_IPS[0])))
+    net.run(net.now + 0.5)
+    assert n1.counters["reject.nonce-jump"] == 1
+    assert n1.counters["tx.challenge"] == 1
+    assert n1.ms.nonces[("decent-group", 2, 0)] == mark
+    assert_n2_everywhere(nodes)
+
+
+def test_a_poisoned_mark_restored_from_a_snapshot_is_recovered_too():
+    net, nodes = decent_trio(ttl=3, register_interval=60.0)
+    # What a snapshot taken after the poisoning held, before n1 started.
+    nodes[0].ms.nonces[("decent-group", 2, 0)] = (1 << 64) - 1
+    net.run(HOUR)
+    assert_n2_everywhere(nodes)
+    assert nodes[0].counters["resync.confirmed"] >= 1
+
+
+def test_an_outsider_replaying_old_registrations_gets_nothing_applied():
+    net, nodes = decent_trio(ttl=3, register_interval=60.0, record=True)
+    n1, n2, _ = nodes
+    net.run(120.0)
+    # Capture n2's Map-Registers as they went to n1, then move n2.
+    captured = [
+        data
+        for _, src, dst, data in net.trace
+        if src[0] == DECENT_IPS[1] and dst == ctl(DECENT_IPS[0]) and data[0] >> 4 == 3
+    ]
+    assert captured
+    new_rloc = IPv4Address("198.18.42.22")
+    net.remove(n2)
+    n2.change_rlocs([new_rloc], net.now)
+    attach(net, n2)
+    net.run(net.now + 120.0)
+    name = Eid.name("n2")
+    assert rlocs_of(n1, name) == [new_rloc]
+    # Replayed from n2's old address: challenged, never confirmed (n2 no
+    # longer registers those records), so nothing moves back.
+    evil = Raw()
+    net.add(evil, ctl(DECENT_IPS[1]))
+    evil.out += [(data, ctl(DECENT_IPS[0])) for data in captured]
+    net.run(net.now + 30.0)
+    entry = n1.ms.db.get(name)
+    assert entry is not None
+    assert [loc.address for loc in entry.record.locators] == [new_rloc]
+    assert n1.counters["reject.replayed-nonce"] >= len(captured)
+    assert n1.counters["tx.challenge"] >= 1
+    assert n1.counters["resync.confirmed"] == 0
+
+
+def test_a_restart_that_lost_its_nonce_reservation_resynchronises():
+    net, nodes = decent_trio(ttl=3, register_interval=60.0)
+    net.run(120.0)
+    n1, n2, n3 = nodes
+    # n2 has been up for weeks, then restarts from nonce 0: its state dir
+    # was lost, its xTR-ID kept. Before, it was refused until its nonces
+    # passed the old ones again, and aged out meanwhile.
+    for node in (n1, n3):
+        node.ms.nonces[("decent-group", 2, 0)] = 100_000
+    net.remove(n2)
+    fresh = Traced(n2.config, nonce=nonces(7 << 48), now=net.now, register_nonce=0)
+    attach(net, fresh)
+    for _ in range(60):
+        net.run(net.now + 60.0)
+        assert_n2_everywhere([n1, n3])
+    assert n1.ms.nonces[("decent-group", 2, 0)] < 100_000
+    assert n1.counters["resync.confirmed"] >= 1
+
+
+def test_challenges_are_bounded_per_registrant_and_in_all():
+    node = member(1, limits=Limits(max_challenges=3))
+    src = ctl(EVIL)
+    node.receive_datagram(
+        evil_register((record("10.9.0.1/32", str(EVIL)),), 50), src, 0
+    )
+    for n in range(10):  # stale nonces from one source: one challenge
+        node.receive_datagram(
+            evil_register((record("10.9.0.1/32", str(EVIL)),), n), src, 1.0
+        )
+    assert node.counters["tx.challenge"] == 1
+    for i in range(10):  # other sources and registrants: three in all
+        node.receive_datagram(
+            evil_register((record("10.9.0.1/32", str(EVIL)),), 1, xtr_id=100 + i),
+            (IPv4Address(f"198.18.7.{i}"), 4342),
+            1.0,
+        )
+    assert node.soft_state_sizes()["challenges"] <= 3
+    node.handle_timer(60.0)  # unanswered challenges expire
+    assert node.soft_state_sizes()["challenges"] == 0
+
+
+def test_a_duplicate_is_dropped_without_a_challenge():
+    node = member(1)
+    data = evil_register((record("10.9.0.1/32", str(EVIL)),), 5)
+    node.receive_datagram(data, ctl(EVIL), 0.0)
+    node.receive_datagram(data, ctl(EVIL), 0.1)
+    assert node.counters["reject.replayed-nonce"] == 1
+    assert node.counters["tx.challenge"] == 0
+
+
+# ------------------------------------------------------------ 2: covering prefixes
+def covering_node(limits: Limits | None = None) -> tuple[Traced, int]:
+    """A member holding 10.0.0.0/24, 10.0.0.0/21 and 300 host /32s below
+    them (10.0.0.1-200 and 10.0.1.1-100), as the attack registered them."""
+    node = member(1, limits=limits or Limits())
+    eids = ["10.0.0.0/24", "10.0.0.0/21"]
+    eids += [f"10.0.{i // 200}.{1 + i % 200}/32" for i in range(300)]
+    nonce = 1
+    for start in range(0, len(eids), 30):
+        batch = tuple(record(e, str(EVIL)) for e in eids[start : start + 30])
+        node.receive_datagram(evil_register(batch, nonce), ctl(EVIL), 0.0)
+        nonce += 1
+    assert len(node.ms.db) >= len(eids)
+    return node, len(eids)
+
+
+def ask(node: Traced, prefix: str, itr: IPv4Address = VICTIM) -> list[bytes]:
+    """A plain 32-byte Map-Request for prefix, answered to itr; the replies."""
+    eid = Eid.prefix(prefix)
+    addr, mask = eid.to_wire()
+    req = MapRequest(0xBEEF, (RequestRecord(addr, mask),), (itr,)).encode()
+    node.datagrams_to_send()
+    node.receive_datagram(req, (itr, 4342), 10.0)
+    return [d for d, dst in node.datagrams_to_send() if dst[0] == itr]
+
+
+def test_a_covering_prefix_reply_is_one_datagram_at_most_three_times_the_request():
+    node, _ = covering_node()
+    request_size = len(
+        MapRequest(
+            0xBEEF, (RequestRecord(*Eid.prefix("10.0.0.0/24").to_wire()),), (VICTIM,)
+        ).encode()
+    )
+    assert request_size <= 32  # the issue's was 32 bytes
+    for prefix in ("10.0.0.0/24", "10.0.0.0/21", "10.0.0.0/16"):
+        replies = ask(node, prefix)
+        for data in replies:
+            reply = decode(data)
+            assert isinstance(reply, MapReply)
+            # The record count is the records' number (it wrapped at 257).
+            assert data[3] == len(reply.records)
+            assert len(data) <= 3 * request_size
+    assert node.counters["reply.narrowed"] + node.counters["drop.reply-too-large"] >= 2
+
+
+def test_a_member_gets_the_full_answer_when_it_fits_and_a_narrowed_one_otherwise():
+    node, _ = covering_node()
+    # A member is a verified requester: one datagram of the underlay MTU.
+    member_ip = DECENT_IPS[2]
+    join = decent_node_config(
+        name="n3", rlocs=(member_ip,), group=GROUP, key=KEY, xtr_id=3
+    ).database[0]
+    msg = MapRegister(
+        1,
+        (MapRecord(*join.eid.to_wire(), join.locators, 3),),
+        proxy_reply=True,
+        merge=True,
+        ttl_timeout=True,
+        xtr_id=3,
+    ).signed(KEY)
+    node.receive_datagram(msg.encode(), ctl(member_ip), 0.0)
+    assert member_ip in node.membership()
+    [data] = ask(node, "10.0.0.0/21", member_ip)
+    assert len(data) <= 1500 - 28
+    reply = decode(data)
+    assert isinstance(reply, MapReply)
+    assert len(reply.records) == 1  # 300 more-specifics do not fit: narrowed
+    [only] = reply.records
+    got = Eid.from_wire(only.eid, only.mask_len)
+    assert got.contains(Eid.prefix("10.0.0.0/32"))
+    # Correct: no registered prefix more specific than its source lies
+    # inside what it covers, so the member caches nothing too broad.
+    source = node.ms.db.lookup(got)
+    assert source is not None
+    assert not [e for e, _ in node.ms.db.covered(source[0]) if got.contains(e)]
+
+
+def test_a_host_query_under_a_covering_prefix_is_narrowed_around_the_host():
+    node, _ = covering_node()
+    [data] = ask(node, "10.0.6.7/32")
+    reply = decode(data)
+    assert isinstance(reply, MapReply)
+    [rec] = reply.records
+    got = Eid.from_wire(rec.eid, rec.mask_len)
+    # The /21 covers 10.0.6.7; its more-specifics end at 10.0.1.100: the
+    # largest block around the host holding none is 10.0.4.0/22.
+    assert str(got) == "[0]10.0.4.0/22"
+    assert not rec.authoritative
+
+
+def test_a_16_over_100k_eids_gets_an_answer_not_emsgsize():
+    limits = Limits(
+        registrant_eids=200_000, max_registrations=200_000, registrant_burst=200_000.0
+    )
+    node = member(1, limits=limits)
+    nonce = 1
+    for block in range(0, 100_000, 40):
+        batch = tuple(
+            record(f"10.{1 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}/32", str(EVIL))
+            for i in range(block, block + 40)
+        )
+        node.receive_datagram(evil_register(batch, nonce), ctl(EVIL), 0.0)
+        nonce += 1
+    assert len(node.ms.db) >= 100_000
+    # Before, EMSGSIZE: nothing left while the sent counter went up. Now
+    # the requester (no member) gets at most 3x its request, and the
+    # counter says what was queued.
+    replies = ask(node, "10.1.0.0/16")
+    for data in replies:
+        assert len(data) <= 3 * 28
+    assert node.counters["tx.map-reply"] == len(replies)
+    assert len(ask(node, "10.1.2.3/32")) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 255), min_size=1, max_size=40, unique=True),
+    st.integers(0, 255),
+)
+def test_free_block_never_covers_a_more_specific(hosts, query):
+    db: MapDB[str] = MapDB()
+    within = Eid.prefix("10.0.0.0/24")
+    db.insert(within, "covering")
+    for h in hosts:
+        db.insert(Eid.prefix(f"10.0.0.{h}/32"), "host")
+    point = Eid.prefix(f"10.0.0.{query}/32")
+    hit = db.lookup(point)
+    assert hit is not None
+    block = db.free_block(point, hit[0])
+    if hit[0] != within:
+        return  # the host itself is registered: its own /32 answers
+    assert block is not None
+    assert block.contains(point)
+    assert within.contains(block)
+    net = IPv4Network(f"{block.address}/{block.mask_len}")
+    assert not any(IPv4Address(f"10.0.0.{h}") in net for h in hosts)
+    # and it is the largest such block: one bit shorter would hold a host
+    if block.mask_len > 24:
+        wider = net.supernet()
+        assert any(IPv4Address(f"10.0.0.{h}") in wider for h in hosts)
+
+
+# ------------------------------------------------------------ 5: the merge bit
+def test_a_group_register_without_the_merge_bit_replaces_only_its_own_child():
+    net, nodes = decent_trio()
+    net.run(120.0)
+    evil = Raw()
+    net.add(evil, ctl(EVIL))
+    group_eid = nodes[0].config.group_eid
+    assert group_eid is not None
+    rle = Locator(Rle((RleEntry(EVIL, 128),)), 255, 0, 1, 100)
+    forged = evil_register(
+        (MapRecord(*group_eid.to_wire(), (rle,), 3),), nonce=1, merge=False
+    )
+    evil.out += [(forged, ctl(ip)) for ip in DECENT_IPS]
+    net.run(net.now + 1.0)
+    for node in nodes:
+        # Before: the member list was the attacker's alone.
+        assert set(DECENT_IPS) <= members_of(node)
+        entry = node.ms.db.get(group_eid)
+        assert entry is not None
+        assert entry.merge
+        assert len(entry.children) == 4  # three members and the attacker
+
+
+# ------------------------------------------------------------ 6: quotas
+def test_a_registrant_over_its_quota_is_refused_and_listed():
+    limits = Limits(registrant_eids=50)
+    node = member(1, limits=limits)
+    for n in range(5):
+        batch = tuple(record(f"10.7.{n}.{j}/32", str(EVIL)) for j in range(30))
+        node.receive_datagram(evil_register(batch, n + 1), ctl(EVIL), float(n))
+    held = [e for e, entry in node.ms.db.items() if 0xE71 in entry.children]
+    assert len(held) == 50
+    assert node.counters["reject.registrant-quota"] == 100
+    [refusal] = node.refused_registrants()
+    assert (refusal.registrant, refusal.reason, refusal.count) == (
+        0xE71,
+        "registrant-quota",
+        100,
+    )
+    # A refresh of what it holds still applies.
+    batch = tuple(record(f"10.7.0.{j}/32", str(EVIL)) for j in range(30))
+    node.receive_datagram(evil_register(batch, 9), ctl(EVIL), 10.0)
+    assert node.counters["reject.registrant-quota"] == 100
+    entry = node.ms.db.get(Eid.prefix("10.7.0.1/32"))
+    assert entry is not None
+    assert entry.children[0xE71].last == 10.0
+
+
+def test_inventing_xtr_ids_hits_the_source_quota_and_the_registrant_limit():
+    node = member(1, limits=Limits(registrant_eids=20, max_registrants=10))
+    for i in range(40):
+        node.receive_datagram(
+            evil_register((record(f"10.8.0.{i}/32", str(EVIL)),), 1, xtr_id=1000 + i),
+            ctl(EVIL),
+            0.0,
+        )
+    from_evil = sum(
+        1
+        for _, e in node.ms.db.items()
+        for c in e.children.values()
+        if c.registrant[0] == EVIL
+    )
+    assert from_evil <= 20
+    assert (
+        node.counters["reject.source-quota"] + node.counters["reject.registrant-limit"]
+        == 40 - from_evil
+    )
+    for i in range(20):  # other sources, new registrants: at most 10 in all
+        node.receive_datagram(
+            evil_register((record(f"10.9.0.{i}/32", str(EVIL)),), 1, xtr_id=5000 + i),
+            (IPv4Address(f"198.18.9.{i}"), 4342),
+            0.0,
+        )
+    assert len(node.ms.held_by) <= 10
+
+
+def test_a_burst_of_100k_eids_is_bounded_by_the_default_quota_and_rate():
+    node = member(1)
+    nonce, t = 1, 0.0
+    for block in range(0, 100_000, 40):
+        batch = tuple(
+            record(f"10.{1 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}/32", str(EVIL))
+            for i in range(block, block + 40)
+        )
+        node.receive_datagram(evil_register(batch, nonce), ctl(EVIL), t)
+        nonce, t = nonce + 1, t + 0.0001  # 7 s, as the attack ran
+    evil = node.ms.held_by[0xE71]
+    assert evil <= Limits().registrant_eids
+    refused = (
+        node.counters["reject.registrant-quota"]
+        + node.counters["reject.registrant-rate"]
+    )
+    assert refused > 0
+    assert len(node.ms.db) <= Limits().registrant_eids + 10
+
+
+def test_registration_rate_is_per_registrant_and_source():
+    node = member(1, limits=Limits(registrant_rate=10.0, registrant_burst=20.0))
+    for n in range(5):
+        batch = tuple(record(f"10.7.{n}.{j}/32", str(EVIL)) for j in range(10))
+        node.receive_datagram(evil_register(batch, n + 1), ctl(EVIL), 0.0)
+    assert node.counters["reject.registrant-rate"] == 3
+    # Another registrant is unaffected.
+    other = evil_register((record("10.6.0.1/32", "198.18.9.9"),), 1, xtr_id=77)
+    node.receive_datagram(other, (IPv4Address("198.18.9.9"), 4342), 0.0)
+    assert Eid.prefix("10.6.0.1/32") in node.ms.db
+
+
+def test_nonce_marks_of_registrants_that_hold_nothing_are_pruned():
+    node = member(1, limits=Limits(nonce_retention=600.0))
+    for i in range(100):
+        rec = record(f"10.8.0.{i}/32", str(EVIL), ttl=1)
+        node.receive_datagram(evil_register((rec,), 1, xtr_id=1000 + i), ctl(EVIL), 0.0)
+    assert node.soft_state_sizes()["nonce_marks"] >= 100
+    t = 0.0
+    while t < 2 * HOUR:
+        t += 30.0
+        node.handle_timer(t)
+    assert node.soft_state_sizes()["nonce_marks"] <= 1  # our own, if any
+
+
+def test_the_map_cache_is_bounded():
+    node = member(1, limits=Limits(max_cache_entries=10))
+    group = node.config.group_eid
+    assert group is not None
+    records = tuple(record(f"10.5.0.{i}/32", str(EVIL)) for i in range(40))
+    # An unsolicited, authenticated Map-Notify (a key holder's).
+    notify = MapNotify(77, records, 0).signed(KEY)
+    node.receive_datagram(notify.encode(), ctl(EVIL), 0.0)
+    assert len(node.cache) == 10
+    assert node.counters["cache.full"] == 30
+
+
+# ------------------------------------------------------------ 7: reflection
+def test_reply_buckets_are_bounded_however_many_itr_rlocs():
+    node = member(
+        1, eids=(Eid.prefix("10.1.0.1/32"),), limits=Limits(reply_buckets=100)
+    )
+    addr, mask = Eid.prefix("10.1.0.1/32").to_wire()
+    for i in range(100_000 // 50):
+        itr = IPv4Address(int(IPv4Address("100.64.0.0")) + i)
+        req = MapRequest(i, (RequestRecord(addr, mask),), (itr,)).encode()
+        node.receive_datagram(req, (itr, 4342), i * 1e-4)
+    sizes = node.soft_state_sizes()
+    assert sizes["reply_buckets"] <= 100
+    assert sizes["recent_itrs"] == 1
+    assert len(node._recent_itrs[Eid.prefix("10.1.0.1/32")]) <= Limits().recent_itrs
+
+
+def test_a_global_byte_budget_bounds_replies_spread_over_victims():
+    node = member(
+        1,
+        eids=(Eid.prefix("10.1.0.1/32"),),
+        limits=Limits(reply_global_rate=1000.0, reply_global_burst=1000.0),
+    )
+    addr, mask = Eid.prefix("10.1.0.1/32").to_wire()
+    out = 0
+    for i in range(2000):
+        itr = IPv4Address(int(IPv4Address("100.64.0.0")) + i)
+        req = MapRequest(i, (RequestRecord(addr, mask),), (itr,)).encode()
+        node.receive_datagram(req, (itr, 4342), 0.5)
+        out += sum(len(d) for d, _ in node.datagrams_to_send())
+    # Half a second of 1000 B/s on top of the 1000 B burst, spread over
+    # 2000 victims that each had a full bucket of their own.
+    assert out <= 1000 + 500 + 200
+    assert node.counters["drop.global-rate-limited"] > 0
+
+
+# ------------------------------------------------------------ 8: replicated control
+def replicated(payload: bytes, inner_src: IPv4Address, dst: IPv4Address) -> bytes:
+    inner = UdpPacket(inner_src, dst, 4342, 4342, payload).encode()
+    return encapsulate(DataHeader(nonce=1, instance_id=DECENT_CONTROL_IID), inner)
+
+
+def test_replicated_control_is_taken_only_from_members_as_themselves():
+    net, nodes = decent_trio()
+    net.run(120.0)
+    n1 = nodes[0]
+    before = n1.ms.db.get(Eid.prefix("10.66.0.1/32"))
+    reg = evil_register((record("10.66.0.1/32", str(DECENT_IPS[1])),), 5, xtr_id=2)
+    data_port = (DECENT_IPS[0], 4341)
+    n1.datagrams_to_send()
+    # From a non-member, claiming to be n2: dropped, nothing changes.
+    n1.receive_datagram(
+        replicated(reg, DECENT_IPS[1], GROUP), (EVIL, 4341), 200.0, data_port
+    )
+    assert n1.counters["drop.replicated-not-member"] == 1
+    # From a member (n3) carrying n2's inner source: dropped too.
+    n1.receive_datagram(
+        replicated(reg, DECENT_IPS[1], GROUP), (DECENT_IPS[2], 4341), 200.0, data_port
+    )
+    assert n1.counters["drop.replicated-spoofed"] == 1
+    assert n1.ms.db.get(Eid.prefix("10.66.0.1/32")) is before is None
+    # Nothing went to the spoofed address on the attacker's behalf.
+    assert not [d for d, dst in n1.datagrams_to_send() if dst[0] == DECENT_IPS[1]]
+
+
+# ------------------------------------------------------------ 9: algorithms
+def test_hmac_sha_1_is_refused_by_default_and_accepted_when_configured():
+    rec = (record("10.7.0.1/32", str(EVIL)),)
+    strict = member(1)
+    strict.receive_datagram(evil_register(rec, 1, alg=1), ctl(EVIL), 0.0)
+    assert strict.counters["reject.algorithm-refused"] == 1
+    assert strict.events(RegistrationRejected)[-1][1].reason == "algorithm-refused"
+    lenient = member(1, auth_algorithms=frozenset({1, 2}))
+    lenient.receive_datagram(evil_register(rec, 1, alg=1), ctl(EVIL), 0.0)
+    assert Eid.prefix("10.7.0.1/32") in lenient.ms.db
+
+
+def test_a_sha_1_map_notify_ack_does_not_confirm_a_challenge():
+    node = member(1)
+    rec = (record("10.7.0.1/32", str(EVIL)),)
+    node.receive_datagram(evil_register(rec, 50), ctl(EVIL), 0.0)
+    node.datagrams_to_send()
+    node.receive_datagram(evil_register(rec, 10), ctl(EVIL), 1.0)
+    [(data, _)] = node.datagrams_to_send()
+    challenge = decode(data)
+    assert isinstance(challenge, MapNotify)
+    ack = MapNotifyAck(challenge.nonce, challenge.records, 0).signed(KEY, 1)
+    node.receive_datagram(ack.encode(), ctl(EVIL), 1.1)
+    assert node.counters["resync.confirmed"] == 0
+    good = MapNotifyAck(challenge.nonce, challenge.records, 0).signed(KEY, 2)
+    node.receive_datagram(good.encode(), ctl(EVIL), 1.2)
+    assert node.counters["resync.confirmed"] == 1
+    assert node.ms.nonces[("decent-group", 0xE71, 0)] == 10
+
+
+def test_every_challenge_and_confirmation_is_wire_clean():
+    """The exchange uses only RFC 9301 messages: a Map-Notify and its Ack."""
+    net, _nodes, _ = poisoned_trio((1 << 64) - 1)
+    net.record = True
+    net.run(net.now + 300.0)
+    kinds = {
+        type(decode(d)).__name__ for _, _, _, d in net.trace if d[0] >> 4 in (4, 5)
+    }
+    assert kinds == {"MapNotify", "MapNotifyAck"}
