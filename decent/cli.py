@@ -85,6 +85,8 @@ def node_config(cfg: Config, xtr_id: int) -> NodeConfig:
         rloc_policy=cfg.rloc_policy,
         eid_ttls=cfg.database_ttls,
         mobile=cfg.mobile,
+        limits=cfg.limits,
+        auth_algorithms=cfg.auth_algorithms,
     )
 
 
@@ -251,10 +253,11 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
     saved = -1
     try:
         while not stop.is_set():
+            # A failed save (full disk, no fd left) is logged by state and
+            # retried next time round: `saved` moves only when it worked.
             state.keep_nonces_reserved(ident, node.register_nonce)
             changes = _registration_changes(node)
-            if changes != saved:
-                state.save_snapshot(node, loop.time(), time.time())
+            if changes != saved and state.save_snapshot(node, loop.time(), time.time()):
                 saved = changes
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SAVE_INTERVAL)
@@ -264,13 +267,17 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
         stop_roaming()
         node.deregister(loop.time())
         shell.flush()
-        state.keep_nonces_reserved(ident, node.register_nonce)
-        state.save_snapshot(node, loop.time(), time.time())
-        if tun is not None:
-            tun.close()
-        shell.close()
-        await runner.cleanup()
-        log.info("node %s stopped", cfg.name)
+        try:
+            # Saving logs and returns False on disk trouble; whatever else it
+            # might raise must not leave the sockets, routes or web port open.
+            state.keep_nonces_reserved(ident, node.register_nonce)
+            state.save_snapshot(node, loop.time(), time.time())
+        finally:
+            if tun is not None:
+                tun.close()
+            shell.close()
+            await runner.cleanup()
+            log.info("node %s stopped", cfg.name)
     return 0
 
 

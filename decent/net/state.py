@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
@@ -31,21 +34,99 @@ _LIMITS: dict[str, Any] = {
     "max_array_len": 1 << 22,
     "max_map_len": 1 << 16,
 }
+#: After the first failed write of a file is logged, further failures are
+#: summed up in at most one line this often: a disk that stays full for
+#: hours, retried at every save, must not flood the log (often on the same
+#: disk) nor cost much more than the failed write itself.
+REPORT_EVERY = 60.0
+#: Failures at start that are disk trouble, not a state_dir that can never
+#: work: the node starts anyway and retries its writes.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write, fsync, rename, fsync the directory: a crash leaves old or new."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write, fsync, rename, fsync the directory: a crash leaves old or new.
+
+    On failure the temporary file is removed (that needs no free descriptor
+    nor space, so it works under EMFILE and ENOSPC) and the OSError raised:
+    a leftover would keep holding the space a full disk needs back."""
+    tmp = _tmp(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            log.debug("cannot remove %s: %s", tmp, exc)
+        raise
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _why(exc: OSError) -> str:
+    """errno's text and name: "No space left on device (ENOSPC)"."""
+    if not exc.errno:
+        return str(exc) or type(exc).__name__
+    return f"{os.strerror(exc.errno)} ({errno.errorcode.get(exc.errno, exc.errno)})"
+
+
+class _WriteHealth:
+    """Whether writing one file works, and the rate-limited log of it."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.what = path, what
+        self.failing_since: float | None = None
+        self.failures = 0
+        self.unreported = 0
+        self.reported_at = 0.0
+
+    def failed(self, exc: OSError, now: float) -> None:
+        if self.failing_since is None:
+            self.failing_since = self.reported_at = now
+            self.failures, self.unreported = 1, 0
+            log.warning(
+                "cannot write the %s to %s: %s; the file stays as it was, "
+                "the node keeps running and retries at every save",
+                self.what,
+                self.path,
+                _why(exc),
+            )
+            return
+        self.failures += 1
+        self.unreported += 1
+        if now - self.reported_at >= REPORT_EVERY:
+            log.warning(
+                "still cannot write the %s to %s: %d more failed attempt(s) in "
+                "the last %.0f s, the last: %s",
+                self.what,
+                self.path,
+                self.unreported,
+                now - self.reported_at,
+                _why(exc),
+            )
+            self.reported_at, self.unreported = now, 0
+
+    def worked(self, now: float) -> None:
+        if self.failing_since is not None:
+            log.info(
+                "the %s is written to %s again (%d failed attempt(s), %.0f s)",
+                self.what,
+                self.path,
+                self.failures,
+                now - self.failing_since,
+            )
+            self.failing_since = None
 
 
 def read_msgpack(path: Path) -> Any:
@@ -58,13 +139,19 @@ def read_msgpack(path: Path) -> Any:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        log.warning("cannot read %s: %s; ignoring it", path, exc)
+        log.warning("cannot read %s: %s; ignoring it", path, _why(exc))
         return None
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False, **_LIMITS)
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=False, **_LIMITS)
     except Exception as exc:  # noqa: BLE001 - any corruption means "ignore it"
-        log.warning("%s is corrupt (%s); ignoring it", path, exc)
+        log.warning(
+            "%s is corrupt (%s); ignoring it", path, str(exc) or type(exc).__name__
+        )
         return None
+    if raw is None:
+        # None means "no file" to the callers, which then say nothing.
+        log.warning("%s holds only nil; ignoring it", path)
+    return raw
 
 
 @dataclass
@@ -77,25 +164,72 @@ class Identity:
 
 
 class StateDir:
-    """Files under the configured state_dir, each written atomically."""
+    """Files under the configured state_dir, each written atomically.
 
-    def __init__(self, path: Path) -> None:
+    Saving never raises OSError: a full disk, a quota, no descriptor left
+    (EMFILE) or an I/O error must not stop a node that serves LISP from
+    memory. A failed save is logged (rate-limited, see REPORT_EVERY), leaves
+    the old file in place and says so by returning False; the next save
+    retries."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self.identity_file = path / "identity.msgpack"
         self.snapshot_file = path / "registrations.msgpack"
+        self._clock = clock
+        self._health = {
+            self.identity_file: _WriteHealth(self.identity_file, "nonce reservation"),
+            self.snapshot_file: _WriteHealth(
+                self.snapshot_file, "registration snapshot"
+            ),
+        }
 
-    def save_snapshot(self, node: Node, mono_now: float, wall_now: float) -> None:
-        write_atomic(
+    def _write(self, path: Path, data: bytes) -> bool:
+        try:
+            write_atomic(path, data)
+        except OSError as exc:
+            self._health[path].failed(exc, self._clock())
+            return False
+        self._health[path].worked(self._clock())
+        return True
+
+    def save_snapshot(self, node: Node, mono_now: float, wall_now: float) -> bool:
+        """Write the registration snapshot; False (logged) if it failed."""
+        return self._write(
             self.snapshot_file, snapshot_registrations(node, mono_now, wall_now)
         )
 
     def load_snapshot(self, node: Node, mono_now: float, wall_now: float) -> int:
         return restore_registrations(
-            node, read_msgpack(self.snapshot_file), mono_now, wall_now
+            node,
+            read_msgpack(self.snapshot_file),
+            mono_now,
+            wall_now,
+            source=self.snapshot_file,
         )
 
     def prepare(self) -> None:
+        """Make the directory, remove what an interrupted write left, and
+        check that files can be made in it. Raises OSError if not, so a
+        state_dir that can never work is refused at start; a full disk is
+        only logged, as the node can run without saving."""
         self.path.mkdir(parents=True, exist_ok=True)
+        for tmp in map(_tmp, self._health):
+            # Only our own names: state_dir may be shared with other files.
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                continue
+            log.info("removed %s, left by a write that did not finish", tmp)
+        probe = _tmp(self.identity_file)
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                raise
+            log.warning("%s: %s; starting without saving state", self.path, _why(exc))
+        else:
+            probe.unlink()
 
     def load_identity(self) -> Identity:
         """The node's xTR-ID and the first Map-Register nonce it may use.
@@ -114,28 +248,50 @@ class StateDir:
         ):
             xtr_id, start = int.from_bytes(raw["xtr_id"], "big"), raw["nonce_reserved"]
         else:
+            if raw is not None:
+                log.warning(
+                    "%s holds no xTR-ID and nonce reservation; "
+                    "starting with a new xTR-ID",
+                    self.identity_file,
+                )
             xtr_id, start = secrets.randbits(128), 0
         ident = Identity(xtr_id, start, start)
         self.save_identity(ident, start + NONCE_BLOCK)
         return ident
 
-    def keep_nonces_reserved(self, ident: Identity, nonce: int) -> None:
-        """Extend the on-disk reservation before nonce can pass it."""
-        if nonce + NONCE_BLOCK // 2 > ident.nonce_reserved:
-            self.save_identity(ident, nonce + NONCE_BLOCK)
+    def keep_nonces_reserved(self, ident: Identity, nonce: int) -> bool:
+        """Extend the on-disk reservation before nonce can pass it. False
+        (logged) if it needed extending and could not be written.
 
-    def save_identity(self, ident: Identity, reserve_until: int) -> None:
-        ident.nonce_reserved = reserve_until
-        write_atomic(
-            self.identity_file,
-            msgpack.packb(
-                {
-                    "xtr_id": ident.xtr_id.to_bytes(16, "big"),
-                    "nonce_reserved": reserve_until,
-                },
-                use_bin_type=True,
-            ),
+        RFC 9301 5.6: Map-Register nonces MUST keep increasing, across
+        restarts too. If the reservation cannot be written the node still
+        sends Map-Registers (stopping would let every registration lapse),
+        so its nonces can run past the block on disk. `nonce_reserved` then
+        stays at what the disk holds, so every call retries, and the first
+        write that works reserves a block past the nonce of that moment:
+        from then on a restart is past every nonce sent again. A restart
+        before any write works resumes from the older block on disk; the
+        Map-Servers that saw the higher nonces refuse those Map-Registers as
+        replays until the sequence passes them, so replay protection holds
+        but the node's registrations may lapse meanwhile."""
+        if nonce + NONCE_BLOCK // 2 > ident.nonce_reserved:
+            return self.save_identity(ident, nonce + NONCE_BLOCK)
+        return True
+
+    def save_identity(self, ident: Identity, reserve_until: int) -> bool:
+        """Write the identity with nonces reserved up to reserve_until; only
+        a write that worked moves `ident.nonce_reserved` (False if not)."""
+        data = msgpack.packb(
+            {
+                "xtr_id": ident.xtr_id.to_bytes(16, "big"),
+                "nonce_reserved": reserve_until,
+            },
+            use_bin_type=True,
         )
+        if not self._write(self.identity_file, data):
+            return False
+        ident.nonce_reserved = reserve_until
+        return True
 
 
 # ---------------------------------------------------------------- snapshot
@@ -182,23 +338,23 @@ def snapshot_registrations(node: Node, mono_now: float, wall_now: float) -> byte
 
 
 def restore_registrations(
-    node: Node, raw: Any, mono_now: float, wall_now: float
+    node: Node,
+    raw: Any,
+    mono_now: float,
+    wall_now: float,
+    *,
+    source: object = "the registration snapshot",
 ) -> int:
-    """Reinstate a snapshot; skip (and log) anything malformed. Returns the
-    number of registrations restored. Never raises: a snapshot of any shape
-    must not keep the node from starting."""
+    """Reinstate a snapshot; skip (and log, naming `source`) anything
+    malformed. Returns the number of registrations restored. Never raises:
+    a snapshot of any shape must not keep the node from starting."""
     if raw is None:
         return 0
-    entries = raw.get("entries", []) if isinstance(raw, dict) else None
-    nonces = raw.get("nonces", []) if isinstance(raw, dict) else None
-    if (
-        not isinstance(raw, dict)
-        or raw.get("v") != 1
-        or not isinstance(entries, list)
-        or not isinstance(nonces, list)
-    ):
-        log.warning("registration snapshot has an unknown layout; ignoring it")
+    problem = _layout_problem(raw)
+    if problem:
+        log.warning("%s has an unknown layout (%s); ignoring it", source, problem)
         return 0
+    entries, nonces = raw.get("entries", []), raw.get("nonces", [])
     restored = 0
     skipped: list[str] = []
     timeout = node.ms.registration_timeout
@@ -223,11 +379,25 @@ def restore_registrations(
     if skipped:
         # One line, however many: a corrupt snapshot must not flood the log.
         log.warning(
-            "skipped %d malformed snapshot item(s), e.g. %s",
+            "%s: skipped %d malformed item(s), e.g. %s",
+            source,
             len(skipped),
             skipped[0][:200],
         )
     return restored
+
+
+def _layout_problem(raw: Any) -> str:
+    """Why raw is not a version-1 snapshot, or "" if it is one."""
+    if not isinstance(raw, dict):
+        return f"a {type(raw).__name__}, not a map"
+    version = raw.get("v")
+    if type(version) is not int or version != 1:
+        return f"version {version!r:.40}"
+    for key in ("entries", "nonces"):
+        if not isinstance(raw.get(key, []), list):
+            return f"{key} is a {type(raw[key]).__name__}, not a list"
+    return ""
 
 
 def _int(value: Any, bits: int) -> int:

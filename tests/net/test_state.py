@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import itertools
+import logging
+import os
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -309,3 +313,238 @@ def test_a_snapshot_with_any_part_replaced_never_raises(data: st.DataObject) -> 
         parent = parent[key]
     parent[path[-1]] = data.draw(_ANY)
     _check_restore(raw)
+
+
+# ----------------------------------------------- corrupt files: one warning each
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "decent.state" and r.levelno >= logging.WARNING
+    ]
+
+
+def _bad_entries() -> bytes:
+    raw = _good()
+    raw["entries"][4] = "nonsense"
+    raw["nonces"].append(["x"])
+    return bytes(msgpack.packb(raw, use_bin_type=True))
+
+
+_CORRUPT: dict[str, Callable[[], bytes]] = {
+    "empty": lambda: b"",
+    "truncated": lambda: _snapshot()[0][: len(_snapshot()[0]) // 2],
+    "trailing garbage": lambda: _snapshot()[0] + b"\x00junk",
+    "a reserved byte": lambda: b"\xc1",
+    "nil": lambda: msgpack.packb(None),
+    "a list": lambda: msgpack.packb([1, 2, 3]),
+    "a string": lambda: msgpack.packb("v1"),
+    "version 2": lambda: msgpack.packb({"v": 2, "entries": [], "nonces": []}),
+    "no version": lambda: msgpack.packb({"entries": [], "nonces": []}),
+    "version 1.0": lambda: msgpack.packb({"v": 1.0, "entries": []}),
+    "version true": lambda: msgpack.packb({"v": True, "entries": []}),
+    "entries not a list": lambda: msgpack.packb({"v": 1, "entries": 5}),
+    "nonces not a list": lambda: msgpack.packb({"v": 1, "nonces": {"a": 1}}),
+    "malformed entries": _bad_entries,
+    "over the map limit": lambda: msgpack.packb({i: 0 for i in range(1 << 17)}),
+}
+
+
+@pytest.mark.parametrize("case", list(_CORRUPT))
+def test_every_corrupt_snapshot_logs_one_warning_naming_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    state = StateDir(tmp_path)
+    state.prepare()
+    state.snapshot_file.write_bytes(_CORRUPT[case]())
+    caplog.set_level(logging.INFO, logger="decent.state")
+    fresh = _fresh()
+    restored = state.load_snapshot(fresh, 0.0, WALL)
+    (warning,) = _warnings(caplog)
+    assert str(state.snapshot_file) in warning
+    if case != "malformed entries":
+        assert restored == 0
+        assert len(fresh.ms.db) == 0
+
+
+def test_an_unreadable_or_oversized_snapshot_logs_one_warning_naming_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = StateDir(tmp_path)
+    state.prepare()
+    caplog.set_level(logging.INFO, logger="decent.state")
+    state.snapshot_file.mkdir()  # read_bytes: EISDIR
+    assert state.load_snapshot(_fresh(), 0.0, WALL) == 0
+    state.snapshot_file.rmdir()
+    state.snapshot_file.write_bytes(_snapshot()[0])
+    monkeypatch.setattr("decent.net.state.MAX_STATE_FILE", 10)
+    assert state.load_snapshot(_fresh(), 0.0, WALL) == 0
+    warnings = _warnings(caplog)
+    assert len(warnings) == 2
+    assert all(str(state.snapshot_file) in w for w in warnings)
+
+
+def test_a_missing_snapshot_or_identity_logs_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="decent.state")
+    state = StateDir(tmp_path)
+    state.prepare()
+    state.load_identity()
+    assert state.load_snapshot(_fresh(), 0.0, WALL) == 0
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [None, [1, 2], {"xtr_id": b"short", "nonce_reserved": 5}, {"xtr_id": bytes(16)}],
+)
+def test_an_identity_of_the_wrong_shape_logs_one_warning_and_a_new_one_is_made(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, raw: Any
+) -> None:
+    state = StateDir(tmp_path)
+    state.prepare()
+    state.identity_file.write_bytes(msgpack.packb(raw, use_bin_type=True))
+    caplog.set_level(logging.INFO, logger="decent.state")
+    ident = state.load_identity()
+    (warning,) = _warnings(caplog)
+    assert str(state.identity_file) in warning
+    assert ident.start_nonce == 0
+    assert StateDir(tmp_path).load_identity().xtr_id == ident.xtr_id
+
+
+# --------------------------------------------------- writes that fail, leftovers
+def test_leftover_temporary_files_are_removed_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = StateDir(tmp_path)
+    state.prepare()
+    first = state.load_identity()
+    leftovers = [
+        tmp_path / "identity.msgpack.tmp",
+        tmp_path / "registrations.msgpack.tmp",
+    ]
+    for path in leftovers:
+        path.write_bytes(b"half a write")
+    other = tmp_path / "notes.tmp"  # not ours: state_dir may hold other files
+    other.write_bytes(b"keep")
+    caplog.set_level(logging.INFO, logger="decent.state")
+    again = StateDir(tmp_path)
+    again.prepare()
+    assert [p for p in leftovers if p.exists()] == []
+    assert other.read_bytes() == b"keep"
+    removed = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(removed) == 2
+    assert all(any(str(p) in line for line in removed) for p in leftovers)
+    assert again.load_identity().xtr_id == first.xtr_id
+    assert again.save_snapshot(_fresh(), 0.0, WALL)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _fail(code: int) -> Callable[..., Any]:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(code, os.strerror(code))
+
+    return fail
+
+
+#: (errno, the step that fails): every OSError is the same to the caller.
+_FAULTS = [
+    (errno.ENOSPC, "fsync"),
+    (errno.EDQUOT, "fsync"),
+    (errno.EIO, "fsync"),
+    (errno.EMFILE, "open"),
+    (errno.ENFILE, "open"),
+    (errno.EACCES, "open"),
+    (errno.EROFS, "replace"),
+]
+
+
+def _break(monkeypatch: pytest.MonkeyPatch, code: int, step: str) -> None:
+    if step == "open":
+        monkeypatch.setattr("decent.net.state.open", _fail(code), raising=False)
+    else:
+        monkeypatch.setattr(os, step, _fail(code))
+
+
+@pytest.mark.parametrize(("code", "step"), _FAULTS)
+def test_a_failed_snapshot_write_returns_false_logs_rate_limited_and_recovers(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    code: int,
+    step: str,
+) -> None:
+    clock = _Clock()
+    state = StateDir(tmp_path, clock=clock)
+    state.prepare()
+    node = _converged_nodes()[1][0]
+    assert state.save_snapshot(node, 0.0, WALL)
+    before = state.snapshot_file.read_bytes()
+    caplog.set_level(logging.INFO, logger="decent.state")
+    _break(monkeypatch, code, step)
+    for _ in range(50):  # 100 s of saves every 2 s
+        clock.now += 2.0
+        assert state.save_snapshot(node, 0.0, WALL) is False
+    # The first failure, then one summary of the next minute's 30.
+    first, summary = _warnings(caplog)
+    assert str(state.snapshot_file) in first
+    assert errno.errorcode[code] in first
+    assert os.strerror(code) in first
+    assert str(state.snapshot_file) in summary
+    assert "30 more failed attempt(s) in the last 60 s" in summary
+    assert [p.name for p in tmp_path.iterdir()] == [state.snapshot_file.name]
+    assert state.snapshot_file.read_bytes() == before
+    monkeypatch.undo()
+    caplog.clear()
+    assert state.save_snapshot(node, 0.0, WALL + 1)
+    (back,) = [r for r in caplog.records if r.name == "decent.state"]
+    assert back.levelno == logging.INFO
+    assert "50 failed attempt(s)" in back.getMessage()
+    assert state.snapshot_file.read_bytes() != before
+    assert not _tmp_files(tmp_path)
+
+
+def _tmp_files(path: Path) -> list[Path]:
+    return sorted(path.glob("*.tmp"))
+
+
+def test_a_reservation_that_cannot_be_written_is_retried_and_then_jumps_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = StateDir(tmp_path)
+    state.prepare()
+    ident = state.load_identity()
+    assert ident.nonce_reserved == NONCE_BLOCK
+    _break(monkeypatch, errno.ENOSPC, "fsync")
+    # The node keeps sending: its nonces run past the block on disk.
+    assert state.keep_nonces_reserved(ident, NONCE_BLOCK - 100) is False
+    assert state.keep_nonces_reserved(ident, 3 * NONCE_BLOCK) is False
+    assert ident.nonce_reserved == NONCE_BLOCK  # what the disk still holds
+    assert StateDir(tmp_path).load_identity().start_nonce == NONCE_BLOCK
+    monkeypatch.undo()
+    # The first write that works reserves past the nonce of that moment.
+    assert state.keep_nonces_reserved(ident, 5 * NONCE_BLOCK)
+    assert ident.nonce_reserved == 6 * NONCE_BLOCK
+    assert StateDir(tmp_path).load_identity().start_nonce > 5 * NONCE_BLOCK
+    assert not _tmp_files(tmp_path)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EMFILE, errno.EIO])
+def test_an_identity_that_cannot_be_written_at_start_still_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    state = StateDir(tmp_path)
+    state.prepare()
+    first = state.load_identity()
+    _break(monkeypatch, code, "open")
+    again = StateDir(tmp_path).load_identity()
+    assert (again.xtr_id, again.start_nonce) == (first.xtr_id, NONCE_BLOCK)
+    assert again.nonce_reserved == NONCE_BLOCK  # retried by the first keep call
