@@ -143,10 +143,30 @@ class NodeStatus:
                 "map_cache": len(node.cache),
             },
             "counters": dict(sorted(node.counters.items())),
+            "refused": self.refused(),
             "socket_errors": dict(self.errors()),
             "dataplane": self.dataplane(),
             "state": node.soft_state_sizes(),
         }
+
+    def refused(self) -> list[dict[str, Any]]:
+        """Registrants refused lately for a quota or their rate, newest first."""
+        now = self.clock()
+        return [
+            {
+                "registrant": (
+                    f"{r.registrant:032x}"
+                    if isinstance(r.registrant, int)
+                    else str(r.registrant)
+                ),
+                "source": str(r.source[0]),
+                "reason": r.reason,
+                "count": r.count,
+                "first": round(now - r.first, 3),
+                "last": round(now - r.last, 3),
+            }
+            for r in reversed(self.node.refused_registrants())
+        ]
 
     def site_entry(
         self, entry: SiteEntry, names: dict[IPAddress, str]
