@@ -183,7 +183,9 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
         )
     except BindError as exc:
         raise ConfigError(_bind_problem(cfg, exc)) from None
-    shell = NodeShell(node, sockets, loop)
+    shell = NodeShell(
+        node, sockets, loop, log_rate=cfg.log_rate, log_burst=cfg.log_burst
+    )
     tun = _dataplane(cfg, node, shell, loop) if cfg.dataplane else None
     status = NodeStatus(
         node,
@@ -324,7 +326,11 @@ def _dataplane(
     tun = TunShell(
         dp,
         TunSettings(
-            name=cfg.tun, mtu=cfg.tun_mtu, table=cfg.route_table, routes=cfg.routes
+            name=cfg.tun,
+            mtu=cfg.tun_mtu,
+            table=cfg.route_table,
+            routes=cfg.routes,
+            max_routes=cfg.max_routes,
         ),
         loop,
         data_socket=shell.sockets.data,
@@ -398,6 +404,7 @@ def _dataplane_status(
         "tun": tun.name,
         "mtu": cfg.tun_mtu,
         "routes": sorted(tun.installed_routes()),
+        "route_table": tun.route_summary(),
         **node.dataplane.stats(),
     }
 

@@ -47,6 +47,9 @@ class Config:
     map_reply_burst: float = 2000.0
     admin_token: str | None = None
     log_level: str = "info"
+    #: Event lines a second per event class, and the burst (net.udp).
+    log_rate: float = 20.0
+    log_burst: int = 100
     #: (priority, weight) of each RLOC, in `rlocs` order; empty: 1/100 each.
     rloc_policy: tuple[tuple[int, int], ...] = ()
     #: LISP-MN: this node's own EIDs get a small record TTL (protocol notes 8).
@@ -68,6 +71,7 @@ class Config:
     petr: IPAddress | None = None
     queue_size: int = 64
     underlay_mtu: int = 1500
+    max_routes: int = 1024
 
 
 _SECTIONS = {
@@ -78,6 +82,8 @@ _SECTIONS = {
         "interface",
         "state_dir",
         "log_level",
+        "log_rate",
+        "log_burst",
         "mobile",
     },
     "decent": {
@@ -110,6 +116,7 @@ _SECTIONS = {
         "petr",
         "queue_size",
         "underlay_mtu",
+        "max_routes",
     },
 }
 
@@ -260,6 +267,14 @@ def load_config(path: str | Path) -> Config:
         raise node.fail("rlocs", "empty", "list at least one RLOC address")
     state_dir = Path(node.get("state_dir", str, "/var/lib/decent"))
     log_level = node.get("log_level", str, "info")
+    log_rate = node.get("log_rate", float, 20.0)
+    if not log_rate > 0:
+        raise node.fail(
+            "log_rate", f"{log_rate:g} would log nothing", "use lines a second above 0"
+        )
+    log_burst = node.get("log_burst", int, 100)
+    if log_burst < 1:
+        raise node.fail("log_burst", f"{log_burst} holds no line", "use at least 1")
     mobile = node.get("mobile", bool, False)
 
     group = decent.address(
@@ -390,6 +405,8 @@ def load_config(path: str | Path) -> Config:
         map_reply_burst=reply_burst,
         admin_token=web.get("admin_token", str, "") or None,
         log_level=log_level,
+        log_rate=log_rate,
+        log_burst=log_burst,
         rloc_policy=policy,
         mobile=mobile,
         database_ttls=tuple(ttls),
@@ -537,6 +554,11 @@ def _dataplane(
     underlay = r.get("underlay_mtu", int, 1500)
     if not 632 <= underlay <= 65535:
         raise r.fail("underlay_mtu", f"{underlay} out of range", "use 632 to 65535")
+    max_routes = r.get("max_routes", int, 1024)
+    if max_routes < 1:
+        raise r.fail(
+            "max_routes", f"{max_routes} holds no route", "use at least 1, e.g. 1024"
+        )
     return {
         "dataplane": enabled,
         "tun": tun,
@@ -548,4 +570,5 @@ def _dataplane(
         "petr": petr,
         "queue_size": queue,
         "underlay_mtu": underlay,
+        "max_routes": max_routes,
     }

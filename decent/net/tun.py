@@ -12,6 +12,11 @@ table, consulted for every packet not marked with our fwmark; our sockets
 carry that mark, so an EID route can never swallow our own RLOC traffic, and
 natively forwarded packets leave through the main table. The main table's
 specific routes win over the EID table (`suppress_prefixlength 0`).
+
+The table is bounded (`TunSettings.max_routes`): past the bound the EID
+routes are merged exactly and then, if need be, aggregated into covering
+prefixes (`plan_routes`), so a million registered EIDs cost a bounded number
+of kernel routes and one small `ip` batch, not a million.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_network
-from typing import Final
+from itertools import pairwise
+from typing import Final, Literal
 
 from decent.peer.dataplane import HEADROOM, DataPlane
 from decent.wire import Eid
@@ -54,6 +61,21 @@ _RTMGRP_IPV6_IFADDR: Final = 0x100
 #: ip rule priorities: main's specific routes first, then the EID table.
 RULE_PREF: Final = 4340
 _MAX_PACKET: Final = 65535
+#: Kernel routes the EID table may hold ([dataplane] max_routes): a few
+#: hundred remote sites stay exact, a flood of EIDs becomes aggregates.
+MAX_ROUTES: Final = 1024
+#: The shortest prefix an aggregate may have, per IP version. Aggregation
+#: sends non-EID destinations near the EIDs into the TUN (see plan_routes);
+#: the floor keeps them near: within an IPv4 /8 or an IPv6 /16 of an EID.
+#: Where the bound cannot be kept above the floor, the floor wins and the
+#: table holds more than max_routes (a warning says so): at most one route
+#: per /8 or /16 holding EIDs, besides wanted prefixes shorter than those.
+AGGREGATE_FLOOR: Final[Mapping[int, int]] = {4: 8, 6: 16}
+#: Share of the loop that recomputing routes may take in a registration
+#: burst: after a sync that took t seconds of planning, the next one waits
+#: t * (1 / share - 1), at most _ROUTE_PAUSE_MAX seconds.
+_ROUTE_SHARE: Final = 0.2
+_ROUTE_PAUSE_MAX: Final = 5.0
 
 
 class DataPlaneUnavailable(RuntimeError):
@@ -69,6 +91,12 @@ class TunSettings:
     table: int = 4341
     #: Extra prefixes routed into the TUN besides the registered EIDs.
     routes: tuple[str, ...] = ()
+    #: Most routes in the EID table; past it they are aggregated (plan_routes).
+    max_routes: int = MAX_ROUTES
+
+    def __post_init__(self) -> None:
+        if self.max_routes < 1:
+            raise ValueError("max_routes must be at least 1")
 
 
 def unavailable_reason() -> str | None:
@@ -134,6 +162,257 @@ def host_eids(eids: Iterable[Eid]) -> list[IPAddress]:
         ):
             out.append(addr)
     return out
+
+
+# ------------------------------------------------------------ route planning
+Prefix = tuple[int, int, int]
+"""An IP prefix as (IP version, network address as an int, prefix length)."""
+RouteKind = Literal["tun", "throw"]
+_BITS: Final[Mapping[int, int]] = {4: 32, 6: 128}
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """What the EID table should hold: routes into the TUN, and `throw`
+    routes that hand our own EID-prefixes back to the main table where an
+    aggregate would otherwise cover them."""
+
+    tun: tuple[Prefix, ...] = ()
+    throw: tuple[Prefix, ...] = ()
+    #: "exact": one route per wanted prefix; "merged": the same addresses in
+    #: fewer prefixes; "aggregated": covering prefixes, more addresses.
+    mode: Literal["exact", "merged", "aggregated"] = "exact"
+    #: Per IP version that was aggregated, the prefix length it was cut to.
+    lengths: Mapping[int, int] = field(default_factory=dict)
+    #: Distinct prefixes wanted (registered remote EIDs and extra routes).
+    wanted: int = 0
+
+    def table(self) -> dict[str, RouteKind]:
+        out: dict[str, RouteKind] = {_text(p): "tun" for p in self.tun}
+        out.update((_text(p), "throw") for p in self.throw)
+        return out
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "installed": len(self.tun),
+            "throw": len(self.throw),
+            "wanted": self.wanted,
+            "aggregation": self.mode,
+            "lengths": {f"ipv{v}": n for v, n in sorted(self.lengths.items())},
+        }
+
+
+def _text(p: Prefix) -> str:
+    version, net, plen = p
+    addr = IPv4Address(net) if version == 4 else IPv6Address(net)
+    return f"{addr}/{plen}"
+
+
+def _prefix(text: str) -> Prefix:
+    net = ip_network(text, strict=False)
+    return net.version, int(net.network_address), net.prefixlen
+
+
+# Inside the planner a prefix is one int, network << 8 | length: sets and
+# sorts of a million ints cost a fraction of what tuples do, and the order is
+# the same (by network, then shorter first).
+def _key(net: int, plen: int) -> int:
+    return net << 8 | plen
+
+
+def collapse(prefixes: Iterable[tuple[int, int]], bits: int) -> list[tuple[int, int]]:
+    """`ipaddress.collapse_addresses` on (network, length) ints: the fewest
+    prefixes covering exactly the same addresses, sorted."""
+    keys = _collapse(sorted({_key(n, p) for n, p in prefixes}), bits)
+    return [(k >> 8, k & 0xFF) for k in keys]
+
+
+def _collapse(keys: list[int], bits: int) -> list[int]:
+    # ipaddress.collapse_addresses builds an object per prefix: 2.4 s for
+    # 100k host EIDs here, where these ints take 0.1 s.
+    out: list[int] = []
+    top = top_len = -1
+    for key in keys:
+        plen = key & 0xFF
+        if 0 <= top_len <= plen and (key >> 8) >> (bits - top_len) == top:
+            continue  # sorted and disjoint: only the last kept can contain it
+        out.append(key)
+        while len(out) > 1:
+            a, b = out[-2], out[-1]
+            a_len = a & 0xFF
+            size = 1 << (bits - a_len)
+            if a_len != b & 0xFF or not a_len or a >> 8 & size or a + (size << 8) != b:
+                break
+            out[-2:] = [a - 1]
+        top_len = out[-1] & 0xFF
+        top = (out[-1] >> 8) >> (bits - top_len)
+    return out
+
+
+class _Family:
+    """The collapsed prefixes of one IP version that may be aggregated, and
+    how many /L supernets they have for every L: two neighbours in sorted
+    order share a /L exactly when both are at least /L long and their
+    addresses agree in the first L bits, so one sort answers every L."""
+
+    def __init__(self, keys: list[int], bits: int, floor: int):
+        self.keys, self.bits, self.floor = keys, bits, floor
+        self.longest = max((k & 0xFF for k in keys), default=floor)
+        self._splits = sorted(
+            min(a & 0xFF, b & 0xFF, bits - ((a ^ b) >> 8).bit_length())
+            for a, b in pairwise(keys)
+        )
+
+    def count(self, length: int) -> int:
+        """Routes left after cutting every prefix longer than `length` to it."""
+        if not self.keys:
+            return 0
+        return 1 + bisect_left(self._splits, length)
+
+    def length_within(self, share: int) -> int:
+        """The longest cut (not below the floor) leaving at most `share`."""
+        for length in range(max(self.longest, self.floor), self.floor, -1):
+            if self.count(length) <= share:
+                return length
+        return self.floor
+
+    def cut(self, length: int) -> list[int]:
+        out: list[int] = []
+        mask = ~((1 << (self.bits - length + 8)) - 1)
+        last = -1
+        for key in self.keys:
+            if key & 0xFF > length:
+                key = key & mask | length
+            # Prefixes sharing a supernet are neighbours (see the class).
+            if key != last:
+                out.append(key)
+                last = key
+        return out
+
+
+def _inside(keys: list[int], key: int, bits: int) -> bool:
+    """Is prefix `key` inside one of `keys` (sorted, disjoint prefixes)?"""
+    # The only candidate is the last prefix at or before it in key order:
+    # anything between a container and `key` would overlap the container.
+    i = bisect_right(keys, key) - 1
+    if i < 0:
+        return False
+    outer = keys[i]
+    shift = bits - (outer & 0xFF) + 8
+    return outer & 0xFF <= key & 0xFF and outer >> shift == key >> shift
+
+
+def _within(keys: list[int], key: int, bits: int) -> range:
+    """Where in `keys` (sorted) the prefixes inside prefix `key` are."""
+    end = ((key >> 8) + (1 << (bits - (key & 0xFF)))) << 8
+    return range(bisect_left(keys, key), bisect_left(keys, end))
+
+
+def plan_routes(
+    wanted: Iterable[Prefix],
+    own: Iterable[Prefix] = (),
+    max_routes: int = MAX_ROUTES,
+    floor: Mapping[int, int] = AGGREGATE_FLOOR,
+) -> RoutePlan:
+    """The routes that send every `wanted` prefix into the TUN in at most
+    `max_routes` kernel routes (unless the `floor` forbids; see
+    AGGREGATE_FLOOR), never covering `own` (our EID-prefixes) more than the
+    wanted prefixes themselves do.
+
+    Up to the bound every wanted prefix gets its own route. Past it they are
+    merged exactly, and if that is not enough, cut per IP version to the
+    longest length L whose /L supernets fit; both versions share the bound
+    max-min fairly (a version needing less than half keeps all it needs).
+
+    Aggregating is safe in LISP: a packet the TUN takes for an address that
+    is no EID misses the map-cache, and the ITR asks the Map-Resolver
+    (DataPlane._miss), whose negative Map-Reply (Node.negative_answer:
+    natively-forward, or send-map-request for unregistered EID space)
+    becomes a negative map-cache entry; DataPlane._negative then forwards
+    such packets natively (from a socket carrying our fwmark, so through
+    the main table), to the PETR, or drops them, per `negative_action`.
+    What aggregation may take is limited by the ip rules: the main table's
+    specific routes (the underlay, our LANs) and the local table (our own
+    addresses, so our host EIDs) are consulted before the EID table.
+
+    Our own non-host EID-prefixes are what remains: an aggregate covering
+    one gets a `throw` route for it (so its traffic goes on to the main
+    table, as it would without the aggregate), and wanted prefixes inside
+    our own are never aggregated (an aggregate there would send our own
+    EID space into the TUN, and a throw would hide the wanted prefix).
+    """
+    keys: dict[int, set[int]] = {4: set(), 6: set()}
+    for v, net, plen in wanted:
+        keys[v].add(_key(net, plen))
+    return _plan(keys, own, max_routes, floor)
+
+
+def _plan(
+    wanted: Mapping[int, Collection[int]],
+    own: Iterable[Prefix],
+    max_routes: int,
+    floor: Mapping[int, int],
+) -> RoutePlan:
+    versions = [v for v in (4, 6) if wanted.get(v)]
+    count = sum(len(wanted[v]) for v in versions)
+    ordered = {v: sorted(wanted[v]) for v in versions}
+    if count <= max_routes:
+        return RoutePlan(tun=_prefixes(ordered), wanted=count)
+    merged = {v: _collapse(ordered[v], _BITS[v]) for v in versions}
+    if sum(map(len, merged.values())) <= max_routes:
+        return RoutePlan(tun=_prefixes(merged), mode="merged", wanted=count)
+    ours = {v: sorted({_key(n, p) for w, n, p in own if w == v}) for v in versions}
+    pinned: dict[int, list[int]] = {}
+    families: dict[int, _Family] = {}
+    for v in versions:
+        bits, free = _BITS[v], merged[v]
+        inside = sorted({i for k in ours[v] for i in _within(free, k, bits)})
+        pinned[v] = [free[i] for i in inside]
+        if inside:
+            skip = set(inside)
+            free = [k for i, k in enumerate(free) if i not in skip]
+        families[v] = _Family(free, bits, floor[v])
+    reserved = sum(map(len, pinned.values())) + sum(map(len, ours.values()))
+    lengths = _fair_lengths(families, max_routes - reserved)
+    routes: dict[int, list[int]] = {}
+    throw: dict[int, list[int]] = {}
+    for v in versions:
+        bits, cut = _BITS[v], families[v].cut(lengths[v])
+        routes[v] = sorted(cut + pinned[v])
+        # What a wanted (so also a pinned) prefix covers went to the TUN
+        # before aggregation too: only what an aggregate adds is thrown.
+        throw[v] = [
+            k
+            for k in ours[v]
+            if _inside(cut, k, bits) and not _inside(merged[v], k, bits)
+        ]
+    return RoutePlan(
+        tun=_prefixes(routes),
+        throw=_prefixes(throw),
+        mode="aggregated",
+        lengths={v: n for v, n in lengths.items() if n < families[v].longest},
+        wanted=count,
+    )
+
+
+def _prefixes(keys: Mapping[int, Iterable[int]]) -> tuple[Prefix, ...]:
+    return tuple((v, k >> 8, k & 0xFF) for v in sorted(keys) for k in keys[v])
+
+
+def _fair_lengths(families: Mapping[int, _Family], budget: int) -> dict[int, int]:
+    # Prefix lengths of IPv4 and IPv6 do not compare, so the bound is shared:
+    # the version needing fewer routes first gets up to an equal share, the
+    # other the rest, and then the first what the other left.
+    order = sorted(families, key=lambda v: len(families[v].keys))
+    lengths: dict[int, int] = {}
+    left = budget
+    for i, v in enumerate(order):
+        lengths[v] = families[v].length_within(left // (len(order) - i))
+        left -= families[v].count(lengths[v])
+    for v in order[:-1]:
+        others = sum(families[o].count(lengths[o]) for o in order if o != v)
+        lengths[v] = families[v].length_within(budget - others)
+    return lengths
 
 
 def rloc_states(rlocs: tuple[IPAddress, ...]) -> list[bool]:
@@ -207,8 +486,13 @@ class TunShell:
         self._rlocs[0].data = data_socket
         self._raw: dict[int, socket.socket] = {}
         self._netlink: socket.socket | None = None
-        self._routes: set[str] = set()
-        self._installed: set[str] = set()
+        #: The EID table as the last `ip` batch left it (prefix -> kind), the
+        #: plan it came from, and what the last finished batch installed.
+        self._routes: dict[str, RouteKind] = {}
+        self._plan = RoutePlan()
+        self._installed_plan = RoutePlan()
+        self._installed: frozenset[str] = frozenset()
+        self._planned_for: tuple[object, int, list[Prefix]] | None = None
         self._eid_addrs: set[IPAddress] = set()
         self._routes_version = -1
         self._route_task: asyncio.Task[None] | None = None
@@ -553,43 +837,115 @@ class TunShell:
     # ------------------------------------------------------------ routes
     def wanted_routes(self) -> set[str]:
         """Every registered IP EID-prefix that is not ours, plus the
-        configured extra routes: these enter the TUN."""
+        configured extra routes: these enter the TUN (in at most
+        `max_routes` kernel routes, see plan_routes)."""
+        keys = self._wanted_keys()
+        return {_text((v, k >> 8, k & 0xFF)) for v in keys for k in keys[v]}
+
+    def _wanted_keys(self) -> dict[int, set[int]]:
+        # Runs over every registration whenever the registered set changed:
+        # ints only (an ipaddress object or a string each would cost seconds
+        # at a million EIDs).
         node = self.node
         ours = {eid for eid, _ in node.database.items()}
-        out = {str(ip_network(r, strict=False)) for r in self.settings.routes}
+        iid = node.config.group_iid
+        out: dict[int, set[int]] = {4: set(), 6: set()}
+        for v, net, plen in map(_prefix, self.settings.routes):
+            out[v].add(_key(net, plen))
+        add4, add6 = out[4].add, out[6].add
         for eid, _ in node.ms.db.items():
             addr = eid.address
             if (
                 eid.group is None
-                and eid not in ours
-                and eid.iid == node.config.group_iid
+                and eid.iid == iid
                 and isinstance(addr, IPv4Address | IPv6Address)
+                and eid not in ours
             ):
-                out.add(f"{addr}/{eid.mask_len}")
+                (add4 if addr.version == 4 else add6)(int(addr) << 8 | eid.mask_len)
+        return out
+
+    def _own_prefixes(self) -> list[Prefix]:
+        out: list[Prefix] = []
+        for eid, _ in self.node.database.items():
+            addr = eid.address
+            if eid.group is None and isinstance(addr, IPv4Address | IPv6Address):
+                out.append((addr.version, int(addr), eid.mask_len))
         return out
 
     def _route_commands(self) -> list[str]:
-        wanted = self.wanted_routes()
+        """The `ip` batch from the table as it is to the table as planned:
+        only what changed, so a registration costs one line, not a table."""
+        node = self.node
+        # Refreshes bump registry_version too; only a change of the
+        # registered set (or of our own EIDs) can change the plan.
+        registered = (node.ms, node.ms.generation, self._own_prefixes())
+        if registered == self._planned_for:
+            return []
+        self._planned_for = registered
+        plan = _plan(
+            self._wanted_keys(),
+            registered[2],
+            self.settings.max_routes,
+            AGGREGATE_FLOOR,
+        )
+        self._note_plan(plan)
+        wanted = plan.table()
         table = self.settings.table
         sources = {4: None, 6: None} | {
             a.version: str(a) for a in reversed(self._own_host_eids())
         }
         cmds = []
-        for prefix in sorted(wanted - self._routes):
-            version = 6 if ":" in prefix else 4
-            src = sources[version]
+        # Additions first: a prefix being replaced by its aggregate is never
+        # without a route in between.
+        for prefix, kind in sorted(wanted.items() - self._routes.items()):
+            if kind == "throw":
+                cmds.append(f"route replace throw {prefix} table {table}")
+                continue
+            src = sources[6 if ":" in prefix else 4]
             cmd = f"route replace {prefix} dev {self.name} table {table}"
             cmds.append(cmd + (f" src {src}" if src else ""))
-        for prefix in sorted(self._routes - wanted):
+        for prefix in sorted(self._routes.keys() - wanted.keys()):
             cmds.append(f"route del {prefix} table {table}")
         self._routes = wanted
         return cmds
 
+    def _note_plan(self, plan: RoutePlan) -> None:
+        """Log when aggregation starts, changes or stops; not per sync."""
+        old, self._plan = self._plan, plan
+        if (old.mode, old.lengths) != (plan.mode, plan.lengths):
+            cut = ", ".join(f"IPv{v} to /{n}" for v, n in sorted(plan.lengths.items()))
+            log.info(
+                "EID routes: %s wanted, %s in the table (%s%s)",
+                f"{plan.wanted:,}",
+                f"{len(plan.tun):,}",
+                plan.mode,
+                f": {cut}" if cut else "",
+            )
+        over = len(plan.tun) + len(plan.throw) > self.settings.max_routes
+        if over and len(old.tun) + len(old.throw) <= self.settings.max_routes:
+            log.warning(
+                "EID routes: %s exceed max_routes %d: the aggregation floor "
+                "(IPv4 /%d, IPv6 /%d) allows no shorter prefixes",
+                f"{len(plan.tun) + len(plan.throw):,}",
+                self.settings.max_routes,
+                AGGREGATE_FLOOR[4],
+                AGGREGATE_FLOOR[6],
+            )
+
     def installed_routes(self) -> set[str]:
         """The EID routes in the kernel now: those of the last `ip` batch
         that has finished (what /api/node shows, so that a client seeing a
-        route can use it)."""
+        route can use it). Past `max_routes` these are aggregates."""
         return set(self._installed)
+
+    def route_summary(self) -> dict[str, object]:
+        """How the installed routes relate to the registered EIDs: their
+        count, the wanted prefixes' count, the aggregation mode ("exact",
+        "merged" or "aggregated") and the lengths aggregated to."""
+        return {
+            **self._installed_plan.summary(),
+            "max_routes": self.settings.max_routes,
+        }
 
     def _sync_routes_now(self) -> None:
         self._routes_version = self.node.registry_version
@@ -602,33 +958,43 @@ class TunShell:
                 text=True,
                 check=False,
             )
-        self._installed = set(self._routes)
+        self._finished(self._plan, self._routes)
+
+    def _finished(self, plan: RoutePlan, table: dict[str, RouteKind]) -> None:
+        self._installed_plan = plan
+        self._installed = frozenset(k for k, v in table.items() if v == "tun")
 
     def _schedule_route_sync(self) -> None:
         if self._route_task is None or self._route_task.done():
             self._route_task = self.loop.create_task(self._sync_routes())
 
     async def _sync_routes(self) -> None:
+        loop = self.loop
         while self._routes_version != self.node.registry_version:
             self._routes_version = self.node.registry_version
+            started = loop.time()
             cmds = self._route_commands()
-            target = set(self._routes)
-            if not cmds:
-                self._installed = target
-                continue
-            proc = await asyncio.create_subprocess_exec(
-                "ip",
-                "-force",
-                "-batch",
-                "-",
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            _, err = await proc.communicate(("\n".join(cmds) + "\n").encode())
-            if proc.returncode:
-                log.debug("route sync: %s", err.decode(errors="replace").strip())
-            self._installed = target
+            spent = loop.time() - started
+            plan, target = self._plan, self._routes
+            if cmds:
+                proc = await asyncio.create_subprocess_exec(
+                    "ip",
+                    "-force",
+                    "-batch",
+                    "-",
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+                _, err = await proc.communicate(("\n".join(cmds) + "\n").encode())
+                if proc.returncode:
+                    log.debug("route sync: %s", err.decode(errors="replace").strip())
+            self._finished(plan, target)
+            if self._routes_version != self.node.registry_version:
+                # A registration burst: planning walks every registration,
+                # so pace it to leave the loop to the packets and the API.
+                pause = spent * (1 / _ROUTE_SHARE - 1)
+                await asyncio.sleep(min(pause, _ROUTE_PAUSE_MAX))
 
     # ------------------------------------------------------------ our links
     def _watch_links(self) -> None:

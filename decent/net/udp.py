@@ -28,6 +28,14 @@ log = logging.getLogger("decent")
 IPAddress = IPv4Address | IPv6Address
 #: Datagrams handled per wake-up before yielding to the loop (libuv uses 32).
 DRAIN = 64
+#: Event lines logged per second and per event class ([node] log_rate), and
+#: the burst allowed above it: a flood of registrations (100k EIDs in a few
+#: seconds) once wrote hundreds of MB of log lines; what is held back is
+#: counted and summarised in one line (SUMMARY_INTERVAL).
+LOG_RATE = 20.0
+LOG_BURST = 100
+#: Seconds between the first line held back and the summary of all held back.
+SUMMARY_INTERVAL = 1.0
 _IP_MULTICAST_ALL = 49  # Linux: deliver only groups this socket joined
 _SO_RCVBUFFORCE = 33  # Linux; not in typeshed's socket module
 
@@ -175,7 +183,13 @@ class NodeShell:
         loop: asyncio.AbstractEventLoop,
         *,
         on_event: Callable[[Event], None] | None = None,
+        log_rate: float = LOG_RATE,
+        log_burst: int = LOG_BURST,
     ) -> None:
+        """`log_rate` and `log_burst` bound the event lines logged, per
+        event class (a token bucket each); the rest are summarised."""
+        if log_rate <= 0 or log_burst < 1:
+            raise ValueError("log_rate must be positive and log_burst at least 1")
         self.node = node
         self.sockets = sockets
         self.loop = loop
@@ -192,6 +206,14 @@ class NodeShell:
         rloc = node.config.rlocs[0]
         self._local = (rloc, node.config.control_port)
         self._local_data = (rloc, node.config.data_port)
+        self._log_rate, self._log_burst = log_rate, float(log_burst)
+        #: Per event class: [tokens, when last refilled].
+        self._log_buckets: dict[type[Event], list[float]] = {}
+        #: Lines held back since `_held_since`, per event class name.
+        self._held: Counter[str] = Counter()
+        self._held_level = logging.DEBUG
+        self._held_since = 0.0
+        self._summary: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         loop, s = self.loop, self.sockets
@@ -230,6 +252,7 @@ class NodeShell:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        self._log_summary()
         for sock in (self.sockets.control, self.sockets.data, self.sockets.group):
             if sock is not None:
                 self.loop.remove_reader(sock.fileno())
@@ -299,7 +322,10 @@ class NodeShell:
             routine = isinstance(event, MessageDropped) or (
                 isinstance(event, RegistrationAccepted) and not event.new
             )
-            log.log(logging.DEBUG if routine else logging.INFO, "%s", event)
+            level = logging.DEBUG if routine else logging.INFO
+            # A line the level hides costs no formatting and no summary entry.
+            if log.isEnabledFor(level):
+                self._log_event(event, level, now)
             if self.on_event is not None:
                 self.on_event(event)
         when = node.get_timer()
@@ -312,3 +338,38 @@ class NodeShell:
             self._timer_at = when
         if self.after_flush is not None:
             self.after_flush()
+
+    def _log_event(self, event: Event, level: int, now: float) -> None:
+        """Log `event` unless its class used up its lines; count it if so."""
+        bucket = self._log_buckets.get(type(event))
+        if bucket is None:
+            bucket = self._log_buckets[type(event)] = [self._log_burst, now]
+        tokens = min(self._log_burst, bucket[0] + (now - bucket[1]) * self._log_rate)
+        bucket[1] = now
+        if tokens >= 1.0:
+            bucket[0] = tokens - 1.0
+            log.log(level, "%s", event)
+            return
+        bucket[0] = tokens
+        if not self._held:
+            self._held_since = now
+            # Scheduled now, so the summary comes even if nothing else does.
+            self._summary = self.loop.call_at(now + SUMMARY_INTERVAL, self._log_summary)
+        self._held[type(event).__name__] += 1
+        self._held_level = max(self._held_level, level)
+
+    def _log_summary(self) -> None:
+        if self._summary is not None:
+            self._summary.cancel()
+            self._summary = None
+        if not self._held:
+            return
+        held, self._held = self._held, Counter()
+        level, self._held_level = self._held_level, logging.DEBUG
+        log.log(
+            level,
+            "suppressed %s event lines in the last %.1f s: %s",
+            f"{held.total():,}",
+            self.loop.time() - self._held_since,
+            ", ".join(f"{name} {n:,}" for name, n in held.most_common()),
+        )

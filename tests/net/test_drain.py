@@ -197,7 +197,7 @@ def xtr(loop: asyncio.AbstractEventLoop) -> Iterator[Xtr]:
     shell._fd = os.dup(tun_near.fileno())  # close() closes it, as a TUN's
     # Routes are in sync already: this test must not run `ip route` on the
     # host (there is no TUN to route to).
-    shell._routes = shell.wanted_routes()
+    shell._routes = dict.fromkeys(shell.wanted_routes(), "tun")
     shell._routes_version = nodes[0].registry_version
     try:
         yield Xtr(shell, dp, tun_far, far, data, encaps, decaps, batches)
