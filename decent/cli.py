@@ -32,6 +32,7 @@ from decent.peer.dataplane import DataPlane, DataPlaneConfig
 from decent.peer.decent import decent_node_config
 from decent.peer.node import Node
 from decent.web.app import make_app
+from decent.web.limits import start_site
 from decent.wire import DecodeError, Eid, decode
 
 log = logging.getLogger("decent")
@@ -196,11 +197,11 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
         errors=lambda: dict(shell.errors) | (dict(tun.errors) if tun else {}),
         dataplane=lambda: _dataplane_status(cfg, node, tun),
     )
-    app = make_app(status, admin_token=cfg.admin_token)
+    app = make_app(status, admin_token=cfg.admin_token, limits=cfg.web_limits)
     runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, cfg.web_host, cfg.web_port).start()
+        await start_site(runner, cfg.web_host, cfg.web_port)
     except OSError as exc:
         shell.close()
         await runner.cleanup()

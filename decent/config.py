@@ -11,6 +11,7 @@ from typing import Any
 
 from decent.peer.config import Limits
 from decent.peer.decent import DEFAULT_PRIORITY, DEFAULT_WEIGHT
+from decent.web.limits import WebLimits
 from decent.wire import AlgorithmId, Eid, parse_eid
 
 IPAddress = IPv4Address | IPv6Address
@@ -56,6 +57,8 @@ class Config:
     mobile: bool = False
     #: Database EIDs with their own `ttl` (minutes); the rest use the default.
     database_ttls: tuple[tuple[Eid, int], ...] = ()
+    #: [web] limits: connections, head/idle/request time, live clients, Host.
+    web_limits: WebLimits = field(default_factory=WebLimits)
     #: [limits]: every bound on what a peer can make the node spend.
     limits: Limits = field(default_factory=Limits)
     #: [decent] auth: the Map-Register/Notify algorithms accepted.
@@ -104,7 +107,16 @@ _SECTIONS = {
     },
     "limits": {f for f in Limits.__dataclass_fields__ if f != "underlay_mtu"},
     "database": {"eid", "ttl"},
-    "web": {"listen", "admin_token"},
+    "web": {
+        "listen",
+        "admin_token",
+        "max_connections",
+        "header_timeout",
+        "idle_timeout",
+        "request_timeout",
+        "max_live_clients",
+        "allowed_hosts",
+    },
     "dataplane": {
         "enabled",
         "tun",
@@ -416,8 +428,32 @@ def load_config(path: str | Path) -> Config:
             own_registrations=len(database) + 2,
         ),
         auth_algorithms=auth,
+        web_limits=_web_limits(web),
         **dp,
     )
+
+
+def _web_limits(web: _Reader) -> WebLimits:
+    """The [web] section's bounds (README, Limits)."""
+    defaults = WebLimits()
+    values: dict[str, Any] = {}
+    for name in ("max_connections", "max_live_clients"):
+        values[name] = web.get(name, int, getattr(defaults, name))
+        if values[name] < 1:
+            raise web.fail(name, f"{values[name]} admits no client", "use at least 1")
+    for name in ("header_timeout", "idle_timeout", "request_timeout"):
+        values[name] = web.get(name, float, getattr(defaults, name))
+        if not values[name] > 0:
+            raise web.fail(
+                name, f"{values[name]:g} s", "use a positive number of seconds"
+            )
+    hosts = web.get("allowed_hosts", list, [])
+    try:
+        return WebLimits(**values, allowed_hosts=tuple(str(h) for h in hosts))
+    except ValueError as exc:
+        raise web.fail(
+            "allowed_hosts", str(exc), 'list host names, e.g. ["node1.example"]'
+        ) from None
 
 
 #: [decent] auth names (RFC 9301 12.5). SHA-1 (alg 1) MUST NOT be used on

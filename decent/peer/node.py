@@ -104,6 +104,10 @@ _REFRESHES_PER_LIFETIME: Final = 3
 #: Messages an ITR exchanges with its own Map-Resolver: handled in-process
 #: when the node resolves for itself (NodeConfig.resolve_in_process).
 _LOOPBACK_KINDS: Final = frozenset({"map-request", "map-reply"})
+#: Replicated packets held from senders not yet known as members, and for
+#: how long (a new member's Map-Notify follows within a round trip).
+_UNVOUCHED: Final = 32
+_UNVOUCHED_HOLD: Final = 5.0
 
 
 # ---------------------------------------------------------------- timer keys
@@ -160,6 +164,11 @@ class Sweep:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseUnvouched:
+    """New members appeared: take what they replicated before we knew them."""
+
+
+@dataclass(frozen=True, slots=True)
 class SmrAgain:
     """Second round of SMRs after our RLOCs changed (see change_rlocs)."""
 
@@ -176,6 +185,7 @@ TimerKey = (
     | GroupLookup
     | Sweep
     | SmrAgain
+    | ReleaseUnvouched
 )
 
 
@@ -266,6 +276,14 @@ class Node:
         self._register_buckets: Buckets[tuple[ChildKey, IPAddress]] = Buckets(
             limits.registrant_rate, limits.registrant_burst, limits.max_registrants
         )
+        #: Replicated control from senders not (yet) known as members.
+        self._unvouched: deque[tuple[float, IPAddress, UdpPacket]] = deque(
+            maxlen=_UNVOUCHED
+        )
+        #: Configured seeds: members by the operator's word, even unannounced.
+        self._seeds = frozenset(
+            ms[0] for ms in config.map_servers if ms[0] != config.group
+        ) - set(config.rlocs)
         #: Registrants refused lately (quota, rate): who, why, how often, when.
         self._refused: OrderedDict[tuple[ChildKey, str], Refusal] = OrderedDict()
         self._recent_itrs: dict[Eid, dict[IPAddress, float]] = {}
@@ -332,6 +350,8 @@ class Node:
                     self._group_lookup(now)
                 case SmrAgain():
                     self._smr_all(now)
+                case ReleaseUnvouched():
+                    self._release_unvouched(now)
                 case Sweep():  # pragma: no branch - the cases are exhaustive
                     self._sweep(now)
         self._run_loopback(now)
@@ -388,22 +408,31 @@ class Node:
         if not to_us or packet.dport != self.config.control_port:
             self._drop(addr, "replicated-not-for-us")
             return
-        if not self._replicates_to_us(addr[0]):
-            self._drop(addr, "replicated-not-member")
-            return
         if packet.src != addr[0]:
             self._drop(addr, "replicated-spoofed")
+            return
+        if addr[0] not in self.membership() and addr[0] not in self._seeds:
+            # A member that just joined may replicate to us before the
+            # Map-Notify naming it arrives: keep a few such packets briefly,
+            # and take them if their sender turns out to be a member.
+            self._drop(addr, "replicated-not-member")
+            self._unvouched.append((now + _UNVOUCHED_HOLD, addr[0], packet))
             return
         self.counters["rx.replicated"] += 1
         self.receive_datagram(packet.payload, (addr[0], packet.sport), now)
 
-    def _replicates_to_us(self, rloc: IPAddress) -> bool:
-        """Whether rloc may send us replicated control traffic: a member, or
-        one of our seeds while we know no member yet (joining)."""
-        if rloc in self.membership():
-            return True
-        seeds = (ms[0] for ms in self.config.map_servers if ms[0] != self.config.group)
-        return rloc in seeds and self._alone()
+    def _release_unvouched(self, now: float) -> None:
+        """Take the held replicated packets whose sender is now a member."""
+        held, members = list(self._unvouched), set(self.membership())
+        self._unvouched.clear()
+        for expires, rloc, packet in held:
+            if expires < now:
+                continue
+            if rloc in members:
+                self.counters["replicated.released"] += 1
+                self.receive_datagram(packet.payload, (rloc, packet.sport), now)
+            else:
+                self._unvouched.append((expires, rloc, packet))
 
     def membership(self) -> list[IPAddress]:
         """The peer group's members: the merged (0/0, G) RLE we hold as a
@@ -1310,6 +1339,8 @@ class Node:
         if members <= self._known_members:
             return
         self._known_members |= members
+        if self._unvouched:
+            self._timers.set(ReleaseUnvouched(), now)
         if not (self.config.database and self.config.map_servers):
             return
         soon = now + 0.01
@@ -1659,6 +1690,9 @@ class Node:
                 del itrs[rloc]
             if not itrs:
                 del self._recent_itrs[eid]
+        live = [held for held in self._unvouched if held[0] >= now]
+        if len(live) != len(self._unvouched):
+            self._unvouched = deque(live, maxlen=_UNVOUCHED)
         self._reply_buckets.prune(now)
         self._register_buckets.prune(now)
         self.ms.replay.prune(now, self.ms.holds)
@@ -1712,6 +1746,7 @@ class Node:
             **self.ms.replay.sizes(),
             "recent_itrs": len(self._recent_itrs),
             "smr_last": len(self._smr_last),
+            "unvouched_replicated": len(self._unvouched),
             "registrations": len(self.ms.db),
             "map_cache": len(self.cache),
             "events": len(self._events),

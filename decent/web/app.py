@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import ipaddress
-import json
 from importlib import resources
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
@@ -14,6 +12,15 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from decent.web import metrics, render, views
+from decent.web.limits import (
+    HOSTS,
+    LIMITS,
+    HostCheck,
+    WebLimits,
+    limits_middleware,
+    streaming,
+)
+from decent.web.live import LiveHub
 
 
 class StatusSource(Protocol):
@@ -37,6 +44,7 @@ ADMIN_TOKEN: web.AppKey[str | None] = web.AppKey("admin_token", str)
 CLOSING: web.AppKey[asyncio.Event] = web.AppKey("closing", asyncio.Event)
 LIVE_INTERVAL: web.AppKey[float] = web.AppKey("live_interval", float)
 LIVE_REFRESH: web.AppKey[float] = web.AppKey("live_refresh", float)
+LIVE: web.AppKey[LiveHub] = web.AppKey("live", LiveHub)
 _ASSETS: Final = {
     "page.js": "text/javascript",
     "page.css": "text/css",
@@ -187,41 +195,58 @@ async def page_lookup(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------- live
+#: Seconds a refused live client is asked to wait before trying again.
+LIVE_RETRY_AFTER: Final = 30
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the view's model at once, then whenever the node's
-    state changes (checked every LIVE_INTERVAL) and at least every LIVE_REFRESH."""
+    state changes (checked every LIVE_INTERVAL) and at least every LIVE_REFRESH.
+
+    The model is built once per view and tick for all its subscribers (see
+    decent.web.live), and at most `max_live_clients` may listen at once."""
     view = request.query.get("view", "overview")
     if view not in views.VIEWS:
         raise web.HTTPBadRequest(text=f"unknown view {view!r}")
     eid = request.query.get("eid", "")
-    status = _status(request)
-    closing = request.app[CLOSING]
-    interval = request.app[LIVE_INTERVAL]
-    refresh = request.app[LIVE_REFRESH]
-    resp = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await resp.prepare(request)
-    loop = asyncio.get_running_loop()
-    last_change: int | None = None
-    last_sent = float("-inf")
-    try:
-        await resp.write(b"retry: 1000\n\n")
-        while not closing.is_set():
-            change, now = status.changes(), loop.time()
-            if change != last_change or now - last_sent >= refresh:
-                model = views.build(status, view, eid)
-                await resp.write(b"data: " + json.dumps(model).encode() + b"\n\n")
-                last_change, last_sent = change, now
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(closing.wait(), interval)
-    except ConnectionError:  # the browser went away
-        pass
+    hub = request.app[LIVE]
+    if hub.full:
+        # The page degrades to a static one; the mapping system may not.
+        raise web.HTTPServiceUnavailable(
+            text="too many live clients, try again later\n",
+            headers={"Retry-After": str(LIVE_RETRY_AFTER)},
+        )
+    stall = request.app[LIMITS].idle_timeout
+    with hub.subscribe(view, eid) as feed:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+        streaming(request)
+        try:
+            # A subscriber that stops reading would block in write once the
+            # buffers fill, holding its slot for good: each write is bounded.
+            async with asyncio.timeout(stall):
+                await resp.write(b"retry: 1000\n\n")
+            sent = None
+            while (payload := feed.payload) is not None:
+                if payload is sent:
+                    await feed.updated.wait()
+                    continue
+                async with asyncio.timeout(stall):
+                    await resp.write(payload)
+                sent = payload
+        except (ConnectionError, TimeoutError):  # gone, or not reading
+            pass
     return resp
 
 
 async def _close_streams(app: web.Application) -> None:
     app[CLOSING].set()
+
+
+async def _stop_feeds(app: web.Application) -> None:
+    app[LIVE].stop()
 
 
 # ---------------------------------------------------------------- ops
@@ -334,20 +359,34 @@ def make_app(
     admin_token: str | None = None,
     live_interval: float = 0.2,
     live_refresh: float = 1.0,
+    limits: WebLimits | None = None,
 ) -> web.Application:
     """The node's web application.
 
     `admin_token` lets non-loopback clients clear the map-cache. Live pages
     are told of a change within `live_interval` seconds (a new registration
     shows within it), and refreshed at least every `live_refresh` seconds
-    (ages tick once a second)."""
-    app = web.Application()
+    (ages tick once a second). `limits` bounds live clients and the Host
+    names answered; serve the app with `decent.web.limits.start_site` for
+    its connection limits too."""
+    limits = limits or WebLimits()
+    app = web.Application(middlewares=[limits_middleware])
     app[STATUS] = status
     app[ADMIN_TOKEN] = admin_token
     app[CLOSING] = asyncio.Event()
     app[LIVE_INTERVAL] = live_interval
     app[LIVE_REFRESH] = live_refresh
+    app[LIMITS] = limits
+    app[HOSTS] = HostCheck(limits.allowed_hosts)
+    app[LIVE] = LiveHub(
+        status,
+        interval=live_interval,
+        refresh=live_refresh,
+        max_clients=limits.max_live_clients,
+        closing=app[CLOSING],
+    )
     app.on_shutdown.append(_close_streams)
+    app.on_cleanup.append(_stop_feeds)
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/", page_overview)
     app.router.add_get("/sites", page_sites)

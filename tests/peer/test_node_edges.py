@@ -158,9 +158,11 @@ def test_data_port_drops_what_is_not_replicated_control_traffic():
         "drop.decode-error": 1,
         "drop.replicated-not-for-us": 2,
     }
-    # Well formed and for us, but from no member of a group (this node has
-    # none): nobody may make it process control traffic this way.
+    # Well formed and for us, but sent by PEER on behalf of another address
+    # (its inner source), and this node has no group whose member it is.
     node.receive_datagram(replicated(reg, dst=MS_IP), PEER, 0.0, local)
+    assert node.counters["drop.replicated-spoofed"] == 1
+    node.receive_datagram(replicated(reg, dst=MS_IP), ctl(DECENT_IPS[1]), 0.0, local)
     assert node.counters["drop.replicated-not-member"] == 1
     assert node.counters["rx.replicated"] == 0
     assert ETR_EID not in node.ms.db

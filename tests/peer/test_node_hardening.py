@@ -589,23 +589,50 @@ def test_replicated_control_is_taken_only_from_members_as_themselves():
     net, nodes = decent_trio()
     net.run(120.0)
     n1 = nodes[0]
-    before = n1.ms.db.get(Eid.prefix("10.66.0.1/32"))
     reg = evil_register((record("10.66.0.1/32", str(DECENT_IPS[1])),), 5, xtr_id=2)
     data_port = (DECENT_IPS[0], 4341)
     n1.datagrams_to_send()
-    # From a non-member, claiming to be n2: dropped, nothing changes.
-    n1.receive_datagram(
-        replicated(reg, DECENT_IPS[1], GROUP), (EVIL, 4341), 200.0, data_port
-    )
+    # Before: processed as coming from its inner source, so a spoofed member
+    # showed as last registerer and the Map-Notify went to it.
+    for outer in (EVIL, DECENT_IPS[2]):  # a non-member, then a member (n3)
+        n1.receive_datagram(
+            replicated(reg, DECENT_IPS[1], GROUP), (outer, 4341), 200.0, data_port
+        )
+    assert n1.counters["drop.replicated-spoofed"] == 2
+    # A non-member as itself: dropped, and never taken later.
+    own = evil_register((record("10.66.0.1/32", str(EVIL)),), 5)
+    n1.receive_datagram(replicated(own, EVIL, GROUP), (EVIL, 4341), 200.0, data_port)
     assert n1.counters["drop.replicated-not-member"] == 1
-    # From a member (n3) carrying n2's inner source: dropped too.
-    n1.receive_datagram(
-        replicated(reg, DECENT_IPS[1], GROUP), (DECENT_IPS[2], 4341), 200.0, data_port
-    )
-    assert n1.counters["drop.replicated-spoofed"] == 1
-    assert n1.ms.db.get(Eid.prefix("10.66.0.1/32")) is before is None
+    net.run(net.now + 600.0)
+    assert n1.ms.db.get(Eid.prefix("10.66.0.1/32")) is None
+    assert n1.counters["replicated.released"] == 0
+    assert n1.soft_state_sizes()["unvouched_replicated"] == 0
     # Nothing went to the spoofed address on the attacker's behalf.
     assert not [d for d, dst in n1.datagrams_to_send() if dst[0] == DECENT_IPS[1]]
+
+
+def test_a_new_member_replicating_before_it_is_announced_is_heard_once_it_is():
+    net, nodes = decent_trio()
+    net.run(120.0)
+    n1 = nodes[0]
+    newcomer = IPv4Address("198.18.42.14")
+    reg = evil_register((record("10.44.0.1/32", str(newcomer)),), 5, xtr_id=44)
+    data_port = (DECENT_IPS[0], 4341)
+    n1.receive_datagram(
+        replicated(reg, newcomer, GROUP), (newcomer, 4341), net.now, data_port
+    )
+    assert n1.ms.db.get(Eid.prefix("10.44.0.1/32")) is None
+    # Then a member's Map-Notify (RFC 8378 5.3) names the newcomer.
+    group_eid = n1.config.group_eid
+    assert group_eid is not None
+    everyone = (*DECENT_IPS, newcomer)
+    rle = Locator(Rle(tuple(RleEntry(ip, 128) for ip in everyone)), 255, 0, 1, 100)
+    notify = MapNotify(99, (MapRecord(*group_eid.to_wire(), (rle,), 3),), 0)
+    n1.receive_datagram(notify.signed(KEY).encode(), ctl(DECENT_IPS[1]), net.now)
+    assert n1.counters["replicated.released"] == 0  # on the next timer turn
+    n1.handle_timer(net.now)
+    assert n1.counters["replicated.released"] == 1
+    assert n1.ms.db.get(Eid.prefix("10.44.0.1/32")) is not None
 
 
 # ------------------------------------------------------------ 9: algorithms

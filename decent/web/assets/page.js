@@ -91,18 +91,32 @@
 
   const live = document.getElementById("live");
   const params = new URLSearchParams({ view: view, eid: body.dataset.eid || "" });
-  const source = new EventSource("/events?" + params.toString());
-  source.onopen = function () {
-    live.textContent = "live";
-    live.className = "live";
-  };
-  source.onmessage = function (event) {
-    apply(JSON.parse(event.data));
-    live.textContent = "live";
-    live.className = "live";
-  };
-  source.onerror = function () {
-    live.textContent = "reconnecting";
-    live.className = "live down";
-  };
+  // The browser retries a dropped stream by itself, but gives up for good on
+  // an error status: the server's 503 when it has too many live clients.
+  const RETRY_CLOSED_MS = 30000;
+
+  function connect() {
+    const source = new EventSource("/events?" + params.toString());
+    source.onopen = function () {
+      live.textContent = "live";
+      live.className = "live";
+    };
+    source.onmessage = function (event) {
+      apply(JSON.parse(event.data));
+      live.textContent = "live";
+      live.className = "live";
+    };
+    source.onerror = function () {
+      if (source.readyState === EventSource.CLOSED) {
+        live.textContent = "paused (server busy)";
+        live.className = "live down";
+        setTimeout(connect, RETRY_CLOSED_MS);
+        return;
+      }
+      live.textContent = "reconnecting";
+      live.className = "live down";
+    };
+  }
+
+  connect();
 })();
