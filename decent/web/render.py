@@ -11,6 +11,7 @@ from decent.web.views import FLAGS, Block, Cell, Model
 SECTIONS: Final = {
     "sites": ("Site information", "/sites"),
     "peers": ("Peers", "/peers"),
+    "refused": ("Refused registrants (over a quota or their rate)", "/peers"),
     "map-cache": ("Map-cache", "/map-cache"),
 }
 NAV: Final = (

@@ -228,6 +228,40 @@ def peers_table(peers: list[dict[str, Any]]) -> Block:
     return _table(PEERS_COLUMNS, rows, "No peers known yet.", "GET /api/peers")
 
 
+REFUSED_COLUMNS: Final = [
+    _text("Registrant (xTR-ID or address)"),
+    _text("Source"),
+    _text("Reason"),
+    _text("Refused"),
+    _text("First"),
+    _text("Last"),
+]
+
+
+def refused_table(refused: list[dict[str, Any]]) -> Block:
+    """Registrants refused lately for going over a quota or their rate."""
+    rows = [
+        {
+            "cls": "",
+            "cells": [
+                _text(r.get("registrant"), cls="mono"),
+                _text(r.get("source")),
+                _text(r.get("reason"), cls="warn"),
+                _text(f"{r.get('count', 0):,} records or messages"),
+                _text(age(r.get("first"))),
+                _text(age(r.get("last"))),
+            ],
+        }
+        for r in refused
+    ]
+    return _table(
+        REFUSED_COLUMNS,
+        rows,
+        "No registrant has gone over its quota or rate.",
+        "GET /api/node (refused)",
+    )
+
+
 CACHE_COLUMNS: Final = [
     _text("EID-Prefix or (S,G)"),
     _text("Uptime"),
@@ -460,7 +494,7 @@ def _resolver_facts(answer: dict[str, Any]) -> list[tuple[str, Cell]]:
 VIEWS: Final = {
     "overview": ("sites", "peers", "map-cache"),
     "sites": ("sites",),
-    "peers": ("peers",),
+    "peers": ("peers", "refused"),
     "map-cache": ("map-cache",),
     "site": ("facts", "rlocs", "registrations"),
 }
@@ -478,6 +512,8 @@ def build(status: Source, view: str, eid: str = "") -> Model:
             blocks[name] = sites_table(status.sites())
         elif name == "peers":
             blocks[name] = peers_table(status.peers())
+        elif name == "refused":
+            blocks[name] = refused_table(status.node_info().get("refused", []))
         elif name == "map-cache":
             blocks[name] = cache_table(status.map_cache())
     if view == "site":

@@ -103,15 +103,46 @@ async def test_overview_shows_header_and_all_three_sections(aiohttp_client):
 
 async def test_each_section_has_its_own_url(aiohttp_client):
     _, _, client = await _client(aiohttp_client)
-    for path, block in (
-        ("/sites", "sites"),
-        ("/peers", "peers"),
-        ("/map-cache", "map-cache"),
+    for path, blocks in (
+        ("/sites", {"sites"}),
+        ("/peers", {"peers", "refused"}),  # who went over a quota, with them
+        ("/map-cache", {"map-cache"}),
     ):
         page = await _page(client, path)
-        assert set(page.blocks) == {block}, path
+        assert set(page.blocks) == blocks, path
         assert page.header["name"] == "n1"
         _no_external_assets(page)
+
+
+async def test_a_registrant_over_its_quota_is_shown_on_the_peers_page(aiohttp_client):
+    net, status, client = await _client(aiohttp_client)
+    empty = (await _page(client, "/peers")).blocks["refused"]
+    assert empty.rows == []
+    node = status.node
+    # A registrant (xTR-ID 0xe71) holding the group key registers past the
+    # per-registrant quota of this node.
+    limit = node.ms.limits.registrant_eids
+    node.ms.limits = dataclasses.replace(node.ms.limits, registrant_eids=2)
+    records = tuple(
+        MapRecord(IPv4Address(f"10.77.0.{i}"), 32, (Locator(IPS[0]),), 3)
+        for i in range(5)
+    )
+    msg = MapRegister(
+        1, records, proxy_reply=True, ttl_timeout=True, xtr_id=0xE71
+    ).signed(b"k", AlgorithmId.HMAC_SHA_256_128)
+    node.receive_datagram(msg.encode(), (IPv4Address("198.18.45.66"), 4342), net.now)
+    node.ms.limits = dataclasses.replace(node.ms.limits, registrant_eids=limit)
+    refused = (await _page(client, "/peers")).blocks["refused"]
+    assert refused.rows == [
+        [
+            f"{0xE71:032x}",
+            "198.18.45.66",
+            "registrant-quota",
+            "3 records or messages",
+            "0:00:00",
+            "0:00:00",
+        ]
+    ]
 
 
 async def test_site_information_matches_the_demo_table(aiohttp_client):
