@@ -210,8 +210,9 @@ class MapServer:
             max_challenges=limits.max_challenges,
             challenge_timeout=limits.challenge_timeout,
         )
-        #: Last accepted nonce per (site, registrant identity, key ID).
-        self.nonces = self.replay.marks
+        #: The highest nonce accepted per (site, registrant identity, key
+        #: ID): RFC 9301 5.6's state, which snapshots keep (replay.py).
+        self.nonces = self.replay.ceilings
         #: Registrations held: in all, per registrant identity, per source.
         self.held = 0
         self.held_by: Counter[ChildKey] = Counter()

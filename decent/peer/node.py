@@ -276,6 +276,9 @@ class Node:
         self._register_buckets: Buckets[tuple[ChildKey, IPAddress]] = Buckets(
             limits.registrant_rate, limits.registrant_burst, limits.max_registrants
         )
+        #: Every EID this node has registered since it started: a Map-Notify
+        #: about one of them is a question about our registrations.
+        self._registered: set[Eid] = set()
         #: Replicated control from senders not (yet) known as members.
         self._unvouched: deque[tuple[float, IPAddress, UdpPacket]] = deque(
             maxlen=_UNVOUCHED
@@ -730,7 +733,7 @@ class Node:
         replay = self.ms.replay
         slot = self.ms.slot(site, msg, src)
         if not site.relaxed_nonces:
-            verdict = replay.check(slot, msg.nonce)
+            verdict = replay.check(slot, src[0], msg.nonce)
             if verdict is not Verdict.FRESH:
                 self._reject(src, verdict.reason, eids[0])
                 if verdict is not Verdict.DUPLICATE and msg.alg_id:
@@ -743,10 +746,10 @@ class Node:
             self._refuse(who, src, "registrant-rate", eids[0], now)
             return
         if not site.relaxed_nonces:
-            if not replay.room_for(slot, self.ms.holds):
+            if not replay.room_for(slot, src[0], self.ms.holds):
                 self._refuse(who, src, "nonce-marks-full", eids[0], now)
                 return
-            replay.accept(slot, msg.nonce, now)
+            replay.accept(slot, src[0], msg.nonce, now)
         self._register_accepted(msg, raw, eids, site, src, now)
 
     def _challenge(self, held: HeldRegister, slot: Slot, src: Addr, now: float) -> None:
@@ -1480,13 +1483,36 @@ class Node:
         """A Map-Notify(-Ack) signed with `key` by an algorithm we accept."""
         return alg_id in self.config.auth_algorithms and check_auth(raw, key)
 
-    def _registers_now(self, records: tuple[MapRecord, ...]) -> bool:
-        """Whether records are exactly what our ETR registers now."""
+    def _about_us(self, records: tuple[MapRecord, ...]) -> str:
+        """What a Map-Notify's records say of our own registrations:
+        "current", exactly what we register now (a Map-Server asks us to
+        confirm it, decent.peer.replay); "stale", one of our EIDs as we do
+        not register it now, or one we once registered (a replay someone
+        wants us to confirm); "other" for the rest: the merged set of a
+        group that lists us (RFC 8378 5.3), mappings of EIDs never ours."""
+        verdict = "current" if records else "other"
         for rec in records:
-            mapping = self.database.get(Eid.from_wire(rec.eid, rec.mask_len))
-            if mapping is None or rec != _register_record(mapping):
-                return False
-        return True
+            eid = Eid.from_wire(rec.eid, rec.mask_len)
+            mapping = self.database.get(eid)
+            if mapping is not None and rec == _register_record(mapping):
+                continue
+            if mapping is not None and mapping.merge and rec.ttl > 0:
+                if not self._listed(rec):
+                    return "stale"
+                verdict = "other"
+            elif mapping is None and eid not in self._registered:
+                verdict = "other"
+            else:
+                return "stale"
+        return verdict
+
+    def _listed(self, rec: MapRecord) -> bool:
+        """Whether a merged record's RLE names one of our RLOCs."""
+        return any(
+            entry.address in self.config.rlocs
+            for loc in rec.locators
+            for entry in rle_entries(loc)
+        )
 
     def _on_notify(self, msg: MapNotify, raw: bytes, src: Addr, now: float) -> None:
         key = self.config.register_key
@@ -1501,10 +1527,17 @@ class Node:
                 self._timers.cancel(RegisterRetry(msg.nonce))
             self._emit(RegisterAcknowledged(src, msg.nonce))
             return
-        if msg.records and self._registers_now(msg.records):
+        about_us = self._about_us(msg.records)
+        if about_us == "stale":
+            # Never acknowledged: a Map-Server re-synchronising our nonce
+            # would take the acknowledgement as our word for an old (or
+            # someone else's) registration of ours.
+            self._drop(src, "not-our-registration")
+            return
+        if about_us == "current":
             # A Map-Server re-synchronising our nonce (decent.peer.replay)
-            # asks us to confirm a registration: only what we register now,
-            # never an old one an outsider replayed to it.
+            # asks us to confirm what we register now: yes, and nothing to
+            # cache, these are our own mappings.
             ack = MapNotifyAck(msg.nonce, msg.records, msg.key_id)
             if key:
                 ack = ack.signed(key, self.config.register_alg)
@@ -1573,6 +1606,7 @@ class Node:
         attempt: int = 0,
     ) -> None:
         groups: dict[tuple[bool, bool, bool], list[MapRecord]] = {}
+        self._registered.update(m.eid for m in mappings)
         for m in mappings:
             flags = (m.proxy_reply, m.merge, m.want_map_notify and not ttl_zero)
             groups.setdefault(flags, []).append(_register_record(m, ttl_zero))

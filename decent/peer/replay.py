@@ -6,31 +6,40 @@ anyone holding the key (every member of a Decent group shares one) can send
 nonce 2**64-1 under another member's xTR-ID: that member is then refused for
 good, and the mark is saved across restarts. The rule here keeps the RFC's
 guarantee (no Map-Register is applied twice, nor one older than what was
-applied) without letting one party set another's high-water mark:
+applied) without letting one party lock another out:
 
+- Marks per source. A registrant's nonces are checked against the mark of
+  the address they come from: a forged Map-Register from the attacker's own
+  address moves only the mark of that address, which the real registrant's
+  Map-Registers (from its own) are never checked against.
 - A forward window. A nonce up to `window` above the mark is fresh and
-  moves the mark; the mark itself is a duplicate, dropped; anything below it
-  or above the window is out of window.
+  moves it; the mark itself is a duplicate, dropped; anything below it or
+  above the window is out of window. From an address with no mark yet (a
+  registrant that moved, or a new one), a nonce must be above the highest
+  the slot ever accepted (its ceiling, which is what a snapshot keeps), so
+  a captured Map-Register replayed from a fresh address gains nothing.
 - An authenticated Map-Register out of window is not applied. Instead the
   Map-Server sends a challenge to its source: a Map-Notify carrying the
   registration's records under a fresh random nonce. A registrant answers
   with a Map-Notify-Ack only when the records are exactly what it registers
   now (decent.peer.node, `_on_notify`). That answer proves three things: it
-  comes from a key holder (HMAC), it is fresh (the random nonce) and it
-  comes from the address the registration claims (only that address got
-  the challenge). The mark then moves to the challenged nonce, up or down,
-  and the registration is applied.
+  comes from a key holder (HMAC), it is fresh (the random nonce), and it
+  comes from the source (only that address got the challenge). The
+  registration is then applied, and the source's mark moves up to its
+  nonce if that is higher (never down: what lies between could be
+  replayed unasked).
 
-The same exchange absorbs datagrams that arrive out of order: a Map-Register
-overtaken by a later one of the same registrant is confirmed, not lost.
-
-So a poisoned mark costs the real registrant one round trip, not its
-membership. An outsider replaying a captured Map-Register gets nowhere: the
+So a key holder can still speak for another member's xTR-ID from an
+address of its own, as anyone holding a shared key can (per-node keys bind
+xTR-IDs to nodes later); what it can no longer do is lock that member out.
+A poisoned ceiling costs the real registrant a round trip per Map-Register
+from a new address (it roamed, or restarted without its state) until its
+nonces pass it; one who can also fake the registrant's address can do the
+same to its own. An outsider replaying a captured Map-Register gets nowhere: the
 registrant does not confirm records it no longer registers, and nobody
-without the key can forge the Map-Notify-Ack. A restarted registrant whose
-nonce jumped past the window (it lost its reservation) re-synchronises the
-same way. What remains needs both the key and the ability to receive at the
-victim's address, and the trust issue's per-node keys close it.
+without the key can forge the Map-Notify-Ack. The same exchange absorbs
+datagrams that arrive out of order: a Map-Register overtaken by a later one
+from the same registrant is confirmed, not lost.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from typing import Generic, TypeVar
 from decent.peer.config import Addr
 
 P = TypeVar("P")
+K = TypeVar("K")
 #: (site name, registrant identity: xTR-ID or source address, key ID).
 Slot = tuple[str, Hashable, int]
 
@@ -77,7 +87,8 @@ class Challenge(Generic[P]):
 
 
 class ReplayGuard(Generic[P]):
-    """Marks per slot, and the challenges that re-synchronise them."""
+    """Marks per slot and source, ceilings per slot, and the challenges
+    that re-synchronise them."""
 
     def __init__(
         self,
@@ -87,58 +98,75 @@ class ReplayGuard(Generic[P]):
         max_slots: int,
         max_challenges: int,
         challenge_timeout: float,
-        challenges_per_slot: int = 2,
+        challenges_per_source: int = 8,
     ) -> None:
         self.window = window
         self.retention = retention
         self.max_slots = max_slots
         self.max_challenges = max_challenges
         self.challenge_timeout = challenge_timeout
-        self.challenges_per_slot = challenges_per_slot
-        #: The last accepted nonce per slot (saved in snapshots).
-        self.marks: dict[Slot, int] = {}
-        #: When each slot was last used, oldest first.
-        self._used: OrderedDict[Slot, float] = OrderedDict()
+        #: Outstanding per (slot, source): a registrant sends a few
+        #: Map-Registers a round, each challenged on its own.
+        self.challenges_per_source = challenges_per_source
+        #: The last accepted nonce per slot and source address.
+        self.marks: dict[tuple[Slot, Hashable], int] = {}
+        #: The highest nonce a slot ever accepted, from any source (what a
+        #: snapshot keeps: a restart then treats every source as new).
+        self.ceilings: dict[Slot, int] = {}
+        #: When each mark was last used, oldest first.
+        self._used: OrderedDict[tuple[Slot, Hashable], float] = OrderedDict()
         self._challenges: dict[int, Challenge[P]] = {}
-        self._challenged: dict[tuple[Slot, object], int] = {}
+        self._challenged: Counter[tuple[Slot, Hashable]] = Counter()
         self._per_slot: Counter[Slot] = Counter()
 
-    def check(self, slot: Slot, nonce: int) -> Verdict:
-        mark = self.marks.get(slot)
-        if mark is None or mark < nonce <= mark + self.window:
+    def check(self, slot: Slot, src: Hashable, nonce: int) -> Verdict:
+        mark = self.marks.get((slot, src))
+        if mark is None:
+            ceiling = self.ceilings.get(slot)
+            if ceiling is None:
+                return Verdict.FRESH
+            # A new source must not replay what another source sent.
+            mark = ceiling
+            if nonce == mark:
+                return Verdict.STALE
+        if mark < nonce <= mark + self.window:
             return Verdict.FRESH
         if nonce > mark:
             return Verdict.JUMP
         return Verdict.DUPLICATE if nonce == mark else Verdict.STALE
 
-    def room_for(self, slot: Slot, live: Callable[[Slot], bool]) -> bool:
-        """Whether slot has a mark or one can be made: the table is bounded,
-        and only a slot whose registrant holds nothing any more may go."""
-        if slot in self.marks or len(self.marks) < self.max_slots:
+    def room_for(self, slot: Slot, src: Hashable, live: Callable[[Slot], bool]) -> bool:
+        """Whether (slot, src) has a mark or one can be made: the table is
+        bounded, and only a mark whose registrant holds nothing may go."""
+        if (slot, src) in self.marks or len(self.marks) < self.max_slots:
             return True
         for old in self._used:
-            if not live(old):
+            if not live(old[0]):
                 self._forget(old)
                 return True
         return False
 
-    def accept(self, slot: Slot, nonce: int, now: float) -> None:
-        """Record a fresh nonce (check() said so) as the mark."""
-        self.marks[slot] = nonce
-        self._touch(slot, now)
+    def accept(self, slot: Slot, src: Hashable, nonce: int, now: float) -> None:
+        """Record a fresh (or confirmed) nonce as the source's mark."""
+        self.marks[(slot, src)] = nonce
+        if nonce > self.ceilings.get(slot, -1):
+            self.ceilings[slot] = nonce
+        self._used[(slot, src)] = now
+        self._used.move_to_end((slot, src))
 
     # ------------------------------------------------------------ challenges
     def challenge(
         self, slot: Slot, nonce: int, src: Addr, held: P, key: int, now: float
     ) -> bool:
         """Hold a refused Map-Register under challenge nonce `key`; False when
-        one is already outstanding for this slot and source, or too many
-        are, for the slot or in all (each costs a datagram and memory, and
-        an outsider can replay captured Map-Registers from any source)."""
+        too many are outstanding for this slot and source, for the slot or
+        in all (each costs a datagram and memory, and an outsider can replay
+        captured Map-Registers from any source)."""
         self.expire(now)
+        per_source = self.challenges_per_source
         if (
-            (slot, src[0]) in self._challenged
-            or self._per_slot[slot] >= self.challenges_per_slot
+            self._challenged[(slot, src[0])] >= per_source
+            or self._per_slot[slot] >= 2 * per_source
             or len(self._challenges) >= self.max_challenges
             or key in self._challenges
         ):
@@ -146,7 +174,7 @@ class ReplayGuard(Generic[P]):
         self._challenges[key] = Challenge(
             slot, nonce, src, held, now + self.challenge_timeout
         )
-        self._challenged[(slot, src[0])] = key
+        self._challenged[(slot, src[0])] += 1
         self._per_slot[slot] += 1
         return True
 
@@ -155,12 +183,15 @@ class ReplayGuard(Generic[P]):
         return None if ch is None or ch.expires < now else ch
 
     def confirm(self, key: int, now: float) -> Challenge[P] | None:
-        """The registrant answered challenge `key`: its nonce is the mark."""
+        """The registrant answered challenge `key`: the source's mark moves
+        up to its nonce (a confirmed Map-Register below the mark is applied
+        without moving it down, which would open what lies between)."""
         ch = self.pending(key, now)
         if ch is None:
             return None
         self._drop_challenge(key)
-        self.accept(ch.slot, ch.nonce, now)
+        mark = self.marks.get((ch.slot, ch.src[0]), -1)
+        self.accept(ch.slot, ch.src[0], max(mark, ch.nonce), now)
         return ch
 
     def expire(self, now: float) -> None:
@@ -168,37 +199,44 @@ class ReplayGuard(Generic[P]):
             self._drop_challenge(key)
 
     def prune(self, now: float, live: Callable[[Slot], bool]) -> None:
-        """Forget marks unused for `retention` whose registrant holds nothing:
-        the table must not keep every registrant ever seen."""
+        """Forget marks unused for `retention` whose registrant holds nothing
+        (the table must not keep every registrant ever seen), and ceilings
+        of slots left with no mark and nothing held."""
         self.expire(now)
-        for slot in self.marks.keys() - self._used.keys():
-            self._touch(slot, now)  # set straight into marks by a restore
         while self._used:
-            slot, when = next(iter(self._used.items()))
+            key, when = next(iter(self._used.items()))
             if now - when < self.retention:
                 break
-            if live(slot):
-                self._touch(slot, now)
+            if live(key[0]):
+                self._used[key] = now
+                self._used.move_to_end(key)
             else:
-                self._forget(slot)
+                self._forget(key)
+        marked = {slot for slot, _ in self.marks}
+        for slot in [s for s in self.ceilings if s not in marked and not live(s)]:
+            del self.ceilings[slot]
 
     def sizes(self) -> dict[str, int]:
-        return {"nonce_marks": len(self.marks), "challenges": len(self._challenges)}
+        return {
+            "nonce_marks": len(self.marks),
+            "nonce_ceilings": len(self.ceilings),
+            "challenges": len(self._challenges),
+        }
 
-    def _touch(self, slot: Slot, now: float) -> None:
-        self._used[slot] = now
-        self._used.move_to_end(slot)
-
-    def _forget(self, slot: Slot) -> None:
-        self.marks.pop(slot, None)
-        self._used.pop(slot, None)
+    def _forget(self, key: tuple[Slot, Hashable]) -> None:
+        self.marks.pop(key, None)
+        self._used.pop(key, None)
 
     def _drop_challenge(self, key: int) -> None:
         ch = self._challenges.pop(key)
-        del self._challenged[(ch.slot, ch.src[0])]
-        self._per_slot[ch.slot] -= 1
-        if not self._per_slot[ch.slot]:
-            del self._per_slot[ch.slot]
+        _count_down(self._challenged, (ch.slot, ch.src[0]))
+        _count_down(self._per_slot, ch.slot)
+
+
+def _count_down(table: Counter[K], key: K) -> None:
+    table[key] -= 1
+    if not table[key]:
+        del table[key]
 
 
 __all__ = ["Challenge", "ReplayGuard", "Slot", "Verdict"]

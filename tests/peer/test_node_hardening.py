@@ -125,48 +125,73 @@ def assert_n2_everywhere(nodes: list[Traced]) -> None:
         assert [loc.address for loc in entry.record.locators] == [DECENT_IPS[1]]
 
 
+N2_SLOT = ("decent-group", 2, 0)
+
+
+def n2_mark(node: Traced) -> int:
+    """The nonce mark of n2's own address at node."""
+    return node.ms.replay.marks[(N2_SLOT, DECENT_IPS[1])]
+
+
 def test_a_forged_top_nonce_under_another_xtr_id_does_not_lock_it_out():
-    net, nodes, _ = poisoned_trio((1 << 64) - 1)
+    net, nodes, evil = poisoned_trio((1 << 64) - 1)
     n1, _, n3 = nodes
     net.run(net.now + 1.0)
-    # The attacker answered its own challenge: the mark was its, for a
-    # moment, and its forged child was applied (impersonation needs the
-    # trust issue's per-node keys; the lockout must not).
+    # The attacker answered its own challenge with the key: it may speak for
+    # n2's xTR-ID from its own address (impersonation needs the trust
+    # issue's per-node keys), but only that address's mark moved.
     for node in (n1, n3):
         assert node.counters["reject.nonce-jump"] == 1
         assert node.counters["resync.confirmed"] == 1
-    net.run(net.now + 6 * HOUR)
-    # Before the fix every later register of n2 failed `replayed-nonce`, and
-    # n2 aged out of n1 and n3 after its TTL; now n2 confirms its own.
-    assert_n2_everywhere(nodes)
+        assert node.ms.nonces[N2_SLOT] == (1 << 64) - 1  # the ceiling
+        assert n2_mark(node) < 1 << 32
+    # And it keeps at it, as the attack run did, every 5 s for hours, with
+    # nonces of all sizes, while it answers every challenge.
+    for k in range(6 * 720):
+        forged = evil_register(
+            (record(Eid.name("n2"), str(EVIL)),), (k * 7919) % (1 << 64), xtr_id=2
+        )
+        evil.out += [(forged, ctl(DECENT_IPS[0])), (forged, ctl(DECENT_IPS[2]))]
+        net.run(net.now + 5.0)
+        if k % 60 == 0:
+            # Before the fix every later register of n2 failed
+            # `replayed-nonce` and n2 aged out of n1 and n3 after its TTL.
+            assert DECENT_IPS[1] in members_of(n1)
+            assert DECENT_IPS[1] in members_of(n3)
+    # n2 registered all along from its own address, its mark its own.
     for node in (n1, n3):
-        assert node.counters["resync.confirmed"] >= 2
-        assert node.ms.nonces[("decent-group", 2, 0)] < 1 << 32
+        assert n2_mark(node) < 1 << 32
+        assert node.counters["rx.map-register"] > 0
 
 
-def test_a_forged_nonce_within_the_window_costs_the_registrant_one_round_trip():
+def test_a_forged_nonce_from_the_registrants_own_address_costs_it_one_round_trip():
     net, nodes = decent_trio(ttl=3, register_interval=60.0)
     net.run(120.0)
     n1 = nodes[0]
-    mark = n1.ms.nonces[("decent-group", 2, 0)]
-    evil = Raw()  # cannot receive at n2's address: it spoofs it
-    net.add(evil, ctl(EVIL))
+    mark = n2_mark(n1)
+    # An attacker that can fake n2's source address (not receive at it).
+    evil = Raw()
+    net.add(evil, ctl(EVIL), source=ctl(DECENT_IPS[1]))
     forged = evil_register(
         (record(Eid.name("n2"), str(EVIL)),), mark + Limits().nonce_window, xtr_id=2
     )
     evil.out.append((forged, ctl(DECENT_IPS[0])))
     net.run(net.now + 1.0)
-    assert n1.ms.nonces[("decent-group", 2, 0)] == mark + Limits().nonce_window
+    assert n2_mark(n1) == mark + Limits().nonce_window
     net.run(net.now + 6 * HOUR)
+    # Every Map-Register of n2 was confirmed and applied; the mark stays up
+    # (moving it down on n2's word would open what lies between to replay)
+    # until n2's own nonces pass it.
     assert_n2_everywhere(nodes)
-    assert n1.counters["resync.confirmed"] >= 1
+    assert n1.counters["resync.confirmed"] >= 6 * 60
+    assert n2_mark(n1) == mark + Limits().nonce_window
 
 
 def test_an_unanswered_jump_changes_nothing():
     net, nodes = decent_trio(ttl=3, register_interval=60.0)
     net.run(120.0)
     n1 = nodes[0]
-    mark = n1.ms.nonces[("decent-group", 2, 0)]
+    mark = n1.ms.nonces[N2_SLOT]
     evil = Raw()
     net.add(evil, ctl(EVIL))
     forged = evil_register((record(Eid.name("n2"), str(EVIL)),), 1 << 63, xtr_id=2)
@@ -174,14 +199,14 @@ def test_an_unanswered_jump_changes_nothing():
     net.run(net.now + 0.5)
     assert n1.counters["reject.nonce-jump"] == 1
     assert n1.counters["tx.challenge"] == 1
-    assert n1.ms.nonces[("decent-group", 2, 0)] == mark
+    assert n1.ms.nonces[N2_SLOT] == mark
     assert_n2_everywhere(nodes)
 
 
 def test_a_poisoned_mark_restored_from_a_snapshot_is_recovered_too():
     net, nodes = decent_trio(ttl=3, register_interval=60.0)
     # What a snapshot taken after the poisoning held, before n1 started.
-    nodes[0].ms.nonces[("decent-group", 2, 0)] = (1 << 64) - 1
+    nodes[0].ms.nonces[N2_SLOT] = (1 << 64) - 1
     net.run(HOUR)
     assert_n2_everywhere(nodes)
     assert nodes[0].counters["resync.confirmed"] >= 1
@@ -219,6 +244,52 @@ def test_an_outsider_replaying_old_registrations_gets_nothing_applied():
     assert n1.counters["resync.confirmed"] == 0
 
 
+def test_an_outsider_replaying_from_the_registrants_own_address_gets_nothing():
+    """The attack run's follow-up: a captured Map-Register replayed with n2's
+    current address faked, after n2 removed an EID (and the same with a
+    captured TTL-0 deregistration of an EID n2 added back): n2 is asked to
+    confirm and will not, so nothing old comes back and nothing live goes."""
+    net, nodes = decent_trio(ttl=3, register_interval=60.0, record=True)
+    n1, n2, _ = nodes
+    extra = Eid.prefix("10.2.0.9/32")
+    n2.set_locators(extra, n2.database.get(Eid.name("n2")).locators, net.now)  # type: ignore[union-attr]
+    net.run(net.now + 120.0)
+    assert n1.ms.db.get(extra) is not None
+
+    def captured() -> list[bytes]:
+        return [
+            data
+            for _, src, dst, data in net.trace
+            if src[0] == DECENT_IPS[1]
+            and dst == ctl(DECENT_IPS[0])
+            and data[0] >> 4 == 3
+        ]
+
+    with_extra = captured()
+    net.trace.clear()
+    n2.deregister(net.now, [extra])
+    net.run(net.now + 120.0)
+    assert n1.ms.db.get(extra) is None
+    removal = captured()
+    evil = Raw()
+    net.add(evil, ctl(EVIL), source=ctl(DECENT_IPS[1]))
+    evil.out += [(data, ctl(DECENT_IPS[0])) for data in with_extra]
+    net.run(net.now + 30.0)
+    assert n1.ms.db.get(extra) is None  # before: back from the replay
+    assert n1.counters["tx.challenge"] >= 1
+    # n2 confirms only what it still registers (the unchanged ones), and
+    # refuses the one that carried the removed EID.
+    assert n2.counters["drop.not-our-registration"] >= 1
+    # n2 registers the EID again; a replayed deregistration must not undo it.
+    n2.set_locators(extra, n2.database.get(Eid.name("n2")).locators, net.now)  # type: ignore[union-attr]
+    net.run(net.now + 120.0)
+    assert n1.ms.db.get(extra) is not None
+    evil.out += [(data, ctl(DECENT_IPS[0])) for data in removal]
+    net.run(net.now + 30.0)
+    assert n1.ms.db.get(extra) is not None  # before: gone until n2's next period
+    assert n2.counters["drop.not-our-registration"] >= 2
+
+
 def test_a_restart_that_lost_its_nonce_reservation_resynchronises():
     net, nodes = decent_trio(ttl=3, register_interval=60.0)
     net.run(120.0)
@@ -227,35 +298,35 @@ def test_a_restart_that_lost_its_nonce_reservation_resynchronises():
     # was lost, its xTR-ID kept. Before, it was refused until its nonces
     # passed the old ones again, and aged out meanwhile.
     for node in (n1, n3):
-        node.ms.nonces[("decent-group", 2, 0)] = 100_000
+        node.ms.nonces[N2_SLOT] = 100_000
+        node.ms.replay.marks[(N2_SLOT, DECENT_IPS[1])] = 100_000
     net.remove(n2)
     fresh = Traced(n2.config, nonce=nonces(7 << 48), now=net.now, register_nonce=0)
     attach(net, fresh)
     for _ in range(60):
         net.run(net.now + 60.0)
         assert_n2_everywhere([n1, n3])
-    assert n1.ms.nonces[("decent-group", 2, 0)] < 100_000
-    assert n1.counters["resync.confirmed"] >= 1
+    assert n1.counters["resync.confirmed"] >= 60  # each of its registers
 
 
-def test_challenges_are_bounded_per_registrant_and_in_all():
-    node = member(1, limits=Limits(max_challenges=3))
+def test_challenges_are_bounded_per_source_and_in_all():
+    node = member(1, limits=Limits(max_challenges=10))
     src = ctl(EVIL)
     node.receive_datagram(
         evil_register((record("10.9.0.1/32", str(EVIL)),), 50), src, 0
     )
-    for n in range(10):  # stale nonces from one source: one challenge
+    for n in range(20):  # stale nonces from one source: eight challenges
         node.receive_datagram(
             evil_register((record("10.9.0.1/32", str(EVIL)),), n), src, 1.0
         )
-    assert node.counters["tx.challenge"] == 1
-    for i in range(10):  # other sources and registrants: three in all
+    assert node.counters["tx.challenge"] == 8
+    for i in range(10):  # the same registrant from other sources: ten in all
         node.receive_datagram(
-            evil_register((record("10.9.0.1/32", str(EVIL)),), 1, xtr_id=100 + i),
+            evil_register((record("10.9.0.1/32", str(EVIL)),), 1),
             (IPv4Address(f"198.18.7.{i}"), 4342),
             1.0,
         )
-    assert node.soft_state_sizes()["challenges"] <= 3
+    assert node.soft_state_sizes()["challenges"] == 10
     node.handle_timer(60.0)  # unanswered challenges expire
     assert node.soft_state_sizes()["challenges"] == 0
 
@@ -662,7 +733,9 @@ def test_a_sha_1_map_notify_ack_does_not_confirm_a_challenge():
     good = MapNotifyAck(challenge.nonce, challenge.records, 0).signed(KEY, 2)
     node.receive_datagram(good.encode(), ctl(EVIL), 1.2)
     assert node.counters["resync.confirmed"] == 1
-    assert node.ms.nonces[("decent-group", 0xE71, 0)] == 10
+    # Applied, and the mark does not move down to it.
+    assert node.ms.db.get(Eid.prefix("10.7.0.1/32")) is not None
+    assert node.ms.replay.marks[(("decent-group", 0xE71, 0), EVIL)] == 50
 
 
 def test_every_challenge_and_confirmation_is_wire_clean():
