@@ -94,6 +94,11 @@ if TYPE_CHECKING:  # pragma: no cover - the data plane imports this module
 
 IPAddress = IPv4Address | IPv6Address
 MASK64: Final = (1 << 64) - 1
+MASK32: Final = (1 << 32) - 1
+#: Map-Register nonces an ETR remembers having sent, to confirm a Map-
+#: Server's challenge for one of them (decent.peer.replay): a round of
+#: registrations, however many Map-Registers it takes.
+_SENT_REMEMBERED: Final = 256
 _REPLY_TYPE: Final = 2 << 28
 _REPLY_PROBE: Final = 0x08000000
 _MIN: Final = 60.0
@@ -276,6 +281,9 @@ class Node:
         self._register_buckets: Buckets[tuple[ChildKey, IPAddress]] = Buckets(
             limits.registrant_rate, limits.registrant_burst, limits.max_registrants
         )
+        #: Low 32 bits of our latest Map-Register nonces (see _challenge).
+        self._sent: deque[int] = deque(maxlen=_SENT_REMEMBERED)
+        self._sent_low: Counter[int] = Counter()
         #: Every EID this node has registered since it started: a Map-Notify
         #: about one of them is a question about our registrations.
         self._registered: set[Eid] = set()
@@ -754,10 +762,12 @@ class Node:
 
     def _challenge(self, held: HeldRegister, slot: Slot, src: Addr, now: float) -> None:
         """Ask the registrant to confirm a Map-Register refused for its nonce
-        alone (decent.peer.replay): a Map-Notify with its records under a
-        fresh random nonce, signed like the Map-Register."""
+        alone (decent.peer.replay): a Map-Notify with its records, signed
+        like the Map-Register. Its nonce carries the Map-Register's (low 32
+        bits, so the registrant can tell one of its own) above 32 fresh
+        random bits (so no earlier answer can be replayed to it)."""
         key = held.site.key(held.msg.key_id)
-        challenge = self._next_nonce()
+        challenge = (held.msg.nonce & MASK32) << 32 | self._next_nonce() & MASK32
         if key is None or not self.ms.replay.challenge(
             slot, held.msg.nonce, src, held, challenge, now
         ):
@@ -1528,20 +1538,19 @@ class Node:
             self._emit(RegisterAcknowledged(src, msg.nonce))
             return
         about_us = self._about_us(msg.records)
-        if about_us == "stale":
-            # Never acknowledged: a Map-Server re-synchronising our nonce
-            # would take the acknowledgement as our word for an old (or
-            # someone else's) registration of ours.
-            self._drop(src, "not-our-registration")
-            return
-        if about_us == "current":
-            # A Map-Server re-synchronising our nonce (decent.peer.replay)
-            # asks us to confirm what we register now: yes, and nothing to
-            # cache, these are our own mappings.
-            ack = MapNotifyAck(msg.nonce, msg.records, msg.key_id)
-            if key:
-                ack = ack.signed(key, self.config.register_alg)
-            self._send(ack.encode(), src, "map-notify-ack")
+        if about_us != "other":
+            if about_us == "current" and msg.nonce >> 32 in self._sent_low:
+                # A Map-Server re-synchronising our nonce (decent.peer.replay)
+                # asks us to confirm one of our latest Map-Registers, which
+                # says what we register now: yes (nothing to cache).
+                ack = MapNotifyAck(msg.nonce, msg.records, msg.key_id)
+                if key:
+                    ack = ack.signed(key, self.config.register_alg)
+                self._send(ack.encode(), src, "map-notify-ack")
+            else:
+                # Never acknowledged: the Map-Server would take it as our
+                # word for an old Map-Register of ours, or someone else's.
+                self._drop(src, "not-our-registration")
             return
         # An unsolicited Map-Notify (RFC 8378 membership change, RFC 9437
         # publication): cache what it carries and acknowledge it. All EIDs
@@ -1646,6 +1655,13 @@ class Node:
         """Send one Map-Register. `body` is the records' encoding if known."""
         proxy, merge, want_notify = flags
         self.register_nonce = (self.register_nonce + 1) & MASK64
+        if len(self._sent) == _SENT_REMEMBERED:
+            old = self._sent[0]
+            self._sent_low[old] -= 1
+            if not self._sent_low[old]:
+                del self._sent_low[old]
+        self._sent.append(self.register_nonce & MASK32)
+        self._sent_low[self.register_nonce & MASK32] += 1
         key = self.config.register_key
         alg = self.config.register_alg if key else AlgorithmId.NONE
         auth = bytes(AUTH_LENGTH[alg]) if key else b""

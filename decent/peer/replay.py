@@ -20,26 +20,29 @@ applied) without letting one party lock another out:
   a captured Map-Register replayed from a fresh address gains nothing.
 - An authenticated Map-Register out of window is not applied. Instead the
   Map-Server sends a challenge to its source: a Map-Notify carrying the
-  registration's records under a fresh random nonce. A registrant answers
-  with a Map-Notify-Ack only when the records are exactly what it registers
-  now (decent.peer.node, `_on_notify`). That answer proves three things: it
-  comes from a key holder (HMAC), it is fresh (the random nonce), and it
-  comes from the source (only that address got the challenge). The
-  registration is then applied, and the source's mark moves up to its
-  nonce if that is higher (never down: what lies between could be
-  replayed unasked).
+  registration's records, whose nonce holds the Map-Register's own (its
+  low 32 bits) above 32 fresh random bits. A registrant answers with a
+  Map-Notify-Ack only when that nonce is one of its latest Map-Registers'
+  and the records are exactly what it registers now (decent.peer.node,
+  `_on_notify`). The answer proves that a key holder (HMAC) at the source
+  (only that address got the challenge) sent the Map-Register lately, and
+  it is fresh (the random bits): no earlier answer can be replayed. The
+  registration is then applied, and the source's mark moves to its nonce,
+  down as well as up (what lies between is the registrant's own latest).
 
 So a key holder can still speak for another member's xTR-ID from an
 address of its own, as anyone holding a shared key can (per-node keys bind
-xTR-IDs to nodes later); what it can no longer do is lock that member out.
-A poisoned ceiling costs the real registrant a round trip per Map-Register
-from a new address (it roamed, or restarted without its state) until its
-nonces pass it; one who can also fake the registrant's address can do the
-same to its own. An outsider replaying a captured Map-Register gets nowhere: the
-registrant does not confirm records it no longer registers, and nobody
-without the key can forge the Map-Notify-Ack. The same exchange absorbs
-datagrams that arrive out of order: a Map-Register overtaken by a later one
-from the same registrant is confirmed, not lost.
+xTR-IDs to nodes later); what it can no longer do is lock that member out,
+nor set the mark the member is checked against: a forged nonce far ahead
+is never confirmed by the member, and one within the window, sent with the
+member's address faked, costs the member one round trip. A poisoned
+ceiling costs a registrant one round trip when it registers from a new
+address (it roamed, or restarted without its state). An outsider replaying
+a captured Map-Register gets nowhere: the registrant confirms neither old
+nonces nor records it no longer registers, and nobody without the key can
+forge the Map-Notify-Ack. The same exchange absorbs datagrams that arrive
+out of order: a Map-Register overtaken by a later one from the same
+registrant is confirmed, not lost.
 """
 
 from __future__ import annotations
@@ -183,15 +186,14 @@ class ReplayGuard(Generic[P]):
         return None if ch is None or ch.expires < now else ch
 
     def confirm(self, key: int, now: float) -> Challenge[P] | None:
-        """The registrant answered challenge `key`: the source's mark moves
-        up to its nonce (a confirmed Map-Register below the mark is applied
-        without moving it down, which would open what lies between)."""
+        """The registrant answered challenge `key`: it vouched that the
+        held Map-Register is one of its latest, so its nonce is the mark of
+        the address it registers from, down as well as up."""
         ch = self.pending(key, now)
         if ch is None:
             return None
         self._drop_challenge(key)
-        mark = self.marks.get((ch.slot, ch.src[0]), -1)
-        self.accept(ch.slot, ch.src[0], max(mark, ch.nonce), now)
+        self.accept(ch.slot, ch.src[0], ch.nonce, now)
         return ch
 
     def expire(self, now: float) -> None:

@@ -164,7 +164,7 @@ def test_a_forged_top_nonce_under_another_xtr_id_does_not_lock_it_out():
         assert node.counters["rx.map-register"] > 0
 
 
-def test_a_forged_nonce_from_the_registrants_own_address_costs_it_one_round_trip():
+def test_a_forged_nonce_from_the_registrants_own_address_costs_it_one_round():
     net, nodes = decent_trio(ttl=3, register_interval=60.0)
     net.run(120.0)
     n1 = nodes[0]
@@ -179,12 +179,11 @@ def test_a_forged_nonce_from_the_registrants_own_address_costs_it_one_round_trip
     net.run(net.now + 1.0)
     assert n2_mark(n1) == mark + Limits().nonce_window
     net.run(net.now + 6 * HOUR)
-    # Every Map-Register of n2 was confirmed and applied; the mark stays up
-    # (moving it down on n2's word would open what lies between to replay)
-    # until n2's own nonces pass it.
+    # n2's next Map-Register was challenged and confirmed, and the mark of
+    # its address is its own again.
     assert_n2_everywhere(nodes)
-    assert n1.counters["resync.confirmed"] >= 6 * 60
-    assert n2_mark(n1) == mark + Limits().nonce_window
+    assert 1 <= n1.counters["resync.confirmed"] <= 3  # the one round
+    assert n2_mark(n1) < mark + 6 * 60 * 10
 
 
 def test_an_unanswered_jump_changes_nothing():
@@ -306,7 +305,8 @@ def test_a_restart_that_lost_its_nonce_reservation_resynchronises():
     for _ in range(60):
         net.run(net.now + 60.0)
         assert_n2_everywhere([n1, n3])
-    assert n1.counters["resync.confirmed"] >= 60  # each of its registers
+    assert 1 <= n1.counters["resync.confirmed"] <= 3  # once, then in step
+    assert n2_mark(n1) < 100_000
 
 
 def test_challenges_are_bounded_per_source_and_in_all():
@@ -733,9 +733,9 @@ def test_a_sha_1_map_notify_ack_does_not_confirm_a_challenge():
     good = MapNotifyAck(challenge.nonce, challenge.records, 0).signed(KEY, 2)
     node.receive_datagram(good.encode(), ctl(EVIL), 1.2)
     assert node.counters["resync.confirmed"] == 1
-    # Applied, and the mark does not move down to it.
+    # Applied, and the registrant's word moves its mark back to it.
     assert node.ms.db.get(Eid.prefix("10.7.0.1/32")) is not None
-    assert node.ms.replay.marks[(("decent-group", 0xE71, 0), EVIL)] == 50
+    assert node.ms.replay.marks[(("decent-group", 0xE71, 0), EVIL)] == 10
 
 
 def test_every_challenge_and_confirmation_is_wire_clean():
