@@ -41,6 +41,11 @@ KEY: Final = "decent-lab-shared-secret"
 WEB_PORT: Final = 8080
 CONTROL_PORT: Final = 4342
 DATA_PORT: Final = 4341
+#: What a capture's start and end markers carry (NetnsLab.capture).
+MARKER: Final = b"decent-lab capture "
+#: How long a capture may take to go live, catch up, or stop: generous, as
+#: a loaded 2-core machine can leave dumpcap seconds behind.
+CAPTURE_WAIT: Final = 30.0
 #: Namespace and interface names are built from the prefix; the host-side veth
 #: `<prefix>-h` must fit IFNAMSIZ (15 characters).
 _PREFIX: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,12}$")
@@ -193,6 +198,8 @@ def read_pcap(path: Path) -> list[Datagram]:
             continue  # a fragment: not one whole datagram
         udp = ip[ihl:total]
         sport, dport, length = struct.unpack("!HHH", udp[:6])
+        if dport == 9 and udp[8:length].startswith(MARKER):
+            continue  # the capture's own start and end markers
         out.append(
             Datagram(
                 sec + frac / (1e9 if nano else 1e6),
@@ -991,7 +998,10 @@ class NetnsLab(_Lab):
         path.unlink(missing_ok=True)
         argv = [dumpcap, "-q", "-i", "br0", "-P", "-w", str(path)]
         if capture_filter:
-            argv += ["-f", capture_filter]
+            # The markers that tell when the capture is live, and when it has
+            # everything, pass any filter (read_pcap leaves them out).
+            marker = f"udp dst port 9 and src host {self.host_address}"
+            argv += ["-f", f"({capture_filter}) or ({marker})"]
         with open(path.with_suffix(".dumpcap.log"), "wb") as err:
             proc = subprocess.Popen(
                 _in(self.bridge_ns, *argv),
@@ -1016,33 +1026,36 @@ class NetnsLab(_Lab):
                     f"dumpcap exited {proc.returncode}: "
                     f"{path.with_suffix('.dumpcap.log').read_text(errors='replace')}"
                 )
-            self._wait_capturing(path)
+            self._mark(path, b"start")
             yield path
-            time.sleep(0.2)  # let the last frames reach the file
+            self._mark(path, b"end")
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
                 try:
-                    proc.wait(10.0)
+                    proc.wait(CAPTURE_WAIT)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
 
-    def _wait_capturing(self, path: Path, timeout: float = 2.0) -> None:
-        """dumpcap writes its file header before its filter is live; on a
-        loaded machine that gap has lost a test's first frames. Broadcast
-        UDP markers (port 9, discard) across the bridge until one is in the
-        file. A capture filter that excludes them just waits out `timeout`."""
-        deadline = time.monotonic() + timeout  # noqa: TID251
+    def _mark(self, path: Path, what: bytes) -> None:
+        """Broadcast UDP markers (port 9, discard) across the bridge until
+        one is in the file. At the start: dumpcap writes its file header
+        before its filter is live, and on a loaded machine that gap lost a
+        test's first frames. At the end: every frame sent before the marker
+        is then in the file, however far behind dumpcap was."""
+        tag = MARKER + what + b" " + os.urandom(8).hex().encode()
+        deadline = time.monotonic() + CAPTURE_WAIT  # noqa: TID251
         marker = (str(self.subnet.broadcast_address), 9)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             s.bind((str(self.host_address), 0))
             while time.monotonic() < deadline:  # noqa: TID251
-                s.sendto(b"decent-lab capture marker", marker)
+                s.sendto(tag, marker)
                 time.sleep(0.05)
-                if path.stat().st_size > 24:  # more than the pcap header
+                if tag in path.read_bytes():
                     return
+        raise LabError(f"dumpcap did not capture the {what.decode()} marker in time")
 
     # ------------------------------------------------------------ teardown
     def _kill_namespace_processes(self, ns: str) -> None:

@@ -69,7 +69,8 @@ class TestReplicate:
     """compose/docker-compose.yml as a newcomer runs it (head-end replication)."""
 
     @pytest.fixture(scope="class")
-    def lab(self, request: pytest.FixtureRequest) -> Iterator[ComposeLab]:
+    @classmethod
+    def lab(cls, request: pytest.FixtureRequest) -> Iterator[ComposeLab]:
         yield from _start(request, "replicate")
 
     def test_nodes_run_as_root_with_net_admin_only(self, lab: ComposeLab) -> None:
@@ -166,7 +167,8 @@ class TestMulticast:
     """compose/docker-compose.multicast.yml: native multicast, no seeds."""
 
     @pytest.fixture(scope="class")
-    def lab(self, request: pytest.FixtureRequest) -> Iterator[ComposeLab]:
+    @classmethod
+    def lab(cls, request: pytest.FixtureRequest) -> Iterator[ComposeLab]:
         yield from _start(request, "multicast", multicast=True)
 
     def test_nodes_find_each_other_through_the_group(self, lab: ComposeLab) -> None:
@@ -183,7 +185,8 @@ class TestEveryComposeImplementation:
     newcomer's path (build, up, converge, ping, down) with each."""
 
     @pytest.fixture(scope="class", params=["v2", "v1"])
-    def lab(self, request: pytest.FixtureRequest) -> Iterator[ComposeLab]:
+    @classmethod
+    def lab(cls, request: pytest.FixtureRequest) -> Iterator[ComposeLab]:
         command = compose_variants().get(request.param)
         if command is None:
             pytest.skip(f"Compose {request.param} is not installed here")

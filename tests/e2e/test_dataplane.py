@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from decent.lab import DATA_PORT, NetnsLab, read_pcap
+from decent.lab import DATA_PORT, MARKER, NetnsLab, read_pcap
 from decent.wire import DataHeader, decapsulate, encapsulate
 
 pytestmark = pytest.mark.e2e
@@ -56,13 +56,14 @@ def ping(
 
 
 def pcap_frames(path: Path) -> int:
-    """Frames in a classic pcap file, whatever they carry."""
+    """Frames in a classic pcap file, whatever they carry, but the capture's
+    own start and end markers (NetnsLab.capture)."""
     data = path.read_bytes()
     pos, frames = 24, 0
     while pos + 16 <= len(data):
         (caplen,) = struct.unpack_from("<I", data, pos + 8)
+        frames += MARKER not in data[pos + 16 : pos + 16 + caplen]
         pos += 16 + caplen
-        frames += 1
     return frames
 
 
