@@ -32,6 +32,7 @@ from decent.wire import (
     DecodeError,
     Eid,
     EncapsulatedControlMessage,
+    IPAddress,
     MapRecord,
     MapReply,
     MapRequest,
@@ -41,7 +42,6 @@ from decent.wire import (
     parse_eid,
 )
 
-IPAddress = IPv4Address | IPv6Address
 DEFAULT_NODE: Final = "http://127.0.0.1:8080"
 DEFAULT_GROUP: Final = "233.252.1.1"
 CONTROL_PORT: Final = 4342

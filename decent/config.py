@@ -12,9 +12,7 @@ from typing import Any
 from decent.peer.config import Limits
 from decent.peer.decent import DEFAULT_PRIORITY, DEFAULT_WEIGHT
 from decent.web.limits import WebLimits
-from decent.wire import AlgorithmId, Eid, parse_eid
-
-IPAddress = IPv4Address | IPv6Address
+from decent.wire import AlgorithmId, Eid, IPAddress, parse_eid
 
 
 class ConfigError(ValueError):

@@ -21,9 +21,9 @@ from typing import Final
 
 from decent.net.tun import TunShell
 from decent.net.udp import NodeShell, Sockets
+from decent.wire import IPAddress
 
 log = logging.getLogger("decent")
-IPAddress = IPv4Address | IPv6Address
 #: Netlink datagrams handled per wake-up before yielding to the loop.
 DRAIN: Final = 64
 #: Seconds between attempts to bind a new address that refused (still

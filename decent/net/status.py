@@ -13,12 +13,12 @@ from decent.wire import (
     Action,
     DistinguishedName,
     Eid,
+    IPAddress,
     Locator,
     address_text,
     parse_eid,
 )
 
-IPAddress = IPv4Address | IPv6Address
 AUTH_NAMES = {0: "none", 1: "hmac-sha-1", 2: "hmac-sha-256", 3: "hmac-sha-256-hkdf"}
 
 

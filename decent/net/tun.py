@@ -41,10 +41,9 @@ from itertools import pairwise
 from typing import Final, Literal
 
 from decent.peer.dataplane import HEADROOM, DataPlane
-from decent.wire import Eid
+from decent.wire import Eid, IPAddress
 
 log = logging.getLogger("decent.dataplane")
-IPAddress = IPv4Address | IPv6Address
 #: Packets per wake-up per fd before yielding to the loop.
 DRAIN: Final = 64
 #: UDP source ports per RLOC that flows are hashed onto (RFC 9300 section 12).

@@ -18,14 +18,14 @@ import struct
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv6Address, ip_address
 
 from decent.peer.config import Addr
 from decent.peer.events import Event, MessageDropped, RegistrationAccepted
 from decent.peer.node import Node
+from decent.wire import IPAddress
 
 log = logging.getLogger("decent")
-IPAddress = IPv4Address | IPv6Address
 #: Datagrams handled per wake-up before yielding to the loop (libuv uses 32).
 DRAIN = 64
 #: Event lines logged per second and per event class ([node] log_rate), and

@@ -38,10 +38,9 @@ from decent.peer.events import LocatorStateChanged
 from decent.peer.mapcache import CacheEntry, LocatorState
 from decent.peer.mapserver import rle_entries
 from decent.peer.node import Node
-from decent.wire import DECENT_CONTROL_IID, Action, Eid
+from decent.wire import DECENT_CONTROL_IID, Action, Eid, IPAddress
 from decent.wire.icmp import is_icmp_error, too_big
 
-IPAddress = IPv4Address | IPv6Address
 #: Bytes the shell leaves free in front of an inner packet for the header.
 HEADROOM: Final = 8
 #: Outer IP + UDP + LISP header per RLOC family (RFC 9300 section 7.1 "H").

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 from decent.peer.config import (
@@ -14,9 +13,8 @@ from decent.peer.config import (
     Site,
     rloc_order,
 )
-from decent.wire import AlgorithmId, Eid, Locator, Rle, RleEntry
+from decent.wire import AlgorithmId, Eid, IPAddress, Locator, Rle, RleEntry
 
-IPAddress = IPv4Address | IPv6Address
 GROUP_SITE = "decent-group"
 #: Record TTL (minutes) of a mobile node's own mappings: LISP-MN wants small
 #: TTLs so correspondents' caches let go of an old RLOC soon (protocol notes

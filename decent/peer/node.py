@@ -67,6 +67,7 @@ from decent.wire import (
     Eid,
     EncapsulatedControlMessage,
     InstanceId,
+    IPAddress,
     Locator,
     MapNotify,
     MapNotifyAck,
@@ -92,7 +93,6 @@ from decent.wire.auth import AUTH_LENGTH
 if TYPE_CHECKING:  # pragma: no cover - the data plane imports this module
     from decent.peer.dataplane import DataPlane
 
-IPAddress = IPv4Address | IPv6Address
 MASK64: Final = (1 << 64) - 1
 MASK32: Final = (1 << 32) - 1
 #: Map-Register nonces an ETR remembers having sent, to confirm a Map-
