@@ -10,7 +10,6 @@ from ipaddress import IPv4Address
 
 from decent.peer.config import Addr, Limits, NodeConfig
 from decent.peer.decent import decent_node_config
-from decent.peer.mapserver import encode_record
 from decent.peer.node import Node
 from decent.wire import (
     AlgorithmId,
@@ -24,6 +23,7 @@ from decent.wire import (
     RequestRecord,
     check_auth,
     decode,
+    encode_record,
 )
 
 KEY = b"bench-site-key"

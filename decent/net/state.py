@@ -16,9 +16,9 @@ from typing import Any
 
 import msgpack
 
-from decent.peer.mapserver import Registration, encode_record
+from decent.peer.mapserver import Registration
 from decent.peer.node import Node
-from decent.wire import Eid, MapRecord
+from decent.wire import Eid, MapRecord, encode_record
 from decent.wire.buffer import Reader
 
 log = logging.getLogger("decent.state")

@@ -19,8 +19,8 @@ from decent.wire import (
     Rle,
     RleEntry,
     check_auth,
+    encode_record,
 )
-from decent.wire.buffer import Writer
 
 ChildKey = int | IPv4Address | IPv6Address
 K = TypeVar("K")
@@ -172,12 +172,6 @@ def merge_records(records: list[MapRecord]) -> MapRecord:
         locators.append(replace(rle_template, address=merged))
     ttl = min(r.ttl for r in records)
     return replace(first, locators=tuple(locators), ttl=ttl)
-
-
-def encode_record(record: MapRecord) -> bytes:
-    w = Writer()
-    record.write(w)
-    return w.raw()
 
 
 class MapServer:

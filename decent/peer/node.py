@@ -50,7 +50,6 @@ from decent.peer.mapserver import (
     MapServer,
     Registration,
     SiteEntry,
-    encode_record,
     rle_entries,
 )
 from decent.peer.ratelimit import Bucket, Buckets
@@ -85,7 +84,10 @@ from decent.wire import (
     decode,
     decode_udp_packet,
     encapsulate,
+    encode_record,
     map_notify_for,
+    map_register_bytes,
+    map_reply_bytes,
     sign_bytes,
 )
 from decent.wire.auth import AUTH_LENGTH
@@ -99,8 +101,6 @@ MASK32: Final = (1 << 32) - 1
 #: Server's challenge for one of them (decent.peer.replay): a round of
 #: registrations, however many Map-Registers it takes.
 _SENT_REMEMBERED: Final = 256
-_REPLY_TYPE: Final = 2 << 28
-_REPLY_PROBE: Final = 0x08000000
 _MIN: Final = 60.0
 #: Registrations per registration lifetime, at least: RFC 9301 8.2's own
 #: ratio (60 s period, 3 min timeout), so two lost Map-Registers in a row
@@ -1094,7 +1094,7 @@ class Node:
         if not self._fits(records, target, size):
             self._drop(target, "reply-too-large")
             return
-        data = self._reply_bytes(nonce, records, probe)
+        data = map_reply_bytes(nonce, records, probe)
         if self._rate_limited(target, now, len(data)):
             return
         self._send(data, target, "map-reply")
@@ -1126,12 +1126,6 @@ class Node:
             self._drop(target, "global-rate-limited")
             return True
         return False
-
-    def _reply_bytes(
-        self, nonce: int, records: list[bytes], probe: bool = False
-    ) -> bytes:
-        first = _REPLY_TYPE | (_REPLY_PROBE if probe else 0) | len(records)
-        return b"".join((first.to_bytes(4, "big"), nonce.to_bytes(8, "big"), *records))
 
     def _database_record(
         self, mapping: DatabaseMapping, local: Addr | None
@@ -1677,15 +1671,12 @@ class Node:
             want_map_notify=want_notify,
             xtr_id=self.config.xtr_id,
             site_id=self.config.site_id,
-        ).encode()
+        )
         # What MapRegister(records).signed(key).encode() gives, with each
-        # record encoded once rather than three times: the records go between
-        # the authentication data and the xTR-ID trailer, their count into
-        # the low byte of the first word, then one HMAC over the result.
+        # record encoded once rather than three times.
         if body is None:
             body = b"".join(encode_record(r) for r in records)
-        split = 16 + len(auth)
-        data = head[:3] + bytes((len(records),)) + head[4:split] + body + head[split:]
+        data = map_register_bytes(head, len(records), body)
         if key:
             data = sign_bytes(data, key)
         targets = self.config.map_servers if targets is None else targets

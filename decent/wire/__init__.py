@@ -30,6 +30,8 @@ from decent.wire.control import (
     RequestRecord,
     decode,
     map_notify_for,
+    map_register_bytes,
+    map_reply_bytes,
 )
 from decent.wire.data import (
     DECENT_CONTROL_IID,
@@ -49,6 +51,7 @@ from decent.wire.records import (
     ReferralAction,
     ReferralRecord,
     ReferralSignature,
+    encode_record,
 )
 
 __all__ = [
@@ -96,7 +99,10 @@ __all__ = [
     "decode",
     "decode_udp_packet",
     "encapsulate",
+    "encode_record",
     "map_notify_for",
+    "map_register_bytes",
+    "map_reply_bytes",
     "parse_eid",
     "sign_bytes",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from ipaddress import IPv4Address, IPv6Address
@@ -508,6 +508,29 @@ class EncapsulatedControlMessage:
             pkt.ttl,
             pkt.ident,
         )
+
+
+def map_reply_bytes(nonce: int, records: Sequence[bytes], probe: bool = False) -> bytes:
+    """`MapReply(nonce, records, probe=probe).encode()` for records already
+    encoded (records.encode_record): the Map-Resolver's hot path keeps each
+    registration's record encoded and only prepends the header and nonce."""
+    if len(records) > 255:
+        raise ValueError(f"{len(records)} records do not fit a Map-Reply")
+    first = (MessageType.MAP_REPLY << 28) | (REP_PROBE if probe else 0) | len(records)
+    return b"".join((first.to_bytes(4, "big"), nonce.to_bytes(8, "big"), *records))
+
+
+def map_register_bytes(head: MapRegister, count: int, body: bytes) -> bytes:
+    """`head` (a Map-Register without records, its auth data already of its
+    final length) carrying `count` records encoded as `body`: what
+    `MapRegister(records=...).encode()` gives, each record encoded once. The
+    records go between the authentication data and the xTR-ID trailer, their
+    count into the low byte of the first word; sign_bytes() then signs it."""
+    if head.records or not 0 <= count <= 255:
+        raise ValueError("map_register_bytes takes a head without records")
+    data = head.encode()
+    split = 16 + len(head.auth_data)
+    return data[:3] + bytes((count,)) + data[4:split] + body + data[split:]
 
 
 def map_notify_for(register: bytes, key: bytes | None) -> bytes:

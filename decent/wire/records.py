@@ -290,3 +290,10 @@ class ReferralRecord:
             word & 0x0FFF,
             tuple(signatures),
         )
+
+
+def encode_record(record: MapRecord) -> bytes:
+    """One EID-record's bytes, as they stand inside a message."""
+    w = Writer()
+    record.write(w)
+    return w.raw()
