@@ -399,9 +399,9 @@ class Node:
         Packets with instance ID 0xffffff carry replicated LISP-Decent control
         traffic (RFC 9962 4.1): the inner message goes to the control path.
         It is never replicated again. Only a member replicates, and only its
-        own messages: the outer source must be in the group's RLE (or be a
-        seed while we know no member), and the inner source must be that
-        same address, which is then the sender; anything else is dropped.
+        own messages: the outer source must be in the group's RLE (or be one
+        of our seeds), and the inner source must be that same address,
+        which is then the sender; anything else is dropped.
         """
         try:
             header, inner = decapsulate(data)
