@@ -181,8 +181,8 @@ def test_reload_after_roaming_keeps_the_new_rloc_everywhere(tmp_path: Path) -> N
     the node's live RLOC, and the membership must keep naming it."""
     from ipaddress import IPv4Address
 
-    from decent.cli import build_node, reload_config
     from decent.config import load_config
+    from decent.daemon import build_node, reload_config
     from decent.wire import Eid, Rle
 
     path = write_config(tmp_path, 1, base="127.0.0.9", web=8080, seeds=[])

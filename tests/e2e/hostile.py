@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Final, TypeVar
 
-from decent.cli import node_config
 from decent.config import load_config
+from decent.daemon import node_config
 from decent.lab import CONTROL_PORT, DATA_PORT, GROUP, KEY, WEB_PORT, NetnsLab
 from decent.peer.node import Node
 from decent.wire import (

@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from decent.cli import run_node
 from decent.config import load_config
+from decent.daemon import run_node
 
 
 def _free_port() -> int:

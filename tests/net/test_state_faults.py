@@ -20,9 +20,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from decent.cli import run_node
 from decent.client import ClientError, lookup
 from decent.config import load_config
+from decent.daemon import run_node
 from decent.net.state import NONCE_BLOCK, StateDir
 from decent.peer.decent import decent_node_config
 from decent.peer.node import Node
