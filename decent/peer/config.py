@@ -8,6 +8,8 @@ from ipaddress import IPv4Address, IPv6Address
 from decent.wire import AlgorithmId, DistinguishedName, Eid, Locator
 
 Addr = tuple[IPv4Address | IPv6Address, int]
+#: Who a registration belongs to: its xTR-ID, or its source without one.
+ChildKey = int | IPv4Address | IPv6Address
 CONTROL_PORT = 4342
 DATA_PORT = 4341
 GROUP_MODES = ("replicate", "multicast")

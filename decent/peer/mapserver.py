@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
 from typing import TypeVar
 
-from decent.peer.config import Addr, Limits, Site
+from decent.peer.config import Addr, ChildKey, Limits, Site
 from decent.peer.mapdb import MapDB
 from decent.peer.replay import ReplayGuard, Slot
 from decent.wire import (
@@ -22,7 +22,6 @@ from decent.wire import (
     encode_record,
 )
 
-ChildKey = int | IPv4Address | IPv6Address
 K = TypeVar("K")
 
 

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Final
 
-from decent.peer.config import Addr, DatabaseMapping, NodeConfig, Site, rloc_order
+from decent.peer.config import (
+    Addr,
+    ChildKey,
+    DatabaseMapping,
+    NodeConfig,
+    Site,
+    rloc_order,
+)
 from decent.peer.events import (
     Event,
     LocatorStateChanged,
@@ -45,7 +52,6 @@ from decent.peer.events import (
 from decent.peer.mapcache import CacheEntry, MapCache
 from decent.peer.mapdb import MapDB
 from decent.peer.mapserver import (
-    ChildKey,
     HeldRegister,
     MapServer,
     Registration,
@@ -97,9 +103,9 @@ if TYPE_CHECKING:  # pragma: no cover - the data plane imports this module
 
 MASK64: Final = (1 << 64) - 1
 MASK32: Final = (1 << 32) - 1
-#: Map-Register nonces an ETR remembers having sent, to confirm a Map-
-#: Server's challenge for one of them (decent.peer.replay): a round of
-#: registrations, however many Map-Registers it takes.
+#: How many of its latest Map-Register nonces an ETR confirms when a Map-
+#: Server challenges one (decent.peer.replay): a round of registrations,
+#: however many Map-Registers it takes.
 _SENT_REMEMBERED: Final = 256
 _MIN: Final = 60.0
 #: Registrations per registration lifetime, at least: RFC 9301 8.2's own
@@ -282,8 +288,8 @@ class Node:
             limits.registrant_rate, limits.registrant_burst, limits.max_registrants
         )
         #: Low 32 bits of our latest Map-Register nonces (see _challenge).
-        self._sent: deque[int] = deque(maxlen=_SENT_REMEMBERED)
-        self._sent_low: Counter[int] = Counter()
+        #: Our Map-Register nonces run up by one from here (this process's).
+        self._first_nonce = register_nonce
         #: Every EID this node has registered since it started: a Map-Notify
         #: about one of them is a question about our registrations.
         self._registered: set[Eid] = set()
@@ -749,7 +755,6 @@ class Node:
                     self._challenge(held, slot, src, now)
                 return
         who = slot[1]
-        assert isinstance(who, int | IPv4Address | IPv6Address)
         if not self._register_buckets.take((who, src[0]), now, len(msg.records)):
             self._refuse(who, src, "registrant-rate", eids[0], now)
             return
@@ -1510,6 +1515,13 @@ class Node:
                 return "stale"
         return verdict
 
+    def _sent_lately(self, low: int) -> bool:
+        """Whether one of our latest Map-Registers (this process's) had a
+        nonce with these low 32 bits: they are sequential, so a range."""
+        back = (self.register_nonce - low) & MASK32
+        sent = (self.register_nonce - self._first_nonce) & MASK64
+        return back < min(sent, _SENT_REMEMBERED)
+
     def _listed(self, rec: MapRecord) -> bool:
         """Whether a merged record's RLE names one of our RLOCs."""
         return any(
@@ -1533,7 +1545,7 @@ class Node:
             return
         about_us = self._about_us(msg.records)
         if about_us != "other":
-            if about_us == "current" and msg.nonce >> 32 in self._sent_low:
+            if about_us == "current" and self._sent_lately(msg.nonce >> 32):
                 # A Map-Server re-synchronising our nonce (decent.peer.replay)
                 # asks us to confirm one of our latest Map-Registers, which
                 # says what we register now: yes (nothing to cache).
@@ -1649,13 +1661,6 @@ class Node:
         """Send one Map-Register. `body` is the records' encoding if known."""
         proxy, merge, want_notify = flags
         self.register_nonce = (self.register_nonce + 1) & MASK64
-        if len(self._sent) == _SENT_REMEMBERED:
-            old = self._sent[0]
-            self._sent_low[old] -= 1
-            if not self._sent_low[old]:
-                del self._sent_low[old]
-        self._sent.append(self.register_nonce & MASK32)
-        self._sent_low[self.register_nonce & MASK32] += 1
         key = self.config.register_key
         alg = self.config.register_alg if key else AlgorithmId.NONE
         auth = bytes(AUTH_LENGTH[alg]) if key else b""

@@ -53,12 +53,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Generic, TypeVar
 
-from decent.peer.config import Addr
+from decent.peer.config import Addr, ChildKey
 
 P = TypeVar("P")
 K = TypeVar("K")
 #: (site name, registrant identity: xTR-ID or source address, key ID).
-Slot = tuple[str, Hashable, int]
+Slot = tuple[str, ChildKey, int]
 
 
 class Verdict(Enum):
