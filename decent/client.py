@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from decent.config import ConfigError, load_config
-from decent.net.status import locator_dict
+from decent.peer.mapserver import locator_dict
 from decent.web import views
 from decent.wire import (
     Action,

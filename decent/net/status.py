@@ -7,52 +7,17 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from decent.peer.mapcache import CacheEntry
-from decent.peer.mapserver import SiteEntry, rle_entries
+from decent.peer.mapserver import SiteEntry, locator_dict, rle_entries
 from decent.peer.node import Node
 from decent.wire import (
     Action,
     DistinguishedName,
     Eid,
     IPAddress,
-    Locator,
-    address_text,
     parse_eid,
 )
 
 AUTH_NAMES = {0: "none", 1: "hmac-sha-1", 2: "hmac-sha-256", 3: "hmac-sha-256-hkdf"}
-
-
-def locator_dict(
-    loc: Locator, names: dict[IPAddress, str] | None = None
-) -> dict[str, Any]:
-    """A locator as JSON, RLE members named from `names` where they carry none."""
-    out: dict[str, Any] = {
-        "address": address_text(loc.address),
-        "priority": loc.priority,
-        "weight": loc.weight,
-        "m_priority": loc.m_priority,
-        "m_weight": loc.m_weight,
-        "local": loc.local,
-        "reachable": loc.reachable,
-    }
-    rle = rle_entries(loc)
-    if rle:
-        out["address"] = "rle"
-        out["rle"] = [
-            {
-                "address": address_text(e.address),
-                "level": e.level,
-                "name": e.name.name if e.name else _name_of(e.address, names or {}),
-            }
-            for e in rle
-        ]
-    return out
-
-
-def _name_of(addr: object, names: dict[IPAddress, str]) -> str | None:
-    if isinstance(addr, IPv4Address | IPv6Address):
-        return names.get(addr)
-    return None
 
 
 class NodeStatus:

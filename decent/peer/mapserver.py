@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from decent.peer.config import Addr, ChildKey, Limits, Site
 from decent.peer.mapdb import MapDB
@@ -13,11 +13,13 @@ from decent.peer.replay import ReplayGuard, Slot
 from decent.wire import (
     AfiList,
     Eid,
+    IPAddress,
     Locator,
     MapRecord,
     MapRegister,
     Rle,
     RleEntry,
+    address_text,
     check_auth,
     encode_record,
 )
@@ -137,6 +139,39 @@ def rle_entries(loc: Locator) -> list[RleEntry]:
                 return list(item.entries)
         return []
     return list(addr.entries) if isinstance(addr, Rle) else []
+
+
+def locator_dict(
+    loc: Locator, names: dict[IPAddress, str] | None = None
+) -> dict[str, Any]:
+    """A locator as JSON, RLE members named from `names` where they carry none."""
+    out: dict[str, Any] = {
+        "address": address_text(loc.address),
+        "priority": loc.priority,
+        "weight": loc.weight,
+        "m_priority": loc.m_priority,
+        "m_weight": loc.m_weight,
+        "local": loc.local,
+        "reachable": loc.reachable,
+    }
+    rle = rle_entries(loc)
+    if rle:
+        out["address"] = "rle"
+        out["rle"] = [
+            {
+                "address": address_text(e.address),
+                "level": e.level,
+                "name": e.name.name if e.name else _name_of(e.address, names or {}),
+            }
+            for e in rle
+        ]
+    return out
+
+
+def _name_of(addr: object, names: dict[IPAddress, str]) -> str | None:
+    if isinstance(addr, IPv4Address | IPv6Address):
+        return names.get(addr)
+    return None
 
 
 def _address_key(addr: object) -> tuple[int, bytes]:
@@ -481,5 +516,6 @@ __all__ = [
     "Registration",
     "SiteEntry",
     "flags_text",
+    "locator_dict",
     "merge_records",
 ]
