@@ -1,0 +1,154 @@
+"""The JSON API client: `status`, `sites`, `peers` and `map-cache` (`--node URL`).
+
+Their tables are the status page's own models (`decent.web.views`) printed as
+text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any, Final
+
+from decent.web import views
+
+DEFAULT_NODE: Final = "http://127.0.0.1:8080"
+#: Ignore proxy settings: the node is local or on the overlay's underlay.
+_HTTP: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class ClientError(Exception):
+    """A failure to report as one line; `code` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------- JSON API
+def node_url(text: str) -> str:
+    text = text.strip().rstrip("/")
+    return text if "://" in text else f"http://{text}"
+
+
+def fetch(node: str, path: str, timeout: float = 5.0) -> Any:
+    """GET a JSON API path of the node; ClientError when that fails."""
+    base = node_url(node)
+    url = base + path
+    try:
+        with _HTTP.open(url, timeout=timeout) as resp:
+            data = resp.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        exc.close()
+        try:
+            reason = json.loads(body).get("error") or exc.reason
+        except (ValueError, AttributeError):
+            reason = exc.reason
+        raise ClientError(f"{url}: HTTP {exc.code}: {reason}") from None
+    except urllib.error.URLError as exc:
+        why = getattr(exc.reason, "strerror", None) or str(exc.reason)
+        raise ClientError(
+            f"cannot reach the node at {base} ({why}); is `decent run` running? "
+            "point --node at its [web] listen address"
+        ) from None
+    except (TimeoutError, OSError) as exc:
+        raise ClientError(f"no answer from the node at {base} ({exc})") from None
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise ClientError(f"{url} did not answer JSON; is it a decent node?") from None
+
+
+# ---------------------------------------------------------------- text tables
+def cell_text(c: views.Cell) -> str:
+    lines = c.get("lines")
+    if lines is not None:
+        return ", ".join(str(x) for x in lines)
+    return str(c.get("text", ""))
+
+
+def text_table(block: views.Block) -> str:
+    """A page table (views model) as aligned text columns."""
+    head = [cell_text(c) for c in block["columns"]]
+    rows = [[cell_text(c) for c in r["cells"]] for r in block["rows"]]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        for row in [head, *rows]
+    ]
+    if not rows:
+        lines.append(block.get("empty", ""))
+    if block.get("more"):
+        lines.append(f"{block['more']} more not shown: {block['more_hint']}")
+    return "\n".join(lines)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _status_text(node: dict[str, Any], peers: list[dict[str, Any]]) -> str:
+    h = views.header(node)
+    counters: dict[str, int] = node.get("counters", {})
+    out = [
+        f"node {h['name']}  rloc {h['rloc']}  mode {h['mode']}  group {h['group']}"
+        f"  instance-id {node.get('instance_id', 0)}",
+        f"uptime {h['uptime']}  health {h['health']}  xtr-id {node.get('xtr_id')}",
+        f"holds {h['counts']}",
+        "",
+        "Peers",
+        text_table(views.peers_table(peers)),
+        "",
+    ]
+    kinds = sorted(
+        {k.partition(".")[2] for k in counters if k.startswith(("rx.", "tx."))}
+    )
+    if kinds:
+        rows = [
+            {
+                "cells": [
+                    {"text": k},
+                    {"text": counters.get(f"rx.{k}", 0)},
+                    {"text": counters.get(f"tx.{k}", 0)},
+                ]
+            }
+            for k in kinds
+        ]
+        table = {
+            "columns": [{"text": "Messages"}, {"text": "in"}, {"text": "out"}],
+            "rows": rows,
+        }
+        out += [text_table(table), ""]
+    drops = {k: v for k, v in counters.items() if k.startswith(("drop.", "reject."))}
+    out.append(
+        "drops: " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none")
+    )
+    return "\n".join(out)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    node = fetch(args.node, "/api/node")
+    peers = fetch(args.node, "/api/peers")
+    if args.json:
+        _print_json({"node": node, "peers": peers})
+    else:
+        print(_status_text(node, peers))
+    return 0
+
+
+def _table_command(
+    path: str, table: Callable[[list[dict[str, Any]]], views.Block]
+) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        data = fetch(args.node, path)
+        if args.json:
+            _print_json(data)
+        else:
+            print(text_table(table(data)))
+        return 0
+
+    return run

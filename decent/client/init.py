@@ -1,0 +1,192 @@
+"""`decent init`: a commented starter config that `decent run` accepts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import sys
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Final
+
+from decent.client.api import ClientError
+from decent.client.lookup import CONTROL_PORT
+from decent.config import ConfigError, load_config
+from decent.wire import parse_eid
+
+DEFAULT_GROUP: Final = "233.252.1.1"
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)  # a TOML basic string (json escapes are TOML's)
+
+
+def _guess_rloc(targets: list[str]) -> str:
+    for target in targets:
+        try:
+            addr = ip_address(target)
+            family = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.connect((target, CONTROL_PORT))  # no packet: picks the route
+                found = ip_address(s.getsockname()[0])
+            if not found.is_unspecified:
+                return str(found)
+        except (OSError, ValueError):
+            continue
+    raise ClientError(
+        "cannot tell this host's address toward the group or seeds; "
+        "pass --rloc ADDRESS or --interface NAME",
+        2,
+    )
+
+
+def _comment(line: str, note: str) -> str:
+    return f"{line.ljust(30)} # {note}" if note else line
+
+
+def config_text(
+    *,
+    name: str,
+    rloc: str | None,
+    interface: str | None,
+    state_dir: str,
+    group: str,
+    mode: str,
+    seeds: list[str],
+    key: str,
+    eids: list[str],
+    listen: str,
+) -> str:
+    """The starter config `decent init` writes (every key is in the README)."""
+    where = (
+        _comment(f"interface = {_toml(interface)}", "take the RLOC from this interface")
+        if interface
+        else _comment(
+            f"rloc = {_toml(rloc)}", 'this node\'s locator (or interface = "eth0")'
+        )
+    )
+    lines = [
+        "# decent node configuration, written by `decent init`.",
+        "# Run it with:  decent run --config <this file>",
+        "# Every key is described in the README (Running a node).",
+        "",
+        "[node]",
+        _comment(f"name = {_toml(name)}", "shown on pages; registered as a name EID"),
+        where,
+        _comment(
+            f"state_dir = {_toml(state_dir)}", "xTR-ID, nonces, registration snapshot"
+        ),
+        '# log_level = "info"           # debug, info, warning, error',
+        "",
+        "[decent]",
+        _comment(f"group = {_toml(group)}", "the mapping system: same on every member"),
+        _comment(f"mode = {_toml(mode)}", '"replicate" (any underlay) or "multicast"'),
+        _comment(
+            f"seeds = {_toml(seeds)}", "members known at start; [] for the first node"
+        ),
+        _comment(f"key = {_toml(key)}", "the group's shared key: same on every member"),
+        "instance_id = 0",
+        "# ttl = 3                       # minutes a registration lives unrefreshed",
+        "# register_interval = 60        # seconds between periodic registrations",
+        "",
+    ]
+    if eids:
+        for eid in eids:
+            lines += [
+                _comment("[[database]]", "an EID-prefix this node registers"),
+                f"eid = {_toml(eid)}",
+                "",
+            ]
+    else:
+        lines += [
+            "# [[database]]                 # an EID-prefix this node registers",
+            '# eid = "10.1.0.0/24"',
+            "",
+        ]
+    lines += [
+        "[web]",
+        _comment(f"listen = {_toml(listen)}", "status page and JSON API"),
+        '# admin_token = "..."          # lets remote clients clear the map-cache',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    name = args.name or socket.gethostname().split(".")[0] or "node"
+    try:
+        group = ip_address(args.group)
+    except ValueError:
+        raise ClientError(f"--group {args.group!r} is not an IP address", 2) from None
+    if not group.is_multicast:
+        raise ClientError(
+            f"--group {group} is not a multicast address; use one such as "
+            f"{DEFAULT_GROUP}",
+            2,
+        )
+    for text in [*args.seed, *([args.rloc] if args.rloc else [])]:
+        try:
+            ip_address(text)
+        except ValueError:
+            raise ClientError(f"{text!r} is not an IP address", 2) from None
+    for eid in args.eid:
+        try:
+            parse_eid(eid)
+        except ValueError as exc:
+            raise ClientError(f"--eid {eid!r}: {exc}", 2) from None
+    rloc = None
+    if not args.interface:
+        rloc = args.rloc or _guess_rloc([*args.seed, str(group)])
+    key = args.key
+    generated = key is None
+    if key is None:
+        key = secrets.token_urlsafe(18)
+    state_dir = args.state_dir or (
+        "/var/lib/decent"
+        if os.geteuid() == 0
+        else str(Path("~/.local/state/decent").expanduser() / name)
+    )
+    text = config_text(
+        name=name,
+        rloc=rloc,
+        interface=args.interface,
+        state_dir=state_dir,
+        group=str(group),
+        mode=args.mode,
+        seeds=list(args.seed),
+        key=key,
+        eids=list(args.eid),
+        listen=args.listen,
+    )
+    if args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    path = Path(args.output)
+    if path.exists() and not args.force:
+        raise ClientError(f"{path} exists; pass --force to overwrite it", 2)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise ClientError(f"cannot write {path} ({exc.strerror})") from None
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        raise ClientError(f"wrote {path}, but it does not load: {exc}", 2) from None
+    host, _, port = args.listen.rpartition(":")
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        host = "127.0.0.1"
+    print(f"wrote {path}: node {name}, group {group} ({args.mode})")
+    if generated:
+        print(
+            "a new group key was generated; every member needs the same key "
+            "(pass --key to join an existing group)"
+        )
+    print(f"run it:    decent run --config {path}")
+    print(f"then:      decent status --node http://{host}:{port}")
+    return 0
