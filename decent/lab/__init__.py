@@ -1,0 +1,45 @@
+"""A LISP-Decent lab: n nodes on one bridge in network namespaces, or on loopback."""
+
+from __future__ import annotations
+
+from decent.lab.base import LabNode, NodeView
+from decent.lab.bpf import MULTICAST_DROP, loss_program
+from decent.lab.common import (
+    CAPTURE_WAIT,
+    CONTROL_PORT,
+    DATA_PORT,
+    GROUP,
+    GROUP_EID,
+    KEY,
+    MARKER,
+    WEB_PORT,
+    LabError,
+    netns_unavailable,
+)
+from decent.lab.loopback import LoopbackLab
+from decent.lab.main import lab_main
+from decent.lab.netns import NetnsLab
+from decent.lab.pcap import Datagram, ecm_map_request, read_pcap
+
+__all__ = [
+    "CAPTURE_WAIT",
+    "CONTROL_PORT",
+    "DATA_PORT",
+    "GROUP",
+    "GROUP_EID",
+    "KEY",
+    "MARKER",
+    "MULTICAST_DROP",
+    "WEB_PORT",
+    "Datagram",
+    "LabError",
+    "LabNode",
+    "LoopbackLab",
+    "NetnsLab",
+    "NodeView",
+    "ecm_map_request",
+    "lab_main",
+    "loss_program",
+    "netns_unavailable",
+    "read_pcap",
+]

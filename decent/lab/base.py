@@ -1,0 +1,430 @@
+"""What both labs share: node records, configs, processes, the JSON API, waiting."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Final
+
+from decent.lab.common import GROUP, GROUP_EID, KEY, LabError
+
+_HTTP: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass
+class LabNode:
+    """One node of the lab and what its next start writes into its config."""
+
+    index: int
+    rloc: IPv4Address
+    web_host: str
+    web_port: int
+    namespace: str | None
+    seeds: list[IPv4Address]
+    eids: list[str]
+    register_interval: float
+    admin_token: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+    log_file: IO[bytes] | None = field(default=None, repr=False)
+    #: More RLOCs after `rloc` (NetnsLab.add_rloc), each on its own veth.
+    more_rlocs: list[IPv4Address] = field(default_factory=list)
+    #: [dataplane] keys; None: no data plane.
+    dataplane: dict[str, object] | None = None
+    #: Configure the RLOC as `[node] interface` (followed as it changes,
+    #: LISP-MN) rather than `rloc`; the web page then listens on any address.
+    interface: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"n{self.index}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """What one node holds, read from /api/sites and /api/peers."""
+
+    eids: frozenset[str]
+    names: frozenset[str]
+    members: frozenset[str]
+    peer_rlocs: frozenset[str]
+    peer_names: frozenset[str | None]
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string for ASCII text
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class _Lab:
+    """What both labs share: configs, processes, the JSON API, waiting."""
+
+    def __init__(
+        self,
+        *,
+        nodes: int,
+        mode: str,
+        ttl_minutes: int,
+        register_interval: float,
+        workdir: Path | None,
+    ) -> None:
+        if mode not in ("replicate", "multicast"):
+            raise ValueError(f"mode must be replicate or multicast, not {mode!r}")
+        if not 1 <= nodes <= 99:
+            raise ValueError("a lab has 1 to 99 nodes")
+        self.mode = mode
+        self.ttl_minutes = ttl_minutes
+        self.register_interval = register_interval
+        self._own_workdir = workdir is None
+        self.workdir = (
+            Path(tempfile.mkdtemp(prefix="decent-lab-")) if workdir is None else workdir
+        )
+        self.initial_nodes = nodes
+        self.nodes: dict[int, LabNode] = {}
+        self.log_level = "info"
+
+    # ------------------------------------------------------------ to override
+    def create(self) -> None:
+        raise NotImplementedError
+
+    def destroy(self) -> None:
+        self._stop_processes()
+
+    def _node(self, i: int, seeds: list[IPv4Address]) -> LabNode:
+        raise NotImplementedError
+
+    def _command(self, node: LabNode, argv: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ context
+    def __enter__(self) -> _Lab:
+        try:
+            self.create()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.destroy()
+
+    # ------------------------------------------------------------ nodes
+    def _declare_nodes(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for i in range(1, self.initial_nodes + 1):
+            self.nodes[i] = self._node(i, [] if i == 1 else [self._rloc(1)])
+
+    def _rloc(self, i: int) -> IPv4Address:
+        raise NotImplementedError
+
+    def node(self, i: int) -> LabNode:
+        try:
+            return self.nodes[i]
+        except KeyError:
+            raise LabError(f"the lab has no node n{i}") from None
+
+    def running(self) -> list[int]:
+        return [i for i, n in sorted(self.nodes.items()) if n.running]
+
+    def node_dir(self, i: int) -> Path:
+        return self.workdir / f"n{i}"
+
+    def config_path(self, i: int) -> Path:
+        return self.node_dir(i) / "node.toml"
+
+    def log_path(self, i: int) -> Path:
+        return self.node_dir(i) / "node.log"
+
+    def state_dir(self, i: int) -> Path:
+        return self.node_dir(i) / "state"
+
+    def config_text(self, i: int) -> str:
+        n = self.node(i)
+        rlocs = [str(r) for r in [n.rloc, *n.more_rlocs]]
+        if n.interface:
+            where = f"interface = {_toml(n.interface)}"
+        elif n.more_rlocs:
+            where = f"rlocs = {_toml(rlocs)}"
+        else:
+            where = f"rloc = {_toml(rlocs[0])}"
+        listen = f"{'0.0.0.0' if n.interface else n.web_host}:{n.web_port}"
+        lines = [
+            "[node]",
+            f"name = {_toml(n.name)}",
+            where,
+            f"state_dir = {_toml(str(self.state_dir(i)))}",
+            f"log_level = {_toml(self.log_level)}",
+            "",
+            "[decent]",
+            f"group = {_toml(GROUP)}",
+            f"mode = {_toml(self.mode)}",
+        ]
+        if n.seeds:
+            lines.append(f"seeds = {_toml([str(s) for s in n.seeds])}")
+        lines += [
+            f"key = {_toml(KEY)}",
+            f"ttl = {self.ttl_minutes}",
+            f"register_interval = {float(n.register_interval)!r}",
+            "",
+        ]
+        for eid in n.eids:
+            lines += ["[[database]]", f"eid = {_toml(eid)}", ""]
+        lines += ["[web]", f"listen = {_toml(listen)}"]
+        if n.admin_token:
+            lines.append(f"admin_token = {_toml(n.admin_token)}")
+        lines.append("")
+        if n.dataplane is not None:
+            lines.append("[dataplane]")
+            lines += [f"{k} = {_toml(v)}" for k, v in n.dataplane.items()]
+            lines.append("")
+        return "\n".join(lines)
+
+    def configure(
+        self,
+        i: int,
+        *,
+        eids: list[str] | None = None,
+        register_interval: float | None = None,
+        seeds: list[IPv4Address] | None = None,
+        admin_token: str | None = None,
+        dataplane: dict[str, object] | None = None,
+        interface: str | None = None,
+    ) -> None:
+        """Change what node i's next start writes into its config
+        (`dataplane` keys are added to its [dataplane] section; `interface`
+        names the RLOC by interface instead, "" goes back to `rloc`)."""
+        n = self.node(i)
+        if interface is not None:
+            n.interface = interface or None
+        if admin_token is not None:
+            n.admin_token = admin_token or None
+        if dataplane is not None:
+            n.dataplane = {**(n.dataplane or {"enabled": True}), **dataplane}
+        if eids is not None:
+            n.eids = list(eids)
+        if register_interval is not None:
+            n.register_interval = register_interval
+        if seeds is not None:
+            n.seeds = list(seeds)
+
+    def start(self, i: int) -> None:
+        """Write node i's config and start it (`decent run`) in its place."""
+        n = self.node(i)
+        if n.running:
+            raise LabError(f"{n.name} is already running")
+        self._close_log(n)
+        self.node_dir(i).mkdir(parents=True, exist_ok=True)
+        self.config_path(i).write_text(self.config_text(i))
+        argv = [sys.executable, "-m", "decent", "run", "--config"]
+        argv.append(str(self.config_path(i)))
+        n.log_file = open(self.log_path(i), "ab")  # noqa: SIM115 - kept open
+        n.process = subprocess.Popen(
+            self._command(n, argv),
+            stdin=subprocess.DEVNULL,
+            stdout=n.log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # Its own session: a Ctrl-C meant for `decent lab` reaches the
+            # lab, which then stops every node itself.
+            start_new_session=True,
+        )
+
+    def start_all(self) -> None:
+        for i in sorted(self.nodes):
+            if not self.node(i).running:
+                self.start(i)
+
+    def reload(self, i: int) -> None:
+        """Rewrite running node i's config (after `configure`) and SIGHUP it,
+        as an operator applies a changed [[database]]."""
+        n = self.node(i)
+        if n.process is None or not n.running:
+            raise LabError(f"{n.name} is not running")
+        self.config_path(i).write_text(self.config_text(i))
+        # `ip netns exec` execs the command: the pid is decent's own.
+        n.process.send_signal(signal.SIGHUP)
+
+    def stop(self, i: int, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Signal node i and wait for it to exit; returns its exit status."""
+        n = self.node(i)
+        proc = n.process
+        if proc is None:
+            raise LabError(f"{n.name} was never started")
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise LabError(
+                    f"{n.name} ignored signal {sig} for {timeout} s; killed it"
+                ) from None
+        self._close_log(n)
+        return proc.returncode
+
+    def kill(self, i: int) -> int:
+        """SIGKILL node i: no graceful leave, its peers must age it out."""
+        return self.stop(i, signal.SIGKILL)
+
+    def add_node(self, seed: int = 1, *, start: bool = True) -> int:
+        """Add (and start) node n+1, seeded with one peer's RLOC."""
+        i = max(self.nodes) + 1
+        if i > 99:
+            raise LabError("a lab has at most 99 nodes")
+        self.nodes[i] = self._node(i, [self._rloc(seed)])
+        self._attach(i)
+        if start:
+            self.start(i)
+        return i
+
+    def _attach(self, i: int) -> None:
+        """Give a node added after create() its place on the network."""
+
+    def _close_log(self, n: LabNode) -> None:
+        if n.log_file is not None:
+            n.log_file.close()
+            n.log_file = None
+
+    def _stop_processes(self) -> None:
+        for n in self.nodes.values():
+            if n.process is not None and n.process.poll() is None:
+                n.process.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    n.process.wait(5.0)
+            self._close_log(n)
+
+    # ------------------------------------------------------------ the API
+    def api(self, i: int, path: str, timeout: float = 2.0) -> Any:
+        """GET node i's JSON API. A JSON error answer (a 503 from /healthz
+        while joining) is returned like any other; no answer raises OSError."""
+        url = self.node(i).url + path
+        try:
+            with _HTTP.open(url, timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            exc.close()
+            try:
+                return json.loads(body)
+            except ValueError:
+                raise exc from None
+
+    def healthy(self, i: int) -> bool:
+        try:
+            return bool(self.api(i, "/healthz", timeout=1.0).get("ok"))
+        except (OSError, ValueError):
+            return False
+
+    def view(self, i: int) -> NodeView:
+        """Node i's registrations and peer group, reduced to comparable sets."""
+        sites = self.api(i, "/api/sites")
+        peers = self.api(i, "/api/peers")
+        eids: set[str] = set()
+        names: set[str] = set()
+        members: set[str] = set()
+        for site in sites:
+            eid = site["eid"]
+            if site.get("group") is not None:
+                if eid == GROUP_EID:
+                    for loc in site["rlocs"]:
+                        members.update(e["address"] for e in loc.get("rle", []))
+            elif eid.startswith("[0]'") and eid.endswith("'"):
+                names.add(eid[4:-1])
+            else:
+                eids.add(eid.removeprefix("[0]"))
+        return NodeView(
+            frozenset(eids),
+            frozenset(names),
+            frozenset(members),
+            frozenset(p["rloc"] for p in peers),
+            frozenset(p["name"] for p in peers),
+        )
+
+    def expected_view(self, among: list[int] | None = None) -> NodeView:
+        """What every node should hold once `among` (default: the running
+        nodes) have converged: their EIDs, names and RLOCs."""
+        chosen = self.running() if among is None else among
+        nodes = [self.node(i) for i in chosen]
+        rlocs = frozenset(str(n.rloc) for n in nodes)
+        return NodeView(
+            frozenset(e for n in nodes for e in n.eids),
+            frozenset(n.name for n in nodes),
+            rlocs,
+            rlocs,
+            frozenset(n.name for n in nodes),
+        )
+
+    def converged(self, among: list[int] | None = None) -> bool:
+        """Every node of `among` holds exactly what `expected_view` says."""
+        chosen = self.running() if among is None else among
+        want = self.expected_view(chosen)
+        return all(self.view(i) == want for i in chosen)
+
+    def wait_converged(self, timeout: float = 15.0) -> float:
+        """Wait until the running nodes agree; returns the seconds it took."""
+        return self.wait_until(self.converged, timeout, "the nodes to converge")
+
+    @staticmethod
+    def wait_until(
+        predicate: Callable[[], object],
+        timeout: float,
+        what: str = "the condition",
+        interval: float = 0.05,
+    ) -> float:
+        """Poll predicate until it is true; return the seconds it took.
+
+        A predicate that raises OSError or ValueError (a node not answering
+        yet) counts as false. Raises TimeoutError after timeout seconds.
+        """
+        # The lab is an imperative shell, like cli.py: it may read clocks.
+        start = time.monotonic()  # noqa: TID251
+        error: Exception | None = None
+        while True:
+            try:
+                if predicate():
+                    return time.monotonic() - start  # noqa: TID251
+                error = None
+            except (OSError, ValueError) as exc:
+                error = exc
+            if time.monotonic() - start > timeout:  # noqa: TID251
+                extra = f" (last error: {error})" if error else ""
+                raise TimeoutError(f"waited {timeout} s for {what}{extra}")
+            time.sleep(interval)
+
+    def log_tail(self, i: int, lines: int = 20) -> str:
+        try:
+            text = self.log_path(i).read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,89 @@
+"""Lab packets: the ECM'd Map-Request it sends, the datagrams of its captures."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from decent.lab.common import CONTROL_PORT, MARKER, LabError
+from decent.wire import EncapsulatedControlMessage, MapRequest, RequestRecord, parse_eid
+
+
+def ecm_map_request(
+    eid: str, itr_rloc: IPv4Address, sport: int, nonce: int, resolver: IPv4Address
+) -> bytes:
+    """An ECM'd Map-Request for eid, as an ITR at itr_rloc:sport sends it to
+    its Map-Resolver (RFC 9301 5.8); the Map-Reply comes back to that port."""
+    query = parse_eid(eid)
+    addr, mask = query.to_wire()
+    inner_dst = query.address if isinstance(query.address, IPv4Address) else resolver
+    request = MapRequest(nonce, (RequestRecord(addr, mask),), (itr_rloc,))
+    return EncapsulatedControlMessage(
+        request, itr_rloc, inner_dst, sport, CONTROL_PORT
+    ).encode()
+
+
+# ---------------------------------------------------------------- captures
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """One captured IPv4/UDP datagram."""
+
+    time: float
+    src: IPv4Address
+    dst: IPv4Address
+    sport: int
+    dport: int
+    payload: bytes
+
+
+def read_pcap(path: Path) -> list[Datagram]:
+    """The IPv4/UDP datagrams of a classic pcap file with Ethernet framing
+    (what `dumpcap -P` writes); everything else is skipped."""
+    data = path.read_bytes()
+    if len(data) < 24:
+        return []
+    magic = data[:4]
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        endian = "<"
+    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        endian = ">"
+    else:
+        raise LabError(f"{path}: not a classic pcap file (use dumpcap -P)")
+    nano = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    (linktype,) = struct.unpack(endian + "I", data[20:24])
+    if linktype != 1:
+        raise LabError(f"{path}: link type {linktype}, expected Ethernet (1)")
+    record = struct.Struct(endian + "IIII")
+    out: list[Datagram] = []
+    pos = 24
+    while pos + 16 <= len(data):
+        sec, frac, caplen, _ = record.unpack_from(data, pos)
+        frame = data[pos + 16 : pos + 16 + caplen]
+        pos += 16 + caplen
+        if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00":
+            continue
+        ip = frame[14:]
+        ihl = (ip[0] & 0x0F) * 4
+        total = int.from_bytes(ip[2:4], "big")
+        if ip[0] >> 4 != 4 or ip[9] != socket.IPPROTO_UDP or len(ip) < total:
+            continue
+        if int.from_bytes(ip[6:8], "big") & 0x3FFF:
+            continue  # a fragment: not one whole datagram
+        udp = ip[ihl:total]
+        sport, dport, length = struct.unpack("!HHH", udp[:6])
+        if dport == 9 and udp[8:length].startswith(MARKER):
+            continue  # the capture's own start and end markers
+        out.append(
+            Datagram(
+                sec + frac / (1e9 if nano else 1e6),
+                IPv4Address(ip[12:16]),
+                IPv4Address(ip[16:20]),
+                sport,
+                dport,
+                bytes(udp[8:length]),
+            )
+        )
+    return out
