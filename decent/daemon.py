@@ -219,7 +219,7 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
             tun.start()
         except DataPlaneUnavailable as exc:
             log.warning("data plane off: %s; the control plane keeps running", exc)
-            node.dataplane = None
+            shell.riders.clear()
             shell.after_flush = None
             tun = None
     stop_roaming = _roaming(cfg, node, shell, loop, lambda: tun)
@@ -320,6 +320,7 @@ def _dataplane(
         flush_control=shell.flush,
         give_back_data=shell.read_data_socket,
     )
+    shell.ride(dp)
     shell.after_flush = tun.flush_packets
     return tun
 
@@ -376,7 +377,7 @@ def _dataplane_status(
 ) -> dict[str, object]:
     if not cfg.dataplane:
         return {"enabled": False}
-    if tun is None or node.dataplane is None:
+    if tun is None:
         return {"enabled": True, "running": False}
     return {
         "enabled": True,
@@ -385,7 +386,7 @@ def _dataplane_status(
         "mtu": cfg.tun_mtu,
         "routes": sorted(tun.installed_routes()),
         "route_table": tun.route_summary(),
-        **node.dataplane.stats(),
+        **tun.dp.stats(),
     }
 
 

@@ -19,6 +19,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv6Address, ip_address
+from typing import Protocol
 
 from decent.peer.config import Addr
 from decent.peer.events import Event, MessageDropped, RegistrationAccepted
@@ -170,6 +171,14 @@ def _interface_index(addr: IPAddress) -> int:
     raise OSError(errno.EADDRNOTAVAIL, f"no interface has {addr}")
 
 
+class Rider(Protocol):
+    """A layer riding on the node (the data plane): takes its events."""
+
+    def handle_event(self, event: Event, now: float) -> None: ...
+
+    def next_event(self) -> Event | None: ...
+
+
 class NodeShell:
     """Feeds a Node from its sockets and the loop clock; sends what it queues.
 
@@ -201,6 +210,7 @@ class NodeShell:
         #: Called at the end of every flush (the data plane sends what a
         #: control input released, e.g. packets waiting for a mapping).
         self.after_flush: Callable[[], None] | None = None
+        self.riders: list[Rider] = []
         self._addr_memo: dict[str, IPAddress] = {}
         self._host_memo: dict[IPAddress, str] = {}
         rloc = node.config.rlocs[0]
@@ -296,13 +306,35 @@ class NodeShell:
         self.node.handle_timer(self.loop.time())
         self.flush()
 
+    def ride(self, rider: Rider) -> None:
+        """Carry a layer on top of the node (the data plane): it gets every
+        node event after each input, and its own events are reported too."""
+        self.riders.append(rider)
+
     def flush(self) -> None:
-        """Send what the node queued, report its events, re-arm its timer."""
+        """Send what the node queued, report its events (and hand them to the
+        riders, which may queue more), re-arm its timer."""
         node = self.node
-        data_port = node.config.data_port
+        now = self.loop.time()
+        self._send(node.datagrams_to_send())
+        while self._report(now):
+            self._send(node.datagrams_to_send())
+        when = node.get_timer()
+        if when != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = (
+                None if when is None else self.loop.call_at(when, self._on_timer)
+            )
+            self._timer_at = when
+        if self.after_flush is not None:
+            self.after_flush()
+
+    def _send(self, datagrams: list[tuple[bytes, Addr]]) -> None:
+        data_port = self.node.config.data_port
         control, data_sock = self.sockets.control, self.sockets.data
         hosts = self._host_memo
-        for payload, (ip, port) in node.datagrams_to_send():
+        for payload, (ip, port) in datagrams:
             sock = data_sock if port == data_port else control
             host = hosts.get(ip)
             if host is None:  # str(IPv4Address) costs a microsecond a reply
@@ -315,29 +347,33 @@ class NodeShell:
                 # Unreachable peers and full buffers are the network's business;
                 # the protocol retransmits what matters.
                 self.errors[f"send.{errno.errorcode.get(exc.errno or 0, 'error')}"] += 1
-        now = self.loop.time()
-        while (event := node.next_event()) is not None:
-            self.events.append((now, event))
-            # Refreshes and drops recur every period; log state changes only.
-            routine = isinstance(event, MessageDropped) or (
-                isinstance(event, RegistrationAccepted) and not event.new
-            )
-            level = logging.DEBUG if routine else logging.INFO
-            # A line the level hides costs no formatting and no summary entry.
-            if log.isEnabledFor(level):
-                self._log_event(event, level, now)
-            if self.on_event is not None:
-                self.on_event(event)
-        when = node.get_timer()
-        if when != self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = (
-                None if when is None else self.loop.call_at(when, self._on_timer)
-            )
-            self._timer_at = when
-        if self.after_flush is not None:
-            self.after_flush()
+
+    def _report(self, now: float) -> int:
+        """Log and pass on the node's events, then the riders'; how many."""
+        seen = 0
+        riders = self.riders
+        while (event := self.node.next_event()) is not None:
+            seen += 1
+            self._note(event, now)
+            for rider in riders:
+                rider.handle_event(event, now)
+        for rider in riders:
+            while (event := rider.next_event()) is not None:
+                self._note(event, now)
+        return seen
+
+    def _note(self, event: Event, now: float) -> None:
+        self.events.append((now, event))
+        # Refreshes and drops recur every period; log state changes only.
+        routine = isinstance(event, MessageDropped) or (
+            isinstance(event, RegistrationAccepted) and not event.new
+        )
+        level = logging.DEBUG if routine else logging.INFO
+        # A line the level hides costs no formatting and no summary entry.
+        if log.isEnabledFor(level):
+            self._log_event(event, level, now)
+        if self.on_event is not None:
+            self.on_event(event)
 
     def _log_event(self, event: Event, level: int, now: float) -> None:
         """Log `event` unless its class used up its lines; count it if so."""

@@ -19,6 +19,14 @@ to the Node. Everything else must come from a registered RLOC and be for one
 of our EIDs; what fails a check is counted under `drop.<reason>` in the
 Node's counters, never raises and changes no state.
 
+The data plane rides on the Node as HTTP/3 rides on QUIC: it calls the
+Node's public API (request, note_itr, set_locators, receive_data_packet,
+the read API and stores) and takes the Node's events through
+`handle_event` (a mapping installed releases its queue, a failed request
+drops it, a change of our RLOCs re-reads them). The Node never imports
+this module. Its own events (our RLOC or a peer's locator-status bit
+changed) wait in `next_event()`.
+
 `send_packet` / `receive_packet` are the same two paths on whole `bytes`, for
 tests and for datagrams arriving through the Node.
 """
@@ -27,14 +35,20 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Final
 
 from decent.peer.config import Addr, rloc_order
-from decent.peer.events import LocatorStateChanged
+from decent.peer.events import (
+    Event,
+    LocatorStateChanged,
+    MapCacheUpdated,
+    MapRequestFailed,
+    RlocsChanged,
+)
 from decent.peer.mapcache import CacheEntry, LocatorState
 from decent.peer.mapserver import rle_entries
 from decent.peer.node import Node
@@ -108,8 +122,9 @@ class DataPlane:
         self._nonce = nonce
         self.iid = node.config.group_iid
         self.data_port = node.config.data_port
-        node.dataplane = self
-        self._counters = node.counters
+        #: Counted with the Node's: one table of reasons for the operator.
+        self._counters: Counter[str] = node.counters
+        self._events: deque[Event] = deque(maxlen=4096)
         self._cache = node.cache
         self._lookup = node.cache.db.lookup_host
         self._own_lookup = node.database.lookup_host
@@ -155,6 +170,18 @@ class DataPlane:
         """Inner packets to send into the underlay unencapsulated."""
         out, self._to_native = self._to_native, []
         return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def handle_event(self, event: Event, now: float) -> None:
+        """Take one of the Node's events (the shell forwards them all)."""
+        if isinstance(event, MapCacheUpdated):
+            self.on_install(event.eid, now)
+        elif isinstance(event, MapRequestFailed):
+            self.on_request_failed(event.eid)
+        elif isinstance(event, RlocsChanged):
+            self.rlocs_changed()
 
     def stats(self) -> dict[str, int]:
         return {
@@ -209,7 +236,7 @@ class DataPlane:
         self._counters[f"rloc.{'up' if up else 'down'}"] += 1
         node = self.node
         own = Eid(self.iid, rloc, rloc.max_prefixlen)
-        node._emit(LocatorStateChanged(own, str(rloc), up))
+        self._events.append(LocatorStateChanged(own, str(rloc), up))
         for eid, mapping in list(node.database.items()):
             if not any(loc.address == rloc for loc in mapping.locators):
                 continue
@@ -416,7 +443,9 @@ class DataPlane:
         """Check the 4341 payload in buf[:n] from host:port; True means write
         buf[8:n] (the inner packet) to the TUN."""
         if n < HEADROOM + 20:
-            if n >= HEADROOM and buf[0] & _I and buf[4:7] == b"\xff\xff\xff":
+            # Replicated control, or not even a LISP header: the Node's
+            # decoder judges both (and counts the latter a decode error).
+            if n < HEADROOM or (buf[0] & _I and buf[4:7] == b"\xff\xff\xff"):
                 self._control(buf, n, host, port, now)
                 return False
             self._counters["drop.short-packet"] += 1
@@ -489,7 +518,7 @@ class DataPlane:
         """Every RLOC that a registration we hold names: the ETR accepts
         encapsulated packets from these and from no one else."""
         hosts: set[str] = set()
-        for _, entry in self.node.ms.db.items():
+        for entry in self.node.registrations():
             for loc in entry.record.locators:
                 if isinstance(loc.address, IPv4Address | IPv6Address):
                     hosts.add(str(loc.address))
@@ -521,7 +550,7 @@ class DataPlane:
                 self._cache.generation += 1
                 self._counters["dataplane.lsb-change"] += 1
                 rloc = str(state.locator.address)
-                self.node._emit(LocatorStateChanged(entry.eid, rloc, up))
+                self._events.append(LocatorStateChanged(entry.eid, rloc, up))
 
 
 def _flow_hash(buf: bytearray, n: int, version: int) -> int:

@@ -28,6 +28,7 @@ from decent.peer.dataplane import DataPlane
 from decent.peer.decent import decent_node_config
 from decent.peer.node import Node
 from decent.wire import DataHeader, Eid, UdpPacket, decapsulate, encapsulate
+from tests.peer.conftest import Traced
 from tests.peer.simnet import SimNet
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="127.0.0.x, SO_MARK")
@@ -152,10 +153,10 @@ def xtr(loop: asyncio.AbstractEventLoop) -> Iterator[Xtr]:
             data_port=data,
             resolve_in_process=True,
         )
-        node = Node(cfg, nonce=lambda: next(counter), now=net.now)
+        node = Traced(cfg, nonce=lambda: next(counter), now=net.now, keep=False)
         net.add(node, (rloc, 4342), (rloc, data))
         nodes.append(node)
-    dp = DataPlane(nodes[0], nonce=lambda: 0x123456)
+    dp = nodes[0].ride(DataPlane(nodes[0], nonce=lambda: 0x123456))
     net.advance(5)
     # Resolve E2 once (in process: n1 is its own Map-Resolver), so every
     # packet below is a map-cache hit.

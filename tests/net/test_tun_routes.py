@@ -43,6 +43,7 @@ from decent.peer.dataplane import DataPlane
 from decent.peer.decent import decent_node_config
 from decent.peer.node import Node
 from decent.wire import Eid
+from tests.peer.conftest import Traced
 from tests.peer.simnet import SimNet
 
 Network = IPv4Network | IPv6Network
@@ -289,7 +290,7 @@ def lab(
     """Node 1 and its TunShell, not started unless the test does (without
     a `loop` there is none to start it on: its `ip` batches are recorded)."""
     net = SimNet(seed=7)
-    n1 = Node(
+    n1 = Traced(
         decent_node_config(
             name="n1",
             rlocs=(R1,),
@@ -307,7 +308,7 @@ def lab(
     data.bind((str(R1), 0))
     own_loop = loop is None
     tun = TunShell(
-        DataPlane(n1, nonce=lambda: 1),
+        n1.ride(DataPlane(n1, nonce=lambda: 1)),
         TunSettings(name=name, table=TABLE, max_routes=max_routes),
         asyncio.new_event_loop() if loop is None else loop,
         data_socket=data,

@@ -13,6 +13,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 from decent.peer.config import AllowedPrefix, DatabaseMapping, NodeConfig, Site
+from decent.peer.dataplane import DataPlane
 from decent.peer.decent import decent_node_config
 from decent.peer.events import Event
 from decent.peer.node import Node
@@ -112,16 +113,35 @@ class Traced(Node):
         super().__init__(config, **kw)
         self.log: list[tuple[float, Event]] = []
         self.keep = keep  # False: drain events without keeping them (soaks)
+        #: The data plane riding on this node, as the shell wires it.
+        self.dataplane: DataPlane | None = None
+
+    def ride(self, dp: DataPlane) -> DataPlane:
+        """Carry dp as the shell does: it takes our events and the data port."""
+        self.dataplane = dp
+        return dp
 
     def _collect(self, now: float) -> None:
+        dp = self.dataplane
         while (event := self.next_event()) is not None:
+            if dp is not None:
+                dp.handle_event(event, now)
+            if self.keep:
+                self.log.append((now, event))
+        while dp is not None and (event := dp.next_event()) is not None:
             if self.keep:
                 self.log.append((now, event))
 
     def receive_datagram(
         self, data: bytes, addr: Addr, now: float, local: Addr | None = None
     ) -> None:
-        super().receive_datagram(data, addr, now, local)
+        """A data-port payload goes to the data plane when one rides here
+        (it hands the Node the replicated control traffic)."""
+        dp = self.dataplane
+        if dp is not None and local is not None and local[1] == self.config.data_port:
+            dp.receive_packet(data, addr, now)
+        else:
+            super().receive_datagram(data, addr, now, local)
         self._collect(now)
 
     def handle_timer(self, now: float) -> None:

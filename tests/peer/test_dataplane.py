@@ -130,7 +130,7 @@ def mesh(
         net.add(node, *addrs, source=addrs[0])
         nodes.append(node)
         config = DataPlaneConfig(**(dp or {}))
-        dps.append(DataPlane(node, config, nonce=lambda: 0xABCDEF))
+        dps.append(node.ride(DataPlane(node, config, nonce=lambda: 0xABCDEF)))
     m = Mesh(net, nodes, dps)
     m.converge()
     return m
@@ -208,7 +208,7 @@ def test_locators_are_chosen_by_priority_then_weight():
 
 def test_a_miss_queues_and_sends_exactly_one_map_request():
     t = lab()
-    dp = DataPlane(t.itr, nonce=lambda: 1)
+    dp = t.itr.ride(DataPlane(t.itr, nonce=lambda: 1))
     t.net.advance(2.0)  # the ETR registers to the Map-Server
     packets = [udp("10.9.9.9", "10.1.1.5", sport=p) for p in range(5)]
     for p in packets:
@@ -233,7 +233,7 @@ def test_a_miss_queues_and_sends_exactly_one_map_request():
 
 def test_the_miss_queue_is_bounded_and_full_drops_are_counted():
     t = lab()
-    dp = DataPlane(t.itr, DataPlaneConfig(queue_size=3), nonce=lambda: 1)
+    dp = t.itr.ride(DataPlane(t.itr, DataPlaneConfig(queue_size=3), nonce=lambda: 1))
     for p in range(5):
         dp.send_packet(udp("10.9.9.9", "10.1.1.5", sport=p), 0.0)
     assert dp.stats()["queued"] == 3
@@ -243,7 +243,7 @@ def test_the_miss_queue_is_bounded_and_full_drops_are_counted():
 
 def test_stale_queued_packets_make_room_and_are_not_released():
     t = lab()
-    dp = DataPlane(t.itr, DataPlaneConfig(queue_size=2), nonce=lambda: 1)
+    dp = t.itr.ride(DataPlane(t.itr, DataPlaneConfig(queue_size=2), nonce=lambda: 1))
     dp.send_packet(udp("10.9.9.9", "10.1.1.5"), 0.0)
     dp.send_packet(udp("10.9.9.9", "10.1.1.6"), 0.0)
     dp.send_packet(udp("10.9.9.9", "10.1.1.7"), 10.0)  # the old two expire
@@ -259,7 +259,7 @@ def test_stale_queued_packets_make_room_and_are_not_released():
 
 def test_an_unanswered_miss_drops_its_queue_when_the_request_gives_up():
     t = lab()
-    dp = DataPlane(t.itr, nonce=lambda: 1)
+    dp = t.itr.ride(DataPlane(t.itr, nonce=lambda: 1))
     t.net.partition(ITR_IP, t.ms.config.rlocs[0])
     dp.send_packet(udp("10.9.9.9", "10.1.1.5"), t.net.now)
     t.net.advance(12.0)  # ten unanswered Map-Requests, one a second
@@ -270,7 +270,7 @@ def test_an_unanswered_miss_drops_its_queue_when_the_request_gives_up():
 
 def test_without_a_map_resolver_the_packet_waits_then_times_out():
     node = Traced(NodeConfig(rlocs=(ITR_IP,), xtr_id=1))
-    dp = DataPlane(node, DataPlaneConfig(queue_size=1), nonce=lambda: 1)
+    dp = node.ride(DataPlane(node, DataPlaneConfig(queue_size=1), nonce=lambda: 1))
     dp.send_packet(udp("10.9.9.9", "10.1.1.5"), 0.0)
     assert node.counters["drop.no-map-resolver"] == 1
     dp.on_request_failed(Eid.prefix("10.7.7.7/32"))  # nothing waited for it

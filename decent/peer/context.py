@@ -1,0 +1,125 @@
+"""What the roles share: the Outbox, the Ctx, and the Protocols between roles.
+
+The roles (decent.peer.roles) never import each other. Each gets a `Ctx`
+(the config, the outbox, the timers and the three stores) and, for what it
+needs of another role, one of the small Protocols below, wired by the Node.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Hashable
+from typing import Final, Protocol
+
+from decent.peer import counters as C
+from decent.peer.config import Addr, DatabaseMapping, NodeConfig
+from decent.peer.events import Event, MessageDropped, RegistrationRejected
+from decent.peer.mapcache import MapCache
+from decent.peer.mapdb import MapDB
+from decent.peer.mapserver import MapServer
+from decent.peer.timers import Deadlines
+from decent.wire import Eid, IPAddress, MapRecord, check_auth
+
+MASK64: Final = (1 << 64) - 1
+MASK32: Final = (1 << 32) - 1
+#: Messages an ITR exchanges with its own Map-Resolver: handled in-process
+#: when the node resolves for itself (NodeConfig.resolve_in_process).
+LOOPBACK_KINDS: Final = frozenset({"map-request", "map-reply"})
+#: Events kept for the shell between drains (it drains after every input).
+EVENTS_KEPT: Final = 65536
+
+
+class Outbox:
+    """Everything an input produces: datagrams to send, events, counters,
+    and the node's one source of nonces."""
+
+    def __init__(self, nonce: Callable[[], int]) -> None:
+        self._nonce = nonce
+        self.counters: Counter[str] = Counter()
+        self.datagrams: list[tuple[bytes, Addr]] = []
+        self.events: deque[Event] = deque(maxlen=EVENTS_KEPT)
+        #: Our own Map-Resolver's address when the node resolves in-process:
+        #: what goes there comes back through `loopback` (Node runs it).
+        self.loopback_addr: Addr | None = None
+        self.loopback: deque[bytes] = deque()
+
+    def send(self, data: bytes, dest: Addr, kind: str) -> None:
+        self.counters[C.TX + kind] += 1
+        if dest == self.loopback_addr and kind in LOOPBACK_KINDS:
+            self.loopback.append(data)
+            return
+        self.datagrams.append((data, dest))
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def drop(self, peer: Addr, reason: str) -> None:
+        self.counters[C.DROP + reason] += 1
+        self.emit(MessageDropped(peer, reason))
+
+    def reject(self, peer: Addr, reason: str, eid: Eid | None = None) -> None:
+        self.counters[C.REJECT + reason] += 1
+        self.emit(RegistrationRejected(peer, reason, eid))
+
+    def nonce(self) -> int:
+        return self._nonce() & MASK64
+
+
+class Ctx:
+    """One node's shared state, as every role sees it. `config` is replaced
+    when our RLOCs change (roaming), so roles read it here each time."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        out: Outbox,
+        ms: MapServer,
+        cache: MapCache,
+        database: MapDB[DatabaseMapping],
+    ) -> None:
+        self.config = config
+        self.out = out
+        self.timers: Deadlines[Hashable] = Deadlines()
+        self.ms = ms
+        self.cache = cache
+        self.database = database
+
+    def own(self, addr: object) -> bool:
+        return addr in self.config.rlocs
+
+
+# ---------------------------------------------------------------- what roles ask
+class Members(Protocol):
+    """The peer group as far as we know it (the mapping system)."""
+
+    def membership(self) -> list[IPAddress]: ...
+
+
+class CacheWriter(Protocol):
+    """Puts a mapping into the map-cache (the ITR)."""
+
+    def install(self, eid: Eid, rec: MapRecord, source: str, now: float) -> None: ...
+
+
+class ItrNotes(Protocol):
+    """Remembers which ITRs send to our EIDs, to SMR them (the ETR)."""
+
+    def note_itr(self, eid: Eid, rloc: IPAddress, now: float) -> None: ...
+
+
+class Registrar(Protocol):
+    """Registers our database (the ETR)."""
+
+    def register_soon(self, now: float) -> None: ...
+
+
+class MembershipWatch(Protocol):
+    """Hears that the group's registration or cached RLE changed (the
+    mapping system)."""
+
+    def membership_changed(self, now: float) -> None: ...
+
+
+def authentic(config: NodeConfig, alg_id: int, raw: bytes, key: bytes) -> bool:
+    """A Map-Notify(-Ack) signed with `key` by an algorithm we accept."""
+    return alg_id in config.auth_algorithms and check_auth(raw, key)

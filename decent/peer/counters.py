@@ -1,0 +1,53 @@
+"""The names of the node's counters: one constant each, read by the shells and the page.
+
+A counter is read by name across layers (the status page, the metrics,
+the tests), so each name is written once, here. Dynamic families take a
+suffix: `DROP + reason`, `REJECT + reason`, `TX + kind`, `RX + kind`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+DROP: Final = "drop."
+REJECT: Final = "reject."
+TX: Final = "tx."
+RX: Final = "rx."
+
+RX_MAP_REQUEST: Final = "rx.map-request"
+RX_ECM: Final = "rx.ecm"
+RX_MAP_REPLY: Final = "rx.map-reply"
+RX_MAP_REGISTER: Final = "rx.map-register"
+RX_MAP_NOTIFY: Final = "rx.map-notify"
+RX_MAP_NOTIFY_ACK: Final = "rx.map-notify-ack"
+RX_MAP_REFERRAL: Final = "rx.map-referral"
+RX_REPLICATED: Final = "rx.replicated"
+REPLICATED_RELEASED: Final = "replicated.released"
+
+REGISTRATION_ACCEPTED: Final = "registration.accepted"
+REGISTRATION_REMOVED: Final = "registration.removed"
+REGISTRATION_EXPIRED: Final = "registration.expired"
+ACCEPT_UNAUTHENTICATED: Final = "accept.unauthenticated"
+NOTIFY_GAVE_UP: Final = "notify.gave-up"
+RESYNC_BUSY: Final = "resync.busy"
+RESYNC_CONFIRMED: Final = "resync.confirmed"
+
+REPLY_NARROWED: Final = "reply.narrowed"
+REQUEST_FAILED: Final = "request.failed"
+
+CACHE_INSTALLED: Final = "cache.installed"
+CACHE_EXPIRED: Final = "cache.expired"
+CACHE_CLEARED: Final = "cache.cleared"
+CACHE_FULL: Final = "cache.full"
+
+RLOCS_CHANGED: Final = "rlocs.changed"
+RLOC_UP: Final = "rloc.up"
+RLOC_DOWN: Final = "rloc.down"
+
+DATAPLANE_MISS: Final = "dataplane.miss"
+DATAPLANE_PETR: Final = "dataplane.petr"
+DATAPLANE_NATIVE: Final = "dataplane.native"
+DATAPLANE_OUTER_FRAGMENTED: Final = "dataplane.outer-fragmented"
+DATAPLANE_ICMP_TOO_BIG: Final = "dataplane.icmp-too-big"
+DATAPLANE_ICMP_RATE_LIMITED: Final = "dataplane.icmp-rate-limited"
+DATAPLANE_LSB_CHANGE: Final = "dataplane.lsb-change"

@@ -1,0 +1,1 @@
+"""Where registrations and Map-Requests go: the MappingSystem seam and its modes."""

@@ -1,0 +1,286 @@
+"""LISP-Decent push mode (RFC 9962 4): the group, membership, replication.
+
+Every member registers to the group and so to every member: natively to
+the group address on a multicast underlay, otherwise head-end replicated,
+data-encapsulated to each member's data port with instance ID 0xffffff.
+The membership is itself a registration, the merged (0/0, G) entry whose
+RLE lists every member (RFC 8378). Without a group this is the plain
+static mapping system: the configured Map-Servers and Map-Resolvers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv6Address
+from typing import Final
+
+from decent.peer import counters as C
+from decent.peer.config import Addr
+from decent.peer.context import CacheWriter, Ctx, Registrar
+from decent.peer.mapserver import rle_entries
+from decent.peer.roaming import moved_locators
+from decent.wire import (
+    DECENT_CONTROL_IID,
+    DataHeader,
+    Eid,
+    IPAddress,
+    MapReply,
+    MapRequest,
+    RequestRecord,
+    UdpPacket,
+    encapsulate,
+)
+
+#: Replicated packets held from senders not yet known as members, and for
+#: how long (a new member's Map-Notify follows within a round trip).
+UNVOUCHED: Final = 32
+UNVOUCHED_HOLD: Final = 5.0
+
+#: Hands a replicated control message to the node's control path.
+Deliver = Callable[[bytes, Addr, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLookup:
+    """Time to ask a peer for the peer group's membership."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseUnvouched:
+    """New members appeared: take what they replicated before we knew them."""
+
+
+class PushMapping:
+    """The MappingSystem of a LISP-Decent push group (or of static config)."""
+
+    timer_keys: Final = (GroupLookup, ReleaseUnvouched)
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        config = ctx.config
+        self.group_eid = config.group_eid
+        #: Configured seeds: members by the operator's word, even unannounced.
+        self.seeds = frozenset(
+            ms[0] for ms in config.map_servers if ms[0] != config.group
+        ) - set(config.rlocs)
+        self.known_members: set[IPAddress] = set()
+        #: Replicated control from senders not (yet) known as members.
+        self.unvouched: deque[tuple[float, IPAddress, UdpPacket]] = deque(
+            maxlen=UNVOUCHED
+        )
+        #: Outstanding group lookups: nonce -> peer asked (the last round only).
+        self._lookups: dict[int, IPAddress] = {}
+        self._lookup_round = 0
+        self.deliver: Deliver | None = None
+        self.registrar: Registrar | None = None
+        self.cache_writer: CacheWriter | None = None
+
+    def start(self, now: float) -> None:
+        config = self.ctx.config
+        if config.group is not None and config.group_lookup_interval:
+            self.ctx.timers.set(GroupLookup(), now + config.group_lookup_interval)
+
+    def bind(self, deliver: Deliver, registrar: Registrar, writer: CacheWriter) -> None:
+        self.deliver, self.registrar, self.cache_writer = deliver, registrar, writer
+
+    # ------------------------------------------------------------ membership
+    def membership(self) -> list[IPAddress]:
+        """The peer group's members: the merged (0/0, G) RLE we hold as a
+        Map-Server, together with any we learned from Map-Notify/Map-Reply."""
+        eid = self.group_eid
+        if eid is None:
+            return []
+        members: dict[IPAddress, None] = {}
+        entry = self.ctx.ms.db.get(eid)
+        if entry is not None:
+            members.update(dict.fromkeys(entry.members()))
+        cached = self.ctx.cache.db.get(eid)
+        if cached is not None:
+            for loc in cached.record.locators:
+                for e in rle_entries(loc):
+                    if isinstance(e.address, IPv4Address | IPv6Address):
+                        members[e.address] = None
+        return sorted(members, key=lambda a: (a.version, a.packed))
+
+    def alone(self) -> bool:
+        if self.ctx.config.group is None:
+            return False
+        return all(self.ctx.own(m) for m in self.membership())
+
+    def membership_changed(self, now: float) -> None:
+        """A member we never registered to has appeared: register to the group
+        now rather than at the next period, so it learns our EIDs at once.
+        Coalesced: one registration round covers every join seen meanwhile."""
+        members = set(self.membership())
+        if members <= self.known_members:
+            return
+        self.known_members |= members
+        if self.unvouched:
+            self.ctx.timers.set(ReleaseUnvouched(), now)
+        assert self.registrar is not None
+        self.registrar.register_soon(now)
+
+    # ------------------------------------------------------------ registration
+    def register_targets(self) -> tuple[Addr, ...]:
+        return self.ctx.config.map_servers
+
+    def send_register(self, data: bytes, targets: Sequence[Addr]) -> None:
+        ctx = self.ctx
+        group = ctx.config.group
+        unicast = [t for t in targets if t[0] != group]
+        if len(unicast) != len(targets):
+            if ctx.config.group_mode == "multicast":
+                # Members hear the group copy; a seed that is one already
+                # would only drop a unicast duplicate as a replayed nonce.
+                members = set(self.membership())
+                unicast = [t for t in unicast if ctx.own(t[0]) or t[0] not in members]
+            self.send_to_group(data, "map-register", {t[0] for t in unicast})
+        for ms in unicast:
+            ctx.out.send(data, ms, "map-register")
+
+    def send_to_group(self, data: bytes, kind: str, skip: set[IPAddress]) -> None:
+        """RFC 9962 4.1: one message for every member. Natively to G on a
+        multicast underlay; otherwise head-end replicated, data-encapsulated
+        to each member's data port with instance ID 0xffffff."""
+        ctx = self.ctx
+        config = ctx.config
+        group = config.group
+        assert group is not None
+        port = config.control_port
+        if config.group_mode == "multicast":
+            ctx.out.send(data, (group, port), kind)
+            return
+        own = config.rloc_for(group.version)
+        if own is None:
+            return
+        inner = UdpPacket(own, group, port, port, data).encode()
+        for member in self.membership():
+            if member in skip or ctx.own(member) or member.version != own.version:
+                continue
+            header = DataHeader(
+                nonce=ctx.out.nonce() & 0xFFFFFF, instance_id=DECENT_CONTROL_IID
+            )
+            ctx.out.send(
+                encapsulate(header, inner),
+                (member, config.data_port),
+                "replicated-" + kind,
+            )
+
+    def resolvers_for(self, eid: Eid) -> tuple[Addr, ...]:
+        return self.ctx.config.map_resolvers
+
+    # ------------------------------------------------------------ replicated control
+    def receive_replicated(self, packet: UdpPacket, addr: Addr, now: float) -> None:
+        """RFC 9962 4.1: the inner message of a replicated packet goes to the
+        control path, and is never replicated again. Only a member
+        replicates, and only its own messages: the outer source must be in
+        the group's RLE (or be one of our seeds), and the inner source must
+        be that same address, which is then the sender."""
+        ctx = self.ctx
+        to_us = packet.dst == ctx.config.group or ctx.own(packet.dst)
+        if not to_us or packet.dport != ctx.config.control_port:
+            ctx.out.drop(addr, "replicated-not-for-us")
+            return
+        if packet.src != addr[0]:
+            ctx.out.drop(addr, "replicated-spoofed")
+            return
+        if addr[0] not in self.membership() and addr[0] not in self.seeds:
+            # A member that just joined may replicate to us before the
+            # Map-Notify naming it arrives: keep a few such packets briefly,
+            # and take them if their sender turns out to be a member.
+            ctx.out.drop(addr, "replicated-not-member")
+            self.unvouched.append((now + UNVOUCHED_HOLD, addr[0], packet))
+            return
+        ctx.out.counters[C.RX_REPLICATED] += 1
+        assert self.deliver is not None
+        self.deliver(packet.payload, (addr[0], packet.sport), now)
+
+    def _release_unvouched(self, now: float) -> None:
+        """Take the held replicated packets whose sender is now a member."""
+        held, members = list(self.unvouched), set(self.membership())
+        self.unvouched.clear()
+        assert self.deliver is not None
+        for expires, rloc, packet in held:
+            if expires < now:
+                continue
+            if rloc in members:
+                self.ctx.out.counters[C.REPLICATED_RELEASED] += 1
+                self.deliver(packet.payload, (rloc, packet.sport), now)
+            else:
+                self.unvouched.append((expires, rloc, packet))
+
+    # ------------------------------------------------------------ group lookups
+    def _group_lookup(self, now: float) -> None:
+        """RFC 9962 4.2: without PubSub, an ITR SHOULD look its group up
+        periodically to see membership change. Our own Map-Server already
+        holds what reached us, so ask a peer (seeds first, then members, in
+        turn): its answer repairs what lost Map-Notifies left out."""
+        ctx = self.ctx
+        config = ctx.config
+        assert config.group_lookup_interval
+        ctx.timers.set(GroupLookup(), now + config.group_lookup_interval)
+        self._lookups.clear()  # unanswered last round: the next one retries
+        group, eid = config.group, self.group_eid
+        assert group is not None
+        assert eid is not None
+        peers = [ms[0] for ms in config.map_servers if ms[0] != group]
+        peers += self.membership()
+        peers = [p for p in dict.fromkeys(peers) if not ctx.own(p)]
+        if not peers:
+            return
+        peer = peers[self._lookup_round % len(peers)]
+        self._lookup_round += 1
+        own = config.rloc_for(peer.version)
+        if own is None:
+            return
+        nonce = ctx.out.nonce()
+        addr, mask = eid.to_wire()
+        req = MapRequest(nonce, (RequestRecord(addr, mask),), (own,))
+        self._lookups[nonce] = peer
+        ctx.out.send(req.encode(), (peer, config.control_port), "map-request")
+
+    def on_reply(self, rep: MapReply, src: Addr, now: float) -> bool:
+        if self._lookups.pop(rep.nonce, None) is None:
+            return False
+        assert self.cache_writer is not None
+        for rec in rep.records:
+            eid = Eid.from_wire(rec.eid, rec.mask_len)
+            if eid == self.group_eid and rec.locators:
+                self.cache_writer.install(eid, rec, "map-reply", now)
+        return True
+
+    # ------------------------------------------------------------ upkeep
+    def handle_timer(self, key: Hashable, now: float) -> None:
+        if isinstance(key, GroupLookup):
+            self._group_lookup(now)
+        else:
+            self._release_unvouched(now)
+
+    def rlocs_changed(
+        self, old: tuple[IPAddress, ...], new: tuple[IPAddress, ...]
+    ) -> None:
+        """The group's RLE in our map-cache (from a Map-Notify) names our old
+        RLOC until a peer tells us otherwise: name the new one meanwhile, so
+        no replicated copy goes to an address that is no longer ours."""
+        self.known_members -= set(old) - set(new)
+        eid = self.group_eid
+        cache = self.ctx.cache
+        cached = None if eid is None else cache.db.get(eid)
+        if eid is None or cached is None:
+            return
+        locators = moved_locators(cached.record.locators, old, new)
+        if locators == cached.record.locators:
+            return
+        record = replace(cached.record, locators=locators)
+        expires = cached.expires
+        cache.install(eid, record, cached.source, expires).expires = expires
+
+    def sweep(self, now: float) -> None:
+        live = [held for held in self.unvouched if held[0] >= now]
+        if len(live) != len(self.unvouched):
+            self.unvouched = deque(live, maxlen=UNVOUCHED)
+
+    def sizes(self) -> dict[str, int]:
+        return {"unvouched_replicated": len(self.unvouched)}

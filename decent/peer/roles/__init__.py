@@ -1,0 +1,1 @@
+"""The LISP roles, one object each: Map-Server, Map-Resolver, ITR, ETR, prober."""

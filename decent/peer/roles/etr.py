@@ -1,0 +1,445 @@
+"""The ETR role: our database registered, Map-Notifies answered, SMRs sent.
+
+It registers every database mapping to the Map-Servers the mapping
+system names, periodically (quickly after a start or a change, often
+enough for short TTLs, soon while alone in a group) and retransmits until
+acknowledged; it answers Map-Notifies, confirming a Map-Server's nonce
+challenge only for what it registers now; and when a mapping changes it
+SMRs the ITRs that recently sent to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from decent.peer.config import Addr, DatabaseMapping
+from decent.peer.context import MASK32, MASK64, CacheWriter, Ctx, authentic
+from decent.peer.events import RegisterAcknowledged
+from decent.peer.mapping.system import MappingSystem
+from decent.peer.mapserver import rle_entries
+from decent.wire import (
+    AlgorithmId,
+    Eid,
+    IPAddress,
+    Locator,
+    MapNotify,
+    MapNotifyAck,
+    MapRecord,
+    MapRegister,
+    MapRequest,
+    RequestRecord,
+    encode_record,
+    map_register_bytes,
+    sign_bytes,
+)
+from decent.wire.auth import AUTH_LENGTH
+
+#: How many of its latest Map-Register nonces an ETR confirms when a Map-
+#: Server challenges one (decent.peer.replay): a round of registrations,
+#: however many Map-Registers it takes.
+_SENT_REMEMBERED: Final = 256
+_MIN: Final = 60.0
+#: Registrations per registration lifetime, at least: RFC 9301 8.2's own
+#: ratio (60 s period, 3 min timeout), so two lost Map-Registers in a row
+#: still do not let a registration lapse.
+_REFRESHES_PER_LIFETIME: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterTick:
+    """Time for the ETR's periodic (or quick) registration."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterRetry:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class SmrAgain:
+    """Second round of SMRs after our RLOCs changed (see Node.change_rlocs)."""
+
+
+@dataclass(slots=True)
+class _PendingRegister:
+    records: tuple[MapRecord, ...]
+    flags: tuple[bool, bool, bool]
+    #: Map-Servers whose Map-Notify has not arrived yet.
+    awaiting: set[Addr]
+    attempt: int = 0
+
+
+class EtrRole:
+    """Our registrations: when they go, where, and what answers them."""
+
+    timer_keys: Final = (RegisterTick, RegisterRetry, SmrAgain)
+
+    def __init__(
+        self,
+        ctx: Ctx,
+        mapping: MappingSystem,
+        writer: CacheWriter,
+        register_nonce: int,
+        now: float,
+    ) -> None:
+        self.ctx = ctx
+        self.mapping = mapping
+        self.writer = writer
+        config = ctx.config
+        self.register_nonce = register_nonce
+        #: Our Map-Register nonces run up by one from here (this process's).
+        self._first_nonce = register_nonce
+        #: Every EID this node has registered since it started: a Map-Notify
+        #: about one of them is a question about our registrations.
+        self._registered: set[Eid] = set()
+        self._pending_registers: dict[int, _PendingRegister] = {}
+        self.recent_itrs: dict[Eid, dict[IPAddress, float]] = {}
+        # RFC 9301 8.2 quick registration after a (re)start: every 20 s for
+        # 5 minutes, so a registration lost on the way is soon repeated.
+        self.quick_until = now + config.quick_register_period
+        self._bootstrap_backoff = 0.5
+        if config.database and config.map_servers:
+            ctx.timers.set(RegisterTick(), now)
+
+    # ------------------------------------------------------------ local calls
+    def set_locators(self, eid: Eid, locators: tuple[Locator, ...], now: float) -> None:
+        """Change (or add) a database mapping's RLOC set, as a mobile node does
+        when its address changes: register at once, keep registering quickly
+        for a while (RFC 9301 8.2), and SMR the ITRs that recently used it."""
+        database = self.ctx.database
+        old = database.get(eid)
+        mapping = (
+            dataclasses.replace(old, locators=locators)
+            if old is not None
+            else DatabaseMapping(eid, locators)
+        )
+        database.insert(eid, mapping)
+        self.quick_until = now + self.ctx.config.quick_register_period
+        # Register before the SMRs leave: an SMR'd ITR asks the mapping
+        # system, which must already hold the new locators when it does.
+        self._register_tick(now)
+        self._send_smrs(eid, now)
+
+    def moved(self, now: float) -> None:
+        """Our RLOCs changed: register at once, quickly for a while, and SMR
+        the ITRs recently sending to us (LISP-MN)."""
+        self.quick_until = now + self.ctx.config.quick_register_period
+        # Register before the SMRs leave, so the mapping system holds the new
+        # locators when an SMR'd ITR asks it (RFC 9301 6.1).
+        self._register_tick(now)
+        self._smr_all(now)
+        # The SMR and the Map-Register travel apart (control port, and data
+        # port when replicated): an ITR whose Map-Server had not heard the
+        # new registration yet re-resolved the old locators. One more round,
+        # a second after the ITR's SMR rate limit lets it act again, fixes it.
+        self.ctx.timers.set(SmrAgain(), now + self.ctx.config.smr_interval + 1.0)
+
+    def deregister(self, now: float, eids: Iterable[Eid] | None = None) -> None:
+        """TTL-0 Map-Registers for eids (all when None); they leave the
+        database too, or the next round would register them again."""
+        database = self.ctx.database
+        wanted = None if eids is None else set(eids)  # eids may be one-shot
+        chosen = [m for e, m in database.items() if wanted is None or e in wanted]
+        self._register(chosen, now, ttl_zero=True)
+        for mapping in chosen:
+            database.remove(mapping.eid)
+
+    def note_itr(self, eid: Eid, rloc: IPAddress, now: float) -> None:
+        """Record that an ITR at rloc recently sent us traffic for eid, so a
+        change of eid's mapping SMRs it (RFC 9301 6.1). At most
+        `recent_itrs` per EID, the most recent: requesters can claim any
+        ITR-RLOC, and each would get an SMR."""
+        itrs = self.recent_itrs.setdefault(eid, {})
+        itrs.pop(rloc, None)
+        itrs[rloc] = now
+        if len(itrs) > self.ctx.config.limits.recent_itrs:
+            del itrs[next(iter(itrs))]
+
+    def register_soon(self, now: float) -> None:
+        """A new member appeared: register within 10 ms, not at the period."""
+        config = self.ctx.config
+        if not (config.database and config.map_servers):
+            return
+        soon = now + 0.01
+        when = self.ctx.timers.when(RegisterTick())
+        if when is None or when > soon:
+            self.ctx.timers.set(RegisterTick(), soon)
+
+    # ------------------------------------------------------------ Map-Notify
+    def _about_us(self, records: tuple[MapRecord, ...]) -> str:
+        """What a Map-Notify's records say of our own registrations:
+        "current", exactly what we register now (a Map-Server asks us to
+        confirm it, decent.peer.replay); "stale", one of our EIDs as we do
+        not register it now, or one we once registered (a replay someone
+        wants us to confirm); "other" for the rest: the merged set of a
+        group that lists us (RFC 8378 5.3), mappings of EIDs never ours."""
+        verdict = "current" if records else "other"
+        for rec in records:
+            eid = Eid.from_wire(rec.eid, rec.mask_len)
+            mapping = self.ctx.database.get(eid)
+            if mapping is not None and rec == register_record(mapping):
+                continue
+            if mapping is not None and mapping.merge and rec.ttl > 0:
+                if not self._listed(rec):
+                    return "stale"
+                verdict = "other"
+            elif mapping is None and eid not in self._registered:
+                verdict = "other"
+            else:
+                return "stale"
+        return verdict
+
+    def _sent_lately(self, low: int) -> bool:
+        """Whether one of our latest Map-Registers (this process's) had a
+        nonce with these low 32 bits: they are sequential, so a range."""
+        back = (self.register_nonce - low) & MASK32
+        sent = (self.register_nonce - self._first_nonce) & MASK64
+        return back < min(sent, _SENT_REMEMBERED)
+
+    def _listed(self, rec: MapRecord) -> bool:
+        """Whether a merged record's RLE names one of our RLOCs."""
+        return any(
+            entry.address in self.ctx.config.rlocs
+            for loc in rec.locators
+            for entry in rle_entries(loc)
+        )
+
+    def on_notify(self, msg: MapNotify, raw: bytes, src: Addr, now: float) -> None:
+        key = self.ctx.config.register_key
+        if key and not authentic(self.ctx.config, msg.alg_id, raw, key):
+            self.ctx.out.drop(src, "auth-failed")
+            return
+        pending = self._pending_registers.get(msg.nonce)
+        if pending is not None:
+            pending.awaiting.discard(src)
+            if not pending.awaiting:
+                del self._pending_registers[msg.nonce]
+                self.ctx.timers.cancel(RegisterRetry(msg.nonce))
+            self.ctx.out.emit(RegisterAcknowledged(src, msg.nonce))
+            return
+        about_us = self._about_us(msg.records)
+        if about_us != "other":
+            if about_us == "current" and self._sent_lately(msg.nonce >> 32):
+                # A Map-Server re-synchronising our nonce (decent.peer.replay)
+                # asks us to confirm one of our latest Map-Registers, which
+                # says what we register now: yes (nothing to cache).
+                ack = MapNotifyAck(msg.nonce, msg.records, msg.key_id)
+                if key:
+                    ack = ack.signed(key, self.ctx.config.register_alg)
+                self.ctx.out.send(ack.encode(), src, "map-notify-ack")
+            else:
+                # Never acknowledged: the Map-Server would take it as our
+                # word for an old Map-Register of ours, or someone else's.
+                self.ctx.out.drop(src, "not-our-registration")
+            return
+        # An unsolicited Map-Notify (RFC 8378 membership change, RFC 9437
+        # publication): cache what it carries and acknowledge it. All EIDs
+        # first, so an unusable record drops the whole message (not half).
+        eids = [Eid.from_wire(rec.eid, rec.mask_len) for rec in msg.records]
+        for eid, rec in zip(eids, msg.records, strict=True):
+            self.writer.install(eid, rec, "map-notify", now)
+        ack = MapNotifyAck(msg.nonce, msg.records, msg.key_id)
+        if key:
+            ack = ack.signed(key, self.ctx.config.register_alg)
+        self.ctx.out.send(ack.encode(), src, "map-notify-ack")
+
+    def _register_tick(self, now: float) -> None:
+        # The periodic (or quick) registration carries the whole database, so
+        # it replaces unanswered retransmissions rather than starting another
+        # chain beside them (one more per period, for ever, while a
+        # Map-Server is down), and it continues their back-off (RFC 9301 5.7).
+        attempt = 0
+        for nonce, pending in self._pending_registers.items():
+            self.ctx.timers.cancel(RegisterRetry(nonce))
+            attempt = max(attempt, pending.attempt + 1)
+        self._pending_registers.clear()
+        mappings = [m for _, m in self.ctx.database.items()]
+        self._register(mappings, now, attempt=attempt)
+        interval = self.ctx.config.register_interval
+        # With the T bit a mapping's record TTL is also its registration
+        # lifetime, so a short one (a mobile node's 1 minute, against the
+        # 60 s period) would lapse between rounds. Rather than refuse such a
+        # configuration, register often enough for every mapping. The whole
+        # database goes each time: one schedule keeps retransmission, quick
+        # and bootstrap registration in one place, and a node with short
+        # TTLs is a mobile one, whose own mappings are all short.
+        shortest = min((m.ttl for m in mappings if m.ttl > 0), default=None)
+        if shortest is not None:
+            interval = min(interval, shortest * _MIN / _REFRESHES_PER_LIFETIME)
+        if now < self.quick_until:
+            # Quick registration may only make registering more frequent.
+            interval = min(interval, self.ctx.config.quick_register_interval)
+        if self.mapping.alone():
+            # A member no peer has answered yet (say its seed was still
+            # starting) retries soon, backing off to the quick-registration
+            # interval, instead of waiting out a whole period alone.
+            self._bootstrap_backoff = min(
+                2.0 * self._bootstrap_backoff, self.ctx.config.quick_register_interval
+            )
+            interval = min(interval, self._bootstrap_backoff)
+        # RFC 9301 8.2 suggests jitter so a fleet does not register in step.
+        jitter = (
+            (self.ctx.out.nonce() % 1000) / 1000.0 * self.ctx.config.register_jitter
+        )
+        self.ctx.timers.set(RegisterTick(), now + interval * (1.0 - jitter))
+
+    def _register(
+        self,
+        mappings: list[DatabaseMapping],
+        now: float,
+        ttl_zero: bool = False,
+        attempt: int = 0,
+    ) -> None:
+        groups: dict[tuple[bool, bool, bool], list[MapRecord]] = {}
+        self._registered.update(m.eid for m in mappings)
+        for m in mappings:
+            flags = (m.proxy_reply, m.merge, m.want_map_notify and not ttl_zero)
+            groups.setdefault(flags, []).append(register_record(m, ttl_zero))
+        for flags, records in groups.items():
+            for batch, body in self._batches(records):
+                self._send_register(batch, flags, now, attempt=attempt, body=body)
+
+    def _batches(
+        self, records: list[MapRecord]
+    ) -> Iterable[tuple[tuple[MapRecord, ...], bytes]]:
+        """Records packed into Map-Registers, with their encoding: header,
+        32-byte MAC and xTR-ID trailer, then records up to the configured
+        size (lispers.net packs up to 1100 bytes)."""
+        budget = self.ctx.config.max_register_size - 16 - 32 - 24
+        batch: list[MapRecord] = []
+        chunks: list[bytes] = []
+        used = 0
+        for rec in records:
+            data = encode_record(rec)
+            if batch and used + len(data) > budget:
+                yield tuple(batch), b"".join(chunks)
+                batch, chunks, used = [], [], 0
+            batch.append(rec)
+            chunks.append(data)
+            used += len(data)
+        yield tuple(batch), b"".join(chunks)  # records is never empty
+
+    def _send_register(
+        self,
+        records: tuple[MapRecord, ...],
+        flags: tuple[bool, bool, bool],
+        now: float,
+        targets: tuple[Addr, ...] | None = None,
+        attempt: int = 0,
+        body: bytes | None = None,
+    ) -> None:
+        """Send one Map-Register. `body` is the records' encoding if known."""
+        proxy, merge, want_notify = flags
+        self.register_nonce = (self.register_nonce + 1) & MASK64
+        key = self.ctx.config.register_key
+        alg = self.ctx.config.register_alg if key else AlgorithmId.NONE
+        auth = bytes(AUTH_LENGTH[alg]) if key else b""
+        head = MapRegister(
+            self.register_nonce,
+            (),
+            0,
+            alg,
+            auth,
+            proxy_reply=proxy,
+            ttl_timeout=True,
+            merge=merge,
+            want_map_notify=want_notify,
+            xtr_id=self.ctx.config.xtr_id,
+            site_id=self.ctx.config.site_id,
+        )
+        # What MapRegister(records).signed(key).encode() gives, with each
+        # record encoded once rather than three times.
+        if body is None:
+            body = b"".join(encode_record(r) for r in records)
+        data = map_register_bytes(head, len(records), body)
+        if key:
+            data = sign_bytes(data, key)
+        if targets is None:
+            targets = self.mapping.register_targets()
+        self.mapping.send_register(data, targets)
+        if want_notify:
+            # RFC 9301 5.7: retransmit after 1 s, doubling up to 60 s.
+            self._pending_registers[self.register_nonce] = _PendingRegister(
+                records, flags, set(targets), attempt
+            )
+            self.ctx.timers.set(
+                RegisterRetry(self.register_nonce), now + min(2.0**attempt, 60.0)
+            )
+
+    def _register_retry(self, nonce: int, now: float) -> None:
+        """RFC 9301 5.7: no Map-Notify yet, so send again, with a fresh nonce
+        (the Map-Server drops repeated ones), to the Map-Servers still silent.
+
+        The records are rebuilt from the database: a mapping changed since
+        (set_locators) must not be re-registered in its old form, and one
+        deregistered since must not come back.
+        """
+        pending = self._pending_registers.pop(nonce)
+        mappings = (
+            self.ctx.database.get(Eid.from_wire(r.eid, r.mask_len))
+            for r in pending.records
+        )
+        records = tuple(register_record(m) for m in mappings if m is not None)
+        if records:
+            self._send_register(
+                records,
+                pending.flags,
+                now,
+                tuple(pending.awaiting),
+                attempt=pending.attempt + 1,
+            )
+
+    def _send_smrs(self, eid: Eid, now: float) -> None:
+        itrs = self.recent_itrs.get(eid, {})
+        addr, mask = eid.to_wire()
+        for itr, seen in itrs.items():
+            if now - seen > self.ctx.config.recent_itr_window:
+                continue
+            own = self.ctx.config.rloc_for(itr.version)
+            if own is None:
+                continue
+            smr = MapRequest(
+                self.ctx.out.nonce(),
+                (RequestRecord(addr, mask),),
+                (own,),
+                source_eid=addr,
+                smr=True,
+            )
+            self.ctx.out.send(smr.encode(), (itr, self.ctx.config.control_port), "smr")
+
+    def _smr_all(self, now: float) -> None:
+        for eid, _ in self.ctx.database.items():
+            self._send_smrs(eid, now)
+
+    def handle_timer(self, key: Hashable, now: float) -> None:
+        if isinstance(key, RegisterTick):
+            self._register_tick(now)
+        elif isinstance(key, RegisterRetry):
+            self._register_retry(key.nonce, now)
+        elif isinstance(key, SmrAgain):  # pragma: no branch - routed by type
+            self._smr_all(now)
+
+    def sweep(self, now: float) -> None:
+        window = self.ctx.config.recent_itr_window
+        for eid in list(self.recent_itrs):
+            itrs = self.recent_itrs[eid]
+            for rloc in [r for r, t in itrs.items() if now - t > window]:
+                del itrs[rloc]
+            if not itrs:
+                del self.recent_itrs[eid]
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "pending_registers": len(self._pending_registers),
+            "recent_itrs": len(self.recent_itrs),
+        }
+
+
+def register_record(mapping: DatabaseMapping, ttl_zero: bool = False) -> MapRecord:
+    """A database mapping as a Map-Register EID-record (TTL 0 deregisters)."""
+    addr, mask = mapping.eid.to_wire()
+    ttl = 0 if ttl_zero else mapping.ttl
+    return MapRecord(addr, mask, mapping.locators, ttl, authoritative=True)

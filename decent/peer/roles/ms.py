@@ -1,0 +1,364 @@
+"""The Map-Server role: registrations, nonce challenges, Map-Notifies.
+
+It takes Map-Registers and Map-Notify-Acks, keeps the registrations in
+the MapServer store (decent.peer.mapserver), expires them, tells the
+members of merged entries their new RLE, and refuses registrants over
+their quotas or rate. The store's `apply` reports each change; this role
+acts on it: timers, events, notifies, and the mapping system's word that
+the group changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Final
+
+from decent.peer import counters as C
+from decent.peer.config import Addr, ChildKey, Site
+from decent.peer.context import MASK32, Ctx, MembershipWatch, authentic
+from decent.peer.events import (
+    MergedSetChanged,
+    NotifyAcknowledged,
+    NotifyGaveUp,
+    RegistrationAccepted,
+    RegistrationExpired,
+    RegistrationRemoved,
+    UnauthenticatedAccepted,
+)
+from decent.peer.mapserver import HeldRegister, Registration, SiteEntry
+from decent.peer.ratelimit import Buckets
+from decent.peer.replay import Slot, Verdict
+from decent.wire import (
+    Eid,
+    IPAddress,
+    MapNotify,
+    MapNotifyAck,
+    MapRegister,
+    check_auth,
+    map_notify_for,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireChild:
+    eid: Eid
+    child: ChildKey
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyRetry:
+    nonce: int
+    peer: IPAddress
+
+
+@dataclass(slots=True)
+class Refusal:
+    """A registrant refused lately for a quota or its rate (status page)."""
+
+    registrant: ChildKey
+    source: Addr
+    reason: str
+    count: int
+    first: float
+    last: float
+
+
+@dataclass(slots=True)
+class _PendingNotify:
+    data: bytes
+    dest: Addr
+    key: bytes | None
+    eid: Eid
+    attempt: int = 0
+
+
+class MapServerRole:
+    """Registrations we hold for every registrant, and what follows from them."""
+
+    timer_keys: Final = (ExpireChild, NotifyRetry)
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        limits = ctx.config.limits
+        self._pending_notifies: dict[tuple[int, IPAddress], _PendingNotify] = {}
+        #: Map-Register records per registrant (identity and source).
+        self._register_buckets: Buckets[tuple[ChildKey, IPAddress]] = Buckets(
+            limits.registrant_rate, limits.registrant_burst, limits.max_registrants
+        )
+        #: Registrants refused lately (quota, rate): who, why, how often, when.
+        self._refused: OrderedDict[tuple[ChildKey, str], Refusal] = OrderedDict()
+        #: Bumped on every registration change (the data plane's list of
+        #: registered RLOCs, whom its ETR decapsulates for, follows it).
+        self.version = 0
+        self.watch: MembershipWatch | None = None
+
+    # ------------------------------------------------------------ Map-Register
+    def on_register(self, msg: MapRegister, raw: bytes, src: Addr, now: float) -> None:
+        ms, out = self.ctx.ms, self.ctx.out
+        eids = [Eid.from_wire(r.eid, r.mask_len) for r in msg.records]
+        site, reason = ms.authorize(msg, raw, eids)
+        if site is None:
+            out.reject(src, reason, eids[0] if eids else None)
+            return
+        # Replays first, so that replaying a registrant's traffic cannot
+        # spend its rate allowance.
+        replay = ms.replay
+        slot = ms.slot(site, msg, src)
+        if not site.relaxed_nonces:
+            verdict = replay.check(slot, src[0], msg.nonce)
+            if verdict is not Verdict.FRESH:
+                out.reject(src, verdict.reason, eids[0])
+                if verdict is not Verdict.DUPLICATE and msg.alg_id:
+                    held = HeldRegister(msg, raw, tuple(eids), site)
+                    self._challenge(held, slot, src, now)
+                return
+        who = slot[1]
+        if not self._register_buckets.take((who, src[0]), now, len(msg.records)):
+            self._refuse(who, src, "registrant-rate", eids[0], now)
+            return
+        if not site.relaxed_nonces:
+            if not replay.room_for(slot, src[0], ms.holds):
+                self._refuse(who, src, "nonce-marks-full", eids[0], now)
+                return
+            replay.accept(slot, src[0], msg.nonce, now)
+        self._accepted(msg, raw, eids, site, src, now)
+
+    def _challenge(self, held: HeldRegister, slot: Slot, src: Addr, now: float) -> None:
+        """Ask the registrant to confirm a Map-Register refused for its nonce
+        alone (decent.peer.replay): a Map-Notify with its records, signed
+        like the Map-Register. Its nonce carries the Map-Register's (low 32
+        bits, so the registrant can tell one of its own) above 32 fresh
+        random bits (so no earlier answer can be replayed to it)."""
+        out = self.ctx.out
+        key = held.site.key(held.msg.key_id)
+        challenge = (held.msg.nonce & MASK32) << 32 | out.nonce() & MASK32
+        if key is None or not self.ctx.ms.replay.challenge(
+            slot, held.msg.nonce, src, held, challenge, now
+        ):
+            out.counters[C.RESYNC_BUSY] += 1
+            return
+        notify = MapNotify(challenge, held.msg.records, held.msg.key_id)
+        out.send(notify.signed(key, held.msg.alg_id).encode(), src, "challenge")
+
+    def _confirmed(self, msg: MapNotifyAck, raw: bytes, src: Addr, now: float) -> bool:
+        """A registrant's answer to our challenge: apply what it confirmed.
+        False when msg answers no challenge of ours."""
+        replay = self.ctx.ms.replay
+        challenge = replay.pending(msg.nonce, now)
+        if challenge is None:
+            return False
+        site, register = challenge.held.site, challenge.held.msg
+        key = site.key(register.key_id)
+        if key is None or msg.alg_id not in site.algorithms or not check_auth(raw, key):
+            self.ctx.out.drop(src, "auth-failed")
+            return True
+        replay.confirm(msg.nonce, now)
+        self.ctx.out.counters[C.RESYNC_CONFIRMED] += 1
+        held = challenge.held
+        self._accepted(register, held.raw, list(held.eids), site, challenge.src, now)
+        return True
+
+    def _refuse(
+        self, who: ChildKey, src: Addr, reason: str, eid: Eid | None, now: float
+    ) -> None:
+        """A registrant went over a quota or its rate: say so, and keep it in
+        the (bounded) table the status page shows."""
+        self.ctx.out.reject(src, reason, eid)
+        key = (who, reason)
+        seen = self._refused.pop(key, None)
+        if seen is None:
+            seen = Refusal(who, src, reason, 0, now, now)
+            if len(self._refused) >= self.ctx.config.limits.refused_shown:
+                self._refused.popitem(last=False)
+        seen.count, seen.last, seen.source = seen.count + 1, now, src
+        self._refused[key] = seen
+
+    def refused_registrants(self) -> list[Refusal]:
+        """Registrants refused lately for a quota or their rate, newest last."""
+        return list(self._refused.values())
+
+    def _accepted(
+        self,
+        msg: MapRegister,
+        raw: bytes,
+        eids: list[Eid],
+        site: Site,
+        src: Addr,
+        now: float,
+    ) -> None:
+        out = self.ctx.out
+        if msg.alg_id == 0:
+            out.counters[C.ACCEPT_UNAUTHENTICATED] += 1
+            out.emit(UnauthenticatedAccepted(src, site.name))
+        self.apply(msg, eids, site, src, now)
+        if msg.want_map_notify:
+            # RFC 9301 5.7: the Map-Notify acknowledges with the registration's
+            # nonce and records, authenticated with the site key; it is sent
+            # only for a Map-Register that passed authentication.
+            key = site.key(msg.key_id) if msg.alg_id else None
+            out.send(map_notify_for(raw, key), src, "map-notify")
+
+    def apply(
+        self, msg: MapRegister, eids: list[Eid], site: Site, src: Addr, now: float
+    ) -> None:
+        """Store an authorized registration and act on what it changed."""
+        ctx = self.ctx
+        out, timers = ctx.out, ctx.timers
+        for ch in ctx.ms.apply(msg, eids, site, src, now):
+            if ch.refused:
+                self._refuse(ch.child, src, ch.refused, ch.eid, now)
+                continue
+            self.version += 1
+            timer = ExpireChild(ch.eid, ch.child)
+            if ch.removed:
+                timers.cancel(timer)
+                # Something was removed: the whole entry, or one child of a
+                # merged entry that others still hold.
+                if ch.entry is not None or ch.changed:
+                    out.counters[C.REGISTRATION_REMOVED] += 1
+                    out.emit(RegistrationRemoved(ch.eid, msg.xtr_id))
+            else:
+                assert ch.entry is not None
+                # A refresh only moves the expiry later, and the armed timer
+                # re-arms itself when it finds the child renewed
+                # (_expire_child), so the common refresh costs no heap push.
+                expires = ch.entry.children[ch.child].expires
+                armed = timers.when(timer)
+                if armed is None or armed > expires:
+                    timers.set(timer, expires)
+                out.counters[C.REGISTRATION_ACCEPTED] += 1
+                out.emit(
+                    RegistrationAccepted(ch.eid, site.name, src, msg.xtr_id, ch.new)
+                )
+            if ch.changed and ch.entry is not None and ch.entry.merge:
+                self._notify_members(ch.entry, now)
+            if ch.changed and ch.eid == ctx.config.group_eid:
+                assert self.watch is not None
+                self.watch.membership_changed(now)
+
+    def _expire_child(self, eid: Eid, child: ChildKey, now: float) -> None:
+        ctx = self.ctx
+        ch = ctx.ms.expire(eid, child, now)
+        if ch is None:
+            # Renewed since the timer was armed: wait for the new expiry.
+            entry = ctx.ms.db.get(eid)
+            renewed = None if entry is None else entry.children.get(child)
+            if renewed is not None:
+                ctx.timers.set(ExpireChild(eid, child), renewed.expires)
+            return
+        self.version += 1
+        ctx.out.counters[C.REGISTRATION_EXPIRED] += 1
+        ctx.out.emit(
+            RegistrationExpired(eid, child if isinstance(child, int) else None)
+        )
+        if ch.changed and ch.entry is not None and ch.entry.merge:
+            self._notify_members(ch.entry, now)
+
+    def restore(
+        self,
+        eid: Eid,
+        site: str,
+        merge: bool,
+        proxy: bool,
+        children: list[Registration],
+    ) -> SiteEntry | None:
+        """Reinstate a registration from a snapshot (see Node)."""
+        entry = self.ctx.ms.restore(eid, site, merge, proxy, children)
+        if entry is None:
+            return None
+        self.version += 1
+        for key, child in entry.children.items():
+            self.ctx.timers.set(ExpireChild(eid, key), child.expires)
+        return entry
+
+    # ------------------------------------------------------------ Map-Notify
+    def _notify_members(self, entry: SiteEntry, now: float) -> None:
+        """RFC 8378 5.3: tell every member of a merged entry its new RLE."""
+        ctx = self.ctx
+        config, out = ctx.config, ctx.out
+        members = [m for m in entry.members() if not ctx.own(m)]
+        out.emit(MergedSetChanged(entry.eid, len(entry.members())))
+        site = next(s for s in ctx.ms.sites if s.name == entry.site)
+        key_id, key = site.keys[0] if site.keys else (0, None)
+        eid_addr, mask = entry.eid.to_wire()
+        record = dataclasses.replace(entry.record, eid=eid_addr, mask_len=mask)
+        # This notify supersedes any still being retransmitted for the entry:
+        # an older set arriving after it would undo it in the member's cache.
+        for slot in [
+            k for k, p in self._pending_notifies.items() if p.eid == entry.eid
+        ]:
+            del self._pending_notifies[slot]
+            ctx.timers.cancel(NotifyRetry(*slot))
+        for member in members:
+            nonce = out.nonce()
+            notify = MapNotify(nonce, (record,), key_id)
+            if key is not None:
+                notify = notify.signed(key, config.register_alg)
+            data = notify.encode()
+            dest = (member, config.control_port)
+            self._pending_notifies[(nonce, member)] = _PendingNotify(
+                data, dest, key, entry.eid
+            )
+            out.send(data, dest, "map-notify")
+            ctx.timers.set(
+                NotifyRetry(nonce, member), now + config.notify_retry_intervals[0]
+            )
+
+    def _notify_retry(self, nonce: int, peer: IPAddress, now: float) -> None:
+        # An ack or a newer notify cancels this timer: still outstanding.
+        out = self.ctx.out
+        pending = self._pending_notifies[(nonce, peer)]
+        pending.attempt += 1
+        intervals = self.ctx.config.notify_retry_intervals
+        if pending.attempt > len(intervals):
+            # RFC 9301 5.7 retransmits a bounded number of times; old peers
+            # may never send Map-Notify-Ack (gotcha 14), so stop, don't loop.
+            del self._pending_notifies[(nonce, peer)]
+            out.counters[C.NOTIFY_GAVE_UP] += 1
+            out.emit(NotifyGaveUp(pending.dest, nonce))
+            return
+        out.send(pending.data, pending.dest, "map-notify")
+        interval = intervals[min(pending.attempt, len(intervals) - 1)]
+        self.ctx.timers.set(NotifyRetry(nonce, peer), now + interval)
+
+    def on_notify_ack(
+        self, msg: MapNotifyAck, raw: bytes, src: Addr, now: float
+    ) -> None:
+        if self._confirmed(msg, raw, src, now):
+            return
+        ctx = self.ctx
+        slot = (msg.nonce, src[0])
+        pending = self._pending_notifies.get(slot)
+        if pending is None:
+            ctx.out.drop(src, "unsolicited-notify-ack")
+            return
+        if pending.key is not None and not authentic(
+            ctx.config, msg.alg_id, raw, pending.key
+        ):
+            ctx.out.drop(src, "auth-failed")
+            return
+        del self._pending_notifies[slot]
+        ctx.timers.cancel(NotifyRetry(msg.nonce, src[0]))
+        ctx.out.emit(NotifyAcknowledged(src, msg.nonce))
+
+    # ------------------------------------------------------------ upkeep
+    def handle_timer(self, key: Hashable, now: float) -> None:
+        if isinstance(key, ExpireChild):
+            self._expire_child(key.eid, key.child, now)
+        elif isinstance(key, NotifyRetry):  # pragma: no branch - routed by type
+            self._notify_retry(key.nonce, key.peer, now)
+
+    def sweep(self, now: float) -> None:
+        self._register_buckets.prune(now)
+        self.ctx.ms.replay.prune(now, self.ctx.ms.holds)
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "pending_notifies": len(self._pending_notifies),
+            "register_buckets": len(self._register_buckets),
+            "refused_registrants": len(self._refused),
+            **self.ctx.ms.replay.sizes(),
+        }
