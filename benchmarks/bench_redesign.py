@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 #: The last commit before the redesign (issue 12's landing).
 OLD = "9d8b863"
 _RATE = re.compile(r"^\s*(\S.*?)\s{2,}([\d,]+)/s")
+_BULK = re.compile(r"^\s*(register [\d,]+ distinct /32s)\s+([\d.]+) s")
 _CPU = re.compile(r"([\d,]+) replies per node CPU-second")
 _LATENCY = re.compile(r"median on both peers ([\d.]+) ms")
 
@@ -83,6 +84,9 @@ def core(tree: Path) -> Figures:
         match = _RATE.match(line)
         if match:
             figures[match.group(1).strip()] = float(match.group(2).replace(",", ""))
+        match = _BULK.match(line)
+        if match:
+            figures[match.group(1) + " (s, lower is better)"] = float(match.group(2))
     return figures
 
 
