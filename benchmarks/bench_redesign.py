@@ -1,4 +1,4 @@
-"""bench_core and bench_lab for this checkout and the commit before the redesign, alternately.
+"""bench_core and bench_lab, this checkout against the commit before the redesign.
 
 The redesign (issue 13: the node cut along its roles, the MappingSystem
 seam, the data plane riding on the node's events) was to change no
@@ -106,7 +106,8 @@ def lab(tree: Path) -> Figures:
     if cpu:
         figures["Map-Replies per node CPU-second (40 ITR-RLOCs)"] = cpu[-1]
     out = run(tree, "benchmarks/bench_lab.py", "--only", "latency", "--rounds", "5")
-    for mode, median in zip(("replicate", "multicast"), _LATENCY.findall(out)):
+    medians = _LATENCY.findall(out)
+    for mode, median in zip(("replicate", "multicast"), medians, strict=True):
         figures[f"SIGHUP -> both peers, {mode} (ms, lower is better)"] = float(median)
     return figures
 
@@ -133,7 +134,8 @@ def compare(
         worst = ratio if worst is None else min(worst, ratio)
         print(f"  {key:<58} {before:>11,.1f} {after:>11,.1f} {ratio:>6.2f}")
     if worst is not None:
-        print(f"  lowest ratio: {worst:.2f} ({'ok' if worst >= 0.95 else 'BELOW 0.95'})")
+        verdict = "ok" if worst >= 0.95 else "BELOW 0.95"
+        print(f"  lowest ratio: {worst:.2f} ({verdict})")
 
 
 def main(argv: list[str] | None = None) -> int:
