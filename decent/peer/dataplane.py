@@ -33,8 +33,6 @@ tests and for datagrams arriving through the Node.
 
 from __future__ import annotations
 
-import struct
-import zlib
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -53,18 +51,24 @@ from decent.peer.mapcache import CacheEntry, LocatorState
 from decent.peer.mapserver import rle_entries
 from decent.peer.node import Node
 from decent.wire import DECENT_CONTROL_IID, Action, Eid, IPAddress
+from decent.wire.data import (
+    DATA_HEADER_LEN,
+    FLAG_INSTANCE_ID,
+    FLAG_LSBS,
+    FLAG_NONCE,
+    flow_hash,
+    peek_iid,
+    peek_lsbs,
+    stamp_into,
+)
 from decent.wire.icmp import is_icmp_error, too_big
 
 #: Bytes the shell leaves free in front of an inner packet for the header.
-HEADROOM: Final = 8
+HEADROOM: Final = DATA_HEADER_LEN
 #: Outer IP + UDP + LISP header per RLOC family (RFC 9300 section 7.1 "H").
 OVERHEAD: Final = {4: 20 + 8 + 8, 6: 40 + 8 + 8}
 NEGATIVE_ACTIONS: Final = ("drop", "native")
 
-_N_L: Final = 0x80 | 0x40  # nonce present, locator-status bits present
-_I: Final = 0x08
-_L: Final = 0x40
-_WORDS: Final = struct.Struct("!II")
 _DROP_ACTIONS: Final = frozenset(
     {Action.DROP_NO_REASON, Action.DROP_POLICY_DENIED, Action.DROP_AUTH_FAILURE}
 )
@@ -133,7 +137,7 @@ class DataPlane:
         self._own_hosts = frozenset(str(r) for r in self._rlocs)
         self._src: dict[int, int] = {}
         self._lsb_word = 0
-        self._flags = _N_L | (_I if self.iid else 0)
+        self._flags = FLAG_NONCE | FLAG_LSBS | (FLAG_INSTANCE_ID if self.iid else 0)
         self._own_sources()
         mtu = self.config.underlay_mtu
         self._limit = {v: mtu - h for v, h in OVERHEAD.items()}
@@ -281,7 +285,7 @@ class DataPlane:
                 return self._negative(entry, buf, n, version, now)
             self._counters["drop.no-usable-rloc"] += 1
             return None
-        h = _flow_hash(buf, n, version)
+        h = flow_hash(buf, n, version)
         state = slots[h % len(slots)]
         addr = state.sockaddr
         if addr is None:
@@ -314,13 +318,7 @@ class DataPlane:
 
     def _stamp(self, buf: bytearray) -> None:
         """Write the LISP header (RFC 9300 5.3) into the headroom of buf."""
-        iid = self.iid
-        _WORDS.pack_into(
-            buf,
-            0,
-            self._flags << 24 | (self._nonce() & 0xFFFFFF),
-            (iid << 8 | self._lsb_word) if iid else self._lsb_word,
-        )
+        stamp_into(buf, self._flags, self._nonce(), self.iid, self._lsb_word)
 
     def _resolve_sockaddr(self, state: LocatorState) -> tuple[str, int]:
         addr = state.locator.address
@@ -349,7 +347,7 @@ class DataPlane:
             entry.packets += 1
             entry.bytes += n
             self._counters["dataplane.petr"] += 1
-            return (str(cfg.petr), self.data_port), src, _flow_hash(buf, n, version)
+            return (str(cfg.petr), self.data_port), src, flow_hash(buf, n, version)
         entry.packets += 1
         entry.bytes += n
         if cfg.negative_action == "native":
@@ -445,21 +443,15 @@ class DataPlane:
         if n < HEADROOM + 20:
             # Replicated control, or not even a LISP header: the Node's
             # decoder judges both (and counts the latter a decode error).
-            if n < HEADROOM or (buf[0] & _I and buf[4:7] == b"\xff\xff\xff"):
+            if n < HEADROOM or peek_iid(buf) == DECENT_CONTROL_IID:
                 self._control(buf, n, host, port, now)
                 return False
             self._counters["drop.short-packet"] += 1
             return False
-        flags = buf[0]
-        if flags & _I:
-            iid = int.from_bytes(buf[4:7], "big")
-            if iid == DECENT_CONTROL_IID:
-                self._control(buf, n, host, port, now)
-                return False
-            lsbs = buf[7]
-        else:
-            iid = 0
-            lsbs = int.from_bytes(buf[4:8], "big")
+        iid = peek_iid(buf) or 0  # no I bit: instance 0
+        if iid == DECENT_CONTROL_IID:
+            self._control(buf, n, host, port, now)
+            return False
         if self._allowed_version != self.node.registry_version:
             self._refresh_allowed()
         # LISP-MN section 13: never decapsulate for strangers.
@@ -483,7 +475,8 @@ class DataPlane:
         if own is None:
             self._counters["drop.not-our-eid"] += 1
             return False
-        if flags & _L:
+        lsbs = peek_lsbs(buf)
+        if lsbs is not None:
             self._honour_lsbs(version, src, lsbs, host)
         rloc = self._addr_memo.get(host)
         if rloc is None:
@@ -551,30 +544,6 @@ class DataPlane:
                 self._counters["dataplane.lsb-change"] += 1
                 rloc = str(state.locator.address)
                 self._events.append(LocatorStateChanged(entry.eid, rloc, up))
-
-
-def _flow_hash(buf: bytearray, n: int, version: int) -> int:
-    """A hash of the inner 5-tuple (addresses and protocol, plus the ports
-    of unfragmented TCP and UDP): RFC 9300 sections 5.3 and 12 want one UDP
-    source port per flow, so ECMP/LAG paths keep each flow in order.
-
-    No fragment is hashed with ports, not even the first, which carries
-    them: the others cannot, and every fragment of a datagram must take the
-    same RLOC and source port, or its pieces part ways (and reorder) in the
-    underlay. IPv6 fragments have next header 44, so they skip ports too."""
-    if version == 4:
-        ihl = (buf[8] & 0x0F) * 4
-        proto = buf[17]
-        h = zlib.crc32(buf[20:28], proto)
-        # Flags/fragment offset word: MF (0x20) or a non-zero offset.
-        if (proto == 6 or proto == 17) and not (buf[14] & 0x3F or buf[15]):
-            h = zlib.crc32(buf[8 + ihl : 12 + ihl], h)
-        return h
-    proto = buf[14]
-    h = zlib.crc32(buf[16:48], proto)
-    if (proto == 6 or proto == 17) and n >= 44:
-        h = zlib.crc32(buf[48:52], h)
-    return h
 
 
 __all__ = [

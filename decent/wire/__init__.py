@@ -34,12 +34,22 @@ from decent.wire.control import (
     map_reply_bytes,
 )
 from decent.wire.data import (
+    DATA_HEADER_LEN,
     DECENT_CONTROL_IID,
+    FLAG_ECHO_NONCE,
+    FLAG_INSTANCE_ID,
+    FLAG_LSBS,
+    FLAG_MAP_VERSION,
+    FLAG_NONCE,
     LISP_CONTROL_PORT,
     LISP_DATA_PORT,
     DataHeader,
     decapsulate,
     encapsulate,
+    flow_hash,
+    peek_iid,
+    peek_lsbs,
+    stamp_into,
 )
 from decent.wire.eid import Eid, address_text, parse_eid
 from decent.wire.errors import DecodeError
@@ -55,7 +65,13 @@ from decent.wire.records import (
 )
 
 __all__ = [
+    "DATA_HEADER_LEN",
     "DECENT_CONTROL_IID",
+    "FLAG_ECHO_NONCE",
+    "FLAG_INSTANCE_ID",
+    "FLAG_LSBS",
+    "FLAG_MAP_VERSION",
+    "FLAG_NONCE",
     "LISP_CONTROL_PORT",
     "LISP_DATA_PORT",
     "NO_ADDRESS",
@@ -100,9 +116,13 @@ __all__ = [
     "decode_udp_packet",
     "encapsulate",
     "encode_record",
+    "flow_hash",
     "map_notify_for",
     "map_register_bytes",
     "map_reply_bytes",
     "parse_eid",
+    "peek_iid",
+    "peek_lsbs",
     "sign_bytes",
+    "stamp_into",
 ]

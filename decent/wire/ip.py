@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Final, NamedTuple
+from typing import Final
 
 from decent.wire.afi import ipv4
 from decent.wire.buffer import Reader, check_uint
@@ -249,57 +249,3 @@ def _decode_udp(udp: bytes, pseudo: bytes) -> tuple[int, int, bytes]:
         if internet_checksum(pseudo + udp):
             raise DecodeError(f"bad UDP checksum {csum:#06x}")
     return sport, dport, udp[UDP_HEADER_LEN:]
-
-
-class Flow(NamedTuple):
-    """The 5-tuple of an inner packet; ports are 0 when not TCP/UDP or unknown."""
-
-    version: int
-    src: bytes
-    dst: bytes
-    proto: int
-    sport: int
-    dport: int
-
-
-def peek_flow(packet: bytes) -> Flow | None:
-    """The flow of a raw IP packet (as read from a TUN), or None if unparsable.
-
-    Never raises. IPv6 extension headers are not walked: `proto` is then the
-    first Next Header and the ports are 0.
-    """
-    r = Reader(packet)
-    try:
-        first = r.u8()
-        version = first >> 4
-        if version == 4:
-            r.take(5)  # TOS, total length, identification
-            frag = r.u16()
-            r.u8()  # TTL
-            proto = r.u8()
-            r.u16()  # header checksum
-            src = r.take(4)
-            dst = r.take(4)
-            ihl = (first & 0x0F) * 4
-            if ihl < IPV4_HEADER_LEN:
-                return None
-            r.take(ihl - IPV4_HEADER_LEN)  # options
-            # Every fragment of a datagram must hash alike, and only the first
-            # carries the ports, so fragments get none.
-            fragment = frag & (IPV4_MORE_FRAGMENTS | IPV4_FRAGMENT_OFFSET)
-        elif version == 6:
-            r.take(5)  # traffic class, flow label, payload length
-            proto = r.u8()
-            r.u8()  # hop limit
-            src = r.take(16)
-            dst = r.take(16)
-            fragment = 0
-        else:
-            return None
-    except DecodeError:
-        return None
-    sport = dport = 0
-    if proto in (PROTO_TCP, PROTO_UDP) and not fragment and r.remaining >= 4:
-        sport = r.u16()
-        dport = r.u16()
-    return Flow(version, src, dst, proto, sport, dport)

@@ -1,9 +1,10 @@
-"""LISP data-plane header: golden E7, flag layout, hostile input, flow ports."""
+"""LISP data-plane header: golden E7, flags, hostile input, fast twins, flow hash."""
 
 from __future__ import annotations
 
 import contextlib
-from ipaddress import IPv4Address
+import zlib
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 from hypothesis import given
@@ -12,11 +13,18 @@ from hypothesis import strategies as st
 from decent.wire.data import (
     DATA_HEADER_LEN,
     DECENT_CONTROL_IID,
-    EPHEMERAL_PORT_MIN,
+    FLAG_ECHO_NONCE,
+    FLAG_INSTANCE_ID,
+    FLAG_LSBS,
+    FLAG_MAP_VERSION,
+    FLAG_NONCE,
     DataHeader,
     decapsulate,
     encapsulate,
-    flow_source_port,
+    flow_hash,
+    peek_iid,
+    peek_lsbs,
+    stamp_into,
 )
 from decent.wire.errors import DecodeError
 from decent.wire.ip import UdpPacket, decode_udp_packet
@@ -180,28 +188,211 @@ def test_random_bytes_decapsulate_or_raise_decode_error(data: bytes) -> None:
         assert encapsulate(header, inner)[DATA_HEADER_LEN:] == inner
 
 
-# ------------------------------------------------------------- flow ports
+# ------------------------------------------------------------- hot path
 
 
-def _udp(sport: int, payload: bytes) -> bytes:
-    src, dst = IPv4Address("10.1.0.5"), IPv4Address("10.2.0.9")
-    return UdpPacket(src, dst, sport, 4342, payload).encode()
+def _first_byte(header: DataHeader) -> int:
+    """The flags byte, worked out from the fields rather than by encode()."""
+    flags = header.key_id
+    if header.nonce is not None:
+        flags |= FLAG_NONCE | (FLAG_ECHO_NONCE if header.echo_nonce else 0)
+    if header.source_map_version is not None:
+        flags |= FLAG_MAP_VERSION
+    if header.instance_id is not None:
+        flags |= FLAG_INSTANCE_ID
+    if header.lsbs is not None:
+        flags |= FLAG_LSBS
+    return flags
 
 
-def test_one_flow_always_takes_the_same_source_port() -> None:
-    assert flow_source_port(_udp(1000, b"a")) == flow_source_port(_udp(1000, b"bcd"))
+def _low24(header: DataHeader) -> int:
+    if header.nonce is not None:
+        return header.nonce
+    if header.source_map_version is not None and header.dest_map_version is not None:
+        return header.source_map_version << 12 | header.dest_map_version
+    return 0
 
 
-def test_different_flows_spread_over_source_ports() -> None:
-    assert len({flow_source_port(_udp(sport, b"")) for sport in range(64)}) > 48
+@given(
+    data_headers(),
+    st.integers(0, 0xFF),
+    st.integers(0, 0xFFFFFF),
+    st.binary(min_size=1, max_size=64),
+    st.booleans(),
+)
+def test_stamp_into_writes_what_encode_writes(
+    header: DataHeader, high: int, unsent_iid: int, inner: bytes, view: bool
+) -> None:
+    buf = bytearray(DATA_HEADER_LEN) + inner
+    # Bits above the 24 of the nonce are dropped (the data plane passes raw
+    # random values), and without I the instance ID is not sent.
+    iid = unsent_iid if header.instance_id is None else header.instance_id
+    nonce = high << 24 | _low24(header)
+    lsbs = header.lsbs or 0
+    stamp_into(memoryview(buf) if view else buf, _first_byte(header), nonce, iid, lsbs)
+    assert buf[:DATA_HEADER_LEN] == header.encode()
+    assert buf[DATA_HEADER_LEN:] == inner  # written in place, nothing moved
+    assert decapsulate(bytes(buf)) == (header, inner)
+    assert (peek_iid(buf), peek_lsbs(buf)) == (header.instance_id, header.lsbs)
 
 
-def test_unparsable_packets_hash_their_first_20_bytes() -> None:
-    garbage = bytes(range(20))
-    assert flow_source_port(garbage + b"a") == flow_source_port(garbage + b"b")
-    assert flow_source_port(b"\x00") != flow_source_port(b"\x01")
+@pytest.mark.parametrize(
+    ("args", "wire"),
+    [
+        # What the data plane sends: N and L, with and without an instance ID.
+        ((FLAG_NONCE | FLAG_LSBS, 0x12ABCDEF, 7, 0x80000001), "c0abcdef 80000001"),
+        (
+            (FLAG_NONCE | FLAG_LSBS | FLAG_INSTANCE_ID, 0xABCDEF, 7, 0x03),
+            "c8abcdef 00000703",
+        ),
+        ((FLAG_INSTANCE_ID, 0, DECENT_CONTROL_IID, 0), "08000000 ffffff00"),
+    ],
+)
+def test_stamp_into_layout(args: tuple[int, int, int, int], wire: str) -> None:
+    buf = bytearray(DATA_HEADER_LEN)
+    stamp_into(buf, *args)
+    assert buf == _hex(wire)
 
 
-@given(st.binary(max_size=80))
-def test_flow_source_port_is_ephemeral(data: bytes) -> None:
-    assert EPHEMERAL_PORT_MIN <= flow_source_port(data) <= 0xFFFF
+def test_peeks_on_the_golden_e7() -> None:
+    assert peek_iid(E7) == DECENT_CONTROL_IID
+    assert peek_lsbs(E7) is None  # L clear
+
+
+@given(st.binary(min_size=DATA_HEADER_LEN + 1, max_size=24))
+def test_peeks_agree_with_decapsulate(data: bytes) -> None:
+    header, _ = decapsulate(data)
+    for buf in (data, bytearray(data), memoryview(data)):
+        assert peek_iid(buf) == header.instance_id
+        assert peek_lsbs(buf) == header.lsbs
+
+
+# ------------------------------------------------------------- flow hash
+
+V6_SRC, V6_DST = IPv6Address("2001:db8:1::5"), IPv6Address("2001:db8:2::9")
+TCP, UDP, ICMP = 6, 17, 1
+
+
+def _packet(
+    version: int,
+    sport: int,
+    payload: bytes = b"",
+    *,
+    dport: int = 4342,
+    proto: int = UDP,
+    frag: int = 0,
+) -> bytes:
+    """An IP packet with ports; proto and (IPv4) the fragment word patched in."""
+    if version == 4:
+        src, dst = IPv4Address("10.1.0.5"), IPv4Address("10.2.0.9")
+        out = bytearray(UdpPacket(src, dst, sport, dport, payload).encode())
+        out[6:8] = frag.to_bytes(2, "big")
+        out[9] = proto
+    else:
+        out = bytearray(UdpPacket(V6_SRC, V6_DST, sport, dport, payload).encode())
+        out[6] = proto
+    return bytes(out)
+
+
+def _hash(packet: bytes) -> int:
+    return flow_hash(packet, len(packet), packet[0] >> 4, 0)
+
+
+def _reference(packet: bytes, *, ports: bool) -> int:
+    """crc32 over the addresses seeded with the protocol, then the ports."""
+    if packet[0] >> 4 == 4:
+        ihl = (packet[0] & 0x0F) * 4
+        h = zlib.crc32(packet[12:20], packet[9])
+        return zlib.crc32(packet[ihl : ihl + 4], h) if ports else h
+    h = zlib.crc32(packet[8:40], packet[6])
+    return zlib.crc32(packet[40:44], h) if ports else h
+
+
+def test_flow_hash_of_the_golden_inner_packets() -> None:
+    # Pinned: the data plane picks a flow's RLOC with this value (h % slots),
+    # so a change here moves live flows.
+    assert _hash(INNER) == 0xD03CD589
+    assert _hash(_packet(6, 61000, b"x")) == 0x0F9AE9FF
+
+
+def test_flow_hash_reads_the_inner_packet_after_the_header() -> None:
+    wire = bytes(E7_HEADER.encode()) + INNER
+    n = len(INNER)
+    assert flow_hash(wire, n, 4) == flow_hash(bytearray(wire), n, 4) == _hash(INNER)
+    assert flow_hash(memoryview(wire), n, 4) == _hash(INNER)
+    assert flow_hash(b"\0" * 3 + INNER, n, 4, 3) == _hash(INNER)
+
+
+@pytest.mark.parametrize("version", [4, 6])
+@pytest.mark.parametrize("proto", [TCP, UDP])
+def test_flow_hash_covers_addresses_protocol_and_ports(
+    version: int, proto: int
+) -> None:
+    packet = _packet(version, 1000, b"abc", proto=proto)
+    assert _hash(packet) == _reference(packet, ports=True)
+
+
+def test_flow_hash_reads_tcp_ports_after_ipv4_options() -> None:
+    header = _hex("46 00 0020 0000 0000 40 06 0000 0a000001 0a000002 01010101")
+    packet = header + _hex("0050 c350")
+    assert _hash(packet) == _reference(packet, ports=True)
+    assert _hash(packet) != _hash(header + _hex("0050 c351"))
+
+
+@given(
+    st.sampled_from([4, 6]),
+    st.sampled_from([TCP, UDP, ICMP]),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFF),
+    st.binary(max_size=64),
+    st.binary(max_size=64),
+)
+def test_one_5_tuple_hashes_alike_whatever_the_payload(
+    version: int, proto: int, sport: int, dport: int, one: bytes, other: bytes
+) -> None:
+    a = _packet(version, sport, one, dport=dport, proto=proto)
+    b = _packet(version, sport, other, dport=dport, proto=proto)
+    assert _hash(a) == _hash(b)
+    assert flow_hash(bytes(DATA_HEADER_LEN) + a, len(a), version) == _hash(a)
+
+
+@pytest.mark.parametrize("version", [4, 6])
+@pytest.mark.parametrize("proto", [TCP, UDP])
+def test_different_ports_give_different_hashes(version: int, proto: int) -> None:
+    # CRC-32 tells apart any two inputs that differ within 32 bits.
+    hashes = [_hash(_packet(version, p, proto=proto)) for p in range(1000, 1064)]
+    assert len(set(hashes)) == 64
+    assert len({h % 16 for h in hashes}) > 8  # spread over 16 source ports
+    assert _hash(_packet(version, 1000, dport=1, proto=proto)) != _hash(
+        _packet(version, 1000, dport=2, proto=proto)
+    )
+
+
+@pytest.mark.parametrize("proto", [TCP, UDP])
+def test_every_ipv4_fragment_of_a_datagram_hashes_alike_and_without_ports(
+    proto: int,
+) -> None:
+    first = [_packet(4, p, b"data", proto=proto, frag=0x2000) for p in (1, 2)]  # MF
+    middle = _packet(4, 0x6162, b"more", proto=proto, frag=0x2000 | 0x00B9)
+    last = _packet(4, 0x6364, b"end", proto=proto, frag=0x0172)  # offset only
+    hashes = {_hash(f) for f in (*first, middle, last)}
+    assert hashes == {_reference(last, ports=False)}
+    assert _hash(_packet(4, 1, b"data", proto=proto)) != hashes.pop()
+
+
+def test_dont_fragment_and_the_reserved_bit_keep_the_ports() -> None:
+    packet = _packet(4, 1000, frag=0xC000)  # DF and the reserved bit
+    assert _hash(packet) == _reference(packet, ports=True)
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        _packet(4, 1000, proto=ICMP),
+        _packet(6, 1000, proto=58),  # ICMPv6
+        _packet(6, 1000, proto=44),  # a fragment header: not walked, no ports
+        _packet(6, 1000)[:40],  # no room for the ports
+    ],
+)
+def test_no_ports_where_there_are_none(packet: bytes) -> None:
+    assert _hash(packet) == _reference(packet, ports=False)

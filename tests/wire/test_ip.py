@@ -1,4 +1,6 @@
-"""IPv4/IPv6 + UDP codec: golden packets, checksums, hostile input, flow peeking."""
+"""IPv4/IPv6 + UDP codec: golden packets, checksums, hostile input.
+
+The flow hash of inner packets is tested in test_data.py."""
 
 from __future__ import annotations
 
@@ -13,11 +15,9 @@ from decent.wire.errors import DecodeError
 from decent.wire.ip import (
     MAX_UDP_PAYLOAD_V4,
     MAX_UDP_PAYLOAD_V6,
-    Flow,
     UdpPacket,
     decode_udp_packet,
     internet_checksum,
-    peek_flow,
     udp_checksum,
 )
 from tests.wire.vectors import load_vectors
@@ -351,18 +351,6 @@ def test_every_packet_round_trips(packet: UdpPacket) -> None:
     assert decode_udp_packet(packet.encode()) == packet
 
 
-@given(udp_packets())
-def test_peek_flow_agrees_with_the_decoder(packet: UdpPacket) -> None:
-    assert peek_flow(packet.encode()) == Flow(
-        packet.src.version,
-        packet.src.packed,
-        packet.dst.packed,
-        17,
-        packet.sport,
-        packet.dport,
-    )
-
-
 @given(st.binary(max_size=128))
 def test_random_bytes_decode_or_raise_decode_error(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
@@ -381,59 +369,3 @@ def test_mutated_golden_packets_decode_or_raise_decode_error(
     mutated[offset % len(golden)] = value
     with contextlib.suppress(DecodeError):
         decode_udp_packet(bytes(mutated))
-
-
-# ------------------------------------------------------------- peek_flow
-
-
-def test_peek_flow_on_the_golden_packets() -> None:
-    assert peek_flow(E3) == Flow(4, _hex("0a010005"), _hex("0a020009"), 17, 61000, 4342)
-    assert peek_flow(V6) == Flow(6, V6_SRC.packed, V6_DST.packed, 17, 61000, 4342)
-
-
-def test_peek_flow_reads_tcp_ports_after_ipv4_options() -> None:
-    header = _hex("46 00 0020 0000 0000 40 06 0000 0a000001 0a000002 01010101")
-    assert peek_flow(header + _hex("0050 c350")) == Flow(
-        4, _hex("0a000001"), _hex("0a000002"), 6, 80, 50000
-    )
-
-
-@pytest.mark.parametrize(
-    ("packet", "proto"),
-    [
-        (_patch(E3, 9, b"\x01"), 1),  # ICMP has no ports
-        (_patch(E3, 6, b"\x20\x00"), 17),  # first fragment: hashed like the rest
-        (_patch(E3, 6, b"\x00\x10"), 17),  # later fragment
-        (E3[:20], 17),  # no room for the ports
-        (V6[:40], 17),
-        (_patch(V6, 6, b"\x2c"), 44),  # extension headers are not walked
-    ],
-)
-def test_peek_flow_gives_no_ports_when_there_are_none(
-    packet: bytes, proto: int
-) -> None:
-    flow = peek_flow(packet)
-    assert flow is not None
-    assert (flow.proto, flow.sport, flow.dport) == (proto, 0, 0)
-
-
-@pytest.mark.parametrize(
-    "packet",
-    [
-        b"",
-        b"\x45",
-        E3[:19],
-        V6[:39],
-        _patch(E3, 0, b"\x44"),
-        _patch(E3, 0, b"\x5f"),
-        b"\x46" + E3[1:20],
-    ],
-)
-def test_peek_flow_returns_none_for_unparsable_packets(packet: bytes) -> None:
-    assert peek_flow(packet) is None
-
-
-@given(st.binary(max_size=80))
-def test_peek_flow_never_raises(data: bytes) -> None:
-    flow = peek_flow(data)
-    assert flow is None or flow.version in (4, 6)
