@@ -115,12 +115,12 @@ def reload_config(cfg: Config, node: Node, now: float) -> Config:
     logging.getLogger().setLevel(new.log_level.upper())
     held = {m.eid: m for m in node.database_mappings()}
     # Our mappings' locators (the membership's RLE too) follow the link watch
-    # and a roaming RLOC, not the file: kept ones keep theirs, new EIDs take
-    # the name's.
+    # and a roaming RLOC, not the file: kept ones keep theirs (the name's
+    # too), new EIDs take the name's.
     live = held.get(Eid.name(cfg.name, cfg.instance_id))
     wanted = []
     for mapping in node_config(new, node.config.xtr_id).database:
-        if live is not None and mapping.eid != live.eid:
+        if live is not None:
             kept = held.get(mapping.eid)
             locators = live.locators if kept is None else kept.locators
             mapping = dataclasses.replace(mapping, locators=locators)
