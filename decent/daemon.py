@@ -18,8 +18,8 @@ from collections.abc import Callable
 from aiohttp import web
 
 from decent.config import Config, ConfigError, load_config
+from decent.net.persist import SnapshotSaver, StateDir
 from decent.net.roaming import AddressWatch, Roamer
-from decent.net.state import StateDir
 from decent.net.status import NodeStatus
 from decent.net.tun import DataPlaneUnavailable, TunSettings, TunShell
 from decent.net.udp import BindError, NodeShell, open_sockets
@@ -113,25 +113,19 @@ def reload_config(cfg: Config, node: Node, now: float) -> Config:
         log_level=new.log_level,
     )
     logging.getLogger().setLevel(new.log_level.upper())
-    held = dict(node.database.items())
+    held = {m.eid: m for m in node.database_mappings()}
     # Our mappings' locators (the membership's RLE too) follow the link watch
-    # and a roaming RLOC, not the file: kept ones keep theirs, new EIDs take
-    # the name's.
+    # and a roaming RLOC, not the file: kept ones keep theirs (the name's
+    # too), new EIDs take the name's.
     live = held.get(Eid.name(cfg.name, cfg.instance_id))
-    wanted = {}
+    wanted = []
     for mapping in node_config(new, node.config.xtr_id).database:
-        if live is not None and mapping.eid != live.eid:
+        if live is not None:
             kept = held.get(mapping.eid)
             locators = live.locators if kept is None else kept.locators
             mapping = dataclasses.replace(mapping, locators=locators)
-        wanted[mapping.eid] = mapping
-    gone = [eid for eid in held if eid not in wanted]
-    if gone:
-        node.deregister(now, gone)
-    changed = [m for eid, m in wanted.items() if held.get(eid) != m]
-    for mapping in changed:
-        node.database.insert(mapping.eid, mapping)
-        node.set_locators(mapping.eid, mapping.locators, now)
+        wanted.append(mapping)
+    changed, gone = node.apply_database(wanted, now)
     log.info("reload: %d EIDs added or changed, %d removed", len(changed), len(gone))
     return new
 
@@ -166,6 +160,8 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
     shell = NodeShell(
         node, sockets, loop, log_rate=cfg.log_rate, log_burst=cfg.log_burst
     )
+    saver = SnapshotSaver(state, node)
+    shell.subscribe(saver.note)
     tun = _dataplane(cfg, node, shell, loop) if cfg.dataplane else None
     status = NodeStatus(
         node,
@@ -175,7 +171,9 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
         register_interval=cfg.register_interval,
         errors=lambda: dict(shell.errors) | (dict(tun.errors) if tun else {}),
         dataplane=lambda: _dataplane_status(cfg, node, tun),
+        flush=shell.flush,
     )
+    shell.subscribe(status.note)
     app = make_app(status, admin_token=cfg.admin_token, limits=cfg.web_limits)
     runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
@@ -232,15 +230,12 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
         cfg.web_host,
         cfg.web_port,
     )
-    saved = -1
     try:
         while not stop.is_set():
             # A failed save (full disk, no fd left) is logged by state and
-            # retried next time round: `saved` moves only when it worked.
+            # retried next time round: the saver stays dirty until one works.
             state.keep_nonces_reserved(ident, node.register_nonce)
-            changes = _registration_changes(node)
-            if changes != saved and state.save_snapshot(node, loop.time(), time.time()):
-                saved = changes
+            saver.save(loop.time(), time.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SAVE_INTERVAL)
     finally:
@@ -253,7 +248,7 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
             # Saving logs and returns False on disk trouble; whatever else it
             # might raise must not leave the sockets, routes or web port open.
             state.keep_nonces_reserved(ident, node.register_nonce)
-            state.save_snapshot(node, loop.time(), time.time())
+            saver.save(loop.time(), time.time(), force=True)
         finally:
             if tun is not None:
                 tun.close()
@@ -388,12 +383,3 @@ def _dataplane_status(
         "route_table": tun.route_summary(),
         **tun.dp.stats(),
     }
-
-
-def _registration_changes(node: Node) -> int:
-    c = node.counters
-    return (
-        c["registration.accepted"]
-        + c["registration.removed"]
-        + c["registration.expired"]
-    )

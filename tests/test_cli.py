@@ -205,3 +205,23 @@ def test_reload_after_roaming_keeps_the_new_rloc_everywhere(tmp_path: Path) -> N
     (rle,) = [loc.address for loc in membership.locators]
     assert isinstance(rle, Rle)
     assert [e.address for e in rle.entries] == [moved]
+
+
+def test_reload_after_roaming_keeps_the_name_on_the_new_rloc(tmp_path: Path) -> None:
+    """The name is a mapping like the others: a reload that keeps it must
+    not put it back on the RLOC in the file, which the node has left."""
+    from ipaddress import IPv4Address
+
+    from decent.config import load_config
+    from decent.daemon import build_node, reload_config
+    from decent.wire import Eid
+
+    path = write_config(tmp_path, 1, base="127.0.0.9", web=8080, seeds=[])
+    cfg = load_config(path)
+    node = build_node(cfg, xtr_id=7, register_nonce=1, now=0.0)
+    moved = IPv4Address("127.0.0.99")
+    node.change_rlocs([moved], 1.0)
+    reload_config(cfg, node, 2.0)
+    held = {m.eid: m for m in node.database_mappings()}
+    name = held[Eid.name(cfg.name, cfg.instance_id)]
+    assert [loc.address for loc in name.locators] == [moved]

@@ -6,6 +6,19 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
+from decent.peer.events import (
+    Event,
+    LocatorStateChanged,
+    MapCacheCleared,
+    MapCacheExpired,
+    MapCacheUpdated,
+    MergedSetChanged,
+    RegisterAcknowledged,
+    RegistrationAccepted,
+    RegistrationExpired,
+    RegistrationRemoved,
+    RlocsChanged,
+)
 from decent.peer.mapcache import CacheEntry
 from decent.peer.mapserver import SiteEntry, locator_dict, rle_entries
 from decent.peer.node import Node
@@ -18,13 +31,30 @@ from decent.wire import (
 )
 
 AUTH_NAMES = {0: "none", 1: "hmac-sha-1", 2: "hmac-sha-256", 3: "hmac-sha-256-hkdf"}
+#: The events after which the pages show something else: registrations
+#: (refreshes move their ages), merged sets, the map-cache and its
+#: locators' state, our acknowledged Map-Registers, our own RLOCs.
+PAGE_EVENTS = (
+    RegistrationAccepted,
+    RegistrationRemoved,
+    RegistrationExpired,
+    MergedSetChanged,
+    MapCacheUpdated,
+    MapCacheExpired,
+    MapCacheCleared,
+    LocatorStateChanged,
+    RegisterAcknowledged,
+    RlocsChanged,
+)
 
 
 class NodeStatus:
     """Adapts a Node (and the shell's clock) into JSON-ready dicts.
 
     Ages and remaining lifetimes are computed against `clock()`, the same
-    monotonic time the Node runs on.
+    monotonic time the Node runs on. The shell hands it the node's events
+    (`note`), which move `changes()`. `flush` is the shell's: what the web
+    layer changes (`clear_map_cache`) is then reported like any input.
     """
 
     def __init__(
@@ -37,6 +67,7 @@ class NodeStatus:
         register_interval: float,
         errors: Callable[[], dict[str, int]] | None = None,
         dataplane: Callable[[], dict[str, Any]] | None = None,
+        flush: Callable[[], None] | None = None,
     ) -> None:
         self.node = node
         self.clock = clock
@@ -45,16 +76,19 @@ class NodeStatus:
         self.register_interval = register_interval
         self.errors = errors or dict
         self.dataplane = dataplane or (lambda: {"enabled": False})
+        self.flush = flush
+        self._version = 0
 
     # ------------------------------------------------------------ helpers
     def names(self) -> dict[IPAddress, str]:
         """RLOC -> node name, from the distinguished-name EIDs registered."""
         out: dict[IPAddress, str] = {}
-        for eid, entry in self.node.ms.db.items():
-            if isinstance(eid.address, DistinguishedName):
+        for entry in self.node.registrations(ordered=False):
+            name = entry.eid.address
+            if isinstance(name, DistinguishedName):
                 for loc in entry.record.locators:
                     if isinstance(loc.address, IPv4Address | IPv6Address):
-                        out.setdefault(loc.address, eid.address.name)
+                        out.setdefault(loc.address, name.name)
         return out
 
     def health(self) -> dict[str, Any]:
@@ -67,29 +101,29 @@ class NodeStatus:
             "members": len(members),
         }
 
+    def note(self, event: Event) -> None:
+        """Take one of the node's events (NodeShell.subscribe)."""
+        if isinstance(event, PAGE_EVENTS):
+            self._version += 1
+
     def changes(self) -> int:
         """A number that moves whenever what the pages show changes shape
         (registrations, membership, map-cache), so live views know when to
         push at once rather than at their next periodic refresh."""
-        c = self.node.counters
-        return (
-            c["registration.accepted"]
-            + c["registration.removed"]
-            + c["registration.expired"]
-            + c["cache.installed"]
-            + c["cache.expired"]
-            + c["cache.cleared"]
-            + c["rx.map-notify"]
-        )
+        return self._version
 
     def clear_map_cache(self) -> int:
         """The one state-changing action of the web layer (operator's
         "clear cache"); the web app decides who may call it."""
-        return self.node.clear_map_cache()
+        cleared = self.node.clear_map_cache()
+        if self.flush is not None:
+            self.flush()
+        return cleared
 
     # ------------------------------------------------------------ views
     def node_info(self) -> dict[str, Any]:
         node, cfg, now = self.node, self.node.config, self.clock()
+        sizes = node.soft_state_sizes()
         return {
             "name": self.name,
             "rloc": str(cfg.rlocs[0]),
@@ -103,15 +137,15 @@ class NodeStatus:
             "uptime": round(now - self.started, 3),
             "health": self.health(),
             "counts": {
-                "registrations": len(node.ms.db),
+                "registrations": sizes["registrations"],
                 "peers": len(node.membership()),
-                "map_cache": len(node.cache),
+                "map_cache": sizes["map_cache"],
             },
             "counters": dict(sorted(node.counters.items())),
             "refused": self.refused(),
             "socket_errors": dict(self.errors()),
             "dataplane": self.dataplane(),
-            "state": node.soft_state_sizes(),
+            "state": sizes,
         }
 
     def refused(self) -> list[dict[str, Any]]:
@@ -172,13 +206,13 @@ class NodeStatus:
 
     def sites(self) -> list[dict[str, Any]]:
         names = self.names()
-        return [self.site_entry(e, names) for _, e in self.node.ms.db.sorted_items()]
+        return [self.site_entry(e, names) for e in self.node.registrations()]
 
     def peers(self) -> list[dict[str, Any]]:
         node, now = self.node, self.clock()
         names = self.names()
         group = node.config.group_eid
-        entry = node.ms.db.get(group) if group is not None else None
+        entry = node.registration(group) if group is not None else None
         heard: dict[IPAddress, tuple[float, float, float]] = {}
         if entry is not None:
             for child in entry.children.values():
@@ -230,7 +264,7 @@ class NodeStatus:
         }
 
     def map_cache(self) -> list[dict[str, Any]]:
-        return [self.cache_entry(e) for _, e in self.node.cache.db.sorted_items()]
+        return [self.cache_entry(e) for e in self.node.cache_entries()]
 
     def lookup(self, text: str) -> dict[str, Any]:
         """The longest registered match for an EID, or the negative answer
@@ -239,12 +273,12 @@ class NodeStatus:
 
     def resolve(self, eid: Eid) -> dict[str, Any]:
         """`lookup` of a parsed EID (its "query" is the EID itself)."""
-        hit = self.node.ms.db.lookup(eid)
+        hit = self.node.registration(eid, exact=False)
         if hit is not None:
             return {
                 "query": str(eid),
                 "found": True,
-                "entry": self.site_entry(hit[1], self.names()),
+                "entry": self.site_entry(hit, self.names()),
             }
         return {"query": str(eid), "found": False, **self.negative(eid)}
 
@@ -262,7 +296,7 @@ class NodeStatus:
         a Decent member is its own Map-Resolver, so that is `lookup`'s answer.
         Raises ValueError for bad input."""
         eid = parse_eid(text, self.node.config.group_iid)
-        entry = self.node.cache.lookup(eid)
+        entry = self.node.cache_entry(eid)
         if entry is None:
             answer = self.resolve(eid)
             del answer["query"]

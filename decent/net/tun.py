@@ -558,7 +558,7 @@ class TunShell:
 
     def _own_host_eids(self) -> list[IPAddress]:
         # The node's database, not its start-up config: SIGHUP may change it.
-        return host_eids(eid for eid, _ in self.node.database.items())
+        return host_eids(m.eid for m in self.node.database_mappings())
 
     def _assign(self, addr: IPAddress, *, check: bool = True) -> None:
         if addr.version == 4:
@@ -846,13 +846,14 @@ class TunShell:
         # ints only (an ipaddress object or a string each would cost seconds
         # at a million EIDs).
         node = self.node
-        ours = {eid for eid, _ in node.database.items()}
+        ours = {m.eid for m in node.database_mappings()}
         iid = node.config.group_iid
         out: dict[int, set[int]] = {4: set(), 6: set()}
         for v, net, plen in map(_prefix, self.settings.routes):
             out[v].add(_key(net, plen))
         add4, add6 = out[4].add, out[6].add
-        for eid, _ in node.ms.db.items():
+        for entry in node.registrations(ordered=False):
+            eid = entry.eid
             addr = eid.address
             if (
                 eid.group is None
@@ -865,8 +866,8 @@ class TunShell:
 
     def _own_prefixes(self) -> list[Prefix]:
         out: list[Prefix] = []
-        for eid, _ in self.node.database.items():
-            addr = eid.address
+        for mapping in self.node.database_mappings():
+            eid, addr = mapping.eid, mapping.eid.address
             if eid.group is None and isinstance(addr, IPv4Address | IPv6Address):
                 out.append((addr.version, int(addr), eid.mask_len))
         return out
@@ -877,7 +878,7 @@ class TunShell:
         node = self.node
         # Refreshes bump registry_version too; only a change of the
         # registered set (or of our own EIDs) can change the plan.
-        registered = (node.ms, node.ms.generation, self._own_prefixes())
+        registered = (node, node.registered_set_version, self._own_prefixes())
         if registered == self._planned_for:
             return []
         self._planned_for = registered

@@ -196,13 +196,16 @@ class NodeShell:
         log_burst: int = LOG_BURST,
     ) -> None:
         """`log_rate` and `log_burst` bound the event lines logged, per
-        event class (a token bucket each); the rest are summarised."""
+        event class (a token bucket each); the rest are summarised.
+        `on_event` is called with every event; so is each callback passed
+        to `subscribe`."""
         if log_rate <= 0 or log_burst < 1:
             raise ValueError("log_rate must be positive and log_burst at least 1")
         self.node = node
         self.sockets = sockets
         self.loop = loop
         self.on_event = on_event
+        self._subscribers: list[Callable[[Event], None]] = []
         self.errors: Counter[str] = Counter()
         self.events: deque[tuple[float, Event]] = deque(maxlen=500)
         self._timer: asyncio.TimerHandle | None = None
@@ -306,6 +309,13 @@ class NodeShell:
         self.node.handle_timer(self.loop.time())
         self.flush()
 
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        """Call `callback` with every event, the node's and its riders',
+        during the flush after the input that caused it (after `on_event`,
+        in the order subscribed): the snapshot and the status page learn of
+        changes this way rather than by polling the node."""
+        self._subscribers.append(callback)
+
     def ride(self, rider: Rider) -> None:
         """Carry a layer on top of the node (the data plane): it gets every
         node event after each input, and its own events are reported too."""
@@ -374,6 +384,8 @@ class NodeShell:
             self._log_event(event, level, now)
         if self.on_event is not None:
             self.on_event(event)
+        for callback in self._subscribers:
+            callback(event)
 
     def _log_event(self, event: Event, level: int, now: float) -> None:
         """Log `event` unless its class used up its lines; count it if so."""

@@ -47,8 +47,12 @@ class Registration:
     first: float
     last: float
     expires: float
+    #: The p-s-I-t-r-m-n text of the status pages (see flags_text).
     flags: str
     alg_id: int
+    #: The Map-Register's T bit: the lifetime is the Record TTL (RFC 9301
+    #: 8.2), not the Map-Server's timeout; kept as data for the snapshot.
+    ttl_timeout: bool = False
 
 
 @dataclass(slots=True)
@@ -398,6 +402,7 @@ class MapServer:
                 now + lifetime,
                 flags,
                 msg.alg_id,
+                msg.ttl_timeout,
             )
             proxy = msg.proxy_reply or site.force_proxy_reply
             if entry is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Final
 
+from decent.peer import counters as C
+
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 #: LISP control message types (RFC 9301 section 5), as the node counts them.
@@ -19,8 +21,19 @@ MESSAGE_TYPES: Final = (
 )
 #: Sent kinds that are not named after their message type.
 _SENT_TYPE: Final = {"smr": "map-request", "probe": "map-request"}
-REGISTRATION_CHANGES: Final = ("accepted", "removed", "expired")
-CACHE_CHANGES: Final = ("installed", "expired", "cleared")
+#: The counters of registration and map-cache changes, by their label.
+_REGISTRATION_CHANGE: Final = {
+    C.REGISTRATION_ACCEPTED: "accepted",
+    C.REGISTRATION_REMOVED: "removed",
+    C.REGISTRATION_EXPIRED: "expired",
+}
+_CACHE_CHANGE: Final = {
+    C.CACHE_INSTALLED: "installed",
+    C.CACHE_EXPIRED: "expired",
+    C.CACHE_CLEARED: "cleared",
+}
+REGISTRATION_CHANGES: Final = tuple(_REGISTRATION_CHANGE.values())
+CACHE_CHANGES: Final = tuple(_CACHE_CHANGE.values())
 
 
 def _label(value: object) -> str:
@@ -98,28 +111,35 @@ def render(node: dict[str, Any], cache: list[dict[str, Any]]) -> str:
         f.add("decent_registration_changes_total", 0, change=change)
     for change in CACHE_CHANGES:
         f.add("decent_map_cache_changes_total", 0, change=change)
-    f.add("decent_replicated_received_total", counters.get("rx.replicated", 0))
+    f.add("decent_replicated_received_total", counters.get(C.RX_REPLICATED, 0))
     for key, value in counters.items():
-        prefix, _, rest = key.partition(".")
-        if prefix == "rx" and rest != "replicated":
-            f.add("decent_messages_received_total", value, type=rest)
-        elif prefix == "tx":
-            base = rest.removeprefix("replicated-")
+        if key == C.RX_REPLICATED:
+            continue
+        if key.startswith(C.RX):
+            f.add("decent_messages_received_total", value, type=key.removeprefix(C.RX))
+        elif key.startswith(C.TX):
+            kind = key.removeprefix(C.TX)
+            base = kind.removeprefix("replicated-")
             f.add(
                 "decent_messages_sent_total",
                 value,
                 type=_SENT_TYPE.get(base, base),
-                kind=rest,
+                kind=kind,
             )
-        elif prefix == "drop":
-            f.add("decent_drops_total", value, reason=rest)
-        elif prefix == "reject":
-            f.add("decent_registrations_rejected_total", value, reason=rest)
-        elif prefix == "registration" and rest in REGISTRATION_CHANGES:
-            f.add("decent_registration_changes_total", value, change=rest)
-        elif prefix == "cache" and rest in CACHE_CHANGES:
-            f.add("decent_map_cache_changes_total", value, change=rest)
-        elif key != "rx.replicated":
+        elif key.startswith(C.DROP):
+            f.add("decent_drops_total", value, reason=key.removeprefix(C.DROP))
+        elif key.startswith(C.REJECT):
+            f.add(
+                "decent_registrations_rejected_total",
+                value,
+                reason=key.removeprefix(C.REJECT),
+            )
+        elif key in _REGISTRATION_CHANGE:
+            change = _REGISTRATION_CHANGE[key]
+            f.add("decent_registration_changes_total", value, change=change)
+        elif key in _CACHE_CHANGE:
+            f.add("decent_map_cache_changes_total", value, change=_CACHE_CHANGE[key])
+        else:
             f.add("decent_events_total", value, name=key)
     f.family("decent_socket_errors_total", "counter", "Socket send/receive errors")
     for key, value in node.get("socket_errors", {}).items():

@@ -4,7 +4,7 @@ The hardening issue's proof: the lab stays healthy while a member gone
 rogue (it holds the group key) runs each attack, and afterwards every node
 still holds every legitimate registration and answers within its usual
 latency. One lab, the attacks in the issue's order (3, the full disk, is
-tests/net/test_state_faults.py's). Each attack is followed by a check that
+tests/net/test_persist_faults.py's). Each attack is followed by a check that
 it was contained (the node's counters and table sizes, what reached the
 wire) and that the lab is healthy; a failed check is recorded and the next
 attack still runs, so one run reports every attack. The hostile host's own

@@ -187,3 +187,20 @@ def test_the_rate_and_burst_must_allow_some_lines() -> None:
         NodeShell(None, None, None, log_rate=0.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="log_burst"):
         NodeShell(None, None, None, log_burst=0)  # type: ignore[arg-type]
+
+
+async def test_on_event_and_every_subscriber_get_each_event_in_order() -> None:
+    peer = (R1, 4342)
+    events: list[Event] = [
+        RegistrationAccepted(Eid.prefix("10.0.0.1/32"), "site", peer, 7, True),
+        RlocsChanged(("127.0.0.1",), ("127.0.0.2",)),
+    ]
+    queue = deque(events)
+    got: list[tuple[str, Event]] = []
+    async with shell_on_loopback(start=False) as (shell, _):
+        shell.node.next_event = lambda: queue.popleft() if queue else None  # type: ignore[method-assign]
+        shell.on_event = lambda e: got.append(("on_event", e))
+        shell.subscribe(lambda e: got.append(("first", e)))
+        shell.subscribe(lambda e: got.append(("second", e)))
+        shell.flush()
+    assert got == [(who, e) for e in events for who in ("on_event", "first", "second")]

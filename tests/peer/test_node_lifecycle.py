@@ -224,3 +224,53 @@ def test_quick_registration_never_slows_a_short_period():
         times.append(now)
     gaps = [round(b - a, 6) for a, b in itertools.pairwise(times)]
     assert max(gaps) <= 5.0
+
+
+def test_the_t_bit_is_kept_as_data_beside_the_flags_text():
+    net = SimNet()
+    ms = Traced(ms_config())
+    peer = Raw()
+    attach(net, ms)
+    net.add(peer, ctl(ETR_IP))
+    rec = record("10.1.1.0/24", "192.0.2.10", ttl=10)
+    peer.out.append((register_msg(rec), ctl(MS_IP)))
+    net.advance(1.0)
+    entry = ms.registration(ETR_EID)
+    assert entry is not None
+    child = entry.children[0x1234]
+    assert (child.ttl_timeout, child.flags) == (True, "p-s-I-T-r-m-N")
+    peer.out.append((register_msg(rec, nonce=2, ttl_timeout=False), ctl(MS_IP)))
+    net.advance(1.0)
+    child = entry.children[0x1234]
+    assert (child.ttl_timeout, child.flags) == (False, "p-s-I-t-r-m-N")
+
+
+def test_the_read_api_gives_the_replay_ceilings_and_the_registered_set():
+    net = SimNet()
+    ms = Traced(ms_config())
+    peer = Raw()
+    attach(net, ms)
+    net.add(peer, ctl(ETR_IP))
+    version = ms.registered_set_version
+    peer.out.append((register_msg(record("10.1.1.0/24", "192.0.2.10")), ctl(MS_IP)))
+    net.advance(1.0)
+    assert ms.registered_set_version == version + 1
+    assert ms.nonce_ceilings() == {("site-a", 0x1234, 0): 1}
+    # A refresh moves the registry version, not the registered set's.
+    registry = ms.registry_version
+    peer.out.append(
+        (register_msg(record("10.1.1.0/24", "192.0.2.10"), nonce=2), ctl(MS_IP))
+    )
+    net.advance(1.0)
+    assert ms.registry_version > registry
+    assert ms.registered_set_version == version + 1
+    assert ms.nonce_ceilings() == {("site-a", 0x1234, 0): 2}
+    # What a snapshot restores never lowers a ceiling this process holds.
+    ms.restore_nonce_ceiling(("site-a", 0x1234, 0), 1)
+    ms.restore_nonce_ceiling(("site-a", 0x99, 0), 7)
+    assert ms.nonce_ceilings() == {("site-a", 0x1234, 0): 2, ("site-a", 0x99, 0): 7}
+    # The copy handed out is the caller's.
+    ms.nonce_ceilings().clear()
+    assert len(ms.nonce_ceilings()) == 2
+    assert [e.eid for e in ms.registrations(ordered=False)] == [ETR_EID]
+    assert ms.registrations() == ms.registrations(ordered=False)

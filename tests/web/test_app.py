@@ -10,6 +10,14 @@ from aiohttp.test_utils import TestClient
 
 from decent.net.status import NodeStatus
 from decent.peer.decent import decent_node_config
+from decent.peer.events import (
+    LocatorStateChanged,
+    MapCacheCleared,
+    MessageDropped,
+    NotifyAcknowledged,
+    RegisterAcknowledged,
+    RegistrationExpired,
+)
 from decent.peer.node import Node
 from decent.web.app import make_app
 from decent.wire import Eid
@@ -17,6 +25,17 @@ from tests.peer.simnet import SimNet
 
 G = IPv4Address("233.252.1.1")
 IPS = [IPv4Address(f"198.18.45.{i}") for i in (11, 12, 13)]
+
+
+class SimStatus(NodeStatus):
+    """The status of a node on the simulated network, which has no shell to
+    hand it the node's events: it drains them itself before each change
+    check, as NodeShell does after each input."""
+
+    def changes(self) -> int:
+        while (event := self.node.next_event()) is not None:
+            self.note(event)
+        return super().changes()
 
 
 def _status(
@@ -42,7 +61,7 @@ def _status(
         if converge or i == 0:
             net.add(node, (ip, 4342), (ip, 4341))
     net.advance(3 if converge else 0)
-    status = NodeStatus(
+    status = SimStatus(
         nodes[0], lambda: net.now, name="n1", started=0.0, register_interval=60.0
     )
     return net, status
@@ -159,3 +178,40 @@ async def test_healthz_is_503_until_joined(aiohttp_client: Any) -> None:
     _, status = _status(converge=False)
     client = await aiohttp_client(make_app(status))
     assert (await _get(client, "/healthz", 503))["status"] == "joining"
+
+
+def test_the_change_number_moves_with_the_events_the_pages_show() -> None:
+    _, status = _status()
+    before = status.changes()  # drains what converging queued
+    eid, peer = Eid.prefix("2.2.2.2/32"), (IPS[1], 4342)
+    for quiet in (MessageDropped(peer, "decode-error"), NotifyAcknowledged(peer, 1)):
+        status.note(quiet)
+    assert status.changes() == before
+    for shown in (
+        RegistrationExpired(eid, 2),
+        MapCacheCleared(3),
+        LocatorStateChanged(eid, str(IPS[1]), False),
+        RegisterAcknowledged(peer, 9),
+    ):
+        status.note(shown)
+    assert status.changes() == before + 4
+
+
+def test_clearing_the_map_cache_reports_its_events_through_the_shell() -> None:
+    _, plain = _status()
+    node = plain.node
+    while node.next_event() is not None:
+        pass
+    seen: list[object] = []
+
+    def flush() -> None:  # the shell's: drain the node's events to subscribers
+        while (event := node.next_event()) is not None:
+            seen.append(event)
+            status.note(event)
+
+    status = NodeStatus(
+        node, plain.clock, name="n1", started=0.0, register_interval=60.0, flush=flush
+    )
+    assert status.clear_map_cache() == 1
+    assert seen == [MapCacheCleared(1)]
+    assert status.changes() == 1

@@ -28,7 +28,7 @@ from decent.peer.node import Node
 from decent.web.app import LIVE, make_app
 from decent.web.limits import LimitedSite, WebLimits, split_host, start_site
 from decent.wire import Eid, MapReply, MapRequest, RequestRecord, decode
-from tests.web.test_app import _status
+from tests.web.test_app import SimStatus, _status
 
 #: Long enough never to fire in a test that is not about it.
 NEVER = 600.0
@@ -305,7 +305,7 @@ async def test_live_clients_over_the_limit_get_503_the_rest_keep_theirs() -> Non
         assert app[LIVE].feeds == 0
 
 
-class _CountingStatus(NodeStatus):
+class _CountingStatus(SimStatus):
     """n1's status, counting model builds (one sites() call each) and
     letting the test say when the node's state changed."""
 

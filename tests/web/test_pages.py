@@ -41,7 +41,7 @@ from decent.wire import (
 )
 from tests.peer.simnet import SimNet
 from tests.web.pagetext import Page
-from tests.web.test_app import IPS, _status
+from tests.web.test_app import IPS, SimStatus, _status
 
 Client = TestClient[Any, Any]
 HOSTILE = "<script>alert(1)</script>"
@@ -699,7 +699,7 @@ async def _events(resp: Any) -> Any:
             return json.loads("".join(data))
 
 
-class _Polled(NodeStatus):
+class _Polled(SimStatus):
     """n1's status, counting the live stream's change checks and noting, for
     each model it builds, how many checks had been made by then."""
 

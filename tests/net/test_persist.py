@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import itertools
@@ -17,8 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from decent.net.state import (
+from decent.net.persist import (
     NONCE_BLOCK,
+    SnapshotSaver,
     StateDir,
     read_msgpack,
     restore_registrations,
@@ -26,16 +28,25 @@ from decent.net.state import (
 )
 from decent.peer.config import NodeConfig
 from decent.peer.decent import decent_node_config
+from decent.peer.events import (
+    Event,
+    MapCacheUpdated,
+    MessageDropped,
+    RegistrationAccepted,
+    RegistrationExpired,
+    RegistrationRemoved,
+)
 from decent.peer.node import Node
 from decent.wire import Eid
 from tests.peer.simnet import SimNet
 
 G = IPv4Address("233.252.1.1")
+IPS = [IPv4Address(f"198.18.44.{i}") for i in (1, 2, 3)]
 
 
 def _converged_nodes() -> tuple[SimNet, list[Node]]:
     net = SimNet(seed=3)
-    ips = [IPv4Address(f"198.18.44.{i}") for i in (1, 2, 3)]
+    ips = IPS
     counter = itertools.count(1)
     nodes = []
     for i, ip in enumerate(ips):
@@ -211,6 +222,8 @@ def test_a_well_formed_snapshot_of_the_wrong_shape_is_ignored(
         (7, 3),  # flags
         (8, 1.0),  # the algorithm
         (8, 256),
+        (9, 1),  # the T bit
+        (9, "T"),
     ],
 )
 def test_a_child_with_a_field_of_the_wrong_type_skips_only_its_entry(
@@ -249,6 +262,61 @@ def test_no_restored_registration_outlives_its_ttl() -> None:
     for _, entry in fresh.ms.db.items():
         for child in entry.children.values():
             assert child.expires == 100.0 + timeout
+
+
+def _long_timeout() -> Node:
+    """n1 with a registration timeout far from the Record TTL (3 min), so
+    a restored lifetime shows which of the two the T bit chose."""
+    return Node(
+        dataclasses.replace(_n1_config(), registration_timeout=3600.0),
+        nonce=lambda: 7,
+    )
+
+
+def _lifetimes(raw: Any) -> set[float]:
+    fresh = _long_timeout()
+    assert restore_registrations(fresh, raw, 100.0, WALL) == 5
+    return {
+        child.expires - 100.0
+        for entry in fresh.registrations()
+        for child in entry.children.values()
+    }
+
+
+def _far_expiry(raw: Any) -> None:
+    for entry in raw["entries"]:
+        for child in entry[4]:
+            child[6] = WALL + 10**9
+
+
+def test_the_t_bit_is_saved_as_data_and_decides_the_restored_lifetime() -> None:
+    raw = _good()
+    _far_expiry(raw)
+    children = [child for entry in raw["entries"] for child in entry[4]]
+    assert all(len(child) == 10 and child[9] is True for child in children)
+    assert _lifetimes(raw) == {180.0}
+    fresh = _long_timeout()
+    restore_registrations(fresh, raw, 100.0, WALL)
+    assert all(
+        c.ttl_timeout for e in fresh.registrations() for c in e.children.values()
+    )
+    # The bit, not the flags text (only shown), says what the lifetime is.
+    for child in children:
+        child[9] = False
+    assert _lifetimes(raw) == {3600.0}
+
+
+def test_a_snapshot_from_before_the_t_bit_was_data_reads_it_from_the_flags() -> None:
+    raw = _good()
+    _far_expiry(raw)
+    for entry in raw["entries"]:
+        for child in entry[4]:
+            del child[9]
+    assert _lifetimes(raw) == {180.0}
+    for entry in raw["entries"]:
+        for child in entry[4]:
+            child[7] = child[7].replace("T", "t")
+    assert _lifetimes(raw) == {3600.0}
 
 
 _INTS = st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1)
@@ -377,7 +445,7 @@ def test_an_unreadable_or_oversized_snapshot_logs_one_warning_naming_the_file(
     assert state.load_snapshot(_fresh(), 0.0, WALL) == 0
     state.snapshot_file.rmdir()
     state.snapshot_file.write_bytes(_snapshot()[0])
-    monkeypatch.setattr("decent.net.state.MAX_STATE_FILE", 10)
+    monkeypatch.setattr("decent.net.persist.MAX_STATE_FILE", 10)
     assert state.load_snapshot(_fresh(), 0.0, WALL) == 0
     warnings = _warnings(caplog)
     assert len(warnings) == 2
@@ -469,7 +537,7 @@ _FAULTS = [
 
 def _break(monkeypatch: pytest.MonkeyPatch, code: int, step: str) -> None:
     if step == "open":
-        monkeypatch.setattr("decent.net.state.open", _fail(code), raising=False)
+        monkeypatch.setattr("decent.net.persist.open", _fail(code), raising=False)
     else:
         monkeypatch.setattr(os, step, _fail(code))
 
@@ -548,3 +616,75 @@ def test_an_identity_that_cannot_be_written_at_start_still_starts(
     again = StateDir(tmp_path).load_identity()
     assert (again.xtr_id, again.start_nonce) == (first.xtr_id, NONCE_BLOCK)
     assert again.nonce_reserved == NONCE_BLOCK  # retried by the first keep call
+
+
+# ------------------------------------------- saving when events say it changed
+def _counted(state: StateDir, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The monotonic times of the snapshot writes attempted from now on."""
+    writes: list[float] = []
+    real = state.save_snapshot
+
+    def save(node: Node, mono_now: float, wall_now: float) -> bool:
+        writes.append(mono_now)
+        return real(node, mono_now, wall_now)
+
+    monkeypatch.setattr(state, "save_snapshot", save)
+    return writes
+
+
+def test_the_snapshot_is_written_after_registration_events_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net, nodes = _converged_nodes()
+    state = StateDir(tmp_path)
+    state.prepare()
+    saver = SnapshotSaver(state, nodes[0])
+    writes = _counted(state, monkeypatch)
+    assert saver.save(1.0, WALL)  # the first save writes what the node holds
+    assert saver.save(2.0, WALL)  # nothing happened since: nothing written
+    eid, peer = Eid.prefix("10.1.0.0/16"), (IPS[1], 4342)
+    saver.note(MessageDropped(peer, "decode-error"))
+    saver.note(MapCacheUpdated(eid, "map-reply", False))
+    assert saver.save(3.0, WALL)
+    assert writes == [1.0]
+    # A refresh counts: it moves the expiry and the nonce ceiling saved.
+    changes: list[Event] = [
+        RegistrationAccepted(eid, "s", peer, 2, new=False),
+        RegistrationRemoved(eid, 2),
+        RegistrationExpired(eid, 2),
+    ]
+    for at, event in enumerate(changes, start=4):
+        saver.note(event)
+        assert saver.save(float(at), WALL)
+        assert saver.save(at + 0.5, WALL)
+    assert writes == [1.0, 4.0, 5.0, 6.0]
+    assert saver.save(7.0, WALL, force=True)  # at shutdown, whatever happened
+    assert writes[-1] == 7.0
+    # The node's own events, handed over as the shell does, mark it too:
+    # within two minutes its peers refresh their registrations.
+    while nodes[0].next_event() is not None:
+        pass
+    assert saver.save(8.0, WALL, force=True)
+    assert not saver.dirty
+    net.advance(120.0)
+    while (later := nodes[0].next_event()) is not None:
+        saver.note(later)
+    assert saver.dirty
+
+
+def test_a_failed_snapshot_write_stays_due_until_one_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, nodes = _converged_nodes()
+    state = StateDir(tmp_path)
+    state.prepare()
+    saver = SnapshotSaver(state, nodes[0])
+    _break(monkeypatch, errno.ENOSPC, "fsync")
+    assert saver.save(1.0, WALL) is False
+    assert saver.save(2.0, WALL) is False
+    monkeypatch.undo()
+    writes = _counted(state, monkeypatch)
+    assert saver.save(3.0, WALL)
+    assert saver.save(4.0, WALL)
+    assert writes == [3.0]
+    assert read_msgpack(state.snapshot_file)["entries"]

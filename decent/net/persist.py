@@ -16,6 +16,12 @@ from typing import Any
 
 import msgpack
 
+from decent.peer.events import (
+    Event,
+    RegistrationAccepted,
+    RegistrationExpired,
+    RegistrationRemoved,
+)
 from decent.peer.mapserver import Registration
 from decent.peer.node import Node
 from decent.wire import Eid, MapRecord, encode_record
@@ -294,6 +300,41 @@ class StateDir:
         return True
 
 
+#: The events after which the snapshot is out of date: every change of a
+#: registration held, refreshes too, since a refresh moves the child's
+#: expiry and its registrant's nonce ceiling, both of which the snapshot
+#: keeps (an old expiry would let a restart drop a live registration).
+SNAPSHOT_EVENTS = (RegistrationAccepted, RegistrationRemoved, RegistrationExpired)
+
+
+class SnapshotSaver:
+    """Saves the registration snapshot when the node's events say the
+    registrations changed: the shell hands it every event (`note`), the
+    daemon calls `save` every few seconds and once more at shutdown."""
+
+    def __init__(self, state: StateDir, node: Node) -> None:
+        self.state = state
+        self.node = node
+        # Nothing written by this process yet: the first save writes what
+        # the node holds, restored registrations included.
+        self.dirty = True
+
+    def note(self, event: Event) -> None:
+        if isinstance(event, SNAPSHOT_EVENTS):
+            self.dirty = True
+
+    def save(self, mono_now: float, wall_now: float, *, force: bool = False) -> bool:
+        """Write the snapshot if the registrations changed since the last
+        save that worked (always with `force`). A failed save (logged by
+        StateDir) leaves it dirty, so the next call retries; False then."""
+        if not (self.dirty or force):
+            return True
+        if not self.state.save_snapshot(self.node, mono_now, wall_now):
+            return False
+        self.dirty = False
+        return True
+
+
 # ---------------------------------------------------------------- snapshot
 # Times are stored as wall-clock seconds: the monotonic clock restarts with
 # the process, so remaining lifetimes are carried across as wall time.
@@ -306,7 +347,7 @@ def _addr_out(addr: tuple[Any, int]) -> list[Any]:
 def snapshot_registrations(node: Node, mono_now: float, wall_now: float) -> bytes:
     """Every registration the node holds, with wall-clock lifetimes."""
     entries = []
-    for eid, entry in node.ms.db.items():
+    for entry in node.registrations(ordered=False):
         children = []
         for child in entry.children.values():
             children.append(
@@ -320,9 +361,12 @@ def snapshot_registrations(node: Node, mono_now: float, wall_now: float) -> byte
                     wall_now + (child.expires - mono_now),
                     child.flags,
                     child.alg_id,
+                    child.ttl_timeout,
                 ]
             )
-        entries.append([str(eid), entry.site, entry.merge, entry.proxy_reply, children])
+        entries.append(
+            [str(entry.eid), entry.site, entry.merge, entry.proxy_reply, children]
+        )
     nonces = [
         [
             site,
@@ -330,7 +374,7 @@ def snapshot_registrations(node: Node, mono_now: float, wall_now: float) -> byte
             kid,
             n,
         ]
-        for (site, who, kid), n in node.ms.nonces.items()
+        for (site, who, kid), n in node.nonce_ceilings().items()
     ]
     return bytes(
         msgpack.packb({"v": 1, "entries": entries, "nonces": nonces}, use_bin_type=True)
@@ -357,7 +401,7 @@ def restore_registrations(
     entries, nonces = raw.get("entries", []), raw.get("nonces", [])
     restored = 0
     skipped: list[str] = []
-    timeout = node.ms.registration_timeout
+    timeout = node.config.registration_timeout
     for item in entries:
         try:
             eid, site, merge, proxy, regs = _entry(item, mono_now, wall_now, timeout)
@@ -375,7 +419,7 @@ def restore_registrations(
         except Exception as exc:  # noqa: BLE001 - any malformation means skip it
             skipped.append(f"nonce: {type(exc).__name__}: {exc}")
             continue
-        node.ms.nonces.setdefault(key, nonce)
+        node.restore_nonce_ceiling(key, nonce)
     if skipped:
         # One line, however many: a corrupt snapshot must not flood the log.
         log.warning(
@@ -418,13 +462,17 @@ def _typed(value: Any, kind: type) -> Any:
     return value
 
 
-def _lifetime(record: MapRecord, flags: str, timeout: float) -> float:
+def _lifetime(record: MapRecord, ttl_timeout: bool, timeout: float) -> float:
     """The longest a registration may live: its Record TTL with the T bit
     (RFC 9301 8.2), else the Map-Server's registration timeout."""
+    return record.ttl * 60.0 if ttl_timeout else timeout
+
+
+def _t_bit_of(flags: str) -> bool:
+    """The T bit of a snapshot written before it was kept as data, from
+    the flags text of the pages ("p-s-I-T-r-m-n")."""
     letters = flags.split("-")
-    if len(letters) == 7 and letters[3] == "T":
-        return record.ttl * 60.0
-    return timeout
+    return len(letters) == 7 and letters[3] == "T"
 
 
 def _entry(
@@ -446,8 +494,12 @@ def _entry(
 
 
 def _child(item: Any, mono_now: float, wall_now: float, timeout: float) -> Registration:
-    rec_bytes, registrant, xtr, site_id, first, last, expires, flags, alg = _typed(
-        item, list
+    fields = _typed(item, list)
+    # Snapshots before the T bit was kept as data have nine fields.
+    if len(fields) == 9:
+        fields = [*fields, _t_bit_of(_typed(fields[7], str))]
+    rec_bytes, registrant, xtr, site_id, first, last, expires, flags, alg, t_bit = (
+        fields
     )
     host, port = _typed(registrant, list)
     r = Reader(_typed(rec_bytes, bytes))
@@ -455,10 +507,10 @@ def _child(item: Any, mono_now: float, wall_now: float, timeout: float) -> Regis
     r.finish()
     if xtr is not None and len(_typed(xtr, bytes)) != 16:
         raise ValueError("an xTR-ID is 16 bytes")
-    flags = _typed(flags, str)
+    t_bit = _typed(t_bit, bool)
     # Wall-clock times may be bad or shifted (a clock step while down): no
     # registration may outlive its TTL, nor have been seen in the future.
-    left = min(_time(expires) - wall_now, _lifetime(record, flags, timeout))
+    left = min(_time(expires) - wall_now, _lifetime(record, t_bit, timeout))
     seen = mono_now - max(0.0, wall_now - _time(last))
     return Registration(
         record,
@@ -468,8 +520,9 @@ def _child(item: Any, mono_now: float, wall_now: float, timeout: float) -> Regis
         min(mono_now - max(0.0, wall_now - _time(first)), seen),
         seen,
         mono_now + left,
-        flags,
+        _typed(flags, str),
         _int(alg, 8),
+        t_bit,
     )
 
 

@@ -23,7 +23,7 @@ import pytest
 from decent.client import ClientError, lookup
 from decent.config import load_config
 from decent.daemon import run_node
-from decent.net.state import NONCE_BLOCK, StateDir
+from decent.net.persist import NONCE_BLOCK, StateDir
 from decent.peer.decent import decent_node_config
 from decent.peer.node import Node
 from decent.wire import Eid
@@ -138,8 +138,8 @@ _NO_FD_LEFT = textwrap.dedent(
     """
     import errno, logging, os, resource, sys
     from pathlib import Path
-    from tests.net.test_state_faults import _node
-    from decent.net.state import StateDir
+    from tests.net.test_persist_faults import _node
+    from decent.net.persist import StateDir
 
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(message)s"
