@@ -5,14 +5,15 @@ from __future__ import annotations
 import socket
 import tomllib
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from functools import partial
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
 from decent.peer.config import Limits
 from decent.peer.decent import DEFAULT_PRIORITY, DEFAULT_WEIGHT
 from decent.web.limits import WebLimits
-from decent.wire import AlgorithmId, Eid, IPAddress, parse_eid
+from decent.wire import AlgorithmId, Eid, IPAddress, netlink, parse_eid
 
 
 class ConfigError(ValueError):
@@ -184,28 +185,22 @@ class _Reader:
 
 
 def interface_addresses(name: str) -> list[IPAddress]:
-    """The addresses of a network interface (Linux: /proc and ioctl-free)."""
-    found: list[IPAddress] = []
+    """The usable addresses of a network interface, as roaming reads them
+    later (decent.net.kernel; config sits above the shell, but the client,
+    which imports config, must not pull it in): one netlink address dump
+    through the shared codec. None if it does not exist or netlink fails."""
     try:
-        import fcntl
-        import struct
-
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            req = struct.pack("256s", name.encode()[:15])
-            res = fcntl.ioctl(s.fileno(), 0x8915, req)  # SIOCGIFADDR
-            found.append(IPv4Address(res[20:24]))
+        index = socket.if_nametoindex(name)
+        with socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE
+        ) as nl:
+            nl.settimeout(1.0)
+            nl.bind((0, 0))
+            nl.send(netlink.dump_request())
+            dumped = netlink.read_dump(partial(nl.recv, 1 << 16))
     except OSError:
-        pass
-    try:
-        for line in Path("/proc/net/if_inet6").read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 6 and parts[5] == name:
-                addr = IPv6Address(bytes.fromhex(parts[0]))
-                if not addr.is_link_local:
-                    found.append(addr)
-    except OSError:
-        pass
-    return found
+        return []
+    return netlink.usable_addresses(dumped.messages, index)
 
 
 def load_config(path: str | Path) -> Config:

@@ -297,7 +297,6 @@ def _dataplane(
         ),
         nonce=_nonce24(),
     )
-    control_port = cfg.control_port
     tun = TunShell(
         dp,
         TunSettings(
@@ -308,12 +307,8 @@ def _dataplane(
             max_routes=cfg.max_routes,
         ),
         loop,
-        data_socket=shell.sockets.data,
-        control_drain=lambda sock, rloc: shell._drain(
-            sock, False, (rloc, control_port)
-        ),
+        owner=shell,
         flush_control=shell.flush,
-        give_back_data=shell.read_data_socket,
     )
     shell.ride(dp)
     shell.after_flush = tun.flush_packets

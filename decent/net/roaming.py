@@ -13,157 +13,24 @@ import asyncio
 import errno
 import logging
 import socket
-import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
+from decent.net.kernel import (
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV6_IFADDR,
+    interface_addresses,
+    subscribe,
+)
 from decent.net.tun import TunShell
-from decent.net.udp import NodeShell, Sockets
+from decent.net.udp import DRAIN, NodeShell, Sockets
 from decent.wire import IPAddress
+from decent.wire.netlink import parse
 
 log = logging.getLogger("decent")
-#: Netlink datagrams handled per wake-up before yielding to the loop.
-DRAIN: Final = 64
 #: Seconds between attempts to bind a new address that refused (still
 #: tentative, or gone again before we got to it).
 RETRY: Final = 1.0
-_RTMGRP_IPV4_IFADDR: Final = 0x10
-_RTMGRP_IPV6_IFADDR: Final = 0x100
-_NLMSG_ERROR: Final = 2
-_NLMSG_DONE: Final = 3
-_RTM_NEWADDR: Final = 20
-_RTM_DELADDR: Final = 21
-_RTM_GETADDR: Final = 22
-_NLM_F_REQUEST: Final = 0x1
-_NLM_F_DUMP: Final = 0x300
-_IFA_ADDRESS: Final = 1
-_IFA_LOCAL: Final = 2
-_IFA_FLAGS: Final = 8
-_IFA_F_DADFAILED: Final = 0x08
-_IFA_F_TENTATIVE: Final = 0x40
-_NLMSG: Final = struct.Struct("=IHHII")
-_IFADDRMSG: Final = struct.Struct("=BBBBI")
-_RTATTR: Final = struct.Struct("=HH")
-#: Reads of one dump before we give up on it (a dump of a few hundred
-#: addresses takes one or two).
-_DUMP_READS: Final = 256
-
-
-@dataclass(frozen=True, slots=True)
-class AddrMessage:
-    """One RTM_NEWADDR/RTM_DELADDR (or dump) entry."""
-
-    new: bool
-    index: int
-    address: IPAddress
-    flags: int
-
-    @property
-    def usable(self) -> bool:
-        """Bindable and meant for others: not tentative, not failed DAD, and
-        not IPv6 link-local (as `interface_addresses` chooses at start)."""
-        if self.flags & (_IFA_F_TENTATIVE | _IFA_F_DADFAILED):
-            return False
-        return not (self.address.version == 6 and self.address.is_link_local)
-
-
-@dataclass(slots=True)
-class Parsed:
-    """What one netlink datagram held: its address messages, whether a dump
-    ended in it, and how many parts were malformed (skipped)."""
-
-    messages: list[AddrMessage]
-    done: bool = False
-    errors: int = 0
-
-
-def parse(data: bytes) -> Parsed:
-    """Decode a netlink datagram of address messages. Never raises: a
-    malformed message is counted and the rest of the datagram skipped (its
-    length field can no longer be trusted)."""
-    out = Parsed([])
-    pos = 0
-    while pos + _NLMSG.size <= len(data):
-        length, kind, _, _, _ = _NLMSG.unpack_from(data, pos)
-        if length < _NLMSG.size or pos + length > len(data):
-            out.errors += 1
-            return out
-        body = data[pos + _NLMSG.size : pos + length]
-        pos += (length + 3) & ~3
-        if kind in (_NLMSG_DONE, _NLMSG_ERROR):
-            out.done = True
-        elif kind in (_RTM_NEWADDR, _RTM_DELADDR):
-            msg = _addr_message(kind == _RTM_NEWADDR, body)
-            if msg is None:
-                out.errors += 1
-            else:
-                out.messages.append(msg)
-    if pos < len(data):
-        out.errors += 1
-    return out
-
-
-def _addr_message(new: bool, body: bytes) -> AddrMessage | None:
-    if len(body) < _IFADDRMSG.size:
-        return None
-    family, _, flags, _, index = _IFADDRMSG.unpack_from(body)
-    size = {socket.AF_INET: 4, socket.AF_INET6: 16}.get(family)
-    attrs: dict[int, bytes] = {}
-    pos = _IFADDRMSG.size
-    while pos + _RTATTR.size <= len(body):
-        length, kind = _RTATTR.unpack_from(body, pos)
-        if length < _RTATTR.size or pos + length > len(body):
-            return None
-        attrs.setdefault(kind, body[pos + _RTATTR.size : pos + length])
-        pos += (length + 3) & ~3
-    # IFA_LOCAL is our end of a point-to-point link; IFA_ADDRESS the peer's
-    # there, and our address everywhere else.
-    raw = attrs.get(_IFA_LOCAL, attrs.get(_IFA_ADDRESS))
-    if size is None or raw is None or len(raw) != size:
-        return None
-    extended = attrs.get(_IFA_FLAGS)
-    if extended is not None and len(extended) == 4:
-        (flags,) = struct.unpack("=I", extended)
-    address: IPAddress = IPv4Address(raw) if size == 4 else IPv6Address(raw)
-    return AddrMessage(new, index, address, flags)
-
-
-def dump_request(seq: int = 1) -> bytes:
-    """An RTM_GETADDR dump request for every family."""
-    body = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-    flags = _NLM_F_REQUEST | _NLM_F_DUMP
-    return _NLMSG.pack(_NLMSG.size + len(body), _RTM_GETADDR, flags, seq, 0) + body
-
-
-def dump_addresses(interface: str) -> list[IPAddress]:
-    """The usable addresses of `interface` now, in the kernel's order; none
-    if it does not exist (any more) or netlink fails."""
-    try:
-        index = socket.if_nametoindex(interface)
-    except OSError:
-        return []
-    found: list[IPAddress] = []
-    try:
-        with socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE
-        ) as nl:
-            nl.settimeout(1.0)
-            nl.bind((0, 0))
-            nl.send(dump_request())
-            for _ in range(_DUMP_READS):
-                parsed = parse(nl.recv(1 << 16))
-                found += [
-                    m.address
-                    for m in parsed.messages
-                    if m.new and m.index == index and m.usable
-                ]
-                if parsed.done or parsed.errors:
-                    break
-    except OSError as exc:
-        log.warning("cannot read the addresses of %s: %s", interface, exc)
-    return list(dict.fromkeys(found))
 
 
 def rloc_order(
@@ -192,7 +59,7 @@ class AddressWatch:
         *,
         current: tuple[IPAddress, ...],
         version: int,
-        dump: Callable[[str], list[IPAddress]] = dump_addresses,
+        dump: Callable[[str], list[IPAddress]] = interface_addresses,
     ) -> None:
         self.interface = interface
         self.loop = loop
@@ -209,10 +76,7 @@ class AddressWatch:
         read. False if netlink is unavailable (the RLOC is then fixed)."""
         if sock is None:
             try:
-                sock = socket.socket(
-                    socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE
-                )
-                sock.bind((0, _RTMGRP_IPV4_IFADDR | _RTMGRP_IPV6_IFADDR))
+                sock = subscribe(RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
             except OSError as exc:
                 log.warning(
                     "cannot watch the addresses of %s (%s); the RLOC stays %s",
@@ -276,8 +140,9 @@ class AddressWatch:
 class Roamer:
     """Moves a running node to a new RLOC set (LISP-MN): sockets on the new
     first RLOC first (the old ones stay if those cannot be had), then the
-    core, which registers at once and SMRs, then the data plane's sockets.
-    With no address left it waits, logging it, for one to come back."""
+    core, which registers at once and SMRs, then the other RLOCs' sockets,
+    then the data plane's. With no address left it waits, logging it, for
+    one to come back."""
 
     def __init__(
         self,
@@ -316,26 +181,31 @@ class Roamer:
             return
         if rlocs == old:
             return
-        # The data plane's sockets go first: they may hold the new first
+        # The other RLOCs' sockets go first: they may hold the new first
         # RLOC's ports (it was a second RLOC until the old one left).
-        tun = self._tun()
+        tun, shell = self._tun(), self.shell
         if tun is not None:
             tun.release_sockets()
+        shell.release_sockets()
         sockets = None
         if rlocs[0] != old[0]:
             try:
                 sockets = self._open(rlocs[0])
             except OSError as exc:
                 log.warning("cannot move to %s yet (%s); retrying", rlocs[0], exc)
+                shell.replace_sockets()
                 if tun is not None:
-                    tun.adopt_sockets(self.shell.sockets.data)
+                    tun.adopt_sockets()
                 self._retry = loop.call_later(RETRY, self._again)
                 return
-        if sockets is not None:
-            self.shell.replace_sockets(sockets, rlocs[0], read_data=tun is None)
         node.change_rlocs(rlocs, loop.time())
+        shell.replace_sockets(sockets)
         if tun is not None:
-            tun.adopt_sockets(self.shell.sockets.data)
+            # The data plane hears of the new RLOCs (RlocsChanged) before it
+            # borrows their sockets, so one without any is marked down in the
+            # new RLOC set, not in the old.
+            shell.flush()
+            tun.adopt_sockets()
         log.warning(
             "RLOC moved: %s -> %s (re-registered, SMRs sent)",
             ", ".join(map(str, old)),
@@ -349,13 +219,4 @@ class Roamer:
             self.move(self._wanted)
 
 
-__all__ = [
-    "AddrMessage",
-    "AddressWatch",
-    "Parsed",
-    "Roamer",
-    "dump_addresses",
-    "dump_request",
-    "parse",
-    "rloc_order",
-]
+__all__ = ["AddressWatch", "Roamer", "rloc_order"]

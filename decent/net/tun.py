@@ -1,4 +1,4 @@
-"""The xTR data plane's I/O: the TUN device, routes, data sockets and drain loops.
+"""The xTR data plane's I/O: the TUN device, routes, send sockets and drain loops.
 
 Packets never become coroutines: the TUN fd and each data socket get a
 `loop.add_reader` callback that handles up to `DRAIN` packets synchronously
@@ -6,6 +6,11 @@ through the sans-I/O `DataPlane` (ecosystem notes 2.4: asyncio's datagram
 transport does one recvfrom per loop iteration, a drain loop ~10x more). The
 ITR reads each packet 8 bytes into a preallocated buffer, so the core writes
 the LISP header in front and the very same buffer is sent: no copy.
+
+The data sockets are the node shell's (NodeShell owns every RLOC's control
+and data sockets and their readers): this shell borrows them, and their
+readers call its drain loop while it runs (`data_drain`). It owns the TUN,
+the source-port pools it sends from and the raw sockets of native forwarding.
 
 Routing (as wg-quick does it): the overlay's EID-prefixes live in their own
 table, consulted for every packet not marked with our fwmark; our sockets
@@ -25,7 +30,6 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -38,25 +42,28 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_network
 from itertools import pairwise
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
+from decent.net.kernel import (
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV6_IFADDR,
+    RTMGRP_LINK,
+    SO_RCVBUFFORCE,
+    SO_SNDBUFFORCE,
+    rloc_states,
+    subscribe,
+)
+from decent.net.udp import DRAIN as DRAIN  # the drain loops here take as many
 from decent.peer.dataplane import HEADROOM, DataPlane
 from decent.wire import Eid, IPAddress
 
 log = logging.getLogger("decent.dataplane")
-#: Packets per wake-up per fd before yielding to the loop.
-DRAIN: Final = 64
 #: UDP source ports per RLOC that flows are hashed onto (RFC 9300 section 12).
 SOURCE_PORTS: Final = 16
 _TUNSETIFF: Final = 0x400454CA
 _IFF_TUN: Final = 0x0001
 _IFF_NO_PI: Final = 0x1000
-_SO_SNDBUFFORCE: Final = 32
-_SO_RCVBUFFORCE: Final = 33
 _BUFFER: Final = 4 << 20
-_RTMGRP_LINK: Final = 0x1
-_RTMGRP_IPV4_IFADDR: Final = 0x10
-_RTMGRP_IPV6_IFADDR: Final = 0x100
 #: ip rule priorities: main's specific routes first, then the EID table.
 RULE_PREF: Final = 4340
 _MAX_PACKET: Final = 65535
@@ -414,22 +421,6 @@ def _fair_lengths(families: Mapping[int, _Family], budget: int) -> dict[int, int
     return lengths
 
 
-def rloc_states(rlocs: tuple[IPAddress, ...]) -> list[bool]:
-    """Per RLOC: is it on an interface that is up with its carrier up?"""
-    result = _ip("-j", "addr", "show", check=False)
-    try:
-        links = json.loads(result.stdout or "[]")
-    except ValueError:
-        return [True] * len(rlocs)
-    up: dict[str, bool] = {}
-    for link in links:
-        flags = set(link.get("flags", ()))
-        ok = "UP" in flags and "LOWER_UP" in flags
-        for info in link.get("addr_info", ()):
-            up[info.get("local", "")] = ok
-    return [up.get(str(r), False) for r in rlocs]
-
-
 def _bind(sock: socket.socket, address: IPAddress, port: int) -> None:
     try:
         sock.bind((str(address), port))
@@ -440,12 +431,26 @@ def _bind(sock: socket.socket, address: IPAddress, port: int) -> None:
         ) from None
 
 
+class SocketOwner(Protocol):
+    """The shell owning the node's sockets (NodeShell), as TunShell sees it."""
+
+    #: What the owner's data-socket readers call while set (not per packet:
+    #: once a wake-up, with the readable socket).
+    data_drain: Callable[[socket.socket], None] | None
+
+    def data_sockets(self) -> list[socket.socket | None]:
+        """Each RLOC's data socket in node.config.rlocs order; None for one
+        that could not be bound."""
+        ...
+
+
 @dataclass
 class _Rloc:
     address: IPAddress
+    #: Our sockets to send from, one per source port (SOURCE_PORTS).
     pool: list[socket.socket] = field(default_factory=list)
+    #: The owner's data socket on this RLOC, borrowed; None: none to borrow.
     data: socket.socket | None = None
-    control: socket.socket | None = None
 
 
 class TunShell:
@@ -457,32 +462,26 @@ class TunShell:
         settings: TunSettings,
         loop: asyncio.AbstractEventLoop,
         *,
-        data_socket: socket.socket,
-        control_drain: Callable[[socket.socket, IPAddress], None],
+        owner: SocketOwner,
         flush_control: Callable[[], None],
-        give_back_data: Callable[[], None] | None = None,
     ) -> None:
-        """`data_socket` is the node's data-port socket on its first RLOC;
-        `control_drain(sock, rloc)` handles a readable control socket bound to
-        another RLOC; `flush_control()` sends what the Node queued and must
-        end by calling `flush_packets()`; `give_back_data()` re-registers the
-        node's own reader on `data_socket` once this shell stops reading it."""
+        """`owner` holds the node's sockets and reads them: this shell
+        borrows its data sockets and, while running, drains them for it;
+        `flush_control()` sends what the Node queued and must end by calling
+        `flush_packets()`."""
         self.dp = dataplane
         self.node = dataplane.node
         self.settings = settings
         self.loop = loop
         self.errors: dict[str, int] = {}
         self.name = settings.name
-        self._data_socket = data_socket
-        self._control_drain = control_drain
+        self._owner = owner
         self._flush_control = flush_control
-        self._give_back_data = give_back_data
-        #: The fds this shell registered readers on: close() removes only
-        #: these (the node's own sockets are read by the node's shell).
+        #: The fds this shell registered readers on (the TUN, the link
+        #: watch): close() removes only these.
         self._readers: list[int] = []
         self._fd = -1
         self._rlocs = [_Rloc(r) for r in self.node.config.rlocs]
-        self._rlocs[0].data = data_socket
         self._raw: dict[int, socket.socket] = {}
         self._netlink: socket.socket | None = None
         #: The EID table as the last `ip` batch left it (prefix -> kind), the
@@ -508,7 +507,7 @@ class TunShell:
         the node's own sockets are left as they were)."""
         try:
             self._start()
-        except OSError as exc:  # e.g. a second RLOC that is not on this host
+        except OSError as exc:  # e.g. the kernel refusing a socket for the pools
             self.close()
             raise DataPlaneUnavailable(f"cannot set up the data plane: {exc}") from None
         except BaseException:
@@ -544,10 +543,10 @@ class TunShell:
         self._open_sockets()
         self._sync_routes_now()
         self._watch_links()
-        # Last, once nothing can fail: from here the data socket is ours to
-        # read (the node's reader on it is replaced until close()).
+        # Last, once nothing can fail: from here the node shell's readers on
+        # the data sockets hand them to us (until close()).
         self._add_reader(self._fd, self._drain_tun)
-        self._read_rloc_sockets()
+        self._owner.data_drain = self._drain_data
         log.info(
             "data plane on: TUN %s (mtu %d), EIDs %s, table %d",
             self.name,
@@ -591,16 +590,16 @@ class TunShell:
         self._readers.append(fd)
 
     def close(self) -> None:
-        """Undo what start() did, however far it got. The node's data socket
-        stays open and goes back to the node's own reader."""
+        """Undo what start() did, however far it got. The data sockets stay
+        open, and the node's shell drains them into the node again."""
         loop = self.loop
         if self._route_task is not None:
             self._route_task.cancel()
+        if self._owner.data_drain == self._drain_data:
+            self._owner.data_drain = None
         readers, self._readers = self._readers, []
         for fd in readers:
             loop.remove_reader(fd)
-        if self._data_socket.fileno() in readers and self._give_back_data is not None:
-            self._give_back_data()
         if self._fd >= 0:
             os.close(self._fd)  # the device, its addresses and routes go with it
             self._fd = -1
@@ -616,13 +615,10 @@ class TunShell:
 
     # ------------------------------------------------------------ roaming
     def release_sockets(self) -> None:
-        """Stop reading and close our sockets, before the node's RLOCs
-        change: they are bound to the old ones. The TUN and the link watch
-        stay. `adopt_sockets` opens them again for the new RLOCs."""
-        keep = {self._fd} | ({self._netlink.fileno()} if self._netlink else set())
-        for fd in [fd for fd in self._readers if fd not in keep]:
-            self.loop.remove_reader(fd)
-            self._readers.remove(fd)
+        """Close our source-port pools and let go of the borrowed data
+        sockets, before the node's RLOCs change: they are bound to the old
+        ones. The TUN, the link watch and the raw sockets stay.
+        `adopt_sockets` borrows and opens again for the new RLOCs."""
         self._close_rloc_sockets()
         self._rlocs = []
 
@@ -631,42 +627,18 @@ class TunShell:
             self._close_rloc(r)
 
     def _close_rloc(self, r: _Rloc) -> None:
-        # The node's own data socket is not ours to close (the node shell
-        # gets it back, or roaming replaced it).
-        for sock in (*r.pool, r.control, r.data):
-            if sock is not None and sock is not self._data_socket:
-                sock.close()
+        # The data socket is the node shell's to close.
+        for sock in r.pool:
+            sock.close()
         r.pool.clear()
+        r.data = None
 
-    def adopt_sockets(self, data_socket: socket.socket) -> None:
-        """Open sockets for the node's RLOCs now (after change_rlocs) and
-        read them; `data_socket` is the node's new one on its first RLOC.
+    def adopt_sockets(self) -> None:
+        """Borrow the data sockets the node's shell has for the node's RLOCs
+        now (after change_rlocs and its replace_sockets) and open our pools.
         An RLOC whose sockets cannot be had is marked down, so no packet
         leaves from it; the rest carry on."""
-        self._data_socket = data_socket
-        self._rlocs = [_Rloc(r) for r in self.node.config.rlocs]
-        self._rlocs[0].data = data_socket
-        self._mark(data_socket)
-        self._buffers(data_socket)
-        cfg = self.node.config
-        for i, r in enumerate(self._rlocs):
-            try:
-                self._open_rloc(i, r, cfg.data_port, cfg.control_port)
-            except DataPlaneUnavailable as exc:
-                log.warning("RLOC %s: %s", r.address, exc)
-                self._close_rloc(r)
-                r.control = r.data = None
-                self.dp.set_rloc_state(i, False, self.loop.time())
-        self._read_rloc_sockets()
-
-    def _read_rloc_sockets(self) -> None:
-        for r in self._rlocs:
-            if r.data is not None:
-                self._add_reader(r.data.fileno(), self._drain_data, r.data)
-            if r.control is not None:
-                self._add_reader(
-                    r.control.fileno(), self._control_drain, r.control, r.address
-                )
+        self._borrow_rlocs()
 
     # ------------------------------------------------------------ setup
     def _rules(self, add: bool) -> None:
@@ -706,8 +678,8 @@ class TunShell:
 
     def _buffers(self, sock: socket.socket) -> None:
         for force, plain in (
-            (_SO_SNDBUFFORCE, socket.SO_SNDBUF),
-            (_SO_RCVBUFFORCE, socket.SO_RCVBUF),
+            (SO_SNDBUFFORCE, socket.SO_SNDBUF),
+            (SO_RCVBUFFORCE, socket.SO_RCVBUF),
         ):
             try:
                 sock.setsockopt(socket.SOL_SOCKET, force, _BUFFER)
@@ -716,11 +688,7 @@ class TunShell:
                     sock.setsockopt(socket.SOL_SOCKET, plain, _BUFFER)
 
     def _open_sockets(self) -> None:
-        cfg = self.node.config
-        self._mark(self._data_socket)
-        self._buffers(self._data_socket)
-        for i, r in enumerate(self._rlocs):
-            self._open_rloc(i, r, cfg.data_port, cfg.control_port)
+        self._borrow_rlocs()
         for version, family in ((4, socket.AF_INET), (6, socket.AF_INET6)):
             try:
                 raw = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
@@ -730,7 +698,27 @@ class TunShell:
             raw.setblocking(False)
             self._raw[version] = raw
 
-    def _open_rloc(self, i: int, r: _Rloc, data_port: int, control_port: int) -> None:
+    def _borrow_rlocs(self) -> None:
+        self._rlocs = [_Rloc(r) for r in self.node.config.rlocs]
+        lent = self._owner.data_sockets()
+        for i, (r, data) in enumerate(zip(self._rlocs, lent, strict=True)):
+            if data is not None:
+                try:
+                    self._open_pool(r)
+                except DataPlaneUnavailable as exc:
+                    log.warning("RLOC %s: %s", r.address, exc)
+                    self._close_rloc(r)
+                    data = None
+            if data is None:
+                # Nothing can leave from it (why it has no data socket, the
+                # node's shell logged).
+                self.dp.set_rloc_state(i, False, self.loop.time())
+                continue
+            self._mark(data)
+            self._buffers(data)
+            r.data = data
+
+    def _open_pool(self, r: _Rloc) -> None:
         family = socket.AF_INET6 if r.address.version == 6 else socket.AF_INET
         for _ in range(SOURCE_PORTS):
             sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -739,14 +727,6 @@ class TunShell:
             self._buffers(sock)
             _bind(sock, r.address, 0)
             sock.setblocking(False)
-        if i:  # the first RLOC's control and data sockets are the node's
-            for port, attr in ((data_port, "data"), (control_port, "control")):
-                sock = socket.socket(family, socket.SOCK_DGRAM)
-                setattr(r, attr, sock)
-                self._mark(sock)
-                self._buffers(sock)
-                _bind(sock, r.address, port)
-                sock.setblocking(False)
 
     # ------------------------------------------------------------ hot paths
     def _drain_tun(self) -> None:
@@ -1000,9 +980,7 @@ class TunShell:
     def _watch_links(self) -> None:
         """Netlink link/address events make us re-check our RLOCs at once."""
         try:
-            nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-            nl.bind((0, _RTMGRP_LINK | _RTMGRP_IPV4_IFADDR | _RTMGRP_IPV6_IFADDR))
-            nl.setblocking(False)
+            nl = subscribe(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
         except OSError as exc:
             log.warning("cannot watch links (%s); RLOC state is not followed", exc)
             return
@@ -1019,8 +997,11 @@ class TunShell:
 
     def check_rlocs(self) -> None:
         states = rloc_states(self.node.config.rlocs)
-        now = self.loop.time()
+        rlocs, now = self._rlocs, self.loop.time()
         for i, up in enumerate(states):
+            # One without sockets stays down, whatever its link: nothing can
+            # leave from it.
+            up = up and i < len(rlocs) and rlocs[i].data is not None
             if up != self.dp.rloc_up(i):
                 log.warning(
                     "RLOC %s is %s", self.node.config.rlocs[i], "up" if up else "down"

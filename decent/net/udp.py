@@ -18,9 +18,10 @@ import struct
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv6Address, ip_address
+from ipaddress import ip_address
 from typing import Protocol
 
+from decent.net.kernel import SO_RCVBUFFORCE, interface_index
 from decent.peer.config import Addr
 from decent.peer.events import Event, MessageDropped, RegistrationAccepted
 from decent.peer.node import Node
@@ -38,7 +39,6 @@ LOG_BURST = 100
 #: Seconds between the first line held back and the summary of all held back.
 SUMMARY_INTERVAL = 1.0
 _IP_MULTICAST_ALL = 49  # Linux: deliver only groups this socket joined
-_SO_RCVBUFFORCE = 33  # Linux; not in typeshed's socket module
 
 
 class BindError(OSError):
@@ -71,7 +71,7 @@ def _bound(family: int, host: str, port: int, reuse: bool = False) -> socket.soc
         if reuse:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:  # root (CAP_NET_ADMIN) may exceed net.core.rmem_max
-            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RCVBUF)
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
         except OSError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         sock.bind((host, port))
@@ -138,7 +138,7 @@ def open_sockets(
             )
             rx.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
         else:
-            index = _interface_index(rloc)
+            index = interface_index(rloc)
             control.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
             control.setsockopt(
                 socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, multicast_ttl
@@ -161,16 +161,6 @@ def _where(host: IPAddress, port: int) -> str:
     return f"[{host}]:{port}" if host.version == 6 else f"{host}:{port}"
 
 
-def _interface_index(addr: IPAddress) -> int:
-    from pathlib import Path
-
-    for line in Path("/proc/net/if_inet6").read_text().splitlines():
-        parts = line.split()
-        if IPv6Address(bytes.fromhex(parts[0])) == addr:
-            return int(parts[1], 16)
-    raise OSError(errno.EADDRNOTAVAIL, f"no interface has {addr}")
-
-
 class Rider(Protocol):
     """A layer riding on the node (the data plane): takes its events."""
 
@@ -183,6 +173,8 @@ class NodeShell:
     """Feeds a Node from its sockets and the loop clock; sends what it queues.
 
     The Node never sees a socket; the shell never makes a protocol decision.
+    It owns the control and data sockets of every RLOC; a data plane riding
+    on the node borrows the data sockets (`data_sockets`, `data_drain`).
     """
 
     def __init__(
@@ -202,7 +194,15 @@ class NodeShell:
         if log_rate <= 0 or log_burst < 1:
             raise ValueError("log_rate must be positive and log_burst at least 1")
         self.node = node
+        #: Our first RLOC's sockets: what we send leaves from these.
         self.sockets = sockets
+        #: The sockets of our second and later RLOCs, in node.config.rlocs
+        #: order (opened by start); None for one that could not be bound.
+        self._more: list[Sockets | None] = []
+        #: While a data plane rides, what the data sockets' readers call
+        #: instead of draining into the node (its zero-copy drain loop,
+        #: which hands the node the replicated control traffic itself).
+        self.data_drain: Callable[[socket.socket], None] | None = None
         self.loop = loop
         self.on_event = on_event
         self._subscribers: list[Callable[[Event], None]] = []
@@ -216,9 +216,6 @@ class NodeShell:
         self.riders: list[Rider] = []
         self._addr_memo: dict[str, IPAddress] = {}
         self._host_memo: dict[IPAddress, str] = {}
-        rloc = node.config.rlocs[0]
-        self._local = (rloc, node.config.control_port)
-        self._local_data = (rloc, node.config.data_port)
         self._log_rate, self._log_burst = log_rate, float(log_burst)
         #: Per event class: [tokens, when last refilled].
         self._log_buckets: dict[type[Event], list[float]] = {}
@@ -229,47 +226,82 @@ class NodeShell:
         self._summary: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        loop, s = self.loop, self.sockets
-        loop.add_reader(s.control.fileno(), self._drain, s.control, False)
-        self.read_data_socket()
-        if s.group is not None:
-            loop.add_reader(s.group.fileno(), self._drain, s.group, False)
+        """Open the sockets of our second and later RLOCs, read them all."""
+        self._read(self.sockets, self.node.config.rlocs[0])
+        self._open_more()
         self.flush()
 
-    def read_data_socket(self) -> None:
-        """(Re)register our reader on the data socket: at start, and when the
-        data plane, which reads it while it runs, hands it back."""
-        data = self.sockets.data
-        self.loop.add_reader(data.fileno(), self._drain, data, True)
+    def data_sockets(self) -> list[socket.socket | None]:
+        """Each RLOC's data socket, in node.config.rlocs order (None: it could
+        not be bound): a riding data plane borrows them, to drain them."""
+        return [self.sockets.data, *(None if s is None else s.data for s in self._more)]
 
-    def replace_sockets(
-        self, sockets: Sockets, rloc: IPAddress, *, read_data: bool = True
-    ) -> None:
-        """Move to sockets bound to `rloc` (our first RLOC changed): the old
-        ones are closed. `read_data` False leaves the data socket to the
-        data plane, which reads it while it runs."""
-        loop, old = self.loop, self.sockets
-        for sock in (old.control, old.data, old.group):
-            if sock is not None:
-                loop.remove_reader(sock.fileno())
-                sock.close()
-        self.sockets = sockets
-        self._local = (rloc, self.node.config.control_port)
-        self._local_data = (rloc, self.node.config.data_port)
-        loop.add_reader(sockets.control.fileno(), self._drain, sockets.control, False)
-        if read_data:
-            self.read_data_socket()
-        if sockets.group is not None:
-            loop.add_reader(sockets.group.fileno(), self._drain, sockets.group, False)
+    def release_sockets(self) -> None:
+        """Close the sockets of our second and later RLOCs, before our RLOCs
+        change: one of those may become the first, whose sockets are bound
+        next. `replace_sockets` opens them again."""
+        more, self._more = self._more, []
+        for sockets in more:
+            if sockets is not None:
+                self._close(sockets)
+
+    def replace_sockets(self, sockets: Sockets | None = None) -> None:
+        """After release_sockets (and node.change_rlocs, if it came to that):
+        take `sockets`, bound to our (new) first RLOC, closing the old ones
+        (None keeps them), then open those of the other RLOCs."""
+        if sockets is not None:
+            self._close(self.sockets)
+            self.sockets = sockets
+            self._read(sockets, self.node.config.rlocs[0])
+        self._open_more()
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
         self._log_summary()
-        for sock in (self.sockets.control, self.sockets.data, self.sockets.group):
+        self.release_sockets()
+        self._close(self.sockets)
+
+    def _open_more(self) -> None:
+        cfg = self.node.config
+        for rloc in cfg.rlocs[1 + len(self._more) :]:
+            try:
+                sockets = open_sockets(rloc, cfg.control_port, cfg.data_port)
+            except BindError as exc:
+                # The other RLOCs carry on; a data plane marks this one down.
+                log.warning(
+                    "RLOC %s skipped: cannot bind %s (%s); every [node] rlocs "
+                    "address must be on this host, its ports free",
+                    rloc,
+                    exc.where,
+                    exc.strerror,
+                )
+                self._more.append(None)
+                continue
+            self._read(sockets, rloc)
+            self._more.append(sockets)
+
+    def _read(self, sockets: Sockets, rloc: IPAddress) -> None:
+        add, local = self.loop.add_reader, (rloc, self.node.config.control_port)
+        add(sockets.control.fileno(), self._drain, sockets.control, False, local)
+        add(sockets.data.fileno(), self._data_readable, sockets.data)
+        if sockets.group is not None:
+            add(sockets.group.fileno(), self._drain, sockets.group, False, local)
+
+    def _close(self, sockets: Sockets) -> None:
+        for sock in (sockets.control, sockets.data, sockets.group):
             if sock is not None:
                 self.loop.remove_reader(sock.fileno())
                 sock.close()
+
+    def _data_readable(self, sock: socket.socket) -> None:
+        # Asked once a wake-up, not per datagram: the data plane's drain
+        # reads straight into its own buffer.
+        drain = self.data_drain
+        if drain is None:
+            self._drain(sock, True)
+        else:
+            drain(sock)
 
     def _peer(self, host: str, port: int) -> Addr:
         addr = self._addr_memo.get(host)
@@ -282,10 +314,11 @@ class NodeShell:
     def _drain(
         self, sock: socket.socket, data_port: bool, local: Addr | None = None
     ) -> None:
+        """Feed up to DRAIN datagrams to the node; `local` is the address
+        they arrived at (the control port of one of our RLOCs)."""
         # Names hoisted out of the loop: this runs once per datagram.
         rx_data, rx_control = self.node.receive_data_packet, self.node.receive_datagram
         recvfrom, memo, peer = sock.recvfrom, self._addr_memo, self._peer
-        local = local or self._local
         now = self.loop.time()
         for _ in range(DRAIN):
             try:

@@ -28,6 +28,7 @@ from decent.peer.dataplane import DataPlane
 from decent.peer.decent import decent_node_config
 from decent.peer.node import Node
 from decent.wire import DataHeader, Eid, UdpPacket, decapsulate, encapsulate
+from tests.net.fakes import Lender
 from tests.peer.conftest import Traced
 from tests.peer.simnet import SimNet
 
@@ -188,8 +189,7 @@ def xtr(loop: asyncio.AbstractEventLoop) -> Iterator[Xtr]:
         dp,
         TunSettings(),
         loop,
-        data_socket=own_data,
-        control_drain=lambda sock, rloc: None,
+        owner=Lender([own_data]),
         flush_control=flush_control,
     )
     dp.encap = _counting(encaps, dp.encap)  # type: ignore[method-assign]

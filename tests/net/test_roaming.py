@@ -1,129 +1,22 @@
-"""Roaming in the shell: netlink address messages, the interface watch, the move."""
+"""Roaming in the shell: the interface watch, the move."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import socket
-import struct
 from ipaddress import IPv4Address, IPv6Address
 
-import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from decent.net.roaming import (
-    AddressWatch,
-    Roamer,
-    dump_addresses,
-    dump_request,
-    parse,
-    rloc_order,
-)
+from decent.net.roaming import AddressWatch, Roamer, rloc_order
 from decent.net.udp import NodeShell, Sockets, open_sockets
 from decent.peer.decent import decent_node_config
 from decent.peer.node import Node
+from tests.wire.test_netlink import DEL, NEW, ifaddr, nlmsg
 
 IP = IPv4Address | IPv6Address
 A = IPv4Address("198.18.42.13")
 B = IPv4Address("198.18.42.33")
 V6 = IPv6Address("2001:db8::3")
-LINK_LOCAL = IPv6Address("fe80::3")
-NEW, DEL = 20, 21
-
-
-def attr(kind: int, data: bytes) -> bytes:
-    length = 4 + len(data)
-    head: bytes = struct.pack("=HH", length, kind)
-    return head + data + bytes(-length % 4)
-
-
-def ifaddr(
-    address: IP,
-    index: int = 1,
-    flags: int = 0,
-    *,
-    local: bool = True,
-    extra: bytes = b"",
-) -> bytes:
-    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
-    body: bytes = struct.pack("=BBBBI", family, 24, flags & 0xFF, 0, index)
-    body += attr(2 if local else 1, address.packed) + extra
-    return body
-
-
-def nlmsg(kind: int, body: bytes, length: int | None = None) -> bytes:
-    n = 16 + len(body)
-    head = struct.pack("=IHHII", n if length is None else length, kind, 0, 0, 0)
-    return head + body + bytes(-n % 4)
-
-
-def test_address_messages_are_decoded_with_their_flags():
-    data = (
-        nlmsg(NEW, ifaddr(A))
-        + nlmsg(DEL, ifaddr(V6, 2, local=False))
-        + nlmsg(NEW, ifaddr(B, flags=0x40))  # tentative
-        + nlmsg(NEW, ifaddr(V6, extra=attr(8, struct.pack("=I", 0x08))))  # DAD fail
-        + nlmsg(NEW, ifaddr(LINK_LOCAL))
-        + nlmsg(16, b"link message, not ours")
-    )
-    parsed = parse(data)
-    assert parsed.errors == 0
-    assert not parsed.done
-    got = [(m.new, m.index, m.address, m.usable) for m in parsed.messages]
-    assert got == [
-        (True, 1, A, True),
-        (False, 2, V6, True),
-        (True, 1, B, False),
-        (True, 1, V6, False),
-        (True, 1, LINK_LOCAL, False),
-    ]
-
-
-def test_the_end_of_a_dump_and_an_error_answer_end_it():
-    assert parse(nlmsg(3, bytes(4))).done
-    assert parse(nlmsg(2, bytes(20))).done
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        nlmsg(NEW, ifaddr(A), length=8),  # shorter than its own header
-        nlmsg(NEW, ifaddr(A), length=400),  # longer than the datagram
-        nlmsg(NEW, b"\x02\x18"),  # no room for an ifaddrmsg
-        nlmsg(NEW, struct.pack("=BBBBI", 99, 0, 0, 0, 1) + attr(2, A.packed)),
-        nlmsg(NEW, struct.pack("=BBBBI", 2, 0, 0, 0, 1) + attr(2, b"\x01\x02")),
-        nlmsg(NEW, struct.pack("=BBBBI", 2, 0, 0, 0, 1)),  # no address at all
-        nlmsg(NEW, struct.pack("=BBBBI", 2, 0, 0, 0, 1) + b"\x02\x00\x02\x00"),
-        nlmsg(NEW, struct.pack("=BBBBI", 2, 0, 0, 0, 1) + b"\x40\x00\x02\x00"),
-        nlmsg(NEW, ifaddr(A)) + b"\x01\x02",  # trailing bytes
-    ],
-)
-def test_malformed_messages_are_counted_and_never_raise(data: bytes):
-    assert parse(data).errors >= 1
-
-
-def test_a_short_flags_attribute_keeps_the_header_flags():
-    [msg] = parse(nlmsg(NEW, ifaddr(A, flags=0x40, extra=attr(8, b"\0")))).messages
-    assert not msg.usable
-
-
-@given(st.binary(max_size=200))
-def test_arbitrary_bytes_never_raise(data: bytes):
-    parse(data)
-
-
-def test_the_dump_request_asks_for_every_address():
-    length, kind, flags, seq, _ = struct.unpack_from("=IHHII", dump_request(7))
-    assert (length, kind, flags, seq) == (24, 22, 0x301, 7)
-
-
-def test_the_kernel_dump_of_loopback_has_its_address():
-    addrs = dump_addresses("lo")
-    if not addrs:  # pragma: no cover - a sandbox without netlink
-        pytest.skip("no netlink here")
-    assert IPv4Address("127.0.0.1") in addrs
-    assert dump_addresses("no-such-if0") == []
 
 
 def test_rloc_order_keeps_ours_first_and_puts_the_group_family_first():

@@ -227,10 +227,8 @@ async def test_a_failed_start_leaves_the_nodes_data_port_reader_in_place(
         DataPlane(node, nonce=lambda: 1),
         TunSettings(name="hatun1"),
         loop,
-        data_socket=shell.sockets.data,
-        control_drain=lambda sock, r: None,
+        owner=shell,
         flush_control=shell.flush,
-        give_back_data=shell.read_data_socket,
     )
     shell.start()
     counters = node.counters
@@ -252,8 +250,7 @@ async def test_a_failed_start_leaves_the_nodes_data_port_reader_in_place(
             # arrives there): a failed start takes nothing of the node's.
             await junk_is_counted(sender)
             # Once the data plane did read it, close() gives it back.
-            own = shell.sockets.data
-            tun._add_reader(own.fileno(), tun._drain_data, own)
+            shell.data_drain = tun._drain_data  # what a started one sets
             tun.close()
             await junk_is_counted(sender)
     finally:

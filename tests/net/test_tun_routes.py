@@ -43,6 +43,7 @@ from decent.peer.dataplane import DataPlane
 from decent.peer.decent import decent_node_config
 from decent.peer.node import Node
 from decent.wire import Eid
+from tests.net.fakes import Lender
 from tests.peer.conftest import Traced
 from tests.peer.simnet import SimNet
 
@@ -311,8 +312,7 @@ def lab(
         n1.ride(DataPlane(n1, nonce=lambda: 1)),
         TunSettings(name=name, table=TABLE, max_routes=max_routes),
         asyncio.new_event_loop() if loop is None else loop,
-        data_socket=data,
-        control_drain=lambda sock, rloc: None,
+        owner=Lender([data]),
         flush_control=lambda: tun.flush_packets(),
     )
     try:
