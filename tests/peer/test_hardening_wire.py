@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from decent.wire import MapNotify, MapNotifyAck, MapReply, decode
-from tests.peer.test_node_hardening import ask, covering_node, poisoned_trio
+from tests.peer.roles.test_ms_hardening import ask, covering_node, poisoned_trio
 from tests.wire.tshark import (
     MAP_NOTIFY_ACK_BODY,
     MAP_NOTIFY_ACK_TYPE,
