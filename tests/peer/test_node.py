@@ -1,5 +1,4 @@
-"""Every drop, rejection, expiry, registration, notify and cache change is
-reported as a typed event, and the counters agree with the events."""
+"""The Node facade: dispatch, data port, read API, restore, events, sweep."""
 
 from __future__ import annotations
 
@@ -17,18 +16,152 @@ from decent.peer.events import (
     RegistrationRejected,
     RegistrationRemoved,
 )
-from decent.wire import Eid
+from decent.peer.mapserver import Registration
+from decent.peer.node import Node
+from decent.wire import (
+    DECENT_CONTROL_IID,
+    DataHeader,
+    Eid,
+    EncapsulatedControlMessage,
+    MapRecord,
+    MapReferral,
+    MapRegister,
+    MapReply,
+    Rle,
+    RleEntry,
+    UdpPacket,
+    encapsulate,
+)
 from tests.peer.conftest import (
+    DECENT_IPS,
+    ETR_EID,
+    ETR_IP,
+    GROUP,
+    HOST,
+    ITR_IP,
+    MS_IP,
+    PEER,
     Traced,
     ctl,
     decent_trio,
+    itr_config,
+    itr_with_fake_resolver,
     lab,
+    locators,
+    ms_config,
     record,
     register_msg,
     request_msg,
+    state,
 )
 
 STRANGER = IPv4Address("192.0.2.66")
+
+
+def drops(node: Node) -> dict[str, int]:
+    return {k: v for k, v in node.counters.items() if k.startswith("drop.")}
+
+
+# ---------------------------------------------------------------- dispatch
+def test_map_referral_and_ecm_of_a_register_are_dropped():
+    node = Traced(ms_config())
+    node.receive_datagram(MapReferral(1, ()).encode(), PEER, 0.0)
+    ecm = EncapsulatedControlMessage(MapRegister(1, ()), ETR_IP, MS_IP)
+    node.receive_datagram(ecm.encode(), PEER, 0.0)
+    assert drops(node) == {
+        "drop.unexpected-map-referral": 1,
+        "drop.unsupported-ecm": 1,
+    }
+
+
+def test_reply_with_an_unusable_record_changes_nothing():
+    net, itr, resolver = itr_with_fake_resolver()
+    itr.request(HOST, 0.0)
+    net.advance(0.1)
+    nonce = resolver.messages()[0].message.nonce  # type: ignore[attr-defined]
+    bad = MapRecord(Rle((RleEntry(ETR_IP, 128),)), 0, locators("192.0.2.10"))
+    reply = MapReply(nonce, (record("10.1.1.0/24", "192.0.2.10"), bad))
+    before = state(itr)
+    resolver.out.append((reply.encode(), ctl(ITR_IP)))
+    net.advance(0.1)
+    assert itr.counters["drop.unusable-field"] == 1
+    assert state(itr) == before
+
+
+# ---------------------------------------------------------------- data port
+def replicated(payload: bytes, *, iid: int = DECENT_CONTROL_IID, dst=GROUP, dport=4342):
+    inner = UdpPacket(DECENT_IPS[1], dst, 4342, dport, payload).encode()
+    return encapsulate(DataHeader(nonce=1, instance_id=iid), inner)
+
+
+def test_data_port_drops_what_is_not_replicated_control_traffic():
+    node = Traced(ms_config())
+    reg = register_msg(record("10.1.1.0/24", "192.0.2.10"))
+    local = (MS_IP, 4341)
+    node.receive_datagram(replicated(reg, iid=5), PEER, 0.0, local)
+    node.receive_datagram(b"\x08\x00", PEER, 0.0, local)
+    node.receive_datagram(
+        replicated(reg, dst=IPv4Address("192.0.2.99")), PEER, 0.0, local
+    )
+    node.receive_datagram(replicated(reg, dport=4341), PEER, 0.0, local)
+    assert drops(node) == {
+        "drop.data-plane-off": 1,
+        "drop.decode-error": 1,
+        "drop.replicated-not-for-us": 2,
+    }
+    # Well formed and for us, but sent by PEER on behalf of another address
+    # (its inner source), and this node has no group whose member it is.
+    node.receive_datagram(replicated(reg, dst=MS_IP), PEER, 0.0, local)
+    assert node.counters["drop.replicated-spoofed"] == 1
+    node.receive_datagram(replicated(reg, dst=MS_IP), ctl(DECENT_IPS[1]), 0.0, local)
+    assert node.counters["drop.replicated-not-member"] == 1
+    assert node.counters["rx.replicated"] == 0
+    assert ETR_EID not in node.ms.db
+
+
+# ---------------------------------------------------------------- restore
+def test_restore_reinstates_live_children_with_their_timers():
+    ms = Traced(ms_config())
+    rec = record("10.1.1.0/24", "192.0.2.10")
+    live = Registration(rec, PEER, 1, 0, 0.0, 50.0, 230.0, "", 2)
+    dead = Registration(rec, PEER, 2, 0, 0.0, 10.0, 90.0, "", 2)
+    assert ms.restore_registration(ETR_EID, "site-a", False, True, [live, dead], 100.0)
+    entry = ms.ms.db.get(ETR_EID)
+    assert entry is not None
+    assert list(entry.children) == [1]
+    ms.handle_timer(230.0)
+    assert ms.events(RegistrationExpired) == [(230.0, RegistrationExpired(ETR_EID, 1))]
+    # Nothing comes back for a site (or prefix) the configuration lost.
+    assert not ms.restore_registration(ETR_EID, "gone", False, True, [live], 100.0)
+    far = Eid.prefix("10.7.0.0/24")
+    assert not ms.restore_registration(far, "site-a", False, True, [live], 100.0)
+    assert not ms.restore_registration(ETR_EID, "site-a", False, True, [dead], 100.0)
+
+
+def test_restored_group_entry_counts_its_members_as_known():
+    net, nodes = decent_trio()
+    net.advance(5.0)
+    eid = nodes[0].config.group_eid
+    assert eid is not None
+    entry = nodes[0].ms.db.get(eid)
+    assert entry is not None
+    fresh = Traced(nodes[0].config)
+    children = list(entry.children.values())
+    assert fresh.restore_registration(eid, entry.site, True, True, children, 5.0)
+    # Its own child is not restored: it registers itself afresh at once.
+    assert fresh.membership() == list(DECENT_IPS[1:])
+
+
+# ---------------------------------------------------------------- events and counters
+def test_events_and_counters_are_readable_after_a_run():
+    net, nodes = decent_trio()
+    net.advance(5.0)
+    kinds = {type(e).__name__ for _, e in nodes[0].log}
+    assert {"RegistrationAccepted", "MergedSetChanged", "MapCacheUpdated"} <= kinds
+    assert nodes[0].counters["registration.accepted"] == len(
+        nodes[0].events(RegistrationAccepted)
+    )
+    assert nodes[0].next_event() is None  # the Traced shell drained them
 
 
 def assert_counters_match_events(node: Traced) -> None:
@@ -107,3 +240,27 @@ def test_counters_agree_with_events_in_a_decent_group_that_loses_acks():
         assert_counters_match_events(node)
     assert nodes[0].counters["notify.gave-up"] > 0
     assert nodes[0].counters["registration.removed"] > 0
+
+
+# ---------------------------------------------------------------- upkeep
+def test_sweep_prunes_stale_soft_state():
+    itr = Traced(itr_config(map_reply_rate=10.0, map_reply_burst=5.0))
+    itr.cache.install(ETR_EID, record("10.1.1.0/24", "192.0.2.10"), "map-reply", 0.0)
+    smr = request_msg("10.1.1.0/24", ETR_IP, smr=True, source_eid=ETR_EID.address)
+    itr.receive_datagram(smr.encode(), PEER, 1.0)
+    itr.note_itr(ETR_EID, ETR_IP, 1.0)
+    itr.receive_datagram(request_msg("10.9.0.1/32", ETR_IP).encode(), PEER, 1.0)
+    sizes = itr.soft_state_sizes()
+    assert (sizes["smr_last"], sizes["recent_itrs"], sizes["reply_buckets"]) == (
+        1,
+        1,
+        1,
+    )
+    itr.handle_timer(60.0)  # the first sweep: all still fresh
+    itr.handle_timer(120.0)
+    sizes = itr.soft_state_sizes()
+    assert (sizes["smr_last"], sizes["recent_itrs"], sizes["reply_buckets"]) == (
+        0,
+        0,
+        0,
+    )
