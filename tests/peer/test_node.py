@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from ipaddress import IPv4Address
 
+from decent.peer.config import DatabaseMapping
 from decent.peer.events import (
     MapCacheExpired,
     MapCacheUpdated,
@@ -150,6 +151,47 @@ def test_restored_group_entry_counts_its_members_as_known():
     assert fresh.restore_registration(eid, entry.site, True, True, children, 5.0)
     # Its own child is not restored: it registers itself afresh at once.
     assert fresh.membership() == list(DECENT_IPS[1:])
+
+
+# ---------------------------------------------------------------- read API
+def test_the_read_api_lists_registrations_cache_and_database_in_eid_order():
+    t = lab()
+    t.net.advance(1.0)
+    for host in ("10.1.1.5/32", "10.1.7.7/32"):
+        t.itr.request(Eid.prefix(host), t.net.now)
+    t.net.advance(1.0)
+    assert [e.eid for e in t.ms.registrations()] == [ETR_EID]
+    assert t.ms.registration(ETR_EID) is t.ms.ms.db.get(ETR_EID)
+    assert t.ms.registration(HOST) is None  # exact by default
+    assert t.ms.registration(HOST, exact=False) is t.ms.registration(ETR_EID)
+    assert t.ms.registration(Eid.prefix("10.9.9.9/32"), exact=False) is None
+    entries = t.itr.cache_entries()
+    assert [str(e.eid) for e in entries] == ["[0]10.1.1.0/24", "[0]10.1.4.0/22"]
+    assert [e.negative for e in entries] == [False, True]
+    assert [m.eid for m in t.etr.database_mappings()] == [ETR_EID]
+    assert t.ms.refused_registrants() == []
+    assert t.etr.register_nonce > 0
+    assert t.ms.timer_count() == len(t.ms._timers)
+
+
+def test_apply_database_registers_new_and_changed_mappings_and_drops_the_rest():
+    t = lab()
+    t.net.advance(1.0)
+    second = DatabaseMapping(Eid.prefix("10.1.2.0/24"), locators(ETR_IP))
+    moved = DatabaseMapping(ETR_EID, locators("192.0.2.12"))
+    assert t.etr.apply_database([moved, second], t.net.now) == (
+        [ETR_EID, second.eid],
+        [],
+    )
+    t.net.advance(1.0)
+    assert [e.eid for e in t.ms.registrations()] == [ETR_EID, second.eid]
+    entry = t.ms.registration(ETR_EID)
+    assert entry is not None
+    assert [str(loc.address) for loc in entry.record.locators] == ["192.0.2.12"]
+    assert t.etr.apply_database([second], t.net.now) == ([], [ETR_EID])
+    t.net.advance(1.0)
+    assert [e.eid for e in t.ms.registrations()] == [second.eid]
+    assert t.etr.database_mappings() == [second]
 
 
 # ---------------------------------------------------------------- events and counters
