@@ -12,7 +12,6 @@ from typing import Final
 
 from aiohttp import web
 
-
 #: The listen backlog, which is also how many connections asyncio accepts
 #: per wake-up. Those over `max_connections` are closed one loop iteration
 #: after their accept, so under a flood the descriptors held may pass

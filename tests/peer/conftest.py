@@ -45,6 +45,15 @@ DECENT_IPS = tuple(IPv4Address(f"198.18.42.{i}") for i in (11, 12, 13))
 #: A database mapping TTL (minutes) that outlives an hour-long register
 #: period: a shorter one makes the ETR register every TTL / 3 instead.
 LONG_TTL: dict[str, Any] = {"ttl": 1440}
+N1, N2, N3 = DECENT_IPS
+HOUR = 3600.0
+V6 = IPv6Address("2001:db8::20")
+#: The ETR's control address: where hand-made datagrams come from.
+PEER = (ETR_IP, 4342)
+#: A host inside the ETR's EID-prefix.
+HOST = Eid.prefix("10.1.1.5/32")
+#: The ETR's locator after it moved.
+NEW_RLOC = IPv4Address("192.0.2.99")
 
 
 def nonces(start: int = 1, step: int = 1) -> Callable[[], int]:
@@ -233,6 +242,41 @@ def lab(
     return nodes
 
 
+def itr_with_fake_resolver() -> tuple[SimNet, Traced, Raw]:
+    net = SimNet(record=True)
+    itr = Traced(itr_config())
+    resolver = Raw()
+    attach(net, itr)
+    net.add(resolver, ctl(MS_IP))
+    return net, itr, resolver
+
+
+def resolved_lab(**kw: Any) -> Lab:
+    t = lab(**kw)
+    t.net.advance(1.0)
+    t.itr.request(HOST, t.net.now)
+    t.net.advance(1.0)
+    assert t.itr.cache.lookup(HOST) is not None
+    t.net.trace.clear()
+    return t
+
+
+def probing_lab() -> tuple[Lab, Traced]:
+    """The ETR's mapping has two RLOCs; a second ETR node owns the second."""
+    t = lab(itr={"probe_interval": 10.0})
+    mapping = DatabaseMapping(ETR_EID, locators(ETR_IP, ETR2_IP))
+    t.etr.database.insert(ETR_EID, mapping)
+    etr2 = Traced(NodeConfig(rlocs=(ETR2_IP,), xtr_id=2, database=(mapping,)))
+    attach(t.net, etr2)
+    t.net.advance(1.0)
+    t.itr.request(HOST, t.net.now)
+    t.net.advance(1.0)
+    entry = t.itr.cache.lookup(HOST)
+    assert entry is not None
+    assert [s.locator.address for s in entry.locators] == [ETR_IP, ETR2_IP]
+    return t, etr2
+
+
 def decent_trio(
     *,
     seed: int = 0,
@@ -269,6 +313,13 @@ def decent_trio(
         attach(net, member)
         members.append(member)
     return net, members
+
+
+def lone_member(**kw: Any) -> Traced:
+    config = decent_node_config(
+        name="n1", rlocs=(DECENT_IPS[0],), group=GROUP, key=KEY, xtr_id=1, **kw
+    )
+    return Traced(config)
 
 
 def state(node: Node) -> dict[str, object]:
@@ -321,6 +372,10 @@ def sent(net: SimNet, kind: type[Any], *, src: IP | None = None) -> list[Any]:
         if isinstance(msg, kind):
             out.append((t, d, msg))
     return out
+
+
+def out(node: Node) -> list[tuple[object, tuple[object, int]]]:
+    return [(decode(d), dest) for d, dest in node.datagrams_to_send()]
 
 
 def register_msg(

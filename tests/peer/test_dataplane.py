@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 import pytest
 
 from decent.peer.config import NodeConfig
-from decent.peer.dataplane import DataPlane, DataPlaneConfig, Route
-from decent.peer.decent import decent_node_config
-from decent.peer.events import LocatorStateChanged
+from decent.peer.dataplane import DataPlane, DataPlaneConfig
 from decent.wire import (
     DECENT_CONTROL_IID,
     Action,
     DataHeader,
-    DecodeError,
     Eid,
     EncapsulatedControlMessage,
     MapRecord,
-    MapReply,
     MapRequest,
     UdpPacket,
     decapsulate,
@@ -32,108 +26,18 @@ from decent.wire import (
 from decent.wire.icmp import too_big
 from decent.wire.ip import internet_checksum
 from tests.peer.conftest import (
-    DECENT_IPS,
     ETR_EID,
     ETR_IP,
     GROUP,
     ITR_IP,
-    KEY,
+    N1,
+    N2,
+    N3,
     Traced,
     ctl,
     lab,
-    sent,
 )
-from tests.peer.simnet import SimNet
-
-N1, N2, N3 = DECENT_IPS
-N2B = IPv4Address("198.18.42.22")
-STRANGER = IPv4Address("198.18.42.99")
-
-
-def eid4(i: int) -> IPv4Address:
-    return IPv4Address(f"{i}.{i}.{i}.{i}")
-
-
-def eid6(i: int) -> IPv6Address:
-    return IPv6Address(f"fd00::{i}")
-
-
-def udp(src: object, dst: object, sport: int = 1000, dport: int = 2000, n: int = 32):
-    s, d = ip_address(str(src)), ip_address(str(dst))
-    return UdpPacket(s, d, sport, dport, bytes(n)).encode()
-
-
-@dataclass
-class Mesh:
-    net: SimNet
-    nodes: list[Traced]
-    dps: list[DataPlane]
-
-    def converge(self, seconds: float = 5.0) -> None:
-        self.net.advance(seconds)
-
-    def send(self, i: int, packet: bytes) -> list[tuple[bytes, Route]]:
-        """Node i's ITR gets packet from its TUN; what it sends."""
-        dp = self.dps[i]
-        dp.send_packet(packet, self.net.now)
-        self.net.flush()
-        return dp.packets_to_send()
-
-    def carry(self, out: list[tuple[bytes, Route]], src: IPv4Address) -> list[bytes]:
-        """Deliver encapsulated packets to whichever node owns the RLOC, as
-        its data socket would; returns what those nodes write to their TUN."""
-        written = []
-        for payload, ((host, port), _, flow) in out:
-            dst = ip_address(host)
-            for node, dp in zip(self.nodes, self.dps, strict=True):
-                if dst in node.config.rlocs:
-                    node.receive_datagram(
-                        payload, (src, 49152 + flow % 16), self.net.now, (dst, port)
-                    )
-                    written += dp.packets_to_tun()
-        return written
-
-
-def mesh(
-    *,
-    probe_interval: float | None = None,
-    two_rlocs: bool = False,
-    second_rloc: IPv4Address = N2B,
-    iid: int = 0,
-    dp: dict[str, Any] | None = None,
-    extra: dict[int, dict[str, Any]] | None = None,
-    **node_kw: Any,
-) -> Mesh:
-    """Three members with a data plane each; `extra[i]` adds config keywords
-    for node i (0-based) only."""
-    net = SimNet(seed=3, record=True)
-    counter = itertools.count(1)
-    nodes, dps = [], []
-    for i, ip in enumerate(DECENT_IPS, start=1):
-        rlocs = (ip, second_rloc) if two_rlocs and i == 2 else (ip,)
-        cfg = decent_node_config(
-            name=f"n{i}",
-            rlocs=rlocs,
-            group=GROUP,
-            key=KEY,
-            xtr_id=i,
-            eids=(Eid.prefix(f"{eid4(i)}/32", iid), Eid.prefix(f"{eid6(i)}/128", iid)),
-            seeds=(N1,),
-            iid=iid,
-            probe_interval=probe_interval,
-            resolve_in_process=True,
-            **node_kw,
-            **(extra or {}).get(i - 1, {}),
-        )
-        node = Traced(cfg, nonce=lambda: next(counter))
-        addrs = [(r, p) for r in rlocs for p in (4342, 4341)]
-        net.add(node, *addrs, source=addrs[0])
-        nodes.append(node)
-        config = DataPlaneConfig(**(dp or {}))
-        dps.append(node.ride(DataPlane(node, config, nonce=lambda: 0xABCDEF)))
-    m = Mesh(net, nodes, dps)
-    m.converge()
-    return m
+from tests.peer.mesh import N2B, STRANGER, eid4, eid6, mesh, udp
 
 
 # ---------------------------------------------------------------- ITR
@@ -191,6 +95,29 @@ def test_the_source_port_hash_follows_the_5_tuple():
     assert len({flow(p) % 16 for p in range(1000, 1064)}) > 8  # flows spread
     v6 = [m.send(0, udp(eid6(1), eid6(2), sport=p))[0][1][2] for p in (1, 1, 2)]
     assert v6[0] == v6[1] != v6[2]
+
+
+def test_every_fragment_of_a_datagram_hashes_like_the_others():
+    """Ports go into the flow hash of unfragmented TCP/UDP only: a first
+    fragment carries them but its followers cannot, and all must leave on
+    one RLOC with one source port."""
+    m = mesh()
+    m.send(0, udp(eid4(1), eid4(2)))
+
+    def flow(packet: bytes | bytearray) -> int:
+        [(_, (_, _, h))] = m.send(0, bytes(packet))
+        return h
+
+    def fragment(sport: int, flags_offset: int) -> bytearray:
+        packet = bytearray(udp(eid4(1), eid4(2), sport=sport))
+        packet[6:8] = flags_offset.to_bytes(2, "big")
+        return packet
+
+    first = [flow(fragment(p, 0x2000)) for p in (1000, 2000)]  # MF, offset 0
+    later = flow(fragment(3000, 0x00B9))  # offset 185 (x8 bytes), no ports
+    assert first[0] == first[1] == later
+    whole = {flow(fragment(p, 0x4000)) for p in (1000, 2000)}  # DF only
+    assert len(whole) == 2
 
 
 def test_locators_are_chosen_by_priority_then_weight():
@@ -476,223 +403,6 @@ def test_an_unencapsulating_node_still_drops_data_as_before():
     data = encapsulate(DataHeader(nonce=1), udp(eid4(1), eid4(2)))
     node.receive_datagram(data, (ETR_IP, 4341), 0.0, (ITR_IP, 4341))
     assert node.counters["drop.data-plane-off"] == 1
-
-
-def test_received_locator_status_bits_move_our_traffic_off_a_down_rloc():
-    m = mesh(two_rlocs=True)
-    packets = [udp(eid4(1), eid4(2), sport=p) for p in range(40)]
-    before = {r[0][0] for p in packets for _, r in m.send(0, p)}
-    assert before == {str(N2), str(N2B)}
-    # n2 says: my locator 1 (N2B) is down. Only its own RLOCs may say so.
-    reply = encapsulate(DataHeader(nonce=1, lsbs=0b01), udp(eid4(2), eid4(1)))
-    m.nodes[0].receive_datagram(reply, (STRANGER, 1), m.net.now, (N1, 4341))
-    m.nodes[0].receive_datagram(reply, (N3, 1), m.net.now, (N1, 4341))
-    assert {r[0][0] for p in packets for _, r in m.send(0, p)} == before
-    m.nodes[0].receive_datagram(reply, (N2, 1), m.net.now, (N1, 4341))
-    assert {r[0][0] for p in packets for _, r in m.send(0, p)} == {str(N2)}
-    changed = m.nodes[0].events(LocatorStateChanged)
-    assert changed[-1][1] == LocatorStateChanged(
-        Eid.prefix("2.2.2.2/32"), str(N2B), False
-    )
-    m.nodes[0].receive_datagram(reply, (N2, 1), m.net.now, (N1, 4341))  # same bits
-    assert m.nodes[0].counters["dataplane.lsb-change"] == 1
-    back = encapsulate(DataHeader(nonce=1, lsbs=0b11), udp(eid4(2), eid4(1)))
-    m.nodes[0].receive_datagram(back, (N2B, 1), m.net.now, (N1, 4341))
-    assert {r[0][0] for p in packets for _, r in m.send(0, p)} == before
-
-
-def test_a_packet_from_an_eid_we_have_not_cached_leaves_lsbs_alone():
-    m = mesh()
-    data = encapsulate(DataHeader(nonce=1, lsbs=0), udp(eid4(2), eid4(1)))
-    m.nodes[0].receive_datagram(data, (N2, 1), m.net.now, (N1, 4341))
-    assert m.dps[0].packets_to_tun() == [udp(eid4(2), eid4(1))]
-    assert m.nodes[0].counters["dataplane.lsb-change"] == 0
-
-
-# ---------------------------------------------------------------- fail-over
-def test_our_rloc_going_down_reregisters_smrs_and_the_peer_fails_over():
-    """n2 loses RLOC N2B: its packets say so at once, it re-registers with
-    N2B's R bit clear and SMRs n1, which re-resolves and moves every flow."""
-    m = mesh(two_rlocs=True)
-    flows = [udp(eid4(1), eid4(2), sport=p) for p in range(40)]
-    out = [o for p in flows for o in m.send(0, p)]
-    m.carry(out, N1)  # n2 now knows n1 as a recent ITR
-    m.dps[1].set_rloc_state(1, False, m.net.now)
-    m.net.advance(1.0)
-    assert m.nodes[0].counters["rx.map-request"] >= 1  # the SMR
-    entry = m.nodes[0].cache.lookup(Eid.prefix("2.2.2.2/32"))
-    assert entry is not None
-    assert [s.locator.reachable for s in entry.locators] == [True, False]
-    assert {r[0][0] for p in flows for _, r in m.send(0, p)} == {str(N2)}
-    # n2's own packets leave from N2 and say N2B is down.
-    [(payload, (_, src, _))] = m.send(1, udp(eid4(2), eid4(1)))
-    assert (src, decapsulate(payload)[0].lsbs) == (0, 0b01)
-    m.net.advance(3.0)  # SMRs are rate-limited: one per prefix per 3 s
-    m.dps[1].set_rloc_state(1, True, m.net.now)
-    m.net.advance(1.0)
-    assert {r[0][0] for p in flows for _, r in m.send(0, p)} == {str(N2), str(N2B)}
-
-
-def test_locators_go_ascending_and_our_status_bits_follow_them_not_the_config():
-    """RFC 9301 5.5: a locator set goes in ascending order. n2 lists N2 first
-    (its source and RLE member) and a lower second RLOC: peers get the lower
-    one first, and n2's status bit 0 is that one, so when it goes down n2's
-    packets say 0b10 and n1 moves every flow to N2."""
-    low = IPv4Address("198.18.42.2")
-    m = mesh(two_rlocs=True, second_rloc=low)
-    assert m.nodes[1].config.rlocs == (N2, low)  # the config's order
-    mapping = m.nodes[1].database.get(Eid.prefix("2.2.2.2/32"))
-    assert mapping is not None
-    assert [loc.address for loc in mapping.locators] == [low, N2]
-    flows = [udp(eid4(1), eid4(2), sport=p) for p in range(40)]
-    out = [o for p in flows for o in m.send(0, p)]
-    m.carry(out, N1)
-    entry = m.nodes[0].cache.lookup(Eid.prefix("2.2.2.2/32"))
-    assert entry is not None
-    assert [s.locator.address for s in entry.locators] == [low, N2]
-    [(payload, _)] = m.send(1, udp(eid4(2), eid4(1)))
-    assert decapsulate(payload)[0].lsbs == 0b11
-    m.dps[1].set_rloc_state(1, False, m.net.now)  # `low`, the config's second
-    m.net.advance(1.0)
-    [(payload, (_, src, _))] = m.send(1, udp(eid4(2), eid4(1)))
-    assert (src, decapsulate(payload)[0].lsbs) == (0, 0b10)
-    entry = m.nodes[0].cache.lookup(Eid.prefix("2.2.2.2/32"))  # re-resolved
-    assert entry is not None
-    assert [s.locator.reachable for s in entry.locators] == [False, True]
-    assert {r[0][0] for p in flows for _, r in m.send(0, p)} == {str(N2)}
-
-
-def test_probing_alone_fails_over_within_the_probe_interval_plus_timeouts():
-    """A failure n2 cannot see (the path, not its link): n1's RLOC probes
-    time out and the flow moves to N2B no later than one probe interval
-    plus the down-after probe timeouts after the failure."""
-    m = mesh(two_rlocs=True, probe_interval=10.0)
-    flow = udp(eid4(1), eid4(2), sport=7)
-    m.send(0, flow)
-    entry = m.nodes[0].cache.lookup(Eid.prefix("2.2.2.2/32"))
-    assert entry is not None
-    first = m.send(0, flow)[0][1][0][0]
-    other = str(N2B) if first == str(N2) else str(N2)
-    failed_at = m.net.now
-    m.net.partition(N1, ip_address(first))
-    cfg = m.nodes[0].config
-    bound = failed_at + 10.0 + cfg.probe_down_after * cfg.probe_timeout
-    while m.send(0, flow)[0][1][0][0] == first:
-        assert m.net.now <= bound
-        m.net.advance(0.25)
-    assert m.send(0, flow)[0][1][0][0] == other
-    down = [e for _, e in m.nodes[0].events(LocatorStateChanged) if not e.up]
-    assert [e.rloc for e in down] == [first]
-
-
-# ---------------------------------------------------------------- priority
-BACKUP = {1: {"rloc_policy": ((1, 100), (2, 100))}}  # n2: N2 first, N2B spare
-TWO = Eid.prefix("2.2.2.2/32")
-
-
-def used_rlocs(m: Mesh, flows: list[bytes]) -> set[str]:
-    return {route[0][0] for p in flows for _, route in m.send(0, p)}
-
-
-def test_rloc_priorities_reach_the_itr_and_the_backup_carries_nothing():
-    m = mesh(two_rlocs=True, extra=BACKUP)
-    flows = [udp(eid4(1), eid4(2), sport=p) for p in range(64)]
-    assert used_rlocs(m, flows) == {str(N2)}
-    entry = m.nodes[0].cache.lookup(TWO)
-    assert entry is not None
-    assert [(s.locator.priority, s.locator.weight) for s in entry.locators] == [
-        (1, 100),
-        (2, 100),
-    ]
-    assert [s.packets for s in entry.locators] == [64, 0]
-
-
-def test_traffic_moves_to_priority_2_while_probes_to_priority_1_fail():
-    """Only the path to N2 breaks (n2 still answers from N2): N2's probes
-    time out, every flow moves to N2B, and back once N2 answers again."""
-    m = mesh(two_rlocs=True, extra=BACKUP, probe_interval=10.0)
-    flows = [udp(eid4(1), eid4(2), sport=p) for p in range(32)]
-    assert used_rlocs(m, flows) == {str(N2)}
-    m.net.drop = lambda _data, src, dst: src[0] == N1 and dst[0] == N2
-    cfg = m.nodes[0].config
-    m.net.advance(10.0 + cfg.probe_down_after * cfg.probe_timeout + 0.5)
-    assert used_rlocs(m, flows) == {str(N2B)}
-    m.net.drop = None
-    m.net.advance(10.5)  # the next probe round reaches N2 again
-    assert used_rlocs(m, flows) == {str(N2)}
-    changes = [(e.rloc, e.up) for _, e in m.nodes[0].events(LocatorStateChanged)]
-    assert changes == [(str(N2), False), (str(N2), True)]
-
-
-def test_traffic_moves_to_priority_2_while_the_lsbs_say_priority_1_is_down():
-    m = mesh(two_rlocs=True, extra=BACKUP)
-    flows = [udp(eid4(1), eid4(2), sport=p) for p in range(32)]
-    assert used_rlocs(m, flows) == {str(N2)}
-
-    def from_n2b(lsbs: int) -> None:
-        data = encapsulate(DataHeader(nonce=1, lsbs=lsbs), udp(eid4(2), eid4(1)))
-        m.nodes[0].receive_datagram(data, (N2B, 1), m.net.now, (N1, 4341))
-
-    from_n2b(0b10)  # locator 0 (N2) down, locator 1 (N2B) up
-    assert used_rlocs(m, flows) == {str(N2B)}
-    from_n2b(0b11)
-    assert used_rlocs(m, flows) == {str(N2)}
-
-
-def test_a_probe_reply_from_another_rloc_of_the_etr_still_counts():
-    """n2 answers every probe from N2 (its outgoing address), also those
-    sent to N2B: the nonce matches the reply to the probe, not the sender."""
-    m = mesh(two_rlocs=True, probe_interval=10.0)
-    m.send(0, udp(eid4(1), eid4(2)))
-    m.net.trace.clear()
-    m.net.advance(11.0)
-    to_n2b = [
-        msg
-        for _, d, msg in sent(m.net, MapRequest, src=N1)
-        if msg.probe and d == (N2B, 4342)
-    ]
-    assert len(to_n2b) == 1
-    senders = {
-        s[0]
-        for _, s, _, data in m.net.trace
-        if _probe_reply_nonce(data) == to_n2b[0].nonce
-    }
-    assert senders == {N2}
-    entry = m.nodes[0].cache.lookup(TWO)
-    assert entry is not None
-    assert entry.locators[1].rtt is not None
-    assert m.nodes[0].counters["drop.unsolicited-probe-reply"] == 0
-
-
-def _probe_reply_nonce(data: bytes) -> int | None:
-    try:
-        msg = decode(data)
-    except DecodeError:  # data-port packets
-        return None
-    return msg.nonce if isinstance(msg, MapReply) and msg.probe else None
-
-
-def test_every_fragment_of_a_datagram_hashes_like_the_others():
-    """Ports go into the flow hash of unfragmented TCP/UDP only: a first
-    fragment carries them but its followers cannot, and all must leave on
-    one RLOC with one source port."""
-    m = mesh()
-    m.send(0, udp(eid4(1), eid4(2)))
-
-    def flow(packet: bytes | bytearray) -> int:
-        [(_, (_, _, h))] = m.send(0, bytes(packet))
-        return h
-
-    def fragment(sport: int, flags_offset: int) -> bytearray:
-        packet = bytearray(udp(eid4(1), eid4(2), sport=sport))
-        packet[6:8] = flags_offset.to_bytes(2, "big")
-        return packet
-
-    first = [flow(fragment(p, 0x2000)) for p in (1000, 2000)]  # MF, offset 0
-    later = flow(fragment(3000, 0x00B9))  # offset 185 (x8 bytes), no ports
-    assert first[0] == first[1] == later
-    whole = {flow(fragment(p, 0x4000)) for p in (1000, 2000)}  # DF only
-    assert len(whole) == 2
 
 
 # ---------------------------------------------------------------- corners

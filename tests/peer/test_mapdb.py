@@ -1,8 +1,8 @@
-"""Tests for the mapping database: LPM, (S,G), names and negative prefixes."""
+"""The mapping database: LPM, (S,G), names and negative prefixes."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -502,3 +502,32 @@ def test_items_sorted_items_and_clear_cover_every_kind() -> None:
     assert len(db) == 0
     assert list(db.items()) == []
     assert db.lookup(parse_eid("10.1.1.1")) is None
+
+
+# ---------------------------------------------------------------- free blocks
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 255), min_size=1, max_size=40, unique=True),
+    st.integers(0, 255),
+)
+def test_free_block_never_covers_a_more_specific(hosts, query):
+    db: MapDB[str] = MapDB()
+    within = Eid.prefix("10.0.0.0/24")
+    db.insert(within, "covering")
+    for h in hosts:
+        db.insert(Eid.prefix(f"10.0.0.{h}/32"), "host")
+    point = Eid.prefix(f"10.0.0.{query}/32")
+    hit = db.lookup(point)
+    assert hit is not None
+    block = db.free_block(point, hit[0])
+    if hit[0] != within:
+        return  # the host itself is registered: its own /32 answers
+    assert block is not None
+    assert block.contains(point)
+    assert within.contains(block)
+    net = IPv4Network(f"{block.address}/{block.mask_len}")
+    assert not any(IPv4Address(f"10.0.0.{h}") in net for h in hosts)
+    # and it is the largest such block: one bit shorter would hold a host
+    if block.mask_len > 24:
+        wider = net.supernet()
+        assert any(IPv4Address(f"10.0.0.{h}") in wider for h in hosts)

@@ -1,7 +1,9 @@
-"""Hostile input: random bytes and mutated real messages (captured from a
-SimNet run of three Decent members) fed to a converged member. The node never
-raises, and a datagram it drops or rejects changes neither its
-registrations, its replay nonces nor its map-cache (house style 8.4.2)."""
+"""Hostile input to the Node as a whole: it never raises, refusals change nothing.
+
+Random bytes and mutated real messages (captured from a SimNet run of three
+Decent members) are fed to a converged member. The node never raises, and a
+datagram it drops or rejects changes neither its registrations, its replay
+nonces nor its map-cache (house style 8.4.2)."""
 
 from __future__ import annotations
 

@@ -23,12 +23,15 @@ from decent.wire import (
     RleEntry,
 )
 from tests.peer.conftest import (
-    DECENT_IPS,
     ETR_EID,
     ETR_IP,
     GROUP,
+    IP,
     KEY,
     MS_IP,
+    N1,
+    N2,
+    N3,
     Traced,
     decent_trio,
     lab,
@@ -36,13 +39,11 @@ from tests.peer.conftest import (
     nonces,
     sent,
 )
+from tests.peer.mesh import eid4, mesh, udp
 from tests.peer.simnet import SimNet
-from tests.peer.test_dataplane import eid4, mesh, udp
 
-N1, N2, N3 = DECENT_IPS
 N3B = IPv4Address("198.18.42.33")
 V6 = IPv6Address("2001:db8::3")
-IP = IPv4Address | IPv6Address
 
 
 def move(net: SimNet, node: Traced, rlocs: tuple[IP, ...]) -> None:

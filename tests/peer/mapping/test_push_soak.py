@@ -1,6 +1,8 @@
-"""Soaks on the virtual clock: three Decent members with 1000 EIDs each for
-a day, and a lossy, reordering network for a few hours. They must end with
-identical registration databases and no growth in timers or soft state."""
+"""Push-mode soaks on the virtual clock: members end identical, nothing grows.
+
+Three Decent members with 1000 EIDs each for a day, and a lossy, reordering
+network for a few hours. They must end with identical registration
+databases and no growth in timers or soft state."""
 
 from __future__ import annotations
 
@@ -10,9 +12,7 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 
 from decent.peer.mapserver import rle_entries
-from tests.peer.conftest import DECENT_IPS, Traced, decent_trio
-
-HOUR = 3600.0
+from tests.peer.conftest import DECENT_IPS, HOUR, Traced, decent_trio
 
 
 def database(node: Traced) -> dict[str, frozenset[str]]:

@@ -1,36 +1,58 @@
-"""Registration lifecycle on a plain Map-Server: register, refresh, expire,
-deregister (RFC 9301 8.2), and the ETR's Map-Register retransmission (5.7)."""
+"""The Map-Server role: registration lifecycle, merged entries, Map-Notifies.
+
+Register, refresh, expire, deregister (RFC 9301 8.2), and unsolicited
+Map-Notifies for merged entries (RFC 8378 5.3), retransmitted 3, 3, 3, 6,
+12, 24 s apart until a Map-Notify-Ack comes (RFC 9301 5.7)."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections import defaultdict
 from ipaddress import IPv4Address
 
-from decent.peer.config import DatabaseMapping
-from decent.peer.decent import decent_node_config
+import pytest
+
+from decent.peer.config import AllowedPrefix, DatabaseMapping, Site
 from decent.peer.events import (
+    MergedSetChanged,
+    NotifyAcknowledged,
+    NotifyGaveUp,
     RegisterAcknowledged,
     RegistrationAccepted,
     RegistrationExpired,
     RegistrationRemoved,
 )
-from decent.peer.node import Node, RegisterRetry
-from decent.wire import Eid, MapNotify, MapRegister, check_auth, decode
+from decent.peer.node import RegisterRetry
+from decent.wire import (
+    Eid,
+    Locator,
+    MapNotify,
+    MapNotifyAck,
+    MapRecord,
+    MapRegister,
+    Rle,
+    RleEntry,
+    check_auth,
+    decode,
+)
 from tests.peer.conftest import (
+    DECENT_IPS,
     ETR_EID,
     ETR_IP,
     KEY,
-    LONG_TTL,
     MS_IP,
+    PEER,
     Raw,
     Traced,
     attach,
     ctl,
+    decent_trio,
     etr_config,
     lab,
     locators,
     ms_config,
+    out,
     record,
     register_msg,
     sent,
@@ -38,6 +60,7 @@ from tests.peer.conftest import (
 from tests.peer.simnet import SimNet
 
 
+# ---------------------------------------------------------------- lifecycle
 def test_registration_is_refreshed_and_expires_exactly_180s_after_the_last():
     t = lab()
     t.net.advance(600.0)
@@ -100,6 +123,18 @@ def test_with_the_t_bit_the_record_ttl_is_the_lifetime():
     ]
 
 
+def test_registration_replaced_by_another_xtr_expires_on_the_new_ones_clock():
+    ms = Traced(ms_config())
+    first = record("10.1.1.0/24", "192.0.2.10")
+    ms.receive_datagram(register_msg(first, xtr_id=1), PEER, 0.0)
+    second = record("10.1.1.0/24", "192.0.2.11")
+    ms.receive_datagram(register_msg(second, xtr_id=2), PEER, 100.0)
+    for t in (180.0, 280.0):  # the first registrant's timer finds it replaced
+        ms.handle_timer(t)
+    assert ms.events(RegistrationExpired) == [(280.0, RegistrationExpired(ETR_EID, 2))]
+    assert ms.ms.expire(ETR_EID, 2, 281.0) is None  # already gone
+
+
 def test_deregistration_with_ttl_zero_removes_at_once_and_for_good():
     t = lab()
     t.net.advance(100.0)
@@ -133,6 +168,27 @@ def test_deregistering_some_eids_keeps_the_others_registered():
     assert ms.counters["registration.removed"] == 1
 
 
+def test_ttl_zero_for_an_unregistered_eid_changes_nothing():
+    ms = Traced(ms_config())
+    rec = record("10.1.1.0/24", "192.0.2.10", ttl=0)
+    ms.receive_datagram(register_msg(rec), PEER, 0.0)
+    assert ms.events(RegistrationRemoved) == []
+    assert ms.counters["registration.removed"] == 0
+
+
+def test_ttl_zero_without_merge_bit_removes_only_that_registrants_child():
+    ms = Traced(ms_config())
+    for xtr in (1, 2):
+        rec = record("10.1.1.0/24", f"192.0.2.{xtr}")
+        ms.receive_datagram(register_msg(rec, merge=True, xtr_id=xtr), PEER, 0.0)
+    gone = record("10.1.1.0/24", "192.0.2.1", ttl=0)
+    ms.receive_datagram(register_msg(gone, xtr_id=1, nonce=2), PEER, 1.0)
+    entry = ms.ms.db.get(ETR_EID)
+    assert entry is not None
+    assert list(entry.children) == [2]
+    assert ms.events(RegistrationRemoved) == [(1.0, RegistrationRemoved(ETR_EID, 1))]
+
+
 def test_map_register_with_m_bit_is_acknowledged_by_a_signed_map_notify():
     t = lab()
     t.net.advance(0.5)
@@ -149,81 +205,101 @@ def test_map_register_with_m_bit_is_acknowledged_by_a_signed_map_notify():
     assert RegisterRetry(reg.nonce) not in t.etr._timers
 
 
-def test_register_is_retransmitted_1s_doubling_to_60s_with_fresh_nonces():
-    net = SimNet(record=True)
-    etr = Traced(
-        etr_config(
-            register_interval=3600.0, mapping=LONG_TTL, quick_register_period=0.0
-        )
-    )
-    attach(net, etr)  # no Map-Server answers
-    net.advance(300.0)
-    regs = sent(net, MapRegister)
-    times = [t for t, _, _ in regs]
-    assert times == [0.0, 1.0, 3.0, 7.0, 15.0, 31.0, 63.0, 123.0, 183.0, 243.0]
-    nonces = [m.nonce for _, _, m in regs]
-    assert nonces == sorted(set(nonces))  # strictly increasing (RFC 9301 5.6)
-    assert etr.soft_state_sizes()["pending_registers"] == 1
+# ---------------------------------------------------------------- Map-Notify
+def is_ack(data: bytes, src: object, dst: object) -> bool:
+    return len(data) > 0 and data[0] >> 4 == 5
 
 
-def test_periodic_registration_supersedes_unanswered_retransmissions():
-    net = SimNet(record=True)
-    etr = Traced(etr_config())
-    attach(net, etr)  # no Map-Server: every chain stays unanswered
-    net.advance(3600.0)
-    assert etr.soft_state_sizes()["pending_registers"] == 1
-    times = [t for t, _, _ in sent(net, MapRegister)]
-    # After the back-off reached 60 s, one Map-Register per period, not one
-    # more per period for every chain ever started.
-    late = [t for t in times if t > 600.0]
-    assert all(b - a >= 54.0 for a, b in itertools.pairwise(late))
+def notify_times(net, src, dst) -> dict[int, list[float]]:
+    """Send times of every Map-Notify from src to dst, by nonce."""
+    out: dict[int, list[float]] = defaultdict(list)
+    for t, d, m in sent(net, MapNotify, src=src):
+        if d == ctl(dst):
+            out[m.nonce].append(t)
+    return dict(out)
 
 
-def test_map_notify_stops_the_retransmission():
-    net = SimNet(record=True)
-    etr = Traced(
-        etr_config(
-            register_interval=3600.0, mapping=LONG_TTL, quick_register_period=0.0
-        )
-    )
-    ms = Traced(ms_config())
-    attach(net, etr)
-    attach(net, ms)
-    net.partition(ETR_IP, MS_IP)
-    net.advance(10.0)  # sends at 0, 1, 3, 7 are lost
-    net.heal()
-    net.advance(100.0)
-    times = [t for t, _, _ in sent(net, MapRegister)]
-    assert times == [0.0, 1.0, 3.0, 7.0, 15.0]
-    assert etr.soft_state_sizes()["pending_registers"] == 0
-    assert [decode(d).nonce for _, s, _, d in net.trace if s == ctl(MS_IP)] == [  # type: ignore[union-attr]
-        sent(net, MapRegister)[-1][2].nonce
-    ]
-
-
-def test_quick_registration_never_slows_a_short_period():
-
-    cfg = decent_node_config(
-        name="q",
-        rlocs=(IPv4Address("192.0.2.77"),),
-        group=IPv4Address("233.252.1.1"),
-        key=b"k",
-        xtr_id=9,
-        register_interval=5.0,
-    )
-    node = Node(cfg, nonce=lambda: 0)  # jitter 0 with this nonce source
-    node.handle_timer(0.0)
-    node.datagrams_to_send()
-    # Alone, it backs off from 1 s; once that passes 5 s it stays at 5 s.
-    times = []
-    now = 0.0
-    for _ in range(8):
-        now = node.get_timer() or 0.0
-        node.handle_timer(now)
-        node.datagrams_to_send()
-        times.append(now)
+def test_unacknowledged_notify_is_retransmitted_then_given_up():
+    net, nodes = decent_trio(record=True, drop=is_ack)
+    net.advance(200.0)
+    by_nonce = notify_times(net, DECENT_IPS[0], DECENT_IPS[1])
+    # While members join, each change supersedes the notify before it; the
+    # last one (the final three-member set) is retransmitted in full.
+    nonce = max(by_nonce)  # counter nonces: the latest is the largest
+    times = by_nonce[nonce]
     gaps = [round(b - a, 6) for a, b in itertools.pairwise(times)]
-    assert max(gaps) <= 5.0
+    assert gaps == [3.0, 3.0, 3.0, 6.0, 12.0, 24.0]
+    gave_up = [t for t, e in nodes[0].events(NotifyGaveUp) if e.nonce == nonce]
+    assert gave_up == [pytest.approx(times[-1] + 24.0)]
+    assert nodes[0].counters["notify.gave-up"] == 2  # to n2 and to n3
+    assert nodes[0].soft_state_sizes()["pending_notifies"] == 0
+
+
+def test_acknowledged_notify_is_not_retransmitted():
+    net, nodes = decent_trio(record=True)
+    net.advance(200.0)
+    by_nonce = notify_times(net, DECENT_IPS[0], DECENT_IPS[1])
+    assert by_nonce
+    assert all(len(times) == 1 for times in by_nonce.values())
+    acked = {e.nonce for _, e in nodes[0].events(NotifyAcknowledged)}
+    assert max(by_nonce) in acked
+    assert nodes[0].events(NotifyGaveUp) == []
+    assert nodes[0].soft_state_sizes()["pending_notifies"] == 0
+
+
+def test_newer_notify_supersedes_retransmission_of_an_older_one():
+    # With every ack lost, the three-member notifies are still being
+    # retransmitted when n3 leaves; they must not resurrect it afterwards.
+    net, nodes = decent_trio(record=True, drop=is_ack)
+    net.advance(5.0)
+    nodes[2].deregister(net.now)
+    net.settle()
+    net.remove(nodes[2])
+    for _ in range(6):
+        net.advance(10.0)
+        for node in nodes[:2]:
+            assert node.membership() == list(DECENT_IPS[:2])
+
+
+def test_notify_ack_must_match_a_pending_notify_and_its_key():
+    net, nodes = decent_trio(record=True, drop=is_ack)
+    net.advance(2.0)
+    pending = [
+        (m.nonce, m.records)
+        for _, d, m in sent(net, MapNotify, src=DECENT_IPS[0])
+        if d == ctl(DECENT_IPS[1])
+    ]
+    nonce, records = pending[-1]
+    net.drop = None
+    peer = Raw()
+    net.remove(nodes[1])
+    net.add(peer, ctl(DECENT_IPS[1]))
+    forged = MapNotifyAck(nonce, records).signed(b"wrong key").encode()
+    stray = MapNotifyAck(nonce ^ 1, records).signed(KEY).encode()
+    good = MapNotifyAck(nonce, records).signed(KEY).encode()
+    for data in (forged, stray, good):
+        peer.out.append((data, ctl(DECENT_IPS[0])))
+        net.advance(0.01)
+    assert nodes[0].counters["drop.auth-failed"] == 1
+    assert nodes[0].counters["drop.unsolicited-notify-ack"] == 1
+    acked = [e for _, e in nodes[0].events(NotifyAcknowledged)]
+    assert acked[-1] == NotifyAcknowledged(ctl(DECENT_IPS[1]), nonce)
+    assert isinstance(decode(good), MapNotifyAck)
+
+
+def test_merged_entry_of_a_site_without_keys_is_notified_unsigned():
+    site = Site("open", (), (AllowedPrefix(Eid.prefix("10.9.0.0/16")),), True)
+    ms = Traced(ms_config(sites=(site,)))
+    eid = Eid.prefix("10.9.0.0/24")
+    for i, ip in enumerate(("192.0.2.31", "192.0.2.32"), start=1):
+        rle = Locator(Rle((RleEntry(IPv4Address(ip), 128),)), 255, 0)
+        rec = MapRecord(*eid.to_wire(), (rle,), 3)
+        data = register_msg(rec, key=None, merge=True, xtr_id=i, nonce=1)
+        ms.receive_datagram(data, (IPv4Address(ip), 4342), 0.0)
+    notifies = [m for m, _ in out(ms) if isinstance(m, MapNotify) and m.nonce != 1]
+    assert notifies
+    assert all(m.alg_id == 0 for m in notifies)
+    assert ms.events(MergedSetChanged)[-1][1].members == 2
 
 
 def test_the_t_bit_is_kept_as_data_beside_the_flags_text():
