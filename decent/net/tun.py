@@ -54,7 +54,7 @@ from decent.net.kernel import (
     subscribe,
 )
 from decent.net.udp import DRAIN as DRAIN  # the drain loops here take as many
-from decent.peer.dataplane import HEADROOM, DataPlane
+from decent.peer.dataplane import DataPlane
 from decent.wire import Eid, IPAddress
 
 log = logging.getLogger("decent.dataplane")
@@ -495,9 +495,12 @@ class TunShell:
         self._routes_version = -1
         self._route_task: asyncio.Task[None] | None = None
         self._rules_added = False
-        self._tx = bytearray(HEADROOM + _MAX_PACKET)
+        #: Room around each inner packet, as the data plane asks for it.
+        self._head = dataplane.headroom
+        room = self._head + _MAX_PACKET + dataplane.tailroom
+        self._tx = bytearray(room)
         self._tx_view = memoryview(self._tx)
-        self._rx = bytearray(HEADROOM + _MAX_PACKET)
+        self._rx = bytearray(room)
         self._rx_view = memoryview(self._rx)
 
     # ------------------------------------------------------------ lifecycle
@@ -732,8 +735,8 @@ class TunShell:
     def _drain_tun(self) -> None:
         fd, dp = self._fd, self.dp
         encap, readv = dp.encap, os.readv
-        buf, view = self._tx, self._tx_view
-        body = [view[HEADROOM:]]
+        buf, view, head = self._tx, self._tx_view, self._head
+        body = [view[head : len(view) - self.dp.tailroom]]
         pools = [r.pool for r in self._rlocs]
         now = self.loop.time()
         for _ in range(DRAIN):
@@ -748,7 +751,7 @@ class TunShell:
             if route is not None:
                 addr, src, flow = route
                 try:
-                    pools[src][flow % SOURCE_PORTS].sendto(view[: HEADROOM + n], addr)
+                    pools[src][flow % SOURCE_PORTS].sendto(view[: head + n], addr)
                 except OSError as exc:
                     self._error("send", exc)
         self._flush()
@@ -757,7 +760,7 @@ class TunShell:
         fd, dp = self._fd, self.dp
         decap, write = dp.decap, os.write
         recvfrom_into = sock.recvfrom_into
-        buf, view = self._rx, self._rx_view
+        buf, view, head = self._rx, self._rx_view, self._head
         now = self.loop.time()
         for _ in range(DRAIN):
             try:
@@ -769,7 +772,7 @@ class TunShell:
                 break
             if decap(buf, n, host, port, now):
                 try:
-                    write(fd, view[HEADROOM:n])
+                    write(fd, view[head:n])
                 except OSError as exc:
                     self._error("tun-write", exc)
         self._flush()
@@ -822,26 +825,9 @@ class TunShell:
         return {_text((v, k >> 8, k & 0xFF)) for v in keys for k in keys[v]}
 
     def _wanted_keys(self) -> dict[int, set[int]]:
-        # Runs over every registration whenever the registered set changed:
-        # ints only (an ipaddress object or a string each would cost seconds
-        # at a million EIDs).
-        node = self.node
-        ours = {m.eid for m in node.database_mappings()}
-        iid = node.config.group_iid
-        out: dict[int, set[int]] = {4: set(), 6: set()}
+        out = self.dp.routed()
         for v, net, plen in map(_prefix, self.settings.routes):
             out[v].add(_key(net, plen))
-        add4, add6 = out[4].add, out[6].add
-        for entry in node.registrations(ordered=False):
-            eid = entry.eid
-            addr = eid.address
-            if (
-                eid.group is None
-                and eid.iid == iid
-                and isinstance(addr, IPv4Address | IPv6Address)
-                and eid not in ours
-            ):
-                (add4 if addr.version == 4 else add6)(int(addr) << 8 | eid.mask_len)
         return out
 
     def _own_prefixes(self) -> list[Prefix]:

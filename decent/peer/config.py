@@ -1,11 +1,12 @@
-"""The core's configuration: Map-Server sites, ETR database mappings, timers."""
+"""The core's configuration: sites, database mappings, timers, the data plane."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+from typing import Final
 
-from decent.wire import AlgorithmId, DistinguishedName, Eid, Locator
+from decent.wire import AlgorithmId, DistinguishedName, Eid, IPAddress, Locator
 
 Addr = tuple[IPv4Address | IPv6Address, int]
 #: Who a registration belongs to: its xTR-ID, or its source without one.
@@ -228,3 +229,36 @@ class NodeConfig:
             if rloc.version == version:
                 return rloc
         return None
+
+
+#: Outer IP + UDP + LISP header per RLOC family (RFC 9300 section 7.1 "H").
+OVERHEAD: Final = {4: 20 + 8 + 8, 6: 40 + 8 + 8}
+NEGATIVE_ACTIONS: Final = ("drop", "native")
+
+
+@dataclass(frozen=True, slots=True)
+class DataPlaneConfig:
+    """What the forwarding decision needs besides the Node's own config."""
+
+    #: What a negative map-cache entry does with a packet: "drop" it, or
+    #: "native": send it into the underlay unencapsulated. A configured
+    #: `petr` takes precedence over both.
+    negative_action: str = "drop"
+    #: Proxy-ETR that negative entries are encapsulated to (RFC 6832).
+    petr: IPAddress | None = None
+    #: Packets that may wait for a mapping, in all.
+    queue_size: int = 64
+    #: Seconds a waiting packet stays useful.
+    queue_timeout: float = 3.0
+    #: The largest outer packet the underlay carries; bigger ones get an ICMP.
+    underlay_mtu: int = 1500
+    #: ICMP errors per second we may generate (RFC 1812 4.3.2.8 rate limit).
+    icmp_rate: float = 100.0
+
+    def __post_init__(self) -> None:
+        if self.negative_action not in NEGATIVE_ACTIONS:
+            raise ValueError(f"negative_action must be one of {NEGATIVE_ACTIONS}")
+        if self.queue_size < 0:
+            raise ValueError("queue_size must not be negative")
+        if self.underlay_mtu < 576 + OVERHEAD[6]:
+            raise ValueError(f"underlay_mtu must be at least {576 + OVERHEAD[6]}")

@@ -35,11 +35,18 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Final
 
-from decent.peer.config import Addr, rloc_order
+from decent.peer import counters as C
+from decent.peer.config import (
+    NEGATIVE_ACTIONS,
+    OVERHEAD,
+    Addr,
+    DataPlaneConfig,
+    rloc_order,
+)
 from decent.peer.events import (
     Event,
     LocatorStateChanged,
@@ -49,7 +56,9 @@ from decent.peer.events import (
 )
 from decent.peer.mapcache import CacheEntry, LocatorState
 from decent.peer.mapserver import rle_entries
+from decent.peer.missqueue import MissQueue
 from decent.peer.node import Node
+from decent.peer.ratelimit import Bucket
 from decent.wire import DECENT_CONTROL_IID, Action, Eid, IPAddress
 from decent.wire.data import (
     DATA_HEADER_LEN,
@@ -65,44 +74,12 @@ from decent.wire.icmp import is_icmp_error, too_big
 
 #: Bytes the shell leaves free in front of an inner packet for the header.
 HEADROOM: Final = DATA_HEADER_LEN
-#: Outer IP + UDP + LISP header per RLOC family (RFC 9300 section 7.1 "H").
-OVERHEAD: Final = {4: 20 + 8 + 8, 6: 40 + 8 + 8}
-NEGATIVE_ACTIONS: Final = ("drop", "native")
-
 _DROP_ACTIONS: Final = frozenset(
     {Action.DROP_NO_REASON, Action.DROP_POLICY_DENIED, Action.DROP_AUTH_FAILURE}
 )
 _V4_NOT_UNICAST: Final = 0xE0000000  # 224/4 multicast, 240/4, broadcast
 _V6_MULTICAST: Final = 0xFF
 _V6_LINK_LOCAL: Final = 0xFE80 >> 6
-
-
-@dataclass(frozen=True, slots=True)
-class DataPlaneConfig:
-    """What the forwarding decision needs besides the Node's own config."""
-
-    #: What a negative map-cache entry does with a packet: "drop" it, or
-    #: "native": send it into the underlay unencapsulated. A configured
-    #: `petr` takes precedence over both.
-    negative_action: str = "drop"
-    #: Proxy-ETR that negative entries are encapsulated to (RFC 6832).
-    petr: IPAddress | None = None
-    #: Packets that may wait for a mapping, in all.
-    queue_size: int = 64
-    #: Seconds a waiting packet stays useful.
-    queue_timeout: float = 3.0
-    #: The largest outer packet the underlay carries; bigger ones get an ICMP.
-    underlay_mtu: int = 1500
-    #: ICMP errors per second we may generate (RFC 1812 4.3.2.8 rate limit).
-    icmp_rate: float = 100.0
-
-    def __post_init__(self) -> None:
-        if self.negative_action not in NEGATIVE_ACTIONS:
-            raise ValueError(f"negative_action must be one of {NEGATIVE_ACTIONS}")
-        if self.queue_size < 0:
-            raise ValueError("queue_size must not be negative")
-        if self.underlay_mtu < 576 + OVERHEAD[6]:
-            raise ValueError(f"underlay_mtu must be at least {576 + OVERHEAD[6]}")
 
 
 Route = tuple[tuple[str, int], int, int]
@@ -144,10 +121,10 @@ class DataPlane:
         self._allowed: frozenset[str] = frozenset()
         self._allowed_version = -1
         self._addr_memo: dict[str, IPAddress] = {}
-        self._queue: dict[Eid, deque[tuple[float, bytes]]] = {}
-        self._queued = 0
-        self._icmp_tokens = self.config.icmp_rate
-        self._icmp_last = 0.0
+        cfg = self.config
+        self._waiting = MissQueue(cfg.queue_size, cfg.queue_timeout, self._counters)
+        #: RFC 1812 4.3.2.8: the ICMP errors we generate are rate-limited.
+        self._icmp = Bucket(cfg.icmp_rate, cfg.icmp_rate, 0.0)
         self._to_send: list[tuple[bytes, Route]] = []
         self._to_tun: list[bytes] = []
         self._to_native: list[bytes] = []
@@ -187,13 +164,48 @@ class DataPlane:
         elif isinstance(event, RlocsChanged):
             self.rlocs_changed()
 
+    @property
+    def headroom(self) -> int:
+        """Bytes the shell leaves free in front of each inner packet."""
+        return HEADROOM
+
+    @property
+    def tailroom(self) -> int:
+        """Bytes the shell leaves free after each inner packet (none yet: an
+        RFC 8061 ICV would go there)."""
+        return 0
+
+    def routed(self) -> dict[int, set[int]]:
+        """What the ITR encapsulates, and so what the shell routes into the
+        TUN: every registered unicast IP EID-prefix of our instance that is
+        not one of ours, per IP version as `int(address) << 8 | mask`. Ints
+        only: this runs over every registration whenever the registered set
+        changes, and an address object or a string each would cost seconds
+        at a million EIDs."""
+        node = self.node
+        ours = {m.eid for m in node.database_mappings()}
+        iid = self.iid
+        out: dict[int, set[int]] = {4: set(), 6: set()}
+        add4, add6 = out[4].add, out[6].add
+        for entry in node.registrations(ordered=False):
+            eid = entry.eid
+            addr = eid.address
+            if (
+                eid.group is None
+                and eid.iid == iid
+                and isinstance(addr, IPv4Address | IPv6Address)
+                and eid not in ours
+            ):
+                (add4 if addr.version == 4 else add6)(int(addr) << 8 | eid.mask_len)
+        return out
+
     def stats(self) -> dict[str, int]:
         return {
             "encapsulated-packets": self.encapsulated,
             "encapsulated-bytes": self.encapsulated_bytes,
             "decapsulated-packets": self.decapsulated,
             "decapsulated-bytes": self.decapsulated_bytes,
-            "queued": self._queued,
+            "queued": len(self._waiting),
         }
 
     # ============================================================ our RLOCs
@@ -237,7 +249,7 @@ class DataPlane:
         self._rloc_up[index] = up
         self._own_sources()
         rloc = self._rlocs[index]
-        self._counters[f"rloc.{'up' if up else 'down'}"] += 1
+        self._counters[C.RLOC_UP if up else C.RLOC_DOWN] += 1
         node = self.node
         own = Eid(self.iid, rloc, rloc.max_prefixlen)
         self._events.append(LocatorStateChanged(own, str(rloc), up))
@@ -258,21 +270,21 @@ class DataPlane:
         (queued, dropped, or handed to one of the output lists).
         """
         if n < 20:
-            self._counters["drop.short-packet"] += 1
+            self._counters[C.DROP_SHORT_PACKET] += 1
             return None
         version = buf[8] >> 4
         if version == 4:
             dst = int.from_bytes(buf[24:28], "big")
             if dst >= _V4_NOT_UNICAST:
-                self._counters["drop.not-unicast"] += 1
+                self._counters[C.DROP_NOT_UNICAST] += 1
                 return None
         elif version == 6 and n >= 40:
             dst = int.from_bytes(buf[32:48], "big")
             if dst >> 120 == _V6_MULTICAST or dst >> 118 == _V6_LINK_LOCAL:
-                self._counters["drop.not-unicast"] += 1
+                self._counters[C.DROP_NOT_UNICAST] += 1
                 return None
         else:
-            self._counters["drop.not-ip"] += 1
+            self._counters[C.DROP_NOT_IP] += 1
             return None
         hit = self._lookup(self.iid, version, dst)
         if hit is None:
@@ -283,7 +295,7 @@ class DataPlane:
         if not slots:
             if entry.negative:
                 return self._negative(entry, buf, n, version, now)
-            self._counters["drop.no-usable-rloc"] += 1
+            self._counters[C.DROP_NO_USABLE_RLOC] += 1
             return None
         h = flow_hash(buf, n, version)
         state = slots[h % len(slots)]
@@ -292,11 +304,11 @@ class DataPlane:
             addr = self._resolve_sockaddr(state)
         family = state.family
         if not family:
-            self._counters["drop.own-rloc"] += 1
+            self._counters[C.DROP_OWN_RLOC] += 1
             return None
         src = self._src.get(family)
         if src is None:
-            self._counters["drop.no-source-rloc"] += 1
+            self._counters[C.DROP_NO_SOURCE_RLOC] += 1
             return None
         if n > self._limit[family] and self._too_big(buf, n, version, family, now):
             return None
@@ -333,28 +345,28 @@ class DataPlane:
     ) -> Route | None:
         cfg = self.config
         if entry.record.action in _DROP_ACTIONS:
-            self._counters["drop.negative-drop-action"] += 1
+            self._counters[C.DROP_NEGATIVE_DROP_ACTION] += 1
             return None
         if cfg.petr is not None:
             family = cfg.petr.version
             src = self._src.get(family)
             if src is None:
-                self._counters["drop.no-source-rloc"] += 1
+                self._counters[C.DROP_NO_SOURCE_RLOC] += 1
                 return None
             if n > self._limit[family] and self._too_big(buf, n, version, family, now):
                 return None
             self._stamp(buf)
             entry.packets += 1
             entry.bytes += n
-            self._counters["dataplane.petr"] += 1
+            self._counters[C.DATAPLANE_PETR] += 1
             return (str(cfg.petr), self.data_port), src, flow_hash(buf, n, version)
         entry.packets += 1
         entry.bytes += n
         if cfg.negative_action == "native":
-            self._counters["dataplane.native"] += 1
+            self._counters[C.DATAPLANE_NATIVE] += 1
             self._to_native.append(bytes(buf[HEADROOM : HEADROOM + n]))
             return None
-        self._counters["drop.negative"] += 1
+        self._counters[C.DROP_NEGATIVE] += 1
         return None
 
     def _miss(self, buf: bytearray, n: int, version: int, dst: int, now: float) -> None:
@@ -365,46 +377,19 @@ class DataPlane:
             IPv4Address(dst) if version == 4 else IPv6Address(dst),
             32 if version == 4 else 128,
         )
-        if self._queued >= self.config.queue_size:
-            self._expire_queue(now)
-        if self._queued >= self.config.queue_size:
-            self._counters["drop.queue-full"] += 1
-        else:
-            self._queue.setdefault(key, deque()).append(
-                (now, bytes(buf[HEADROOM : HEADROOM + n]))
-            )
-            self._queued += 1
-        self._counters["dataplane.miss"] += 1
+        if self._waiting.room(now):
+            self._waiting.hold(key, bytes(buf[HEADROOM : HEADROOM + n]), now)
+        self._counters[C.DATAPLANE_MISS] += 1
         self.node.request(key, now)
-
-    def _expire_queue(self, now: float) -> None:
-        limit = now - self.config.queue_timeout
-        for key in list(self._queue):
-            waiting = self._queue[key]
-            while waiting and waiting[0][0] < limit:
-                waiting.popleft()
-                self._queued -= 1
-                self._counters["drop.queue-timeout"] += 1
-            if not waiting:
-                del self._queue[key]
 
     def on_install(self, eid: Eid, now: float) -> None:
         """The Node installed a mapping: release the packets it covers."""
-        for key in [k for k in self._queue if eid.contains(k)]:
-            waiting = self._queue.pop(key)
-            self._queued -= len(waiting)
-            for queued_at, packet in waiting:
-                if now - queued_at > self.config.queue_timeout:
-                    self._counters["drop.queue-timeout"] += 1
-                    continue
-                self.send_packet(packet, now)
+        for packet in self._waiting.release(eid, now):
+            self.send_packet(packet, now)
 
     def on_request_failed(self, eid: Eid) -> None:
         """The Map-Resolver never answered: drop what waited for eid."""
-        waiting = self._queue.pop(eid, None)
-        if waiting is not None:
-            self._queued -= len(waiting)
-            self._counters["drop.unresolved"] += len(waiting)
+        self._waiting.drop(eid)
 
     def _too_big(
         self, buf: bytearray, n: int, version: int, family: int, now: float
@@ -414,26 +399,20 @@ class DataPlane:
         told the size that fits. IPv4 without DF goes on (False): the kernel
         fragments the outer packet."""
         if version == 4 and not buf[HEADROOM + 6] & 0x40:
-            self._counters["dataplane.outer-fragmented"] += 1
+            self._counters[C.DATAPLANE_OUTER_FRAGMENTED] += 1
             return False
-        self._counters["drop.too-big"] += 1
+        self._counters[C.DROP_TOO_BIG] += 1
         packet = bytes(buf[HEADROOM : HEADROOM + n])
         if is_icmp_error(packet):
             return True
-        self._icmp_tokens = min(
-            self.config.icmp_rate,
-            self._icmp_tokens + (now - self._icmp_last) * self.config.icmp_rate,
-        )
-        self._icmp_last = now
-        if self._icmp_tokens < 1.0:
-            self._counters["dataplane.icmp-rate-limited"] += 1
+        if not self._icmp.take(now):
+            self._counters[C.DATAPLANE_ICMP_RATE_LIMITED] += 1
             return True
-        self._icmp_tokens -= 1.0
         # From the destination the packet was for: an error "from" one of
         # our own addresses, arriving on the TUN, is a martian to the kernel.
         source = packet[16:20] if version == 4 else packet[24:40]
         self._to_tun.append(too_big(packet, source, self._limit[family]))
-        self._counters["dataplane.icmp-too-big"] += 1
+        self._counters[C.DATAPLANE_ICMP_TOO_BIG] += 1
         return True
 
     # ============================================================ ETR
@@ -446,7 +425,7 @@ class DataPlane:
             if n < HEADROOM or peek_iid(buf) == DECENT_CONTROL_IID:
                 self._control(buf, n, host, port, now)
                 return False
-            self._counters["drop.short-packet"] += 1
+            self._counters[C.DROP_SHORT_PACKET] += 1
             return False
         iid = peek_iid(buf) or 0  # no I bit: instance 0
         if iid == DECENT_CONTROL_IID:
@@ -456,10 +435,10 @@ class DataPlane:
             self._refresh_allowed()
         # LISP-MN section 13: never decapsulate for strangers.
         if host not in self._allowed:
-            self._counters["drop.unknown-rloc"] += 1
+            self._counters[C.DROP_UNKNOWN_RLOC] += 1
             return False
         if iid != self.iid:
-            self._counters["drop.wrong-iid"] += 1
+            self._counters[C.DROP_WRONG_IID] += 1
             return False
         version = buf[8] >> 4
         if version == 4:
@@ -469,11 +448,11 @@ class DataPlane:
             dst = int.from_bytes(buf[32:48], "big")
             src = int.from_bytes(buf[16:32], "big")
         else:
-            self._counters["drop.not-ip"] += 1
+            self._counters[C.DROP_NOT_IP] += 1
             return False
         own = self._own_lookup(iid, version, dst)
         if own is None:
-            self._counters["drop.not-our-eid"] += 1
+            self._counters[C.DROP_NOT_OUR_EID] += 1
             return False
         lsbs = peek_lsbs(buf)
         if lsbs is not None:
@@ -541,7 +520,7 @@ class DataPlane:
             if state.lsb_up != up:
                 state.lsb_up = up
                 self._cache.generation += 1
-                self._counters["dataplane.lsb-change"] += 1
+                self._counters[C.DATAPLANE_LSB_CHANGE] += 1
                 rloc = str(state.locator.address)
                 self._events.append(LocatorStateChanged(entry.eid, rloc, up))
 
