@@ -194,7 +194,7 @@ def reflection_child() -> int:
     """Measure every candidate on a Node of the tree first on sys.path;
     print one JSON object."""
     import decent
-    from decent.peer.decent import decent_node_config
+    from decent.peer.mapping.push_config import decent_node_config
     from decent.peer.node import Node
 
     counter = itertools.count(1)

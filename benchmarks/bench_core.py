@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address
 
 from decent.peer.config import Addr, Limits, NodeConfig
-from decent.peer.decent import decent_node_config
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.wire import (
     AlgorithmId,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from decent.peer.config import Limits
-from decent.peer.decent import DEFAULT_PRIORITY, DEFAULT_WEIGHT
+from decent.peer.mapping.push_config import DEFAULT_PRIORITY, DEFAULT_WEIGHT
 from decent.web.limits import WebLimits
 from decent.wire import AlgorithmId, Eid, IPAddress, netlink, parse_eid
 

@@ -25,7 +25,7 @@ from decent.net.tun import DataPlaneUnavailable, TunSettings, TunShell
 from decent.net.udp import BindError, NodeShell, open_sockets
 from decent.peer.config import NodeConfig
 from decent.peer.dataplane import DataPlane, DataPlaneConfig
-from decent.peer.decent import decent_node_config
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.web.app import make_app
 from decent.web.limits import start_site

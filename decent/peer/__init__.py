@@ -16,9 +16,9 @@ from decent.peer.config import (
     Site,
 )
 from decent.peer.dataplane import HEADROOM, DataPlane, DataPlaneConfig, Route
-from decent.peer.decent import decent_node_config
 from decent.peer.events import Event
 from decent.peer.mapcache import CacheEntry, LocatorState
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.mapping.system import MappingSystem
 from decent.peer.mapserver import Registration, SiteEntry
 from decent.peer.node import Node

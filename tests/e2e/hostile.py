@@ -136,7 +136,7 @@ def prefix_record(text: str, rloc: IPv4Address, ttl: int = 1) -> MapRecord:
 
 def group_record(members: Iterable[IPv4Address], ttl: int = 1) -> MapRecord:
     """The peer group's (0.0.0.0/0, G) record with an RLE of `members`, as a
-    member registers its join (decent.peer.decent.membership_mapping)."""
+    member registers its join (decent.peer.mapping.push_config.membership_mapping)."""
     addr, mask = Eid.sg("0.0.0.0/0", f"{GROUP}/32").to_wire()
     rle = Rle(tuple(RleEntry(m, 128) for m in members))
     locator = Locator(rle, 255, 0, 1, 100, local=True, reachable=True)

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from decent.lab import GROUP_EID, NetnsLab
 from decent.net.status import NodeStatus
-from decent.peer.decent import decent_node_config
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.web.app import SECURITY_HEADERS, make_app
 from decent.wire import Eid

@@ -25,7 +25,7 @@ from decent.net import udp as udp_module
 from decent.net.tun import SOURCE_PORTS, TunSettings, TunShell
 from decent.net.udp import NodeShell, open_sockets
 from decent.peer.dataplane import DataPlane
-from decent.peer.decent import decent_node_config
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.wire import DataHeader, Eid, UdpPacket, decapsulate, encapsulate
 from tests.net.fakes import Lender

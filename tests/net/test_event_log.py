@@ -17,8 +17,8 @@ import pytest
 
 from decent.net import udp as udp_module
 from decent.net.udp import NodeShell, open_sockets
-from decent.peer.decent import decent_node_config
 from decent.peer.events import Event, RegistrationAccepted, RlocsChanged
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.wire import Eid
 

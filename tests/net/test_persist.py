@@ -27,7 +27,6 @@ from decent.net.persist import (
     snapshot_registrations,
 )
 from decent.peer.config import NodeConfig
-from decent.peer.decent import decent_node_config
 from decent.peer.events import (
     Event,
     MapCacheUpdated,
@@ -36,6 +35,7 @@ from decent.peer.events import (
     RegistrationExpired,
     RegistrationRemoved,
 )
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.wire import Eid
 from tests.peer.simnet import SimNet

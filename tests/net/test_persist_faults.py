@@ -24,7 +24,7 @@ from decent.client import ClientError, lookup
 from decent.config import load_config
 from decent.daemon import run_node
 from decent.net.persist import NONCE_BLOCK, StateDir
-from decent.peer.decent import decent_node_config
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.wire import Eid
 from tests.net.test_runtime import _free_port, write_config

@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from decent.net.roaming import AddressWatch, Roamer, rloc_order
 from decent.net.udp import NodeShell, Sockets, open_sockets
-from decent.peer.decent import decent_node_config
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from tests.wire.test_netlink import DEL, NEW, ifaddr, nlmsg
 

@@ -29,7 +29,7 @@ from decent.net.tun import (
 )
 from decent.net.udp import NodeShell, open_sockets
 from decent.peer.dataplane import DataPlane
-from decent.peer.decent import decent_node_config
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.wire import Eid
 from tests.net.test_runtime import lab

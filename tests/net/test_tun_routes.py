@@ -40,7 +40,7 @@ from decent.net.tun import (
     unavailable_reason,
 )
 from decent.peer.dataplane import DataPlane
-from decent.peer.decent import decent_node_config
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.wire import Eid
 from tests.net.fakes import Lender

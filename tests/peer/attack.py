@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from decent.peer.decent import decent_node_config
+from decent.peer.mapping.push_config import decent_node_config
 from decent.wire import MapRecord
 from tests.peer.conftest import DECENT_IPS, GROUP, KEY, Traced, nonces, register_msg
 from tests.wire.tshark import missing_tools

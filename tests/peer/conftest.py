@@ -14,8 +14,8 @@ from typing import Any
 
 from decent.peer.config import AllowedPrefix, DatabaseMapping, NodeConfig, Site
 from decent.peer.dataplane import DataPlane
-from decent.peer.decent import decent_node_config
 from decent.peer.events import Event
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.wire import (
     DecodeError,

@@ -8,7 +8,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 from decent.peer.dataplane import DataPlane, DataPlaneConfig, Route
-from decent.peer.decent import decent_node_config
+from decent.peer.mapping.push_config import decent_node_config
 from decent.wire import Eid, UdpPacket
 from tests.peer.conftest import DECENT_IPS, GROUP, KEY, N1, Traced
 from tests.peer.simnet import SimNet

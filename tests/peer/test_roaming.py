@@ -7,8 +7,8 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 
 from decent.peer.config import DatabaseMapping, NodeConfig
-from decent.peer.decent import decent_node_config
 from decent.peer.events import RlocsChanged, SmrReceived
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.mapserver import rle_entries
 from decent.peer.node import Node, _moved_addrs, _moved_locators
 from decent.wire import (

@@ -9,7 +9,6 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from decent.net.status import NodeStatus
-from decent.peer.decent import decent_node_config
 from decent.peer.events import (
     LocatorStateChanged,
     MapCacheCleared,
@@ -18,6 +17,7 @@ from decent.peer.events import (
     RegisterAcknowledged,
     RegistrationExpired,
 )
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.web.app import make_app
 from decent.wire import Eid

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from decent.net.status import NodeStatus
 from decent.net.udp import NodeShell, open_sockets
-from decent.peer.decent import decent_node_config
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.web.app import LIVE, make_app
 from decent.web.limits import LimitedSite, WebLimits, split_host, start_site

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 from decent.net.status import NodeStatus
 from decent.peer.config import AllowedPrefix, Site
 from decent.peer.dataplane import DataPlane
-from decent.peer.decent import decent_node_config
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.web import views
 from decent.web.app import (

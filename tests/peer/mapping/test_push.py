@@ -12,8 +12,8 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 
 from decent.peer.config import NodeConfig
-from decent.peer.decent import decent_node_config
 from decent.peer.events import MapCacheUpdated, MergedSetChanged, RegistrationExpired
+from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.mapserver import rle_entries
 from decent.peer.node import Node
 from decent.wire import (

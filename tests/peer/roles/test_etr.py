@@ -6,8 +6,8 @@ import itertools
 from ipaddress import IPv4Address
 
 from decent.peer.config import DatabaseMapping
-from decent.peer.decent import MOBILE_TTL, decent_node_config
 from decent.peer.events import RegistrationExpired
+from decent.peer.mapping.push_config import MOBILE_TTL, decent_node_config
 from decent.peer.node import Node
 from decent.wire import (
     Eid,

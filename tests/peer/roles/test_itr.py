@@ -11,7 +11,6 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 
 from decent.peer.config import Limits, NodeConfig
-from decent.peer.decent import MOBILE_TTL
 from decent.peer.events import (
     MapCacheCleared,
     MapCacheExpired,
@@ -20,6 +19,7 @@ from decent.peer.events import (
     MessageDropped,
     SmrReceived,
 )
+from decent.peer.mapping.push_config import MOBILE_TTL
 from decent.wire import (
     DistinguishedName,
     Eid,

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from decent.peer.config import AllowedPrefix, Site
-from decent.peer.decent import MOBILE_TTL
 from decent.peer.events import MapCacheUpdated, MessageDropped
+from decent.peer.mapping.push_config import MOBILE_TTL
 from decent.wire import (
     NO_ADDRESS,
     Action,

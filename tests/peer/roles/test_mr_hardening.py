@@ -8,7 +8,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from decent.peer.config import Limits
-from decent.peer.decent import decent_node_config
+from decent.peer.mapping.push_config import decent_node_config
 from decent.wire import (
     Eid,
     MapRecord,

@@ -1,4 +1,4 @@
-"""LISP-Decent push mode (RFC 9962 section 4): group, site and registrations."""
+"""A LISP-Decent push-mode member's config (RFC 9962 4): group, site, registrations."""
 
 from __future__ import annotations
 

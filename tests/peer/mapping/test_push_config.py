@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from decent.peer.decent import MOBILE_TTL, decent_node_config
+from decent.peer.mapping.push_config import MOBILE_TTL, decent_node_config
 from decent.wire import Eid
 from tests.peer.conftest import GROUP, KEY, N1, N2
 from tests.peer.mesh import TWO
