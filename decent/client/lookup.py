@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Final
 
 from decent.client.api import ClientError, _print_json, fetch, text_table
-from decent.peer.mapserver import locator_dict
+from decent.peer.display import locator_dict
 from decent.web import views
 from decent.wire import (
     Action,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
+from decent.peer.display import locator_dict
 from decent.peer.events import (
     Event,
     LocatorStateChanged,
@@ -20,7 +21,7 @@ from decent.peer.events import (
     RlocsChanged,
 )
 from decent.peer.mapcache import CacheEntry
-from decent.peer.mapserver import SiteEntry, locator_dict, rle_entries
+from decent.peer.mapserver import SiteEntry
 from decent.peer.node import Node
 from decent.wire import (
     Action,
@@ -28,6 +29,7 @@ from decent.wire import (
     Eid,
     IPAddress,
     parse_eid,
+    rle_entries,
 )
 
 AUTH_NAMES = {0: "none", 1: "hmac-sha-1", 2: "hmac-sha-256", 3: "hmac-sha-256-hkdf"}

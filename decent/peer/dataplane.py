@@ -55,11 +55,10 @@ from decent.peer.events import (
     RlocsChanged,
 )
 from decent.peer.mapcache import CacheEntry, LocatorState
-from decent.peer.mapserver import rle_entries
 from decent.peer.missqueue import MissQueue
 from decent.peer.node import Node
 from decent.peer.ratelimit import Bucket
-from decent.wire import DECENT_CONTROL_IID, Action, Eid, IPAddress
+from decent.wire import DECENT_CONTROL_IID, Action, Eid, IPAddress, rle_entries
 from decent.wire.data import (
     DATA_HEADER_LEN,
     FLAG_INSTANCE_ID,

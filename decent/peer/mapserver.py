@@ -5,23 +5,22 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from decent.peer.config import Addr, ChildKey, Limits, Site
+from decent.peer.display import flags_text
 from decent.peer.mapdb import MapDB
 from decent.peer.replay import ReplayGuard, Slot
 from decent.wire import (
-    AfiList,
     Eid,
-    IPAddress,
     Locator,
     MapRecord,
     MapRegister,
     Rle,
     RleEntry,
-    address_text,
     check_auth,
     encode_record,
+    rle_entries,
 )
 
 K = TypeVar("K")
@@ -34,6 +33,38 @@ def _decrement(table: Counter[K], key: K) -> None:
         table[key] = left
     else:
         del table[key]
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterIntent:
+    """What a registrant asks of the Map-Server, whatever carried it: a UDP
+    Map-Register today, a reliable-transport session's Registration message
+    later. The store applies either the same way."""
+
+    records: tuple[MapRecord, ...]
+    xtr_id: int | None
+    site_id: int
+    proxy_reply: bool
+    merge: bool
+    #: The T bit: each record's lifetime is its TTL (RFC 9301 8.2), not
+    #: the Map-Server's registration timeout.
+    ttl_timeout: bool
+    alg_id: int
+    #: The p-s-I-t-r-m-n text the status pages show (see flags_text).
+    flags: str
+
+    @classmethod
+    def from_register(cls, msg: MapRegister) -> RegisterIntent:
+        return cls(
+            msg.records,
+            msg.xtr_id,
+            msg.site_id,
+            msg.proxy_reply,
+            msg.merge,
+            msg.ttl_timeout,
+            msg.alg_id,
+            flags_text(msg),
+        )
 
 
 @dataclass(slots=True)
@@ -110,72 +141,6 @@ class HeldRegister:
     raw: bytes
     eids: tuple[Eid, ...]
     site: Site
-
-
-_FLAG_LETTERS = "psitrmn"
-_FLAG_TEXT: dict[tuple[bool, ...], str] = {}
-
-
-def flags_text(msg: MapRegister) -> str:
-    """The p-s-I-t-r-m-n flag string of the status pages (upper case = set)."""
-    bits = (
-        msg.proxy_reply,
-        msg.security_capable,
-        msg.xtr_id is not None,
-        msg.ttl_timeout,
-        False,  # r: reserved in RFC 9301 (was the LISP-MN bit)
-        msg.merge,
-        msg.want_map_notify,
-    )
-    text = _FLAG_TEXT.get(bits)
-    if text is None:  # at most 64 combinations: memoised, it runs per register
-        text = _FLAG_TEXT[bits] = "-".join(
-            c.upper() if on else c for c, on in zip(_FLAG_LETTERS, bits, strict=True)
-        )
-    return text
-
-
-def rle_entries(loc: Locator) -> list[RleEntry]:
-    addr = loc.address
-    if isinstance(addr, AfiList):  # lispers.net wraps the RLE (gotcha 10)
-        for item in addr.items:
-            if isinstance(item, Rle):
-                return list(item.entries)
-        return []
-    return list(addr.entries) if isinstance(addr, Rle) else []
-
-
-def locator_dict(
-    loc: Locator, names: dict[IPAddress, str] | None = None
-) -> dict[str, Any]:
-    """A locator as JSON, RLE members named from `names` where they carry none."""
-    out: dict[str, Any] = {
-        "address": address_text(loc.address),
-        "priority": loc.priority,
-        "weight": loc.weight,
-        "m_priority": loc.m_priority,
-        "m_weight": loc.m_weight,
-        "local": loc.local,
-        "reachable": loc.reachable,
-    }
-    rle = rle_entries(loc)
-    if rle:
-        out["address"] = "rle"
-        out["rle"] = [
-            {
-                "address": address_text(e.address),
-                "level": e.level,
-                "name": e.name.name if e.name else _name_of(e.address, names or {}),
-            }
-            for e in rle
-        ]
-    return out
-
-
-def _name_of(addr: object, names: dict[IPAddress, str]) -> str | None:
-    if isinstance(addr, IPv4Address | IPv6Address):
-        return names.get(addr)
-    return None
 
 
 def _address_key(addr: object) -> tuple[int, bytes]:
@@ -356,18 +321,17 @@ class MapServer:
 
     def apply(
         self,
-        msg: MapRegister,
+        msg: RegisterIntent,
         eids: list[Eid],
         site: Site,
         src: Addr,
         now: float,
     ) -> list[Change]:
-        """Store an authorized Map-Register's records; report what changed.
+        """Store an authorized registration's records; report what changed.
 
         A record that would take the registrant (or its source) over its
         quota is refused, alone: its refreshes and removals still apply."""
         child_key: ChildKey = msg.xtr_id if msg.xtr_id is not None else src[0]
-        flags = flags_text(msg)
         changes = []
         for rec, eid in zip(msg.records, eids, strict=True):
             entry = self.db.get(eid)
@@ -400,7 +364,7 @@ class MapServer:
                 old.first if old else now,
                 now,
                 now + lifetime,
-                flags,
+                msg.flags,
                 msg.alg_id,
                 msg.ttl_timeout,
             )
@@ -518,9 +482,8 @@ __all__ = [
     "Change",
     "HeldRegister",
     "MapServer",
+    "RegisterIntent",
     "Registration",
     "SiteEntry",
-    "flags_text",
-    "locator_dict",
     "merge_records",
 ]

@@ -38,7 +38,12 @@ from decent.peer.events import Event, RlocsChanged
 from decent.peer.mapcache import CacheEntry, MapCache
 from decent.peer.mapdb import MapDB
 from decent.peer.mapping.push import PushMapping
-from decent.peer.mapserver import MapServer, Registration, SiteEntry
+from decent.peer.mapserver import (
+    MapServer,
+    RegisterIntent,
+    Registration,
+    SiteEntry,
+)
 from decent.peer.replay import Slot
 from decent.peer.roaming import moved_addrs, moved_locators, versions
 from decent.peer.roles.etr import EtrRole, RegisterRetry, register_record
@@ -373,7 +378,8 @@ class Node:
                 xtr_id=config.xtr_id,
                 site_id=config.site_id,
             )
-            self.map_server.apply(msg, [mapping.eid], site, src, now)
+            intent = RegisterIntent.from_register(msg)
+            self.map_server.apply(intent, [mapping.eid], site, src, now)
 
     def deregister(self, now: float, eids: Iterable[Eid] | None = None) -> None:
         """Send TTL-0 Map-Registers so Map-Servers drop our mappings at once

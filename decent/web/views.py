@@ -24,7 +24,7 @@ Model = dict[str, Any]
 MAX_ROWS: Final = 1000
 
 #: The p-s-I-t-r-m-n registration flags (upper case = set), as lispers.net
-#: shows them; `decent.peer.mapserver.flags_text` produces the string.
+#: shows them; `decent.peer.display.flags_text` produces the string.
 FLAGS: Final = (
     ("p", "proxy Map-Reply: the Map-Server answers for the registrant"),
     ("s", "security capable (LISP-SEC)"),

@@ -62,6 +62,7 @@ from decent.wire.records import (
     ReferralRecord,
     ReferralSignature,
     encode_record,
+    rle_entries,
 )
 
 __all__ = [
@@ -123,6 +124,7 @@ __all__ = [
     "parse_eid",
     "peek_iid",
     "peek_lsbs",
+    "rle_entries",
     "sign_bytes",
     "stamp_into",
 ]

@@ -8,6 +8,9 @@ from typing import Final
 
 from decent.wire.afi import (
     Address,
+    AfiList,
+    Rle,
+    RleEntry,
     address_depth,
     read_address,
     write_address,
@@ -297,3 +300,15 @@ def encode_record(record: MapRecord) -> bytes:
     w = Writer()
     record.write(w)
     return w.raw()
+
+
+def rle_entries(loc: Locator) -> list[RleEntry]:
+    """The members of a locator that is an RLE (as lispers.net sends it too,
+    inside an AFI-List); none for any other locator."""
+    addr = loc.address
+    if isinstance(addr, AfiList):  # lispers.net wraps the RLE (gotcha 10)
+        for item in addr.items:
+            if isinstance(item, Rle):
+                return list(item.entries)
+        return []
+    return list(addr.entries) if isinstance(addr, Rle) else []

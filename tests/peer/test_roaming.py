@@ -9,7 +9,6 @@ import pytest
 from decent.peer.config import DatabaseMapping, NodeConfig
 from decent.peer.events import RlocsChanged, SmrReceived
 from decent.peer.mapping.push_config import decent_node_config
-from decent.peer.mapserver import rle_entries
 from decent.peer.node import Node, _moved_addrs, _moved_locators
 from decent.wire import (
     AfiList,
@@ -21,6 +20,7 @@ from decent.wire import (
     MapRequest,
     Rle,
     RleEntry,
+    rle_entries,
 )
 from tests.peer.conftest import (
     ETR_EID,

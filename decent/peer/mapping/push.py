@@ -19,7 +19,6 @@ from typing import Final
 from decent.peer import counters as C
 from decent.peer.config import Addr
 from decent.peer.context import CacheWriter, Ctx, Registrar
-from decent.peer.mapserver import rle_entries
 from decent.peer.roaming import moved_locators
 from decent.wire import (
     DECENT_CONTROL_IID,
@@ -31,6 +30,7 @@ from decent.wire import (
     RequestRecord,
     UdpPacket,
     encapsulate,
+    rle_entries,
 )
 
 #: Replicated packets held from senders not yet known as members, and for

@@ -19,7 +19,6 @@ from decent.peer.config import Addr, DatabaseMapping
 from decent.peer.context import MASK32, MASK64, CacheWriter, Ctx, authentic
 from decent.peer.events import RegisterAcknowledged
 from decent.peer.mapping.system import MappingSystem
-from decent.peer.mapserver import rle_entries
 from decent.wire import (
     AlgorithmId,
     Eid,
@@ -33,6 +32,7 @@ from decent.wire import (
     RequestRecord,
     encode_record,
     map_register_bytes,
+    rle_entries,
     sign_bytes,
 )
 from decent.wire.auth import AUTH_LENGTH

@@ -28,7 +28,12 @@ from decent.peer.events import (
     RegistrationRemoved,
     UnauthenticatedAccepted,
 )
-from decent.peer.mapserver import HeldRegister, Registration, SiteEntry
+from decent.peer.mapserver import (
+    HeldRegister,
+    RegisterIntent,
+    Registration,
+    SiteEntry,
+)
 from decent.peer.ratelimit import Buckets
 from decent.peer.replay import Slot, Verdict
 from decent.wire import (
@@ -193,7 +198,7 @@ class MapServerRole:
         if msg.alg_id == 0:
             out.counters[C.ACCEPT_UNAUTHENTICATED] += 1
             out.emit(UnauthenticatedAccepted(src, site.name))
-        self.apply(msg, eids, site, src, now)
+        self.apply(RegisterIntent.from_register(msg), eids, site, src, now)
         if msg.want_map_notify:
             # RFC 9301 5.7: the Map-Notify acknowledges with the registration's
             # nonce and records, authenticated with the site key; it is sent
@@ -202,7 +207,7 @@ class MapServerRole:
             out.send(map_notify_for(raw, key), src, "map-notify")
 
     def apply(
-        self, msg: MapRegister, eids: list[Eid], site: Site, src: Addr, now: float
+        self, msg: RegisterIntent, eids: list[Eid], site: Site, src: Addr, now: float
     ) -> None:
         """Store an authorized registration and act on what it changed."""
         ctx = self.ctx

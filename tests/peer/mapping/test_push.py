@@ -14,7 +14,6 @@ import pytest
 from decent.peer.config import NodeConfig
 from decent.peer.events import MapCacheUpdated, MergedSetChanged, RegistrationExpired
 from decent.peer.mapping.push_config import decent_node_config
-from decent.peer.mapserver import rle_entries
 from decent.peer.node import Node
 from decent.wire import (
     DECENT_CONTROL_IID,
@@ -33,6 +32,7 @@ from decent.wire import (
     UdpPacket,
     decode,
     encapsulate,
+    rle_entries,
 )
 from tests.peer.attack import EVIL, evil_register
 from tests.peer.conftest import (

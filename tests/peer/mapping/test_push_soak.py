@@ -11,7 +11,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
-from decent.peer.mapserver import rle_entries
+from decent.wire import rle_entries
 from tests.peer.conftest import DECENT_IPS, HOUR, Traced, decent_trio
 
 

@@ -1,0 +1,63 @@
+"""How the core's records read on a page or in JSON: flag letters, locators as dicts."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any
+
+from decent.wire import IPAddress, Locator, MapRegister, address_text, rle_entries
+
+_FLAG_LETTERS = "psitrmn"
+_FLAG_TEXT: dict[tuple[bool, ...], str] = {}
+
+
+def flags_text(msg: MapRegister) -> str:
+    """The p-s-I-t-r-m-n flag string of the status pages (upper case = set)."""
+    bits = (
+        msg.proxy_reply,
+        msg.security_capable,
+        msg.xtr_id is not None,
+        msg.ttl_timeout,
+        False,  # r: reserved in RFC 9301 (was the LISP-MN bit)
+        msg.merge,
+        msg.want_map_notify,
+    )
+    text = _FLAG_TEXT.get(bits)
+    if text is None:  # at most 64 combinations: memoised, it runs per register
+        text = _FLAG_TEXT[bits] = "-".join(
+            c.upper() if on else c for c, on in zip(_FLAG_LETTERS, bits, strict=True)
+        )
+    return text
+
+
+def locator_dict(
+    loc: Locator, names: dict[IPAddress, str] | None = None
+) -> dict[str, Any]:
+    """A locator as JSON, RLE members named from `names` where they carry none."""
+    out: dict[str, Any] = {
+        "address": address_text(loc.address),
+        "priority": loc.priority,
+        "weight": loc.weight,
+        "m_priority": loc.m_priority,
+        "m_weight": loc.m_weight,
+        "local": loc.local,
+        "reachable": loc.reachable,
+    }
+    rle = rle_entries(loc)
+    if rle:
+        out["address"] = "rle"
+        out["rle"] = [
+            {
+                "address": address_text(e.address),
+                "level": e.level,
+                "name": e.name.name if e.name else _name_of(e.address, names or {}),
+            }
+            for e in rle
+        ]
+    return out
+
+
+def _name_of(addr: object, names: dict[IPAddress, str]) -> str | None:
+    if isinstance(addr, IPv4Address | IPv6Address):
+        return names.get(addr)
+    return None
