@@ -401,10 +401,9 @@ def restore_registrations(
     entries, nonces = raw.get("entries", []), raw.get("nonces", [])
     restored = 0
     skipped: list[str] = []
-    timeout = node.config.registration_timeout
     for item in entries:
         try:
-            eid, site, merge, proxy, regs = _entry(item, mono_now, wall_now, timeout)
+            eid, site, merge, proxy, regs = _entry(item, mono_now, wall_now)
         except Exception as exc:  # noqa: BLE001 - any malformation means skip it
             skipped.append(f"{type(exc).__name__}: {exc}")
             continue
@@ -462,12 +461,6 @@ def _typed(value: Any, kind: type) -> Any:
     return value
 
 
-def _lifetime(record: MapRecord, ttl_timeout: bool, timeout: float) -> float:
-    """The longest a registration may live: its Record TTL with the T bit
-    (RFC 9301 8.2), else the Map-Server's registration timeout."""
-    return record.ttl * 60.0 if ttl_timeout else timeout
-
-
 def _t_bit_of(flags: str) -> bool:
     """The T bit of a snapshot written before it was kept as data, from
     the flags text of the pages ("p-s-I-T-r-m-n")."""
@@ -476,12 +469,12 @@ def _t_bit_of(flags: str) -> bool:
 
 
 def _entry(
-    item: Any, mono_now: float, wall_now: float, timeout: float
+    item: Any, mono_now: float, wall_now: float
 ) -> tuple[Eid, str, bool, bool, list[Registration]]:
     text, site, merge, proxy, children = _typed(item, list)
     for value, kind in ((text, str), (site, str), (merge, bool), (proxy, bool)):
         _typed(value, kind)
-    regs = [_child(c, mono_now, wall_now, timeout) for c in _typed(children, list)]
+    regs = [_child(c, mono_now, wall_now) for c in _typed(children, list)]
     if not regs:
         raise ValueError(f"{text:.80} has no registrations")
     eid = Eid.from_wire(regs[0].record.eid, regs[0].record.mask_len)
@@ -493,7 +486,7 @@ def _entry(
     return eid, site, merge, proxy, regs
 
 
-def _child(item: Any, mono_now: float, wall_now: float, timeout: float) -> Registration:
+def _child(item: Any, mono_now: float, wall_now: float) -> Registration:
     fields = _typed(item, list)
     # Snapshots before the T bit was kept as data have nine fields.
     if len(fields) == 9:
@@ -508,9 +501,9 @@ def _child(item: Any, mono_now: float, wall_now: float, timeout: float) -> Regis
     if xtr is not None and len(_typed(xtr, bytes)) != 16:
         raise ValueError("an xTR-ID is 16 bytes")
     t_bit = _typed(t_bit, bool)
-    # Wall-clock times may be bad or shifted (a clock step while down): no
-    # registration may outlive its TTL, nor have been seen in the future.
-    left = min(_time(expires) - wall_now, _lifetime(record, t_bit, timeout))
+    # Wall-clock times may be bad or shifted (a clock step while down): none
+    # may have been seen in the future (the node caps each lifetime).
+    left = _time(expires) - wall_now
     seen = mono_now - max(0.0, wall_now - _time(last))
     return Registration(
         record,

@@ -355,7 +355,7 @@ class MapServer:
                         Change(eid, child_key, False, False, False, None, refused)
                     )
                     continue
-            lifetime = rec.ttl * 60.0 if msg.ttl_timeout else self.registration_timeout
+            lifetime = self.lifetime(rec, msg.ttl_timeout)
             child = Registration(
                 rec,
                 src,
@@ -414,6 +414,11 @@ class MapServer:
             self.generation += 1
             return Change(eid, child_key, True, False, True, None)
         return Change(eid, child_key, True, False, self._refresh(entry), entry)
+
+    def lifetime(self, record: MapRecord, ttl_timeout: bool) -> float:
+        """The longest a registration lives: its Record TTL with the T bit
+        (RFC 9301 8.2), else our registration timeout."""
+        return record.ttl * 60.0 if ttl_timeout else self.registration_timeout
 
     def restore(
         self,

@@ -415,6 +415,11 @@ class Node:
         """Reinstate a registration from a snapshot taken before a restart, so
         the node answers lookups at once; each child keeps its remaining
         lifetime (its `expires`, already on this node's clock)."""
+        # A snapshot's clock may be off (a clock step while down): no child
+        # outlives the lifetime its registration allows from now.
+        for child in children:
+            cap = now + self.ms.lifetime(child.record, child.ttl_timeout)
+            child.expires = min(child.expires, cap)
         # Our own registrations are not restored: we re-register at once, and
         # a mapping removed from the config must not live on from a snapshot.
         alive = [
