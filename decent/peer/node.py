@@ -46,7 +46,7 @@ from decent.peer.mapserver import (
 )
 from decent.peer.replay import Slot
 from decent.peer.roaming import moved_addrs, moved_locators, versions
-from decent.peer.roles.etr import EtrRole, RegisterRetry, register_record
+from decent.peer.roles.etr import EtrRole, register_record
 from decent.peer.roles.itr import ItrRole
 from decent.peer.roles.mr import MapResolverRole
 from decent.peer.roles.ms import MapServerRole, Refusal
@@ -70,9 +70,7 @@ from decent.wire import (
     decode_udp_packet,
 )
 
-# Names tests and older callers import from here.
-_moved_addrs, _moved_locators = moved_addrs, moved_locators
-__all__ = ["Node", "Refusal", "RegisterRetry"]
+__all__ = ["Node"]
 
 
 @dataclass(frozen=True, slots=True)

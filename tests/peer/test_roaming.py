@@ -9,7 +9,9 @@ import pytest
 from decent.peer.config import DatabaseMapping, NodeConfig
 from decent.peer.events import RlocsChanged, SmrReceived
 from decent.peer.mapping.push_config import decent_node_config
-from decent.peer.node import Node, _moved_addrs, _moved_locators
+from decent.peer.node import Node
+from decent.peer.roaming import moved_addrs as _moved_addrs
+from decent.peer.roaming import moved_locators as _moved_locators
 from decent.wire import (
     AfiList,
     DistinguishedName,

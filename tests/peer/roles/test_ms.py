@@ -23,7 +23,7 @@ from decent.peer.events import (
     RegistrationExpired,
     RegistrationRemoved,
 )
-from decent.peer.node import RegisterRetry
+from decent.peer.roles.etr import RegisterRetry
 from decent.wire import (
     Eid,
     Locator,
