@@ -37,7 +37,7 @@ OLD = "9d8b863"
 _RATE = re.compile(r"^\s*(\S.*?)\s{2,}([\d,]+)/s")
 _BULK = re.compile(r"^\s*(register [\d,]+ distinct /32s)\s+([\d.]+) s")
 _CPU = re.compile(r"([\d,]+) replies per node CPU-second")
-_LATENCY = re.compile(r"median on both peers ([\d.]+) ms")
+_LATENCY = re.compile(r"median on both peers\s+([\d.]+) ms")
 
 Figures = dict[str, float]
 

@@ -78,6 +78,9 @@ class Ctx:
         database: MapDB[DatabaseMapping],
     ) -> None:
         self.config = config
+        #: The group's (0/0, G) EID, built once: roaming never changes it,
+        #: and every registration and install compares against it.
+        self.group_eid = config.group_eid
         self.out = out
         self.timers: Deadlines[Hashable] = Deadlines()
         self.ms = ms

@@ -426,7 +426,7 @@ class Node:
         entry = self.map_server.restore(eid, site, merge, proxy, alive)
         if entry is None:
             return False
-        if eid == self.config.group_eid:
+        if eid == self._ctx.group_eid:
             self.mapping.known_members |= set(entry.members())
         return True
 

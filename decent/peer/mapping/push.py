@@ -60,7 +60,7 @@ class PushMapping:
     def __init__(self, ctx: Ctx) -> None:
         self.ctx = ctx
         config = ctx.config
-        self.group_eid = config.group_eid
+        self.group_eid = ctx.group_eid
         #: Configured seeds: members by the operator's word, even unannounced.
         self.seeds = frozenset(
             ms[0] for ms in config.map_servers if ms[0] != config.group

@@ -180,7 +180,7 @@ class ItrRole:
         self.ctx.timers.set(CacheExpiry(eid), entry.expires)
         self.ctx.out.counters[C.CACHE_INSTALLED] += 1
         self.ctx.out.emit(MapCacheUpdated(eid, source, entry.negative))
-        if eid == self.ctx.config.group_eid:
+        if eid == self.ctx.group_eid:
             assert self.watch is not None
             self.watch.membership_changed(now)
 

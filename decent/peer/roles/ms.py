@@ -240,7 +240,7 @@ class MapServerRole:
                 )
             if ch.changed and ch.entry is not None and ch.entry.merge:
                 self._notify_members(ch.entry, now)
-            if ch.changed and ch.eid == ctx.config.group_eid:
+            if ch.changed and ch.eid == ctx.group_eid:
                 assert self.watch is not None
                 self.watch.membership_changed(now)
 
