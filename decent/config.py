@@ -6,12 +6,23 @@ import socket
 import tomllib
 from dataclasses import dataclass, field
 from functools import partial
-from ipaddress import ip_address, ip_network
+from ipaddress import IPv4Address, ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
-from decent.peer.config import Limits
-from decent.peer.mapping.push_config import DEFAULT_PRIORITY, DEFAULT_WEIGHT
+from decent.peer.config import (
+    WIRE_FORMS,
+    Addr,
+    AllowedPrefix,
+    Limits,
+    OutsideMapServer,
+    Site,
+)
+from decent.peer.mapping.push_config import (
+    DEFAULT_PRIORITY,
+    DEFAULT_WEIGHT,
+    GROUP_SITE,
+)
 from decent.web.limits import WebLimits
 from decent.wire import AlgorithmId, Eid, IPAddress, netlink, parse_eid
 
@@ -29,9 +40,11 @@ class Config:
     rlocs: tuple[IPAddress, ...]
     interface: str | None
     state_dir: Path
-    group: IPAddress
+    #: None: no group, the node is only a classic xTR of [xtr]'s systems.
+    group: IPAddress | None
     mode: str
     seeds: tuple[IPAddress, ...]
+    #: The group's key; b"" without a group.
     key: bytes
     instance_id: int
     database: tuple[Eid, ...]
@@ -62,6 +75,14 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     #: [decent] auth: the Map-Register/Notify algorithms accepted.
     auth_algorithms: frozenset[int] = frozenset({AlgorithmId.HMAC_SHA_256_128})
+    #: [[site]]: plain xTRs' sites, relayed to the group.
+    sites: tuple[Site, ...] = ()
+    #: [xtr] map_servers: outside Map-Servers our IP EIDs are registered to.
+    outside_map_servers: tuple[OutsideMapServer, ...] = ()
+    #: [xtr] map_resolvers: outside Map-Resolvers, asked in ECMs.
+    outside_map_resolvers: tuple[Addr, ...] = ()
+    #: [decent] wire: how group registrations are written (WIRE_FORMS).
+    wire_form: str = "rfc8060"
     # ---- [dataplane] (issue 5)
     dataplane: bool = False
     tun: str = "decent0"
@@ -103,9 +124,20 @@ _SECTIONS = {
         "map_reply_rate",
         "map_reply_burst",
         "auth",
+        "wire",
     },
     "limits": {f for f in Limits.__dataclass_fields__ if f != "underlay_mtu"},
     "database": {"eid", "ttl"},
+    "site": {
+        "name",
+        "key",
+        "algorithm",
+        "eids",
+        "accept_more_specifics",
+        "nonces",
+        "allow_unauthenticated",
+    },
+    "xtr": {"map_servers", "map_resolvers"},
     "web": {
         "listen",
         "admin_token",
@@ -131,6 +163,14 @@ _SECTIONS = {
     },
 }
 
+
+#: Sections written as arrays of tables, one table per entry.
+_ARRAYS = ("database", "site")
+#: The keys of the tables inside a section's lists.
+_NESTED = {
+    ("xtr", "map_servers"): ("address", "key", "algorithm", "port"),
+    ("xtr", "map_resolvers"): ("address", "port"),
+}
 
 _RLOC_KEYS = ("address", "priority", "weight")
 _RLOC_EXAMPLE = '{address = "198.18.1.1", priority = 1, weight = 100}'
@@ -214,22 +254,7 @@ def load_config(path: str | Path) -> Config:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    for section, value in raw.items():
-        if section not in _SECTIONS:
-            raise ConfigError(
-                f"{path}: unknown section [{section}]; "
-                f"use {', '.join(sorted(_SECTIONS))}"
-            )
-        tables = value if isinstance(value, list) else [value]
-        for table in tables:
-            if not isinstance(table, dict):
-                raise ConfigError(f"{path}: [{section}] must be a table")
-            for key in table:
-                if key not in _SECTIONS[section]:
-                    raise ConfigError(
-                        f"{path}: [{section}] {key}: unknown key; "
-                        f"valid keys are {', '.join(sorted(_SECTIONS[section]))}"
-                    )
+    _check_keys(path, raw)
     node = _Reader(path, "node", raw.get("node", {}))
     decent = _Reader(path, "decent", raw.get("decent", {}))
     web = _Reader(path, "web", raw.get("web", {}))
@@ -282,24 +307,12 @@ def load_config(path: str | Path) -> Config:
         raise node.fail("log_burst", f"{log_burst} holds no line", "use at least 1")
     mobile = node.get("mobile", bool, False)
 
-    group = decent.address(
-        "group",
-        decent.get(
-            "group", str, fix='add group = "233.252.1.1" (the mapping system group)'
-        ),
+    xtr_table = raw.get("xtr", {})
+    group = _group(
+        decent,
+        rlocs,
+        outside=bool(xtr_table.get("map_servers") or xtr_table.get("map_resolvers")),
     )
-    if not group.is_multicast:
-        raise decent.fail(
-            "group",
-            f"{group} is not a multicast address",
-            "use a group such as 233.252.1.1 or ff05::1:1",
-        )
-    if not any(r.version == group.version for r in rlocs):
-        raise decent.fail(
-            "group",
-            f"no RLOC of the group's IPv{group.version} family",
-            "add an RLOC of that family or pick a group of yours",
-        )
     mode = decent.get("mode", str, "replicate")
     if mode not in ("replicate", "multicast"):
         raise decent.fail(
@@ -310,9 +323,11 @@ def load_config(path: str | Path) -> Config:
     seeds = tuple(
         decent.address("seeds", str(s)) for s in decent.get("seeds", list, [])
     )
-    key = decent.get("key", str, fix='add key = "..." (the group\'s shared secret)')
-    if not key:
-        raise decent.fail("key", "empty", "set a shared secret for the group")
+    key = ""
+    if group is not None:
+        key = decent.get("key", str, fix='add key = "..." (the group\'s shared secret)')
+        if not key:
+            raise decent.fail("key", "empty", "set a shared secret for the group")
     iid = decent.get("instance_id", int, 0)
     if not 0 <= iid < 1 << 24:
         raise decent.fail("instance_id", f"{iid} out of range", "use 0 to 16777215")
@@ -373,6 +388,19 @@ def load_config(path: str | Path) -> Config:
             ttls.append((eid, eid_ttl))
 
     auth = _auth(decent)
+    wire_form = decent.get("wire", str, "rfc8060")
+    if wire_form not in WIRE_FORMS:
+        raise decent.fail(
+            "wire",
+            f"{wire_form!r} is not a wire form",
+            'use "rfc8060" (the default) or "lispers.net" (group registrations '
+            "as lispers.net writes them)",
+        )
+    sites = _sites(path, raw.get("site", []), iid)
+    # Our socket speaks the group's family (roaming puts it first), or
+    # without a group the first RLOC's.
+    family = group.version if group is not None else rlocs[0].version
+    outside_servers, outside_resolvers = _xtr(path, xtr_table, family)
 
     # Protocol notes section 8: RLOC-probing by mobile nodes is discouraged
     # (the link may be slow, metered or asleep), so it is off unless asked for.
@@ -418,12 +446,278 @@ def load_config(path: str | Path) -> Config:
         limits=_limits(
             _Reader(path, "limits", raw.get("limits", {})),
             underlay_mtu=dp["underlay_mtu"],
-            own_registrations=len(database) + 2,
+            own_registrations=len(database) + (2 if group is not None else 0),
         ),
         auth_algorithms=auth,
+        sites=sites,
+        outside_map_servers=outside_servers,
+        outside_map_resolvers=outside_resolvers,
+        wire_form=wire_form,
         web_limits=_web_limits(web),
         **dp,
     )
+
+
+def _check_keys(path: Path, raw: dict[str, Any]) -> None:
+    """Refuse unknown sections and keys, in tables inside lists too: a typo
+    must not silently leave a setting at its default."""
+    for section, value in raw.items():
+        if section not in _SECTIONS:
+            raise ConfigError(
+                f"{path}: unknown section [{section}]; "
+                f"use {', '.join(sorted(_SECTIONS))}"
+            )
+        if section in _ARRAYS and not isinstance(value, list):
+            raise ConfigError(
+                f"{path}: [{section}] must be an array of tables; "
+                f"write [[{section}]], once per entry"
+            )
+        if section not in _ARRAYS and isinstance(value, list):
+            raise ConfigError(
+                f"{path}: [{section}] must be a table; write [{section}] once"
+            )
+        for table in value if isinstance(value, list) else [value]:
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: [{section}] must be a table")
+            for key, item in table.items():
+                if key not in _SECTIONS[section]:
+                    raise ConfigError(
+                        f"{path}: [{section}] {key}: unknown key; "
+                        f"valid keys are {', '.join(sorted(_SECTIONS[section]))}"
+                    )
+                nested = _NESTED.get((section, key), ())
+                entries = item if nested and isinstance(item, list) else []
+                for i, entry in enumerate(entries, start=1):
+                    for name in entry if isinstance(entry, dict) else ():
+                        if name not in nested:
+                            raise ConfigError(
+                                f"{path}: [{section}] {key} #{i} {name}: "
+                                f"unknown key; valid keys are {', '.join(nested)}"
+                            )
+
+
+def _group(
+    decent: _Reader, rlocs: tuple[IPAddress, ...], *, outside: bool
+) -> IPAddress | None:
+    """[decent] group; None (no group) only when [xtr] names an outside
+    Map-Server or Map-Resolver, and then nothing group-only may be set."""
+    if "group" not in decent.table and outside:
+        for key in ("key", "seeds"):
+            if key in decent.table:
+                raise decent.fail(
+                    "group",
+                    f"missing, though {key} is set",
+                    'add group = "233.252.1.1" to join a group, or remove '
+                    f"{key} to be only an xTR of the [xtr] mapping system",
+                )
+        return None
+    group = decent.address(
+        "group",
+        decent.get(
+            "group",
+            str,
+            fix='add group = "233.252.1.1" (the mapping system group), '
+            "or name outside map_servers / map_resolvers in [xtr]",
+        ),
+    )
+    if not group.is_multicast:
+        raise decent.fail(
+            "group",
+            f"{group} is not a multicast address",
+            "use a group such as 233.252.1.1 or ff05::1:1",
+        )
+    if not any(r.version == group.version for r in rlocs):
+        raise decent.fail(
+            "group",
+            f"no RLOC of the group's IPv{group.version} family",
+            "add an RLOC of that family or pick a group of yours",
+        )
+    return group
+
+
+#: [[site]] algorithm and [xtr] map_servers algorithm names (RFC 9301 12.5).
+_ALGORITHMS = {
+    "sha1": AlgorithmId.HMAC_SHA_1_96,
+    "sha256": AlgorithmId.HMAC_SHA_256_128,
+}
+_SITE_EIDS = 'eids = ["10.1.0.0/16"]'
+_MS_EXAMPLE = '{address = "192.0.2.9", key = "secret", algorithm = "sha1"}'
+_MR_EXAMPLE = '"192.0.2.9" or {address = "192.0.2.9", port = 4342}'
+
+
+def _sites(path: Path, tables: list[dict[str, Any]], iid: int) -> tuple[Site, ...]:
+    """The [[site]] tables: plain xTRs that register to us (RFC 9301 4.2
+    Map-Server sites), relayed to the group, answered by proxy."""
+    sites: list[Site] = []
+    owner: dict[Eid, str] = {}
+    for index, table in enumerate(tables, start=1):
+        r = _Reader(path, f"site #{index}", table)
+        name = r.get("name", str, fix='add name = "oor-1" (shown on pages and logs)')
+        if not name:
+            raise r.fail("name", "empty", 'name the site, e.g. name = "oor-1"')
+        if name == GROUP_SITE:
+            raise r.fail(
+                "name", f"{name!r} is the group's own site", "pick another name"
+            )
+        for number, other in enumerate(sites, start=1):
+            if other.name == name:
+                raise r.fail(
+                    "name",
+                    f"{name!r} is already [[site]] #{number}",
+                    "give each site its own name",
+                )
+        key = r.get("key", str, fix='add key = "..." (the xTR\'s Map-Server key)')
+        if not key:
+            raise r.fail("key", "empty", "set the key the xTR registers with")
+        algorithms = frozenset(_ALGORITHMS.values())
+        if "algorithm" in table:
+            algorithm = r.get("algorithm", str)
+            if algorithm not in _ALGORITHMS:
+                raise r.fail(
+                    "algorithm",
+                    f"{algorithm!r} is not an algorithm",
+                    'use "sha1" (HMAC-SHA-1) or "sha256" (HMAC-SHA-256), '
+                    "or leave it out to accept both",
+                )
+            algorithms = frozenset({_ALGORITHMS[algorithm]})
+        texts = r.get("eids", list, fix=f"add {_SITE_EIDS} (what its xTRs register)")
+        if not texts:
+            raise r.fail("eids", "empty: nothing could be registered", _SITE_EIDS)
+        more = r.get("accept_more_specifics", bool, True)
+        allowed = []
+        for text in texts:
+            eid = _site_eid(r, text, iid)
+            if eid in owner:
+                where = "this site" if owner[eid] == name else f"site {owner[eid]!r}"
+                raise r.fail(
+                    "eids",
+                    f"{eid} is already listed in {where}",
+                    "give each EID-prefix to one site, once",
+                )
+            owner[eid] = name
+            allowed.append(AllowedPrefix(eid, more))
+        nonces = r.get("nonces", str, "increasing")
+        if nonces not in ("increasing", "any"):
+            raise r.fail(
+                "nonces",
+                f"{nonces!r} is not a nonce rule",
+                'use "increasing" (RFC 9301 5.6) or "any" (OOR, lispers.net)',
+            )
+        sites.append(
+            Site(
+                name,
+                ((0, key.encode()),),
+                tuple(allowed),
+                allow_unauthenticated=r.get("allow_unauthenticated", bool, False),
+                relaxed_nonces=nonces == "any",
+                force_proxy_reply=True,
+                algorithms=algorithms,
+                relay=True,
+            )
+        )
+    return tuple(sites)
+
+
+def _site_eid(r: _Reader, text: object, iid: int) -> Eid:
+    """One [[site]] eids entry: an IP prefix, or an (S, G) a member joins."""
+    fix = 'list IP prefixes such as "10.1.0.0/16"'
+    if not isinstance(text, str):
+        raise r.fail("eids", f"{text!r} is not an EID-prefix", fix)
+    try:
+        eid = parse_eid(text, iid)
+    except ValueError as exc:
+        raise r.fail("eids", f"{text!r}: {exc}", fix) from None
+    if eid.is_name:
+        raise r.fail("eids", f"{text!r} is a name, not an EID-prefix", fix)
+    return eid
+
+
+def _xtr(
+    path: Path, table: dict[str, Any], family: int
+) -> tuple[tuple[OutsideMapServer, ...], tuple[Addr, ...]]:
+    """[xtr]: outside Map-Servers (each with its own key) and Map-Resolvers
+    of a classic LISP mapping system (RFC 9301 8.2, 8.4)."""
+    r = _Reader(path, "xtr", table)
+    servers: list[OutsideMapServer] = []
+    for index, item in enumerate(r.get("map_servers", list, []), start=1):
+        if not isinstance(item, dict):
+            raise r.fail(
+                "map_servers", f"{item!r} is not a table", f"write {_MS_EXAMPLE}"
+            )
+        entry = _Reader(path, "xtr", item, f"map_servers #{index} ")
+        text = entry.get("address", str, fix=f"write {_MS_EXAMPLE}")
+        address = _outside(entry, "address", text, entry.port("port", 4342), family)
+        for number, other in enumerate(servers, start=1):
+            if other.address == address:
+                raise entry.fail(
+                    "address",
+                    f"{_where(address)} is already map_servers #{number}",
+                    "list each Map-Server once",
+                )
+        key = entry.get("key", str, fix=f"write {_MS_EXAMPLE}")
+        if not key:
+            raise entry.fail("key", "empty", "set the key this Map-Server expects")
+        algorithm = entry.get("algorithm", str, "sha256")
+        if algorithm not in _ALGORITHMS:
+            raise entry.fail(
+                "algorithm",
+                f"{algorithm!r} is not an algorithm",
+                'use "sha256" (the default) or "sha1", as the Map-Server expects',
+            )
+        servers.append(OutsideMapServer(address, key.encode(), _ALGORITHMS[algorithm]))
+    resolvers: list[Addr] = []
+    for index, item in enumerate(r.get("map_resolvers", list, []), start=1):
+        if isinstance(item, str):
+            resolver = _outside(r, "map_resolvers", item, 4342, family)
+        elif isinstance(item, dict):
+            entry = _Reader(path, "xtr", item, f"map_resolvers #{index} ")
+            text = entry.get("address", str, fix=f"write {_MR_EXAMPLE}")
+            resolver = _outside(
+                entry, "address", text, entry.port("port", 4342), family
+            )
+        else:
+            raise r.fail(
+                "map_resolvers",
+                f"{item!r} is neither an address nor a table",
+                f"write {_MR_EXAMPLE}",
+            )
+        if resolver in resolvers:
+            raise r.fail(
+                "map_resolvers",
+                f"{_where(resolver)} is listed twice",
+                "list each Map-Resolver once",
+            )
+        resolvers.append(resolver)
+    return tuple(servers), tuple(resolvers)
+
+
+def _outside(r: _Reader, key: str, text: str, port: int, family: int) -> Addr:
+    """An outside Map-Server's or Map-Resolver's address: unicast, and of
+    the family our control socket speaks."""
+    address = r.address(key, text)
+    if (
+        address.is_multicast
+        or address.is_unspecified
+        or address == IPv4Address("255.255.255.255")
+    ):
+        raise r.fail(
+            key,
+            f"{address} is not a unicast address",
+            "give the Map-Server's or Map-Resolver's own address",
+        )
+    if address.version != family:
+        raise r.fail(
+            key,
+            f"{address} is IPv{address.version}, but the node's control socket "
+            f"is IPv{family} (its group's family, or its first RLOC's)",
+            f"use an IPv{family} address",
+        )
+    return address, port
+
+
+def _where(addr: Addr) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if host.version == 6 else f"{host}:{port}"
 
 
 def _web_limits(web: _Reader) -> WebLimits:

@@ -29,7 +29,7 @@ from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.web.app import make_app
 from decent.web.limits import start_site
-from decent.wire import Eid
+from decent.wire import Eid, IPAddress
 
 log = logging.getLogger("decent")
 #: How often the registration snapshot and nonce reservation are saved.
@@ -67,7 +67,45 @@ def node_config(cfg: Config, xtr_id: int) -> NodeConfig:
         mobile=cfg.mobile,
         limits=cfg.limits,
         auth_algorithms=cfg.auth_algorithms,
+        sites=cfg.sites,
+        outside_map_servers=cfg.outside_map_servers,
+        outside_map_resolvers=cfg.outside_map_resolvers,
+        wire_form=cfg.wire_form,
     )
+
+
+def log_sites(cfg: Config) -> None:
+    """Say at start which [[site]] tables relax RFC 9301's rules."""
+    for site in cfg.sites:
+        if site.allow_unauthenticated:
+            log.warning(
+                "site %s accepts unauthenticated Map-Registers (Key ID/Alg 0): "
+                "insecure, anyone on the path can register its EIDs",
+                site.name,
+            )
+        if site.relaxed_nonces:
+            log.info(
+                'site %s accepts any Map-Register nonce (nonces = "any"): '
+                "no RFC 9301 5.6 replay check for it",
+                site.name,
+            )
+
+
+def _systems(cfg: Config) -> str:
+    """The mapping systems a node takes part in, for its start-up line."""
+    parts = [] if cfg.group is None else [f"group {cfg.group} ({cfg.mode})"]
+    if cfg.outside_map_servers:
+        servers = ", ".join(_where(ms.address) for ms in cfg.outside_map_servers)
+        parts.append(f"map-servers {servers}")
+    if cfg.outside_map_resolvers:
+        resolvers = ", ".join(_where(mr) for mr in cfg.outside_map_resolvers)
+        parts.append(f"map-resolvers {resolvers}")
+    return ", ".join(parts)
+
+
+def _where(addr: tuple[IPAddress, int]) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if host.version == 6 else f"{host}:{port}"
 
 
 def build_node(cfg: Config, xtr_id: int, register_nonce: int, now: float) -> Node:
@@ -142,6 +180,7 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
             f"{cfg.path}: [node] state_dir: cannot use {cfg.state_dir} ({exc}); "
             "point it at a writable directory"
         ) from None
+    log_sites(cfg)
     node = build_node(cfg, ident.xtr_id, ident.start_nonce, loop.time())
     restored = state.load_snapshot(node, loop.time(), time.time())
     if restored:
@@ -222,11 +261,10 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
             tun = None
     stop_roaming = _roaming(cfg, node, shell, loop, lambda: tun)
     log.info(
-        "node %s up: rloc %s, group %s (%s), web on %s:%d",
+        "node %s up: rloc %s, %s, web on %s:%d",
         cfg.name,
         cfg.rlocs[0],
-        cfg.group,
-        cfg.mode,
+        _systems(cfg),
         cfg.web_host,
         cfg.web_port,
     )
@@ -344,7 +382,8 @@ def _roaming(
         loop,
         roamer.move,
         current=node.config.rlocs,
-        version=cfg.group.version,
+        # Without a group, the socket's family stays first ([xtr] speaks it).
+        version=cfg.rlocs[0].version if cfg.group is None else cfg.group.version,
     )
     watch.start()
 

@@ -340,3 +340,394 @@ def test_an_eid_listed_twice_is_refused(tmp_path: Path) -> None:
     ) as info:
         load_config(_write(tmp_path, text))
     assert "list each EID-prefix once" in str(info.value)
+
+
+# ------------------------------------------------- other LISP implementations
+SITES = """
+[[site]]
+name = "oor-1"
+key = "oor-secret"
+algorithm = "sha1"
+eids = ["10.1.0.0/16", "2001:db8:a::/48"]
+nonces = "any"
+
+[[site]]
+name = "lispers-1"
+key = "ln-secret"
+eids = ["10.2.0.0/16"]
+accept_more_specifics = false
+allow_unauthenticated = true
+"""
+
+XTR = """
+[xtr]
+map_servers = [
+    { address = "192.0.2.9", key = "ms-secret", algorithm = "sha1" },
+    { address = "192.0.2.10", key = "ms2", port = 4343 },
+]
+map_resolvers = ["192.0.2.9", { address = "192.0.2.11", port = 4343 }]
+"""
+
+#: A node with no group: only a classic xTR of the [xtr] mapping system.
+GROUPLESS = """
+[node]
+name = "x1"
+rloc = "198.18.42.11"
+
+[[database]]
+eid = "10.9.0.0/16"
+"""
+
+
+def test_site_tables_load_with_their_defaults(tmp_path: Path) -> None:
+    from decent.peer.config import AllowedPrefix
+    from decent.wire import AlgorithmId
+
+    cfg = load_config(_write(tmp_path, GOOD + SITES))
+    oor, ln = cfg.sites
+    assert (oor.name, oor.keys) == ("oor-1", ((0, b"oor-secret"),))
+    assert oor.allowed == (
+        AllowedPrefix(Eid.prefix("10.1.0.0/16"), True),
+        AllowedPrefix(Eid.prefix("2001:db8:a::/48"), True),
+    )
+    assert oor.algorithms == {AlgorithmId.HMAC_SHA_1_96}
+    assert (oor.relaxed_nonces, oor.allow_unauthenticated) == (True, False)
+    assert (ln.name, ln.keys) == ("lispers-1", ((0, b"ln-secret"),))
+    assert ln.allowed == (AllowedPrefix(Eid.prefix("10.2.0.0/16"), False),)
+    assert ln.algorithms == {
+        AlgorithmId.HMAC_SHA_1_96,
+        AlgorithmId.HMAC_SHA_256_128,
+    }
+    assert (ln.relaxed_nonces, ln.allow_unauthenticated) == (False, True)
+    for site in cfg.sites:
+        assert site.relay
+        assert site.force_proxy_reply
+    assert load_config(_write(tmp_path, GOOD)).sites == ()
+
+
+def test_site_eids_take_the_instance_id_and_may_be_joins(tmp_path: Path) -> None:
+    text = GOOD.replace("instance_id = 0", "instance_id = 7") + SITES.replace(
+        '"10.2.0.0/16"', '"10.2.0.0/16", "(10.2.0.0/16, 239.1.1.1)"'
+    )
+    _, ln = load_config(_write(tmp_path, text)).sites
+    assert [a.eid for a in ln.allowed] == [
+        Eid.prefix("10.2.0.0/16", 7),
+        Eid.sg("10.2.0.0/16", "239.1.1.1/32", 7),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('key = "oor-secret"\n', "", r"\[site #1\] key: missing; add key ="),
+        ('key = "oor-secret"', 'key = ""', r"\[site #1\] key: empty; set the key"),
+        ('name = "oor-1"\n', "", r"\[site #1\] name: missing; add name ="),
+        (
+            'algorithm = "sha1"',
+            'algorithm = "md5"',
+            r"\[site #1\] algorithm: 'md5' is not an algorithm; use \"sha1\"",
+        ),
+        (
+            'nonces = "any"',
+            'nonces = "random"',
+            r"\[site #1\] nonces: 'random' is not a nonce rule; use \"increasing\"",
+        ),
+        (
+            '"2001:db8:a::/48"',
+            "\"'printer'\"",
+            r"\[site #1\] eids: \"'printer'\" is a name, not an EID-prefix; list IP",
+        ),
+        (
+            '"2001:db8:a::/48"',
+            '"10.1.0.0/40"',
+            r"\[site #1\] eids: '10.1.0.0/40': .*; list IP prefixes",
+        ),
+        ('"2001:db8:a::/48"', "5", r"\[site #1\] eids: 5 is not an EID-prefix"),
+        (
+            'eids = ["10.1.0.0/16", "2001:db8:a::/48"]',
+            "eids = []",
+            r"\[site #1\] eids: empty: nothing could be registered; eids = \[",
+        ),
+        (
+            'name = "lispers-1"',
+            'name = "oor-1"',
+            r"\[site #2\] name: 'oor-1' is already \[\[site\]\] #1; give each site",
+        ),
+        (
+            'name = "oor-1"',
+            'name = "decent-group"',
+            r"\[site #1\] name: 'decent-group' is the group's own site; pick another",
+        ),
+        (
+            'eids = ["10.2.0.0/16"]',
+            'eids = ["10.1.0.0/16"]',
+            r"\[site #2\] eids: \[0\]10.1.0.0/16 is already listed in site 'oor-1'; "
+            r"give each EID-prefix to one site",
+        ),
+        (
+            '"2001:db8:a::/48"',
+            '"10.1.0.0/16"',
+            r"\[site #1\] eids: \[0\]10.1.0.0/16 is already listed in this site",
+        ),
+        (
+            "accept_more_specifics = false",
+            'accept_more_specifics = "no"',
+            r"\[site #2\] accept_more_specifics: expected bool, got str",
+        ),
+        (
+            "allow_unauthenticated = true",
+            "allow_unauthenticated = 1",
+            r"\[site #2\] allow_unauthenticated: expected bool, got int",
+        ),
+        (
+            'nonces = "any"',
+            'nonce = "any"',
+            r"\[site\] nonce: unknown key; valid keys are accept_more_specifics",
+        ),
+    ],
+)
+def test_site_errors_name_the_file_the_key_and_the_fix(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    assert old in SITES
+    path = _write(tmp_path, GOOD + SITES.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(path)
+    assert str(info.value).startswith(str(path))
+
+
+def test_a_single_site_table_must_be_an_array(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path, GOOD + SITES.split("\n\n[[site]]")[0].replace("[[site]]", "[site]")
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"\[site\] must be an array of tables; write \[\[site\]\], once per",
+    ) as info:
+        load_config(path)
+    assert str(info.value).startswith(str(path))
+
+
+def test_the_xtr_section_loads(tmp_path: Path) -> None:
+    from decent.peer.config import OutsideMapServer
+    from decent.wire import AlgorithmId
+
+    cfg = load_config(_write(tmp_path, GOOD + XTR))
+    assert cfg.group == IPv4Address("233.252.1.1")
+    assert cfg.outside_map_servers == (
+        OutsideMapServer(
+            (IPv4Address("192.0.2.9"), 4342), b"ms-secret", AlgorithmId.HMAC_SHA_1_96
+        ),
+        OutsideMapServer(
+            (IPv4Address("192.0.2.10"), 4343), b"ms2", AlgorithmId.HMAC_SHA_256_128
+        ),
+    )
+    assert cfg.outside_map_resolvers == (
+        (IPv4Address("192.0.2.9"), 4342),
+        (IPv4Address("192.0.2.11"), 4343),
+    )
+    plain = load_config(_write(tmp_path, GOOD))
+    assert (plain.outside_map_servers, plain.outside_map_resolvers) == ((), ())
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            '"192.0.2.9", key',
+            '"192.0.2.300", key',
+            r"\[xtr\] map_servers #1 address: '192.0.2.300' is not an IP address",
+        ),
+        (
+            '"192.0.2.9", key',
+            '"224.0.0.1", key',
+            r"\[xtr\] map_servers #1 address: 224.0.0.1 is not a unicast address; "
+            r"give the Map-Server's",
+        ),
+        (
+            '"192.0.2.9", key',
+            '"0.0.0.0", key',
+            r"map_servers #1 address: 0.0.0.0 is not a unicast address",
+        ),
+        (
+            '"192.0.2.9", key',
+            '"2001:db8::9", key',
+            r"map_servers #1 address: 2001:db8::9 is IPv6, .*; use an IPv4 address",
+        ),
+        (
+            'key = "ms2", ',
+            "",
+            r"\[xtr\] map_servers #2 key: missing; write \{address =",
+        ),
+        (
+            'key = "ms2"',
+            'key = ""',
+            r"\[xtr\] map_servers #2 key: empty; set the key this Map-Server expects",
+        ),
+        (
+            '{ address = "192.0.2.9", key',
+            "{ key",
+            r"\[xtr\] map_servers #1 address: missing; write \{address =",
+        ),
+        (
+            'algorithm = "sha1"',
+            'algorithm = "SHA-1"',
+            r"map_servers #1 algorithm: 'SHA-1' is not an algorithm; use \"sha256\"",
+        ),
+        (
+            '"192.0.2.10", key = "ms2", port = 4343',
+            '"192.0.2.9", key = "ms2"',
+            r"map_servers #2 address: 192.0.2.9:4342 is already map_servers #1; list",
+        ),
+        (
+            "port = 4343 },\n]",
+            "port = 70000 },\n]",
+            r"\[xtr\] map_servers #2 port: port 70000 out of range; use 1 to 65535",
+        ),
+        (
+            "port = 4343 },\n]",
+            "prt = 4343 },\n]",
+            r"\[xtr\] map_servers #2 prt: unknown key; valid keys are address, key",
+        ),
+        (
+            '"192.0.2.9", {',
+            '"192.0.2.9", "192.0.2.9", {',
+            r"\[xtr\] map_resolvers: 192.0.2.9:4342 is listed twice; list each",
+        ),
+        (
+            '"192.0.2.9", {',
+            '"resolver.example", {',
+            r"\[xtr\] map_resolvers: 'resolver.example' is not an IP address",
+        ),
+        (
+            '"192.0.2.9", {',
+            '"ff02::1", {',
+            r"\[xtr\] map_resolvers: ff02::1 is not a unicast address",
+        ),
+        (
+            '"192.0.2.9", {',
+            "5, {",
+            r"\[xtr\] map_resolvers: 5 is neither an address nor a table; write",
+        ),
+        (
+            'address = "192.0.2.11", port',
+            'addr = "192.0.2.11", port',
+            r"\[xtr\] map_resolvers #2 addr: unknown key; valid keys are address, port",
+        ),
+        (
+            "map_resolvers =",
+            "resolvers =",
+            r"\[xtr\] resolvers: unknown key; valid keys are map_resolvers",
+        ),
+        (
+            "map_servers = [",
+            'map_servers = ["192.0.2.8",',
+            r"\[xtr\] map_servers: '192.0.2.8' is not a table; write \{address =",
+        ),
+    ],
+)
+def test_xtr_errors_name_the_file_the_key_and_the_fix(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    assert old in XTR
+    path = _write(tmp_path, GOOD + XTR.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(path)
+    assert str(info.value).startswith(str(path))
+
+
+def test_a_group_less_config_with_xtr_loads(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, GROUPLESS + XTR))
+    assert (cfg.group, cfg.key) == (None, b"")
+    assert len(cfg.outside_map_servers) == 2
+    only_resolvers = XTR.split("map_resolvers")[1]
+    cfg = load_config(
+        _write(tmp_path, GROUPLESS + "[xtr]\nmap_resolvers" + only_resolvers)
+    )
+    assert cfg.group is None
+    assert cfg.outside_map_servers == ()
+    # [decent]'s other keys still apply to a group-less node.
+    cfg = load_config(
+        _write(tmp_path, GROUPLESS + "[decent]\ncontrol_port = 4343\n" + XTR)
+    )
+    assert (cfg.group, cfg.control_port) == (None, 4343)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        GROUPLESS,
+        GROUPLESS + '[decent]\nmode = "replicate"\n',
+        GROUPLESS + "[xtr]\nmap_servers = []\nmap_resolvers = []\n",
+    ],
+)
+def test_without_a_group_or_xtr_the_group_is_missing(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(
+        ConfigError, match=r"\[decent\] group: missing; add group = \"233.252.1.1\""
+    ) as info:
+        load_config(path)
+    assert str(info.value).startswith(str(path))
+    assert "[xtr]" in str(info.value)
+
+
+@pytest.mark.parametrize("line", ['key = "lab-secret"', 'seeds = ["198.18.42.12"]'])
+def test_group_only_keys_without_a_group_are_refused(tmp_path: Path, line: str) -> None:
+    key = line.split()[0]
+    path = _write(tmp_path, GROUPLESS + "[decent]\n" + line + "\n" + XTR)
+    with pytest.raises(
+        ConfigError,
+        match=rf"\[decent\] group: missing, though {key} is set; add group = .*"
+        rf"or remove {key}",
+    ):
+        load_config(path)
+
+
+def test_the_wire_form_is_read_and_checked(tmp_path: Path) -> None:
+    assert load_config(_write(tmp_path, GOOD)).wire_form == "rfc8060"
+    cfg = load_config(_decent(tmp_path, 'wire = "lispers.net"'))
+    assert cfg.wire_form == "lispers.net"
+    path = _decent(tmp_path, 'wire = "lispers"')
+    with pytest.raises(
+        ConfigError,
+        match=r"\[decent\] wire: 'lispers' is not a wire form; use \"rfc8060\"",
+    ) as info:
+        load_config(path)
+    assert str(info.value).startswith(str(path))
+
+
+def test_node_config_carries_sites_xtr_and_wire_form(tmp_path: Path) -> None:
+    from decent.daemon import node_config
+    from decent.peer.mapping.push_config import GROUP_SITE
+
+    text = GOOD.replace("instance_id = 0", 'instance_id = 0\nwire = "lispers.net"')
+    cfg = load_config(_write(tmp_path, text + SITES + XTR))
+    nc = node_config(cfg, xtr_id=7)
+    by_name = {site.name: site for site in nc.sites}
+    assert set(by_name) == {"oor-1", "lispers-1", GROUP_SITE}
+    assert by_name["oor-1"] == cfg.sites[0]
+    assert by_name["lispers-1"] == cfg.sites[1]
+    for name in ("oor-1", "lispers-1"):
+        assert by_name[name].relay
+        assert by_name[name].force_proxy_reply
+    assert by_name["oor-1"].relaxed_nonces
+    assert not by_name["lispers-1"].relaxed_nonces
+    assert nc.outside_map_servers == cfg.outside_map_servers
+    assert nc.outside_map_resolvers == cfg.outside_map_resolvers
+    assert nc.wire_form == "lispers.net"
+    assert nc.group == IPv4Address("233.252.1.1")
+    assert nc.map_resolvers == ((IPv4Address("198.18.42.11"), 4342),)
+
+
+def test_a_group_less_node_config_resolves_through_the_outside(
+    tmp_path: Path,
+) -> None:
+    from decent.daemon import node_config
+
+    cfg = load_config(_write(tmp_path, GROUPLESS + XTR))
+    nc = node_config(cfg, xtr_id=7)
+    assert nc.group is None
+    assert nc.map_resolvers == cfg.outside_map_resolvers
+    assert nc.outside_map_servers == cfg.outside_map_servers
+    assert nc.sites == ()
+    assert [m.eid for m in nc.database] == [Eid.prefix("10.9.0.0/16")]

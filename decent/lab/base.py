@@ -46,6 +46,8 @@ class LabNode:
     #: Configure the RLOC as `[node] interface` (followed as it changes,
     #: LISP-MN) rather than `rloc`; the web page then listens on any address.
     interface: str | None = None
+    #: Raw TOML appended verbatim at the end of the config (more tables).
+    extra: str = ""
 
     @property
     def name(self) -> str:
@@ -207,6 +209,8 @@ class _Lab:
             lines.append("[dataplane]")
             lines += [f"{k} = {_toml(v)}" for k, v in n.dataplane.items()]
             lines.append("")
+        if n.extra:
+            lines += [n.extra.strip("\n"), ""]
         return "\n".join(lines)
 
     def configure(
@@ -219,11 +223,19 @@ class _Lab:
         admin_token: str | None = None,
         dataplane: dict[str, object] | None = None,
         interface: str | None = None,
+        extra: str | None = None,
     ) -> None:
         """Change what node i's next start writes into its config
         (`dataplane` keys are added to its [dataplane] section; `interface`
-        names the RLOC by interface instead, "" goes back to `rloc`)."""
+        names the RLOC by interface instead, "" goes back to `rloc`).
+
+        `extra` is raw TOML appended verbatim at the end of the file, for
+        sections the lab does not write itself (`[[site]]`, `[xtr]`); it
+        must start with a table header, must not repeat one the lab writes,
+        and replaces the previous `extra` ("" removes it)."""
         n = self.node(i)
+        if extra is not None:
+            n.extra = extra
         if interface is not None:
             n.interface = interface or None
         if admin_token is not None:

@@ -362,6 +362,7 @@ def snapshot_registrations(node: Node, mono_now: float, wall_now: float) -> byte
                     child.flags,
                     child.alg_id,
                     child.ttl_timeout,
+                    None if child.via is None else str(child.via),
                 ]
             )
         entries.append(
@@ -488,12 +489,25 @@ def _entry(
 
 def _child(item: Any, mono_now: float, wall_now: float) -> Registration:
     fields = _typed(item, list)
-    # Snapshots before the T bit was kept as data have nine fields.
+    # Snapshots before the T bit was kept as data have nine fields, before
+    # a relaying member was kept (issue 14), ten.
     if len(fields) == 9:
         fields = [*fields, _t_bit_of(_typed(fields[7], str))]
-    rec_bytes, registrant, xtr, site_id, first, last, expires, flags, alg, t_bit = (
-        fields
-    )
+    if len(fields) == 10:
+        fields = [*fields, None]
+    (
+        rec_bytes,
+        registrant,
+        xtr,
+        site_id,
+        first,
+        last,
+        expires,
+        flags,
+        alg,
+        t_bit,
+        via,
+    ) = fields
     host, port = _typed(registrant, list)
     r = Reader(_typed(rec_bytes, bytes))
     record = MapRecord.read(r)
@@ -516,6 +530,7 @@ def _child(item: Any, mono_now: float, wall_now: float) -> Registration:
         _typed(flags, str),
         _int(alg, 8),
         t_bit,
+        None if via is None else ip_address(_typed(via, str)),
     )
 
 

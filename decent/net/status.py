@@ -89,14 +89,15 @@ class NodeStatus:
             name = entry.eid.address
             if isinstance(name, DistinguishedName):
                 for loc in entry.record.locators:
-                    if isinstance(loc.address, IPv4Address | IPv6Address):
-                        out.setdefault(loc.address, name.name)
+                    if loc.rloc is not None:
+                        out.setdefault(loc.rloc, name.name)
         return out
 
     def health(self) -> dict[str, Any]:
         members = self.node.membership()
         own = self.node.config.rlocs[0]
-        joined = own in members
+        # A node with no group (a classic xTR of outside systems) joins none.
+        joined = self.node.config.group is None or own in members
         return {
             "ok": joined,
             "status": "ok" if joined else "joining",
@@ -196,6 +197,8 @@ class NodeStatus:
                     "xtr_id": None if c.xtr_id is None else f"{c.xtr_id:032x}",
                     "site_id": c.site_id,
                     "registrant": str(c.registrant[0]),
+                    # A plain xTR's registration carried on by this member.
+                    "via": None if c.via is None else str(c.via),
                     "first_registered": round(now - c.first, 3),
                     "last_registered": round(now - c.last, 3),
                     "ttl": round(c.expires - now, 3),

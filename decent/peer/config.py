@@ -14,6 +14,9 @@ ChildKey = int | IPv4Address | IPv6Address
 CONTROL_PORT = 4342
 DATA_PORT = 4341
 GROUP_MODES = ("replicate", "multicast")
+#: How group registrations are written: RFC 8060's LCAFs, or as lispers.net
+#: writes them (a padded Multicast-Info, the RLE inside an AFI list).
+WIRE_FORMS = ("rfc8060", "lispers.net")
 
 
 def rloc_order(addr: object) -> tuple[int, int]:
@@ -128,12 +131,26 @@ class Site:
     algorithms: frozenset[int] = frozenset(
         {AlgorithmId.HMAC_SHA_1_96, AlgorithmId.HMAC_SHA_256_128}
     )
+    #: A site of plain xTRs (not group members): what one registers to us is
+    #: carried on to the whole group, so every member can answer for it
+    #: (RFC 9962 4: every node holds every mapping).
+    relay: bool = False
 
     def key(self, key_id: int) -> bytes | None:
         for kid, psk in self.keys:
             if kid == key_id:
                 return psk
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class OutsideMapServer:
+    """A Map-Server outside the group that our EIDs are registered to, with
+    the key and algorithm it shares with us (RFC 9301 8.2)."""
+
+    address: Addr
+    key: bytes
+    alg: int = AlgorithmId.HMAC_SHA_256_128
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +203,11 @@ class NodeConfig:
     quick_register_interval: float = 20.0
     quick_register_period: float = 300.0
     max_register_size: int = 1100
+    #: Map-Servers outside the group: our IP EIDs (not the membership, not
+    #: the name) are registered to each, signed with its own key.
+    outside_map_servers: tuple[OutsideMapServer, ...] = ()
+    #: How our group registrations are written (WIRE_FORMS).
+    wire_form: str = "rfc8060"
     # ---- ITR
     map_resolvers: tuple[Addr, ...] = ()
     request_interval: float = 1.0
@@ -199,6 +221,9 @@ class NodeConfig:
     #: Resolve through our own Map-Resolver in-process (no datagram) when it
     #: is among map_resolvers: every Decent member answers its own lookups.
     resolve_in_process: bool = False
+    #: Map-Resolvers outside the group, asked (in ECMs) about EIDs the group
+    #: holds no registration for; with no group, about every EID.
+    outside_map_resolvers: tuple[Addr, ...] = ()
     #: Algorithms accepted on Map-Notify and Map-Notify-Ack signed with
     #: register_key (a site's own setting covers its Map-Registers).
     auth_algorithms: frozenset[int] = frozenset(
@@ -211,6 +236,8 @@ class NodeConfig:
             raise ValueError("a node needs at least one RLOC")
         if self.group_mode not in GROUP_MODES:
             raise ValueError(f"group_mode must be one of {GROUP_MODES}")
+        if self.wire_form not in WIRE_FORMS:
+            raise ValueError(f"wire_form must be one of {WIRE_FORMS}")
         if self.group is not None and not self.group.is_multicast:
             raise ValueError(f"group {self.group} is not a multicast address")
 
@@ -223,6 +250,14 @@ class NodeConfig:
         return Eid.sg(
             any_source, f"{self.group}/{self.group.max_prefixlen}", self.group_iid
         )
+
+    def credentials(self, ms: Addr) -> tuple[bytes, int]:
+        """The key and algorithm we sign registrations to ms with, and
+        check its Map-Notifies with."""
+        for outside in self.outside_map_servers:
+            if outside.address[0] == ms[0]:
+                return outside.key, outside.alg
+        return self.register_key, self.register_alg
 
     def rloc_for(self, version: int) -> IPv4Address | IPv6Address | None:
         for rloc in self.rlocs:

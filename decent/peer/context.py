@@ -7,6 +7,7 @@ needs of another role, one of the small Protocols below, wired by the Node.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, deque
 from collections.abc import Callable, Hashable
 from typing import Final, Protocol
@@ -18,7 +19,14 @@ from decent.peer.mapcache import MapCache
 from decent.peer.mapdb import MapDB
 from decent.peer.mapserver import MapServer
 from decent.peer.timers import Deadlines
-from decent.wire import Eid, IPAddress, MapRecord, check_auth
+from decent.wire import (
+    Address,
+    Eid,
+    IPAddress,
+    MapRecord,
+    MulticastInfo,
+    check_auth,
+)
 
 MASK64: Final = (1 << 64) - 1
 MASK32: Final = (1 << 32) - 1
@@ -121,6 +129,22 @@ class MembershipWatch(Protocol):
     mapping system)."""
 
     def membership_changed(self, now: float) -> None: ...
+
+
+def eid_on_wire(eid: Eid, wire_form: str) -> tuple[Address, int]:
+    """eid as our messages carry it: lispers.net writes a group EID's
+    Multicast-Info with two pad bytes (protocol notes 11, gotcha 10)."""
+    addr, mask = eid.to_wire()
+    if wire_form == "lispers.net" and isinstance(addr, MulticastInfo):
+        addr = dataclasses.replace(addr, padded=True)
+    return addr, mask
+
+
+class Carrier(Protocol):
+    """Carries a plain xTR's Map-Register on to every other member (the
+    mapping system)."""
+
+    def relay_register(self, data: bytes, registrant: Addr) -> None: ...
 
 
 def authentic(config: NodeConfig, alg_id: int, raw: bytes, key: bytes) -> bool:

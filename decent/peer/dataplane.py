@@ -332,8 +332,8 @@ class DataPlane:
         stamp_into(buf, self._flags, self._nonce(), self.iid, self._lsb_word)
 
     def _resolve_sockaddr(self, state: LocatorState) -> tuple[str, int]:
-        addr = state.locator.address
-        assert isinstance(addr, IPv4Address | IPv6Address)  # usable ones are
+        addr = state.locator.rloc
+        assert addr is not None  # usable ones have one
         state.sockaddr = (str(addr), self.data_port)
         # A mapping that names one of our own RLOCs would come straight back.
         state.family = 0 if addr in self._rlocs else addr.version
@@ -491,8 +491,8 @@ class DataPlane:
         hosts: set[str] = set()
         for entry in self.node.registrations():
             for loc in entry.record.locators:
-                if isinstance(loc.address, IPv4Address | IPv6Address):
-                    hosts.add(str(loc.address))
+                if loc.rloc is not None:
+                    hosts.add(str(loc.rloc))
                 for member in rle_entries(loc):
                     if isinstance(member.address, IPv4Address | IPv6Address):
                         hosts.add(str(member.address))
@@ -510,7 +510,7 @@ class DataPlane:
         if entry.lsbs == lsbs:
             return
         states = entry.locators
-        if not any(str(s.locator.address) == host for s in states):
+        if not any(str(s.locator.rloc) == host for s in states):
             return
         entry.lsbs = lsbs
         width = 8 if self.iid else 32
@@ -520,7 +520,7 @@ class DataPlane:
                 state.lsb_up = up
                 self._cache.generation += 1
                 self._counters[C.DATAPLANE_LSB_CHANGE] += 1
-                rloc = str(state.locator.address)
+                rloc = str(state.locator.rloc)
                 self._events.append(LocatorStateChanged(entry.eid, rloc, up))
 
 

@@ -43,6 +43,12 @@ def locator_dict(
         "local": loc.local,
         "reachable": loc.reachable,
     }
+    if loc.rloc is not None and loc.rloc != loc.address:
+        # An AFI-list locator, {address, name} as lispers.net sends it: the
+        # address is what traffic goes to; the name is for people.
+        out["address"] = str(loc.rloc)
+        if loc.name is not None:
+            out["name"] = loc.name
     rle = rle_entries(loc)
     if rle:
         out["address"] = "rle"

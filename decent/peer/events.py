@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from decent.peer.config import Addr
-from decent.wire import Eid
+from decent.wire import Eid, IPAddress
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,8 @@ class RegistrationAccepted:
     registrant: Addr
     xtr_id: int | None
     new: bool
+    #: The member that carried a plain xTR's registration on to us.
+    via: IPAddress | None = None
 
 
 @dataclass(frozen=True, slots=True)

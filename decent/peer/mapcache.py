@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
 
 from decent.peer.mapdb import MapDB
 from decent.wire import Eid, Locator, MapRecord
@@ -37,7 +36,7 @@ class LocatorState:
             and self.lsb_up
             and loc.reachable
             and loc.priority != 255
-            and isinstance(loc.address, IPv4Address | IPv6Address)
+            and loc.rloc is not None
         )
 
 

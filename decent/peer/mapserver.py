@@ -52,9 +52,13 @@ class RegisterIntent:
     alg_id: int
     #: The p-s-I-t-r-m-n text the status pages show (see flags_text).
     flags: str
+    #: The member that carried a plain xTR's registration on to us.
+    via: IPv4Address | IPv6Address | None = None
 
     @classmethod
-    def from_register(cls, msg: MapRegister) -> RegisterIntent:
+    def from_register(
+        cls, msg: MapRegister, via: IPv4Address | IPv6Address | None = None
+    ) -> RegisterIntent:
         return cls(
             msg.records,
             msg.xtr_id,
@@ -64,6 +68,7 @@ class RegisterIntent:
             msg.ttl_timeout,
             msg.alg_id,
             flags_text(msg),
+            via,
         )
 
 
@@ -84,6 +89,8 @@ class Registration:
     #: The Map-Register's T bit: the lifetime is the Record TTL (RFC 9301
     #: 8.2), not the Map-Server's timeout; kept as data for the snapshot.
     ttl_timeout: bool = False
+    #: The member that carried this plain xTR's registration on to us.
+    via: IPv4Address | IPv6Address | None = None
 
 
 @dataclass(slots=True)
@@ -175,6 +182,18 @@ def merge_records(records: list[MapRecord]) -> MapRecord:
         locators.append(replace(rle_template, address=merged))
     ttl = min(r.ttl for r in records)
     return replace(first, locators=tuple(locators), ttl=ttl)
+
+
+def proxy_record(record: MapRecord) -> MapRecord:
+    """A registered record as a proxy Map-Reply carries it: RFC 9301 5.4,
+    a Map-Server answering for an ETR clears the A bit, and the L bit of
+    every locator (they are local to the ETR, not to us)."""
+    if not record.authoritative and not any(loc.local for loc in record.locators):
+        return record
+    locators = tuple(
+        replace(loc, local=False) if loc.local else loc for loc in record.locators
+    )
+    return replace(record, authoritative=False, locators=locators)
 
 
 class MapServer:
@@ -367,6 +386,7 @@ class MapServer:
                 msg.flags,
                 msg.alg_id,
                 msg.ttl_timeout,
+                msg.via,
             )
             proxy = msg.proxy_reply or site.force_proxy_reply
             if entry is None:
@@ -474,11 +494,7 @@ class MapServer:
         # A periodic re-registration usually repeats the record: keep its
         # encoding then, as reply_record is a function of record alone.
         if changed or record != entry.record:
-            # RFC 9301 5.4: a proxy Map-Reply clears the A bit.
-            reply = (
-                replace(record, authoritative=False) if record.authoritative else record
-            )
-            entry.reply_record = encode_record(reply)
+            entry.reply_record = encode_record(proxy_record(record))
         entry.record = record
         return changed
 
@@ -491,4 +507,5 @@ __all__ = [
     "Registration",
     "SiteEntry",
     "merge_records",
+    "proxy_record",
 ]

@@ -118,6 +118,7 @@ class Node:
         self.map_server = MapServerRole(ctx)
         self.resolver = MapResolverRole(ctx, self.mapping, self.etr, now)
         self.map_server.watch = self.itr.watch = self.mapping
+        self.map_server.carrier = self.mapping
         self.mapping.bind(self._replicated, self.etr, self.itr)
         self._timer_owners: dict[type, Callable[[Hashable, float], None]] = {}
         for role in (self.etr, self.map_server, self.itr, self.probe, self.mapping):
@@ -241,12 +242,33 @@ class Node:
     ) -> None:
         self.counters[C.RX_ECM] += 1
         inner = msg.message
-        if not isinstance(inner, MapRequest):
+        if isinstance(inner, MapRegister):
+            self._on_relayed(inner, data, addr, msg, now)
+        elif not isinstance(inner, MapRequest):
             self._out.drop(addr, "unsupported-ecm")
         elif inner.smr:
             self.itr.on_smr(inner, addr, now)
         else:
             self.resolver.on_request(inner, addr, now, msg, local, len(data))
+
+    def _on_relayed(
+        self,
+        inner: MapRegister,
+        data: bytes,
+        addr: Addr,
+        msg: EncapsulatedControlMessage,
+        now: float,
+    ) -> None:
+        """A plain xTR's Map-Register that a member carried on to us: only a
+        member may, and it is checked with the xTR's own site key."""
+        if not self.mapping.vouches(addr[0]):
+            self._out.drop(addr, "relay-not-member")
+            return
+        # The HMAC covers the registrant's bytes as sent, so take those, not
+        # a re-encoding of what was decoded.
+        raw = decode_udp_packet(data[4:]).payload
+        src = (msg.inner_src, msg.inner_sport)
+        self.map_server.on_register(inner, raw, src, now, via=addr[0])
 
     def _on_reply(
         self, msg: MapReply, data: bytes, addr: Addr, now: float, local: Addr | None

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address
 
 from decent.peer.config import Addr, rloc_order
-from decent.wire import Address, IPAddress, Locator, Rle, RleEntry
+from decent.wire import Address, AfiList, IPAddress, Locator, Rle, RleEntry
 
 
 def versions(addrs: Iterable[IPAddress]) -> set[int]:
@@ -55,6 +55,13 @@ def moved_locators(
             out.append(
                 dataclasses.replace(loc, address=moved_rle(loc.address, old, new))
             )
+        elif isinstance(loc.address, AfiList):
+            # lispers.net's form of the RLE: inside an AFI list (gotcha 10).
+            items = tuple(
+                moved_rle(item, old, new) if isinstance(item, Rle) else item
+                for item in loc.address.items
+            )
+            out.append(dataclasses.replace(loc, address=AfiList(items)))
         elif loc.address not in old:
             out.append(loc)
         elif not placed:

@@ -99,7 +99,8 @@ def locator_lines(loc: dict[str, Any]) -> list[str]:
     rle = loc.get("rle")
     if rle is not None:
         return [f"rle: {member_text(m)}" for m in rle] or ["rle: (empty)"]
-    return [str(loc["address"])]
+    name = loc.get("name")
+    return [f"{loc['address']} {name}" if name else str(loc["address"])]
 
 
 def rloc_set(locs: list[dict[str, Any]]) -> Cell:
@@ -343,7 +344,7 @@ def _rloc_rows(rlocs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "cls": "",
                 "cells": [
-                    _text("rle" if "rle" in loc else loc["address"]),
+                    _text("rle" if "rle" in loc else locator_lines(loc)[0]),
                     _text("up-state" if loc.get("reachable", True) else "down-state"),
                     _text(
                         f"{loc['priority']}/{loc['weight']}/"
@@ -385,7 +386,11 @@ def site_blocks(s: dict[str, Any]) -> dict[str, Block]:
             "cells": [
                 _text(r.get("xtr_id") or "-", cls="mono"),
                 _text(r.get("site_id", 0)),
-                _text(r.get("registrant")),
+                _text(
+                    f"{r.get('registrant')} via {r['via']}"
+                    if r.get("via")
+                    else r.get("registrant")
+                ),
                 _text(age(r.get("first_registered"))),
                 _text(age(r.get("last_registered"))),
                 _text(age(r.get("ttl"))),

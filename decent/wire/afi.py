@@ -92,8 +92,13 @@ class AfiList:
 class MulticastInfo:
     """LCAF type 9: an (S,G) entry scoped to an instance ID.
 
-    `padded` marks the lispers.net form, which has two zero bytes between the
-    LCAF length and the instance ID. We accept it, and emit it only on request.
+    `padded` marks the lispers.net form: two zero bytes between the LCAF length
+    and the instance ID, left out of the Length (20 for IPv4, 44 for IPv6, as
+    in RFC 8060, with 22 or 46 bytes following). We accept it, and emit it only
+    on request, byte for byte as lispers.net does. The one exception is a value
+    whose padded bytes would also read as a valid RFC 8060 body (source mask 0,
+    group mask equal to the AFI, source ending in that AFI): that is written
+    with the pad counted in the Length, which decodes back unambiguously.
     """
 
     iid: int
@@ -260,14 +265,15 @@ def _read_lcaf(r: Reader, depth: int) -> Address:
     lcaf_type = r.u8()
     rsvd2 = r.u8()
     length = r.u16()
+    if lcaf_type == LcafType.MULTICAST_INFO:
+        # Not under r.limit(length): the lispers.net form runs past its Length.
+        return _read_multicast_info(r, rsvd2, length)
     with r.limit(length):
         if lcaf_type == LcafType.INSTANCE_ID:
             iid = r.u32()
             return InstanceId(iid, read_address(r, depth), rsvd2)
         if lcaf_type == LcafType.AFI_LIST:
             return _read_afi_list(r, depth)
-        if lcaf_type == LcafType.MULTICAST_INFO:
-            return _read_multicast_info(r, rsvd2, length)
         if lcaf_type == LcafType.RLE:
             return _read_rle(r, depth)
         return UnknownLcaf(lcaf_type, r.take_rest(), rsvd1, flags, rsvd2)
@@ -282,19 +288,70 @@ def _read_afi_list(r: Reader, depth: int) -> AfiList:
     return AfiList(tuple(items))
 
 
+# RFC 8060 Multicast Info body: IID(4) Rsvd(2) SrcML(1) GrpML(1) AFI Src AFI
+# Grp, so its length gives the family. lispers.net writes two zero bytes first
+# and leaves them out of the Length; our encoder once counted them (22 or 46).
+# Length -> (AFI, whether the pad is counted).
+_MCAST_FORMS: Final = {
+    20: (_AFI_IPV4, False),
+    44: (_AFI_IPV6, False),
+    22: (_AFI_IPV4, True),
+    46: (_AFI_IPV6, True),
+}
+_MCAST_PAD: Final = 2
+_MCAST_RFC_AFI_AT: Final = 8
+_MCAST_PADDED_AFI_AT: Final = _MCAST_RFC_AFI_AT + _MCAST_PAD
+
+
+def _has_afis(body: bytes, at: int, afi: int) -> bool:
+    """Whether body holds `afi` at `at` and again right after that address."""
+    r = Reader(body, at)
+    if r.u16() != afi:
+        return False
+    r.take(4 if afi == _AFI_IPV4 else 16)
+    return r.u16() == afi
+
+
 def _read_multicast_info(r: Reader, flags: int, length: int) -> MulticastInfo:
-    # RFC 8060 body: IID(4) Rsvd(2) SrcML(1) GrpML(1) AFI Src AFI Grp, which is
-    # 20 bytes for IPv4 and 44 for IPv6. lispers.net adds two pad bytes first.
-    padded = length in (22, 46)
-    if padded and r.u16() != 0:
-        raise r.fail("non-zero lispers.net Multicast Info pad")
-    iid = r.u32()
-    r.u16()  # reserved, ignored on receipt (RFC 8060 section 3)
-    source_ml = r.u8()
-    group_ml = r.u8()
-    source = read_ip(r)
-    group = read_ip(r)
+    start = r.pos
+    form = _MCAST_FORMS.get(length)
+    if form is None:
+        raise DecodeError(f"Multicast Info length {length} at offset {start}")
+    afi, pad_counted = form
+    body = r.take(length)
+    # Both readings find their AFIs within Length, so the choice needs no byte
+    # past it; the RFC reading wins whenever it is consistent.
+    padded = pad_counted or not _has_afis(body, _MCAST_RFC_AFI_AT, afi)
+    if padded:
+        if not _has_afis(body, _MCAST_PADDED_AFI_AT, afi):
+            raise DecodeError(
+                f"Multicast Info at offset {start} has AFI {afi} in neither "
+                "the RFC 8060 nor the lispers.net place"
+            )
+        if not pad_counted:
+            body += r.take(_MCAST_PAD)
+    b = Reader(body)
+    if padded and b.u16() != 0:
+        raise DecodeError(f"non-zero lispers.net Multicast Info pad at offset {start}")
+    iid = b.u32()
+    b.u16()  # reserved, ignored on receipt (RFC 8060 section 3)
+    source_ml = b.u8()
+    group_ml = b.u8()
+    source = read_ip(b)
+    group = read_ip(b)
     return MulticastInfo(iid, source, source_ml, group, group_ml, flags, padded)
+
+
+def _padded_reads_as_rfc(addr: MulticastInfo) -> bool:
+    """Whether the lispers.net bytes of addr also parse as an RFC 8060 body:
+    the RFC reading finds its AFIs in the mask lengths and the source's low
+    16 bits."""
+    afi = _AFI_IPV4 if addr.source.version == 4 else _AFI_IPV6
+    return (
+        addr.source_mask_len == 0
+        and addr.group_mask_len == afi
+        and int(addr.source) & 0xFFFF == afi
+    )
 
 
 def _read_rle(r: Reader, depth: int) -> Rle:
@@ -347,8 +404,8 @@ def _lcaf_header(
     return len(w)
 
 
-def _close_lcaf(w: Writer, body_start: int) -> None:
-    length = len(w) - body_start
+def _close_lcaf(w: Writer, body_start: int, uncounted: int = 0) -> None:
+    length = len(w) - body_start - uncounted
     if length > 0xFFFF:
         raise ValueError("LCAF body longer than 65535 bytes")
     w.patch_u16(body_start - 2, length)
@@ -357,6 +414,7 @@ def _close_lcaf(w: Writer, body_start: int) -> None:
 def _write_lcaf(
     w: Writer, addr: InstanceId | AfiList | MulticastInfo | Rle | UnknownLcaf
 ) -> None:
+    uncounted = 0
     if isinstance(addr, UnknownLcaf):
         start = _lcaf_header(w, addr.lcaf_type, addr.rsvd2, addr.flags, addr.rsvd1)
         w.put(addr.body)
@@ -372,6 +430,8 @@ def _write_lcaf(
         start = _lcaf_header(w, LcafType.MULTICAST_INFO, addr.flags)
         if addr.padded:
             w.u16(0)
+            if not _padded_reads_as_rfc(addr):
+                uncounted = _MCAST_PAD
         w.u32(addr.iid)
         w.u16(0)
         w.u8(addr.source_mask_len)
@@ -387,7 +447,7 @@ def _write_lcaf(
             write_address(w, entry.address)
             if entry.name is not None:
                 write_address(w, entry.name)
-    _close_lcaf(w, start)
+    _close_lcaf(w, start, uncounted)
 
 
 def address_depth(addr: Address) -> int:

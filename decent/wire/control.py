@@ -446,6 +446,11 @@ class EncapsulatedControlMessage:
     to_ms: bool = False
     ip_ttl: int = 64
     ip_ident: int = 0
+    #: IPv4 only; lispers.net's lig leaves DF clear.
+    ip_dont_fragment: bool = True
+    #: False: inner UDP checksum 0, as lig sends it. RFC 9301 5.8 wants it
+    #: non-zero, so this only lets a received ECM re-encode as it came.
+    inner_udp_checksum: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(cast(object, self.message), EncapsulatedControlMessage):
@@ -473,6 +478,8 @@ class EncapsulatedControlMessage:
             payload,
             ttl=self.ip_ttl,
             ident=self.ip_ident,
+            dont_fragment=self.ip_dont_fragment,
+            checksum=self.inner_udp_checksum,
         )
 
     def encode(self) -> bytes:
@@ -507,7 +514,23 @@ class EncapsulatedControlMessage:
             bool(flags & ECM_TO_MS),
             pkt.ttl,
             pkt.ident,
+            pkt.dont_fragment,
+            pkt.checksum,
         )
+
+
+def ecm_bytes(
+    payload: bytes,
+    inner_src: IPv4Address | IPv6Address,
+    inner_dst: IPv4Address | IPv6Address,
+    inner_sport: int,
+) -> bytes:
+    """An ECM around a control message's own bytes, which go unchanged (a
+    relayed Map-Register keeps the HMAC its registrant computed over them;
+    re-encoding a decoded message might not reproduce them)."""
+    first = MessageType.ENCAPSULATED_CONTROL << 4
+    inner = UdpPacket(inner_src, inner_dst, inner_sport, 4342, payload)
+    return bytes((first, 0, 0, 0)) + inner.encode()
 
 
 def map_reply_bytes(nonce: int, records: Sequence[bytes], probe: bool = False) -> bytes:

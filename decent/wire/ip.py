@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
@@ -90,6 +90,10 @@ class UdpPacket:
     tos: int = 0
     #: IPv4 only.
     dont_fragment: bool = True
+    #: False sends UDP checksum 0, "none" (RFC 768), to re-send a packet as a
+    #: peer sent it (lispers.net's lig); never set it for our own packets. Not
+    #: compared: it changes how the packet travels, not what it carries.
+    checksum: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
         family = type(self.src)
@@ -116,7 +120,7 @@ class UdpPacket:
     def encode(self) -> bytes:
         udp_len = UDP_HEADER_LEN + len(self.payload)
         udp = _UDP.pack(self.sport, self.dport, udp_len, 0) + self.payload
-        csum = udp_checksum(self.src, self.dst, udp)
+        csum = udp_checksum(self.src, self.dst, udp) if self.checksum else 0
         udp = _UDP.pack(self.sport, self.dport, udp_len, csum) + self.payload
         if isinstance(self.src, IPv6Address):
             header = _IPV6.pack(
@@ -181,7 +185,7 @@ def _decode_v4(data: bytes) -> UdpPacket:
     if total_length < ihl:
         raise DecodeError(f"IPv4 total length {total_length} < header length {ihl}")
     _check_length(data, total_length)
-    sport, dport, payload = _decode_udp(data[ihl:], src_b + dst_b + b"\0\x11")
+    sport, dport, payload, csum = _decode_udp(data[ihl:], src_b + dst_b + b"\0\x11")
     df = bool(frag & IPV4_DONT_FRAGMENT)
     return UdpPacket(
         ipv4(src_b),
@@ -193,6 +197,7 @@ def _decode_v4(data: bytes) -> UdpPacket:
         ident=ident,
         tos=tos,
         dont_fragment=df,
+        checksum=bool(csum),
     )
 
 
@@ -206,7 +211,7 @@ def _decode_v6(data: bytes) -> UdpPacket:
     if next_header != PROTO_UDP:
         raise DecodeError(f"IPv6 next header {next_header} is not UDP")
     _check_length(data, IPV6_HEADER_LEN + payload_length)
-    sport, dport, payload = _decode_udp(data[IPV6_HEADER_LEN:], addresses)
+    sport, dport, payload, csum = _decode_udp(data[IPV6_HEADER_LEN:], addresses)
     return UdpPacket(
         IPv6Address(addresses[:16]),
         IPv6Address(addresses[16:]),
@@ -215,6 +220,7 @@ def _decode_v6(data: bytes) -> UdpPacket:
         payload,
         ttl=hop_limit,
         tos=first >> 20 & 0xFF,
+        checksum=bool(csum),
     )
 
 
@@ -225,9 +231,10 @@ def _check_length(data: bytes, length: int) -> None:
         raise DecodeError(f"{len(data) - length} trailing bytes after the IP packet")
 
 
-def _decode_udp(udp: bytes, pseudo: bytes) -> tuple[int, int, bytes]:
-    """Ports and payload of a UDP datagram; `pseudo` is the pseudo-header's
-    addresses (IPv4: and its zero and protocol bytes), the length is added."""
+def _decode_udp(udp: bytes, pseudo: bytes) -> tuple[int, int, bytes, int]:
+    """Ports, payload and checksum field of a UDP datagram; `pseudo` is the
+    pseudo-header's addresses (IPv4: and its zero and protocol bytes), the
+    length is added."""
     if len(udp) < UDP_HEADER_LEN:
         raise DecodeError(f"need {UDP_HEADER_LEN} bytes of UDP header")
     sport, dport, length, csum = _UDP.unpack_from(udp)
@@ -248,4 +255,4 @@ def _decode_udp(udp: bytes, pseudo: bytes) -> tuple[int, int, bytes]:
             pseudo += length.to_bytes(4, "big") + b"\0\0\0\x11"
         if internet_checksum(pseudo + udp):
             raise DecodeError(f"bad UDP checksum {csum:#06x}")
-    return sport, dport, udp[UDP_HEADER_LEN:]
+    return sport, dport, udp[UDP_HEADER_LEN:], csum

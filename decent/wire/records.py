@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 from decent.wire.afi import (
     Address,
     AfiList,
+    DistinguishedName,
+    IPAddress,
     Rle,
     RleEntry,
     address_depth,
@@ -84,6 +87,31 @@ class Locator:
             check_uint("m_priority", self.m_priority, 8)
             check_uint("m_weight", self.m_weight, 8)
         _check_address("locator", self.address)
+
+    @property
+    def rloc(self) -> IPAddress | None:
+        """The IP address to encapsulate to: the locator itself, or the
+        first IP address of an AFI list, which lispers.net sends as
+        {address, name} (protocol notes gotcha 10). None for the rest (an
+        RLE, a bare name)."""
+        addr = self.address
+        if isinstance(addr, IPv4Address | IPv6Address):
+            return addr
+        if isinstance(addr, AfiList):
+            for item in addr.items:
+                if isinstance(item, IPv4Address | IPv6Address):
+                    return item
+        return None
+
+    @property
+    def name(self) -> str | None:
+        """The RLOC name an AFI-list locator carries beside its address."""
+        addr = self.address
+        if isinstance(addr, AfiList):
+            for item in addr.items:
+                if isinstance(item, DistinguishedName):
+                    return item.name
+        return None
 
     def write(self, w: Writer) -> None:
         w.u8(self.priority)

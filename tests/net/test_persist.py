@@ -293,7 +293,7 @@ def test_the_t_bit_is_saved_as_data_and_decides_the_restored_lifetime() -> None:
     raw = _good()
     _far_expiry(raw)
     children = [child for entry in raw["entries"] for child in entry[4]]
-    assert all(len(child) == 10 and child[9] is True for child in children)
+    assert all(len(child) == 11 and child[9] is True for child in children)
     assert _lifetimes(raw) == {180.0}
     fresh = _long_timeout()
     restore_registrations(fresh, raw, 100.0, WALL)
@@ -306,12 +306,24 @@ def test_the_t_bit_is_saved_as_data_and_decides_the_restored_lifetime() -> None:
     assert _lifetimes(raw) == {3600.0}
 
 
+def test_a_relayed_registration_keeps_its_relaying_member() -> None:
+    raw = _good()
+    for entry in raw["entries"]:
+        for child in entry[4]:
+            assert child[10] is None
+            child[10] = "198.18.42.12"
+    fresh = _long_timeout()
+    assert restore_registrations(fresh, raw, 100.0, WALL) == 5
+    vias = {c.via for e in fresh.registrations() for c in e.children.values()}
+    assert vias == {IPv4Address("198.18.42.12")}
+
+
 def test_a_snapshot_from_before_the_t_bit_was_data_reads_it_from_the_flags() -> None:
     raw = _good()
     _far_expiry(raw)
     for entry in raw["entries"]:
         for child in entry[4]:
-            del child[9]
+            del child[9:]
     assert _lifetimes(raw) == {180.0}
     for entry in raw["entries"]:
         for child in entry[4]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from decent.peer.mapserver import MapServer, merge_records
+from ipaddress import IPv4Address
+
+from decent.peer.mapserver import MapServer, merge_records, proxy_record
 from decent.wire import DistinguishedName, Eid, Locator, MapRecord, Rle, RleEntry
 from tests.peer.conftest import (
     DECENT_IPS,
@@ -47,3 +49,22 @@ def test_group_members_are_the_address_entries_of_the_rle():
     entry = ms.ms.db.get(eid)
     assert entry is not None
     assert entry.members() == [DECENT_IPS[1]]
+
+
+def test_a_proxy_reply_clears_the_a_and_l_bits_and_nothing_else() -> None:
+    record = MapRecord(
+        IPv4Address("10.1.1.0"),
+        24,
+        (Locator(IPv4Address("192.0.2.1"), 3, 40, local=True, reachable=False),),
+        3,
+        authoritative=True,
+    )
+    reply = proxy_record(record)
+    assert not reply.authoritative
+    assert reply.locators[0].local is False
+    assert reply.locators[0].reachable is False
+    assert (reply.locators[0].priority, reply.locators[0].weight) == (3, 40)
+    plain = MapRecord(
+        IPv4Address("10.1.1.0"), 24, (Locator(IPv4Address("192.0.2.1")),), 3
+    )
+    assert proxy_record(plain) is plain

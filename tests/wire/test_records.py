@@ -7,12 +7,17 @@ from ipaddress import IPv4Address
 import pytest
 
 from decent.wire import (
+    AfiList,
     DecodeError,
+    DistinguishedName,
     Locator,
     MapRecord,
     MapReply,
+    NoAddress,
     ReferralRecord,
     ReferralSignature,
+    Rle,
+    RleEntry,
     decode,
 )
 from decent.wire.limits import MAX_LOCATORS
@@ -56,3 +61,14 @@ def test_referral_limits_are_enforced() -> None:
     sig = ReferralSignature(0, 0, 0, 0, 0, b"")
     with pytest.raises(ValueError, match="signatures"):
         ReferralRecord(A, 32, signatures=(sig,) * 16)
+
+
+def test_an_afi_list_locator_gives_its_address_and_name() -> None:
+    rloc = IPv4Address("192.0.2.32")
+    listed = Locator(AfiList((DistinguishedName("vm"), rloc)))
+    assert (listed.rloc, listed.name) == (rloc, "vm")
+    assert (Locator(rloc).rloc, Locator(rloc).name) == (rloc, None)
+    rle = Rle((RleEntry(rloc, 128),))
+    assert Locator(rle).rloc is None
+    assert Locator(AfiList((NoAddress(), rle))).rloc is None
+    assert Locator(DistinguishedName("vm")).rloc is None

@@ -10,6 +10,7 @@ import pytest
 from tests.wire.tshark import (
     MAP_NOTIFY_ACK_TYPE,
     MAP_REGISTER_A_BIT,
+    MAP_REGISTER_T_BIT,
     Dissection,
     assert_clean,
     dissect,
@@ -53,10 +54,7 @@ KNOWN_LIMITATIONS: dict[str, tuple[str, str]] = {
         "tshark 4.0 predates RFC 9437 (I bit, N bit, xTR-ID/Site-ID trailer)",
     ),
     "v17_map_register_ttl_timeout": (
-        re.escape(
-            "reserved field lisp.mreg.res = 0x000004 "
-            "(.... .... 0000 0000 0000 100. = Reserved bits: 0x0004)"
-        ),
+        MAP_REGISTER_T_BIT,
         "tshark 4.0 does not know the RFC 9301 Map-Register T bit",
     ),
     "v18_map_register_merge_without_xtr_id": (MAP_REGISTER_A_BIT, _A_BIT_REASON),

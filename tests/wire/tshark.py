@@ -40,6 +40,11 @@ MAP_REGISTER_A_BIT: Final = re.escape(
     "reserved field lisp.mreg.res = 0x000002 "
     "(.... .... 0000 0000 0000 010. = Reserved bits: 0x0002)"
 )
+#: The Map-Register T bit (use the Record TTL, 0x00000800) alone, likewise.
+MAP_REGISTER_T_BIT: Final = re.escape(
+    "reserved field lisp.mreg.res = 0x000004 "
+    "(.... .... 0000 0000 0000 100. = Reserved bits: 0x0004)"
+)
 #: Map-Notify-Ack (type 5) is "Unknown LISP Control Packet (5)" ...
 MAP_NOTIFY_ACK_TYPE: Final = re.escape("LISP message type 5 unknown to tshark")
 #: ... and everything after its type field stays undecoded. This would also

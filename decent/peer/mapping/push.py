@@ -18,7 +18,7 @@ from typing import Final
 
 from decent.peer import counters as C
 from decent.peer.config import Addr
-from decent.peer.context import CacheWriter, Ctx, Registrar
+from decent.peer.context import CacheWriter, Ctx, Registrar, eid_on_wire
 from decent.peer.roaming import moved_locators
 from decent.wire import (
     DECENT_CONTROL_IID,
@@ -29,6 +29,7 @@ from decent.wire import (
     MapRequest,
     RequestRecord,
     UdpPacket,
+    ecm_bytes,
     encapsulate,
     rle_entries,
 )
@@ -126,7 +127,29 @@ class PushMapping:
     def register_targets(self) -> tuple[Addr, ...]:
         return self.ctx.config.map_servers
 
-    def send_register(self, data: bytes, targets: Sequence[Addr]) -> None:
+    def vouches(self, rloc: IPAddress) -> bool:
+        """Whether rloc is a member (or a seed, a member by our config)."""
+        return rloc in self.seeds or rloc in self.membership()
+
+    def relay_register(self, data: bytes, registrant: Addr) -> None:
+        """Carry a plain xTR's Map-Register on to every other member, in an
+        ECM whose inner source is the xTR, the way the group carries our
+        own: multicast or replicated. The ECM's to-Map-Server bit would say
+        the same, but Wireshark 4.0 shows it as a reserved bit set."""
+        ctx = self.ctx
+        group = ctx.config.group
+        if group is None:
+            return
+        own = ctx.config.rloc_for(registrant[0].version)
+        if own is None:
+            return
+        ecm = ecm_bytes(data, registrant[0], own, registrant[1])
+        targets = [t for t in self.register_targets() if not ctx.own(t[0])]
+        self.send_register(ecm, targets, "relayed-register")
+
+    def send_register(
+        self, data: bytes, targets: Sequence[Addr], kind: str = "map-register"
+    ) -> None:
         ctx = self.ctx
         group = ctx.config.group
         unicast = [t for t in targets if t[0] != group]
@@ -136,9 +159,9 @@ class PushMapping:
                 # would only drop a unicast duplicate as a replayed nonce.
                 members = set(self.membership())
                 unicast = [t for t in unicast if ctx.own(t[0]) or t[0] not in members]
-            self.send_to_group(data, "map-register", {t[0] for t in unicast})
+            self.send_to_group(data, kind, {t[0] for t in unicast})
         for ms in unicast:
-            ctx.out.send(data, ms, "map-register")
+            ctx.out.send(data, ms, kind)
 
     def send_to_group(self, data: bytes, kind: str, skip: set[IPAddress]) -> None:
         """RFC 9962 4.1: one message for every member. Natively to G on a
@@ -169,7 +192,14 @@ class PushMapping:
             )
 
     def resolvers_for(self, eid: Eid) -> tuple[Addr, ...]:
-        return self.ctx.config.map_resolvers
+        """The group first: every member holds every mapping. Outside
+        Map-Resolvers (a classic mapping system beside the group) for EIDs
+        the group holds no registration for."""
+        config = self.ctx.config
+        outside = config.outside_map_resolvers
+        if outside and self.ctx.ms.db.lookup(eid) is None:
+            return outside
+        return config.map_resolvers
 
     # ------------------------------------------------------------ replicated control
     def receive_replicated(self, packet: UdpPacket, addr: Addr, now: float) -> None:
@@ -236,7 +266,7 @@ class PushMapping:
         if own is None:
             return
         nonce = ctx.out.nonce()
-        addr, mask = eid.to_wire()
+        addr, mask = eid_on_wire(eid, config.wire_form)
         req = MapRequest(nonce, (RequestRecord(addr, mask),), (own,))
         self._lookups[nonce] = peer
         ctx.out.send(req.encode(), (peer, config.control_port), "map-request")

@@ -6,14 +6,25 @@ from collections.abc import Iterable
 from typing import Final
 
 from decent.peer.config import (
+    Addr,
     AllowedPrefix,
     DatabaseMapping,
     Limits,
     NodeConfig,
+    OutsideMapServer,
     Site,
     rloc_order,
 )
-from decent.wire import AlgorithmId, Eid, IPAddress, Locator, Rle, RleEntry
+from decent.wire import (
+    AfiList,
+    AlgorithmId,
+    Eid,
+    IPAddress,
+    Locator,
+    NoAddress,
+    Rle,
+    RleEntry,
+)
 
 GROUP_SITE = "decent-group"
 #: Record TTL (minutes) of a mobile node's own mappings: LISP-MN wants small
@@ -26,12 +37,18 @@ DEFAULT_PRIORITY: Final = 1
 DEFAULT_WEIGHT: Final = 100
 
 
-def membership_mapping(group_eid: Eid, rloc: IPAddress, ttl: int) -> DatabaseMapping:
+def membership_mapping(
+    group_eid: Eid, rloc: IPAddress, ttl: int, wire_form: str = "rfc8060"
+) -> DatabaseMapping:
     """The member's join: [iid](0/0, G) with an RLE of its own RLOC at level
     128, merge and proxy-reply set, no Map-Notify (RFC 8378 5.1.2 MUSTs), and
-    lispers.net's RLOC-record values (protocol notes 1.3)."""
+    lispers.net's RLOC-record values (protocol notes 1.3). lispers.net
+    writes the RLE inside an AFI list led by an empty address (gotcha 10)."""
     rle = Rle((RleEntry(rloc, 128),))
-    locator = Locator(rle, 255, 0, 1, 100, local=True, reachable=True)
+    address: Rle | AfiList = rle
+    if wire_form == "lispers.net":
+        address = AfiList((NoAddress(), rle))
+    locator = Locator(address, 255, 0, 1, 100, local=True, reachable=True)
     return DatabaseMapping(
         group_eid,
         (locator,),
@@ -46,7 +63,7 @@ def decent_node_config(
     *,
     name: str,
     rlocs: tuple[IPAddress, ...],
-    group: IPAddress,
+    group: IPAddress | None,
     key: bytes,
     xtr_id: int,
     eids: tuple[Eid, ...] = (),
@@ -68,6 +85,10 @@ def decent_node_config(
     mobile: bool = False,
     limits: Limits | None = None,
     auth_algorithms: frozenset[int] = frozenset({AlgorithmId.HMAC_SHA_256_128}),
+    sites: tuple[Site, ...] = (),
+    outside_map_servers: tuple[OutsideMapServer, ...] = (),
+    outside_map_resolvers: tuple[Addr, ...] = (),
+    wire_form: str = "rfc8060",
 ) -> NodeConfig:
     """A push-mode member: its own Map-Server and Map-Resolver, registering
     its membership, its name and its EIDs once to the whole group.
@@ -85,32 +106,14 @@ def decent_node_config(
 
     `auth_algorithms` are those accepted from peers, the group key's
     (SHA-256 alone by default: RFC 9301 1.1 forbids SHA-1 on the Internet).
+
+    `sites` are plain xTRs' sites, which every member should list alike.
+    `outside_map_servers` and `outside_map_resolvers` make the node a classic
+    xTR of other mapping systems too; with `group` None it is only that.
     """
     if rloc_policy and len(rloc_policy) != len(rlocs):
         raise ValueError("rloc_policy needs one (priority, weight) per RLOC")
     rloc = rlocs[0]
-    group_eid = Eid.sg(
-        "0.0.0.0/0" if group.version == 4 else "::/0",
-        f"{group}/{group.max_prefixlen}",
-        iid,
-    )
-    any_group = Eid.sg(
-        "0.0.0.0/0" if group.version == 4 else "::/0",
-        "224.0.0.0/4" if group.version == 4 else "ff00::/8",
-        iid,
-    )
-    site = Site(
-        GROUP_SITE,
-        ((0, key),),
-        (
-            AllowedPrefix(Eid.prefix("0.0.0.0/0", iid)),
-            AllowedPrefix(Eid.prefix("::/0", iid)),
-            AllowedPrefix(Eid.name("*", iid)),
-            AllowedPrefix(any_group),
-        ),
-        force_proxy_reply=True,
-        algorithms=auth_algorithms,
-    )
     policy = rloc_policy or ((DEFAULT_PRIORITY, DEFAULT_WEIGHT),) * len(rlocs)
     # Sorted on the wire (RFC 9301 5.5), whatever the config's order: the
     # first RLOC listed stays our source and RLE member, and our
@@ -126,15 +129,46 @@ def decent_node_config(
     )
     own_ttl = MOBILE_TTL if mobile else ttl
     ttls = dict(eid_ttls)
-    database = [membership_mapping(group_eid, rloc, ttl)]
-    database.append(
-        DatabaseMapping(Eid.name(name, iid), locators, own_ttl, True, False)
-    )
+    database: list[DatabaseMapping] = []
+    targets: list[Addr] = []
+    all_sites = list(sites)
+    if group is not None:
+        group_eid = Eid.sg(
+            "0.0.0.0/0" if group.version == 4 else "::/0",
+            f"{group}/{group.max_prefixlen}",
+            iid,
+        )
+        any_group = Eid.sg(
+            "0.0.0.0/0" if group.version == 4 else "::/0",
+            "224.0.0.0/4" if group.version == 4 else "ff00::/8",
+            iid,
+        )
+        all_sites.append(
+            Site(
+                GROUP_SITE,
+                ((0, key),),
+                (
+                    AllowedPrefix(Eid.prefix("0.0.0.0/0", iid)),
+                    AllowedPrefix(Eid.prefix("::/0", iid)),
+                    AllowedPrefix(Eid.name("*", iid)),
+                    AllowedPrefix(any_group),
+                ),
+                force_proxy_reply=True,
+                algorithms=auth_algorithms,
+            )
+        )
+        database.append(membership_mapping(group_eid, rloc, ttl, wire_form))
+        database.append(
+            DatabaseMapping(Eid.name(name, iid), locators, own_ttl, True, False)
+        )
+        targets = [(rloc, control_port), (group, control_port)]
+        targets.extend((s, control_port) for s in seeds if s not in rlocs)
     database.extend(
         DatabaseMapping(e, locators, ttls.get(e, own_ttl), True, False) for e in eids
     )
-    targets = [(rloc, control_port), (group, control_port)]
-    targets.extend((s, control_port) for s in seeds if s not in rlocs)
+    resolvers: tuple[Addr, ...] = ((rloc, control_port),)
+    if group is None:
+        resolvers, resolve_in_process = outside_map_resolvers, False
     return NodeConfig(
         rlocs=rlocs,
         xtr_id=xtr_id,
@@ -144,18 +178,21 @@ def decent_node_config(
         group=group,
         group_mode=mode,
         group_iid=iid,
-        sites=(site,),
+        sites=tuple(all_sites),
         registration_timeout=ttl * 60.0,
         database=tuple(database),
         map_servers=tuple(targets),
-        register_key=key,
+        register_key=key if group is not None else b"",
         register_interval=register_interval,
-        map_resolvers=((rloc, control_port),),
+        map_resolvers=resolvers,
         probe_interval=probe_interval,
-        group_lookup_interval=group_lookup_interval,
+        group_lookup_interval=group_lookup_interval if group is not None else None,
         map_reply_rate=map_reply_rate,
         map_reply_burst=map_reply_burst,
         resolve_in_process=resolve_in_process,
         auth_algorithms=auth_algorithms,
         limits=limits or Limits(),
+        outside_map_servers=outside_map_servers,
+        outside_map_resolvers=outside_map_resolvers if group is not None else (),
+        wire_form=wire_form,
     )

@@ -26,7 +26,17 @@ class MappingSystem(Protocol):
         """The Map-Servers our registrations go to (one may be a group)."""
         ...
 
-    def send_register(self, data: bytes, targets: Sequence[Addr]) -> None:
+    def vouches(self, rloc: IPAddress) -> bool:
+        """Whether rloc is one of the mapping system's own members."""
+        ...
+
+    def relay_register(self, data: bytes, registrant: Addr) -> None:
+        """Carry a plain xTR's Map-Register on to every other member."""
+        ...
+
+    def send_register(
+        self, data: bytes, targets: Sequence[Addr], kind: str = "map-register"
+    ) -> None:
         """Deliver one Map-Register to `targets` (a subset of
         register_targets(), e.g. those yet to acknowledge it)."""
         ...

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from decent.peer.config import Addr, DatabaseMapping
-from decent.peer.context import MASK32, MASK64, CacheWriter, Ctx, authentic
+from decent.peer.context import (
+    MASK32,
+    MASK64,
+    CacheWriter,
+    Ctx,
+    authentic,
+    eid_on_wire,
+)
 from decent.peer.events import RegisterAcknowledged
 from decent.peer.mapping.system import MappingSystem
 from decent.wire import (
@@ -30,6 +37,7 @@ from decent.wire import (
     MapRegister,
     MapRequest,
     RequestRecord,
+    check_auth,
     encode_record,
     map_register_bytes,
     rle_entries,
@@ -101,8 +109,14 @@ class EtrRole:
         # 5 minutes, so a registration lost on the way is soon repeated.
         self.quick_until = now + config.quick_register_period
         self._bootstrap_backoff = 0.5
-        if config.database and config.map_servers:
+        if self._registers():
             ctx.timers.set(RegisterTick(), now)
+
+    def _registers(self) -> bool:
+        config = self.ctx.config
+        return bool(
+            config.database and (config.map_servers or config.outside_map_servers)
+        )
 
     # ------------------------------------------------------------ local calls
     def set_locators(self, eid: Eid, locators: tuple[Locator, ...], now: float) -> None:
@@ -160,8 +174,7 @@ class EtrRole:
 
     def register_soon(self, now: float) -> None:
         """A new member appeared: register within 10 ms, not at the period."""
-        config = self.ctx.config
-        if not (config.database and config.map_servers):
+        if not self._registers():
             return
         soon = now + 0.01
         when = self.ctx.timers.when(RegisterTick())
@@ -180,7 +193,9 @@ class EtrRole:
         for rec in records:
             eid = Eid.from_wire(rec.eid, rec.mask_len)
             mapping = self.ctx.database.get(eid)
-            if mapping is not None and rec == register_record(mapping):
+            if mapping is not None and rec == register_record(
+                mapping, wire_form=self.ctx.config.wire_form
+            ):
                 continue
             if mapping is not None and mapping.merge and rec.ttl > 0:
                 if not self._listed(rec):
@@ -208,8 +223,13 @@ class EtrRole:
         )
 
     def on_notify(self, msg: MapNotify, raw: bytes, src: Addr, now: float) -> None:
-        key = self.ctx.config.register_key
-        if key and not authentic(self.ctx.config, msg.alg_id, raw, key):
+        config = self.ctx.config
+        key, alg = config.credentials(src)
+        if key and not (
+            authentic(config, msg.alg_id, raw, key)
+            if key == config.register_key
+            else msg.alg_id == alg and check_auth(raw, key)
+        ):
             self.ctx.out.drop(src, "auth-failed")
             return
         pending = self._pending_registers.get(msg.nonce)
@@ -228,7 +248,7 @@ class EtrRole:
                 # says what we register now: yes (nothing to cache).
                 ack = MapNotifyAck(msg.nonce, msg.records, msg.key_id)
                 if key:
-                    ack = ack.signed(key, self.ctx.config.register_alg)
+                    ack = ack.signed(key, alg)
                 self.ctx.out.send(ack.encode(), src, "map-notify-ack")
             else:
                 # Never acknowledged: the Map-Server would take it as our
@@ -243,7 +263,7 @@ class EtrRole:
             self.writer.install(eid, rec, "map-notify", now)
         ack = MapNotifyAck(msg.nonce, msg.records, msg.key_id)
         if key:
-            ack = ack.signed(key, self.ctx.config.register_alg)
+            ack = ack.signed(key, alg)
         self.ctx.out.send(ack.encode(), src, "map-notify-ack")
 
     def _register_tick(self, now: float) -> None:
@@ -293,14 +313,32 @@ class EtrRole:
         ttl_zero: bool = False,
         attempt: int = 0,
     ) -> None:
-        groups: dict[tuple[bool, bool, bool], list[MapRecord]] = {}
         self._registered.update(m.eid for m in mappings)
-        for m in mappings:
-            flags = (m.proxy_reply, m.merge, m.want_map_notify and not ttl_zero)
-            groups.setdefault(flags, []).append(register_record(m, ttl_zero))
-        for flags, records in groups.items():
-            for batch, body in self._batches(records):
-                self._send_register(batch, flags, now, attempt=attempt, body=body)
+        config = self.ctx.config
+        wire_form = config.wire_form
+        if config.map_servers:
+            groups: dict[tuple[bool, bool, bool], list[MapRecord]] = {}
+            for m in mappings:
+                flags = (m.proxy_reply, m.merge, m.want_map_notify and not ttl_zero)
+                record = register_record(m, ttl_zero, wire_form)
+                groups.setdefault(flags, []).append(record)
+            for flags, records in groups.items():
+                for batch, body in self._batches(records):
+                    self._send_register(batch, flags, now, attempt=attempt, body=body)
+        # An outside Map-Server holds our EID-prefixes, not the group's
+        # membership nor our name, and acknowledges each Map-Register (RFC
+        # 9301 5.7: retransmitted until it does).
+        outside = [
+            register_record(m, ttl_zero)
+            for m in mappings
+            if not m.eid.is_name and m.eid.group is None
+        ]
+        for ms in config.outside_map_servers if outside else ():
+            for batch, body in self._batches(outside):
+                flags = (True, False, not ttl_zero)
+                self._send_register(
+                    batch, flags, now, (ms.address,), attempt=attempt, body=body
+                )
 
     def _batches(
         self, records: list[MapRecord]
@@ -334,8 +372,10 @@ class EtrRole:
         """Send one Map-Register. `body` is the records' encoding if known."""
         proxy, merge, want_notify = flags
         self.register_nonce = (self.register_nonce + 1) & MASK64
-        key = self.ctx.config.register_key
-        alg = self.ctx.config.register_alg if key else AlgorithmId.NONE
+        if targets is None:
+            targets = self.mapping.register_targets()
+        key, alg = self.ctx.config.credentials(targets[0])
+        alg = alg if key else AlgorithmId.NONE
         auth = bytes(AUTH_LENGTH[alg]) if key else b""
         head = MapRegister(
             self.register_nonce,
@@ -357,8 +397,6 @@ class EtrRole:
         data = map_register_bytes(head, len(records), body)
         if key:
             data = sign_bytes(data, key)
-        if targets is None:
-            targets = self.mapping.register_targets()
         self.mapping.send_register(data, targets)
         if want_notify:
             # RFC 9301 5.7: retransmit after 1 s, doubling up to 60 s.
@@ -382,7 +420,10 @@ class EtrRole:
             self.ctx.database.get(Eid.from_wire(r.eid, r.mask_len))
             for r in pending.records
         )
-        records = tuple(register_record(m) for m in mappings if m is not None)
+        wire_form = self.ctx.config.wire_form
+        records = tuple(
+            register_record(m, wire_form=wire_form) for m in mappings if m is not None
+        )
         if records:
             self._send_register(
                 records,
@@ -438,8 +479,11 @@ class EtrRole:
         }
 
 
-def register_record(mapping: DatabaseMapping, ttl_zero: bool = False) -> MapRecord:
-    """A database mapping as a Map-Register EID-record (TTL 0 deregisters)."""
-    addr, mask = mapping.eid.to_wire()
+def register_record(
+    mapping: DatabaseMapping, ttl_zero: bool = False, wire_form: str = "rfc8060"
+) -> MapRecord:
+    """A database mapping as a Map-Register EID-record (TTL 0 deregisters).
+    lispers.net writes a group EID's Multicast-Info with two pad bytes."""
+    addr, mask = eid_on_wire(mapping.eid, wire_form)
     ttl = 0 if ttl_zero else mapping.ttl
     return MapRecord(addr, mask, mapping.locators, ttl, authoritative=True)

@@ -17,7 +17,7 @@ from typing import Final
 from decent.peer import counters as C
 from decent.peer.config import Addr, DatabaseMapping
 from decent.peer.context import Ctx, ItrNotes, Members
-from decent.peer.mapserver import SiteEntry
+from decent.peer.mapserver import SiteEntry, proxy_record
 from decent.peer.ratelimit import Bucket, Buckets
 from decent.wire import (
     Action,
@@ -152,7 +152,7 @@ class MapResolverRole:
                 return None
             addr, mask = block.to_wire()
             record = dataclasses.replace(
-                hit[1].record, eid=addr, mask_len=mask, authoritative=False
+                proxy_record(hit[1].record), eid=addr, mask_len=mask
             )
             out.extend(records[done:index])
             out.append(encode_record(record))
@@ -272,17 +272,13 @@ class MapResolverRole:
         one registered ETR in an ECM, and that ETR answers the ITR directly.
         An RLOC the ETR marked unreachable (R clear) or unusable (priority
         255) is the last choice (RFC 9301 5.4)."""
-        etrs = [
-            loc
-            for loc in entry.record.locators
-            if isinstance(loc.address, IPv4Address | IPv6Address)
-        ]
+        etrs = [loc for loc in entry.record.locators if loc.rloc is not None]
         if not etrs:
             self.ctx.out.drop(src, "no-etr-rloc")
             return
         best = min(etrs, key=lambda loc: not loc.reachable or loc.priority == 255)
-        etr = best.address
-        assert isinstance(etr, IPv4Address | IPv6Address)
+        etr = best.rloc
+        assert etr is not None
         inner_src = ecm.inner_src if ecm is not None else src[0]
         inner_dst = ecm.inner_dst if ecm is not None else etr
         if inner_src.version != inner_dst.version:

@@ -18,7 +18,14 @@ from typing import Final
 
 from decent.peer import counters as C
 from decent.peer.config import Addr, ChildKey, Site
-from decent.peer.context import MASK32, Ctx, MembershipWatch, authentic
+from decent.peer.context import (
+    MASK32,
+    Carrier,
+    Ctx,
+    MembershipWatch,
+    authentic,
+    eid_on_wire,
+)
 from decent.peer.events import (
     MergedSetChanged,
     NotifyAcknowledged,
@@ -99,14 +106,29 @@ class MapServerRole:
         #: registered RLOCs, whom its ETR decapsulates for, follows it).
         self.version = 0
         self.watch: MembershipWatch | None = None
+        self.carrier: Carrier | None = None
 
     # ------------------------------------------------------------ Map-Register
-    def on_register(self, msg: MapRegister, raw: bytes, src: Addr, now: float) -> None:
+    def on_register(
+        self,
+        msg: MapRegister,
+        raw: bytes,
+        src: Addr,
+        now: float,
+        via: IPAddress | None = None,
+    ) -> None:
+        """A Map-Register from src; `via` names the member that accepted it
+        from a plain xTR at src and carried it on to us (on_relayed)."""
         ms, out = self.ctx.ms, self.ctx.out
         eids = [Eid.from_wire(r.eid, r.mask_len) for r in msg.records]
         site, reason = ms.authorize(msg, raw, eids)
         if site is None:
             out.reject(src, reason, eids[0] if eids else None)
+            return
+        if via is not None and not site.relay:
+            # A member may carry on only what plain xTRs registered to it:
+            # not a group registration in another member's name.
+            out.reject(src, "relay-refused", eids[0])
             return
         # Replays first, so that replaying a registrant's traffic cannot
         # spend its rate allowance.
@@ -116,7 +138,8 @@ class MapServerRole:
             verdict = replay.check(slot, src[0], msg.nonce)
             if verdict is not Verdict.FRESH:
                 out.reject(src, verdict.reason, eids[0])
-                if verdict is not Verdict.DUPLICATE and msg.alg_id:
+                # Only the member it registered to talks to the xTR.
+                if verdict is not Verdict.DUPLICATE and msg.alg_id and via is None:
                     held = HeldRegister(msg, raw, tuple(eids), site)
                     self._challenge(held, slot, src, now)
                 return
@@ -129,7 +152,7 @@ class MapServerRole:
                 self._refuse(who, src, "nonce-marks-full", eids[0], now)
                 return
             replay.accept(slot, src[0], msg.nonce, now)
-        self._accepted(msg, raw, eids, site, src, now)
+        self._accepted(msg, raw, eids, site, src, now, via)
 
     def _challenge(self, held: HeldRegister, slot: Slot, src: Addr, now: float) -> None:
         """Ask the registrant to confirm a Map-Register refused for its nonce
@@ -193,12 +216,22 @@ class MapServerRole:
         site: Site,
         src: Addr,
         now: float,
+        via: IPAddress | None = None,
     ) -> None:
         out = self.ctx.out
         if msg.alg_id == 0:
             out.counters[C.ACCEPT_UNAUTHENTICATED] += 1
             out.emit(UnauthenticatedAccepted(src, site.name))
-        self.apply(RegisterIntent.from_register(msg), eids, site, src, now)
+        self.apply(RegisterIntent.from_register(msg, via), eids, site, src, now)
+        if via is not None:
+            out.counters[C.RELAYED_ACCEPTED] += 1
+            return
+        if site.relay:
+            # RFC 9962 4: every member holds every mapping, a plain xTR's
+            # too, though it registered to us alone.
+            assert self.carrier is not None
+            out.counters[C.RELAYED_SENT] += 1
+            self.carrier.relay_register(raw, src)
         if msg.want_map_notify:
             # RFC 9301 5.7: the Map-Notify acknowledges with the registration's
             # nonce and records, authenticated with the site key; it is sent
@@ -236,7 +269,9 @@ class MapServerRole:
                     timers.set(timer, expires)
                 out.counters[C.REGISTRATION_ACCEPTED] += 1
                 out.emit(
-                    RegistrationAccepted(ch.eid, site.name, src, msg.xtr_id, ch.new)
+                    RegistrationAccepted(
+                        ch.eid, site.name, src, msg.xtr_id, ch.new, msg.via
+                    )
                 )
             if ch.changed and ch.entry is not None and ch.entry.merge:
                 self._notify_members(ch.entry, now)
@@ -288,7 +323,7 @@ class MapServerRole:
         out.emit(MergedSetChanged(entry.eid, len(entry.members())))
         site = next(s for s in ctx.ms.sites if s.name == entry.site)
         key_id, key = site.keys[0] if site.keys else (0, None)
-        eid_addr, mask = entry.eid.to_wire()
+        eid_addr, mask = eid_on_wire(entry.eid, config.wire_form)
         record = dataclasses.replace(entry.record, eid=eid_addr, mask_len=mask)
         # This notify supersedes any still being retransmitted for the entry:
         # an older set arriving after it would undo it in the member's cache.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 from decent.peer.config import Addr
@@ -46,10 +45,8 @@ class ProbeRole:
             if entry.negative:
                 continue
             for state in entry.locators:
-                rloc = state.locator.address
-                if not isinstance(rloc, IPv4Address | IPv6Address) or self.ctx.own(
-                    rloc
-                ):
+                rloc = state.locator.rloc
+                if rloc is None or self.ctx.own(rloc):
                     continue
                 self._send_probe(eid, rloc, now)
         assert self.ctx.config.probe_interval
@@ -71,7 +68,7 @@ class ProbeRole:
         if entry is None:
             return None
         for i, state in enumerate(entry.locators):
-            if state.locator.address == rloc:
+            if state.locator.rloc == rloc:
                 return entry, i
         return None
 
