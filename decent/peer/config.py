@@ -154,6 +154,17 @@ class OutsideMapServer:
 
 
 @dataclass(frozen=True, slots=True)
+class TrustConfig:
+    """A mesh with node identities (README, "Security model"): the mesh
+    authority's public key, which every member trusts; this node's
+    certificate from it; and this node's private key (raw Ed25519 bytes)."""
+
+    mesh_public_key: bytes
+    certificate: bytes
+    node_private_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class DatabaseMapping:
     """An EID-prefix this node's ETR registers, with its locator set."""
 
@@ -230,6 +241,10 @@ class NodeConfig:
         {AlgorithmId.HMAC_SHA_1_96, AlgorithmId.HMAC_SHA_256_128}
     )
     limits: Limits = Limits()
+    #: Node identities: with it, every group registration is signed and
+    #: checked against its signer's certificate; without it, the group key
+    #: alone decides who may register what.
+    trust: TrustConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.rlocs:

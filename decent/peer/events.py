@@ -21,6 +21,8 @@ class RegistrationRejected:
     peer: Addr
     reason: str
     eid: Eid | None = None
+    #: The node its certificate names, when a signed registration was refused.
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -534,6 +534,12 @@ class Node:
         this process already holds (it accepted a Map-Register since) wins."""
         self.ms.nonces.setdefault(slot, nonce)
 
+    @property
+    def confirmed_at(self) -> float | None:
+        """When a peer last confirmed that the group lists us (None: never
+        yet; a node whose registrations no member accepts stays None)."""
+        return self.mapping.confirmed_at
+
     def refused_registrants(self) -> list[Refusal]:
         """Registrants refused lately for a quota or their rate, newest last."""
         return self.map_server.refused_registrants()

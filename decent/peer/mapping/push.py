@@ -74,6 +74,10 @@ class PushMapping:
         #: Outstanding group lookups: nonce -> peer asked (the last round only).
         self._lookups: dict[int, IPAddress] = {}
         self._lookup_round = 0
+        #: When a peer last told us the group lists us (a Map-Notify or
+        #: Map-Reply for the group naming our RLOC): proof that a member
+        #: accepted our registration, which our own Map-Server cannot give.
+        self.confirmed_at: float | None = None
         self.deliver: Deliver | None = None
         self.registrar: Registrar | None = None
         self.cache_writer: CacheWriter | None = None
@@ -114,6 +118,19 @@ class PushMapping:
         """A member we never registered to has appeared: register to the group
         now rather than at the next period, so it learns our EIDs at once.
         Coalesced: one registration round covers every join seen meanwhile."""
+        cached = (
+            None if self.group_eid is None else self.ctx.cache.db.get(self.group_eid)
+        )
+        if cached is not None and cached.source != "local":
+            listed = (
+                e.address for loc in cached.record.locators for e in rle_entries(loc)
+            )
+            if any(
+                self.ctx.own(a)
+                for a in listed
+                if isinstance(a, IPv4Address | IPv6Address)
+            ):
+                self.confirmed_at = now
         members = set(self.membership())
         if members <= self.known_members:
             return
