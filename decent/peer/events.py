@@ -26,6 +26,15 @@ class RegistrationRejected:
 
 
 @dataclass(frozen=True, slots=True)
+class RevocationLearned:
+    """A mesh-signed revocation of a node's certificate, new to us: its
+    registrations are gone and it is refused from now on."""
+
+    name: str
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
 class UnauthenticatedAccepted:
     """A site that allows Algorithm ID 0 accepted an unauthenticated register."""
 
@@ -136,6 +145,7 @@ class RlocsChanged:
 Event = (
     MessageDropped
     | RegistrationRejected
+    | RevocationLearned
     | UnauthenticatedAccepted
     | RegistrationAccepted
     | RegistrationRemoved

@@ -534,6 +534,15 @@ class Node:
         this process already holds (it accepted a Map-Register since) wins."""
         self.ms.nonces.setdefault(slot, nonce)
 
+    def add_revocation(self, data: bytes, now: float) -> str:
+        """Take a mesh-signed revocation (decent.wire.trust.Revocation, encoded)
+        from the operator or a snapshot: "" when taken, else why not."""
+        raise NotImplementedError  # filled in by the trust work
+
+    def revocations(self) -> list[bytes]:
+        """Every revocation we hold and keep, encoded (for the snapshot)."""
+        return []
+
     @property
     def confirmed_at(self) -> float | None:
         """When a peer last confirmed that the group lists us (None: never
