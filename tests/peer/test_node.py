@@ -67,10 +67,15 @@ def drops(node: Node) -> dict[str, int]:
 def test_map_referral_and_ecm_of_a_register_are_dropped():
     node = Traced(ms_config())
     node.receive_datagram(MapReferral(1, ()).encode(), PEER, 0.0)
+    # An ECM'd Map-Register is a member carrying a plain xTR's on to us
+    # (decent.peer.roles.ms); from anyone else it is dropped.
     ecm = EncapsulatedControlMessage(MapRegister(1, ()), ETR_IP, MS_IP)
     node.receive_datagram(ecm.encode(), PEER, 0.0)
+    reply = EncapsulatedControlMessage(MapReply(1, ()), ETR_IP, MS_IP)
+    node.receive_datagram(reply.encode(), PEER, 0.0)
     assert drops(node) == {
         "drop.unexpected-map-referral": 1,
+        "drop.relay-not-member": 1,
         "drop.unsupported-ecm": 1,
     }
 
