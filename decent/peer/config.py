@@ -108,6 +108,9 @@ class Limits:
     reply_global_burst: float = 8_000_000.0
     #: Registrants shown as refused (over quota or rate) on the status page.
     refused_shown: int = 64
+    # ---- Node identities (decent.peer.trust)
+    #: Revoked certificates kept (each until it would have expired).
+    max_revocations: int = 1_024
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +138,9 @@ class Site:
     #: carried on to the whole group, so every member can answer for it
     #: (RFC 9962 4: every node holds every mapping).
     relay: bool = False
+    #: Registrations must be signed by a certificate of the mesh that grants
+    #: their EIDs (decent.peer.trust): the group site of a mesh with trust.
+    signed: bool = False
 
     def key(self, key_id: int) -> bytes | None:
         for kid, psk in self.keys:
@@ -162,6 +168,9 @@ class TrustConfig:
     mesh_public_key: bytes
     certificate: bytes
     node_private_key: bytes
+    #: The Unix time at which the node's clock reads 0: certificates and
+    #: revocations expire in Unix time, the core counts its own `now`.
+    epoch: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

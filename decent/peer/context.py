@@ -19,6 +19,7 @@ from decent.peer.mapcache import MapCache
 from decent.peer.mapdb import MapDB
 from decent.peer.mapserver import MapServer
 from decent.peer.timers import Deadlines
+from decent.peer.trust import Trust
 from decent.wire import (
     Address,
     Eid,
@@ -65,9 +66,11 @@ class Outbox:
         self.counters[C.DROP + reason] += 1
         self.emit(MessageDropped(peer, reason))
 
-    def reject(self, peer: Addr, reason: str, eid: Eid | None = None) -> None:
+    def reject(
+        self, peer: Addr, reason: str, eid: Eid | None = None, name: str | None = None
+    ) -> None:
         self.counters[C.REJECT + reason] += 1
-        self.emit(RegistrationRejected(peer, reason, eid))
+        self.emit(RegistrationRejected(peer, reason, eid, name))
 
     def nonce(self) -> int:
         return self._nonce() & MASK64
@@ -94,6 +97,12 @@ class Ctx:
         self.ms = ms
         self.cache = cache
         self.database = database
+        #: Node identities (decent.peer.trust), when the mesh has them.
+        self.trust = (
+            None
+            if config.trust is None
+            else Trust(config.trust, config.limits.max_revocations)
+        )
 
     def own(self, addr: object) -> bool:
         return addr in self.config.rlocs

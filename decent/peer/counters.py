@@ -31,6 +31,8 @@ ACCEPT_UNAUTHENTICATED: Final = "accept.unauthenticated"
 #: Plain xTRs' Map-Registers carried on to the group, and taken from it.
 RELAYED_SENT: Final = "relay.sent"
 RELAYED_ACCEPTED: Final = "relay.accepted"
+#: Mesh-signed revocations of node certificates taken (decent.peer.trust).
+REVOCATION_LEARNED: Final = "revocation.learned"
 NOTIFY_GAVE_UP: Final = "notify.gave-up"
 RESYNC_BUSY: Final = "resync.busy"
 RESYNC_CONFIRMED: Final = "resync.confirmed"

@@ -419,6 +419,15 @@ class MapServer:
             return None
         return self._remove(eid, entry, child_key, True)
 
+    def drop(self, child_key: ChildKey) -> list[Change]:
+        """Remove every registration of one registrant (a revoked node)."""
+        held = [
+            (eid, entry)
+            for eid, entry in self.db.items()
+            if child_key in entry.children
+        ]
+        return [self._remove(eid, entry, child_key, True) for eid, entry in held]
+
     def _remove(
         self, eid: Eid, entry: SiteEntry | None, child_key: ChildKey, merge: bool
     ) -> Change:

@@ -69,6 +69,7 @@ from decent.wire import (
     decode,
     decode_udp_packet,
 )
+from decent.wire.trust import Revocation
 
 __all__ = ["Node"]
 
@@ -119,6 +120,8 @@ class Node:
         self.resolver = MapResolverRole(ctx, self.mapping, self.etr, now)
         self.map_server.watch = self.itr.watch = self.mapping
         self.map_server.carrier = self.mapping
+        self.map_server.registrar = self.etr
+        self.map_server.writer = self.itr
         self.mapping.bind(self._replicated, self.etr, self.itr)
         self._timer_owners: dict[type, Callable[[Hashable, float], None]] = {}
         for role in (self.etr, self.map_server, self.itr, self.probe, self.mapping):
@@ -537,11 +540,25 @@ class Node:
     def add_revocation(self, data: bytes, now: float) -> str:
         """Take a mesh-signed revocation (decent.wire.trust.Revocation, encoded)
         from the operator or a snapshot: "" when taken, else why not."""
-        raise NotImplementedError  # filled in by the trust work
+        trust = self._ctx.trust
+        if trust is None:
+            return "no-trust"
+        try:
+            rev = Revocation.decode(data)
+        except DecodeError:
+            return "revocation-malformed"
+        reason = trust.verify_revocation(rev)
+        if reason:
+            return reason
+        if not self.map_server.learn(rev, now):
+            return "revocation-known-or-expired"
+        self._run_loopback(now)
+        return ""
 
     def revocations(self) -> list[bytes]:
         """Every revocation we hold and keep, encoded (for the snapshot)."""
-        return []
+        trust = self._ctx.trust
+        return [] if trust is None else [r.encode() for r in trust.revoked.values()]
 
     @property
     def confirmed_at(self) -> float | None:
@@ -567,6 +584,8 @@ class Node:
         for role in (self.itr, self.etr, self.map_server, self.probe, self.resolver):
             sizes.update(role.sizes())
         sizes.update(self.mapping.sizes())
+        if self._ctx.trust is not None:
+            sizes.update(self._ctx.trust.sizes())
         return {
             **sizes,
             "registrations": len(self.ms.db),

@@ -13,6 +13,7 @@ from decent.peer.config import (
     NodeConfig,
     OutsideMapServer,
     Site,
+    TrustConfig,
     rloc_order,
 )
 from decent.wire import (
@@ -89,6 +90,7 @@ def decent_node_config(
     outside_map_servers: tuple[OutsideMapServer, ...] = (),
     outside_map_resolvers: tuple[Addr, ...] = (),
     wire_form: str = "rfc8060",
+    trust: TrustConfig | None = None,
 ) -> NodeConfig:
     """A push-mode member: its own Map-Server and Map-Resolver, registering
     its membership, its name and its EIDs once to the whole group.
@@ -155,6 +157,9 @@ def decent_node_config(
                 ),
                 force_proxy_reply=True,
                 algorithms=auth_algorithms,
+                # With node identities, the certificate decides what a
+                # member may register, not the group key (decent.peer.trust).
+                signed=trust is not None,
             )
         )
         database.append(membership_mapping(group_eid, rloc, ttl, wire_form))
@@ -195,4 +200,5 @@ def decent_node_config(
         outside_map_servers=outside_map_servers,
         outside_map_resolvers=outside_map_resolvers if group is not None else (),
         wire_form=wire_form,
+        trust=trust,
     )

@@ -27,6 +27,7 @@ from decent.peer.context import (
 from decent.peer.events import RegisterAcknowledged
 from decent.peer.mapping.system import MappingSystem
 from decent.wire import (
+    NO_ADDRESS,
     AlgorithmId,
     Eid,
     IPAddress,
@@ -104,6 +105,7 @@ class EtrRole:
         #: about one of them is a question about our registrations.
         self._registered: set[Eid] = set()
         self._pending_registers: dict[int, _PendingRegister] = {}
+        self._sig_room: int | None = None
         self.recent_itrs: dict[Eid, dict[IPAddress, float]] = {}
         # RFC 9301 8.2 quick registration after a (re)start: every 20 s for
         # 5 minutes, so a registration lost on the way is soon repeated.
@@ -323,7 +325,8 @@ class EtrRole:
                 record = register_record(m, ttl_zero, wire_form)
                 groups.setdefault(flags, []).append(record)
             for flags, records in groups.items():
-                for batch, body in self._batches(records):
+                room = self._signature_room()
+                for batch, body in self._batches(records, room):
                     self._send_register(batch, flags, now, attempt=attempt, body=body)
         # An outside Map-Server holds our EID-prefixes, not the group's
         # membership nor our name, and acknowledges each Map-Register (RFC
@@ -340,13 +343,25 @@ class EtrRole:
                     batch, flags, now, (ms.address,), attempt=attempt, body=body
                 )
 
+    def _signature_room(self) -> int:
+        """The bytes our signature locator takes in a group Map-Register."""
+        trust = self.ctx.trust
+        if trust is None:
+            return 0
+        if self._sig_room is None:
+            probe = MapRecord(NO_ADDRESS, 0, (), 0)
+            signed = trust.sign(0, 0, 0, (probe,))[0]
+            self._sig_room = len(encode_record(signed)) - len(encode_record(probe))
+        return self._sig_room
+
     def _batches(
-        self, records: list[MapRecord]
+        self, records: list[MapRecord], room: int = 0
     ) -> Iterable[tuple[tuple[MapRecord, ...], bytes]]:
         """Records packed into Map-Registers, with their encoding: header,
         32-byte MAC and xTR-ID trailer, then records up to the configured
-        size (lispers.net packs up to 1100 bytes)."""
-        budget = self.ctx.config.max_register_size - 16 - 32 - 24
+        size (lispers.net packs up to 1100 bytes), less `room` for our
+        signature."""
+        budget = self.ctx.config.max_register_size - 16 - 32 - 24 - room
         batch: list[MapRecord] = []
         chunks: list[bytes] = []
         used = 0
@@ -390,6 +405,18 @@ class EtrRole:
             xtr_id=self.ctx.config.xtr_id,
             site_id=self.ctx.config.site_id,
         )
+        trust = self.ctx.trust
+        outside = {ms.address for ms in self.ctx.config.outside_map_servers}
+        if trust is not None and targets[0] not in outside:
+            # Group registrations carry our certificate and signature
+            # (decent.peer.trust); outside Map-Servers know nothing of them.
+            records = trust.sign(
+                self.register_nonce,
+                self.ctx.config.xtr_id,
+                self.ctx.config.site_id,
+                records,
+            )
+            body = None
         # What MapRegister(records).signed(key).encode() gives, with each
         # record encoded once rather than three times.
         if body is None:

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from decent.peer import counters as C
-from decent.peer.config import Addr, ChildKey, Site
+from decent.peer.config import Addr, ChildKey, DatabaseMapping, Site
 from decent.peer.context import (
     MASK32,
+    CacheWriter,
     Carrier,
     Ctx,
     MembershipWatch,
+    Registrar,
     authentic,
     eid_on_wire,
 )
@@ -33,6 +35,7 @@ from decent.peer.events import (
     RegistrationAccepted,
     RegistrationExpired,
     RegistrationRemoved,
+    RevocationLearned,
     UnauthenticatedAccepted,
 )
 from decent.peer.mapserver import (
@@ -43,15 +46,22 @@ from decent.peer.mapserver import (
 )
 from decent.peer.ratelimit import Buckets
 from decent.peer.replay import Slot, Verdict
+from decent.peer.trust import revocation_eid
 from decent.wire import (
     Eid,
     IPAddress,
     MapNotify,
     MapNotifyAck,
+    MapRecord,
     MapRegister,
     check_auth,
     map_notify_for,
 )
+from decent.wire.trust import Revocation, node_xtr_id
+
+#: Record TTL (minutes) of the revocations every member registers: each
+#: refreshes its own copy, so this only bounds how long one outlives us.
+_REVOCATION_TTL: Final = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +117,8 @@ class MapServerRole:
         self.version = 0
         self.watch: MembershipWatch | None = None
         self.carrier: Carrier | None = None
+        self.registrar: Registrar | None = None
+        self.writer: CacheWriter | None = None
 
     # ------------------------------------------------------------ Map-Register
     def on_register(
@@ -130,6 +142,27 @@ class MapServerRole:
             # not a group registration in another member's name.
             out.reject(src, "relay-refused", eids[0])
             return
+        revocations: tuple[Revocation, ...] = ()
+        if site.signed:
+            trust = self.ctx.trust
+            assert trust is not None
+            judged = trust.judge(
+                msg.nonce,
+                msg.xtr_id,
+                msg.site_id,
+                msg.records,
+                eids,
+                src[0],
+                ms.db,
+                now,
+            )
+            if judged.reason:
+                cert = judged.certificate
+                out.reject(src, judged.reason, eids[0], cert.name if cert else None)
+                return
+            # The signature locator is for us, not for the mapping.
+            msg = dataclasses.replace(msg, records=judged.records)
+            revocations = judged.revocations
         # Replays first, so that replaying a registrant's traffic cannot
         # spend its rate allowance.
         replay = ms.replay
@@ -153,6 +186,8 @@ class MapServerRole:
                 return
             replay.accept(slot, src[0], msg.nonce, now)
         self._accepted(msg, raw, eids, site, src, now, via)
+        for rev in revocations:
+            self.learn(rev, now)
 
     def _challenge(self, held: HeldRegister, slot: Slot, src: Addr, now: float) -> None:
         """Ask the registrant to confirm a Map-Register refused for its nonce
@@ -314,6 +349,51 @@ class MapServerRole:
             self.ctx.timers.set(ExpireChild(eid, key), child.expires)
         return entry
 
+    # ------------------------------------------------------------ revocations
+    def learn(self, rev: Revocation, now: float) -> bool:
+        """A verified revocation: keep it, drop every registration of the
+        revoked node (its membership too) and what our map-cache learned of
+        them, and register the revocation ourselves so that it keeps
+        spreading even if whoever started it goes away."""
+        ctx = self.ctx
+        trust = ctx.trust
+        assert trust is not None
+        if not trust.revoke(rev, now):
+            return False
+        ctx.out.counters[C.REVOCATION_LEARNED] += 1
+        ctx.out.emit(RevocationLearned(rev.name, rev.serial))
+        for ch in ctx.ms.drop(node_xtr_id(rev.public_key)):
+            self.version += 1
+            ctx.timers.cancel(ExpireChild(ch.eid, ch.child))
+            ctx.out.emit(RegistrationRemoved(ch.eid, node_xtr_id(rev.public_key)))
+            if ch.entry is None and self.writer is not None:
+                addr, mask = ch.eid.to_wire()
+                self.writer.install(ch.eid, MapRecord(addr, mask, (), 0), "local", now)
+            if ch.changed and ch.entry is not None and ch.entry.merge:
+                self._notify_members(ch.entry, now)
+            if ch.changed and ch.eid == ctx.group_eid:
+                assert self.watch is not None
+                self.watch.membership_changed(now)
+        eid = revocation_eid(rev, ctx.config.group_iid)
+        record = trust.revocation_record(rev, ctx.config.group_iid, 3)
+        ctx.database.insert(
+            eid,
+            DatabaseMapping(
+                eid, record.locators, ttl=_REVOCATION_TTL, want_map_notify=False
+            ),
+        )
+        if self.registrar is not None:
+            self.registrar.register_soon(now)
+        return True
+
+    def forget_revocations(self, now: float) -> None:
+        """Revocations whose certificates have expired anyway go."""
+        trust = self.ctx.trust
+        if trust is None:
+            return
+        for rev in trust.expire(now):
+            self.ctx.database.remove(revocation_eid(rev, self.ctx.config.group_iid))
+
     # ------------------------------------------------------------ Map-Notify
     def _notify_members(self, entry: SiteEntry, now: float) -> None:
         """RFC 8378 5.3: tell every member of a merged entry its new RLE."""
@@ -392,6 +472,7 @@ class MapServerRole:
             self._notify_retry(key.nonce, key.peer, now)
 
     def sweep(self, now: float) -> None:
+        self.forget_revocations(now)
         self._register_buckets.prune(now)
         self.ctx.ms.replay.prune(now, self.ctx.ms.holds)
 
