@@ -99,6 +99,7 @@ def _status_text(node: dict[str, Any], peers: list[dict[str, Any]]) -> str:
         f"  instance-id {node.get('instance_id', 0)}",
         f"uptime {h['uptime']}  health {h['health']}  xtr-id {node.get('xtr_id')}",
         f"holds {h['counts']}",
+        *([f"stale: {h['stale']}"] if h["stale"] else []),
         "",
         "Peers",
         text_table(views.peers_table(peers)),

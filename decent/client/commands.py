@@ -15,6 +15,7 @@ from typing import Any
 from decent.client.api import DEFAULT_NODE, ClientError, _table_command, cmd_status
 from decent.client.init import DEFAULT_GROUP, cmd_init
 from decent.client.lookup import cmd_lookup
+from decent.client.mesh import add_mesh_commands
 from decent.web import views
 
 
@@ -42,8 +43,10 @@ def _client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
-def add_client_commands(sub: Any) -> None:
-    """Register status, sites, peers, map-cache, lookup and init."""
+def add_client_commands(sub: Any, run: Callable[[str], int]) -> None:
+    """Register status, sites, peers, map-cache, lookup, init, and the mesh
+    commands (mesh create/invite/revoke, join, revoke). `run` runs a node
+    from a config file, as `decent run` does (for `decent join`)."""
     p = sub.add_parser("status", help="the node, its peers, counts and health")
     _client_options(p)
     p.set_defaults(func=_guarded(cmd_status, "decent status"))
@@ -90,3 +93,4 @@ def add_client_commands(sub: Any) -> None:
     )
     p.add_argument("--force", action="store_true", help="overwrite --output")
     p.set_defaults(func=_guarded(cmd_init, "decent init"))
+    add_mesh_commands(sub, run, _guarded)

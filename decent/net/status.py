@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any
+from typing import Any, Final
 
 from decent.peer.display import locator_dict
 from decent.peer.events import (
@@ -17,6 +22,7 @@ from decent.peer.events import (
     RegisterAcknowledged,
     RegistrationAccepted,
     RegistrationExpired,
+    RegistrationRejected,
     RegistrationRemoved,
     RlocsChanged,
 )
@@ -35,7 +41,8 @@ from decent.wire import (
 AUTH_NAMES = {0: "none", 1: "hmac-sha-1", 2: "hmac-sha-256", 3: "hmac-sha-256-hkdf"}
 #: The events after which the pages show something else: registrations
 #: (refreshes move their ages), merged sets, the map-cache and its
-#: locators' state, our acknowledged Map-Registers, our own RLOCs.
+#: locators' state, our acknowledged Map-Registers, our own RLOCs, and
+#: refused registrations (the Peers page lists them).
 PAGE_EVENTS = (
     RegistrationAccepted,
     RegistrationRemoved,
@@ -47,16 +54,65 @@ PAGE_EVENTS = (
     LocatorStateChanged,
     RegisterAcknowledged,
     RlocsChanged,
+    RegistrationRejected,
 )
+#: A node no member has accepted after this many registration periods from
+#: its start is "not joined": by then it registered to its seeds three
+#: times (and retransmitted), so silence is no longer a slow network.
+JOIN_PERIODS: Final = 3
+NOT_JOINED: Final = (
+    "no member accepted us: wrong key, expired certificate or seed unreachable"
+)
+#: What an operator pastes into POST /api/revoke: this prefix, then the
+#: encoded revocation in base64url (padding optional).
+REVOKE_PREFIX: Final = "decent-revoke1:"
+_BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+
+
+def revocation_bytes(token: str) -> bytes:
+    """The encoded revocation a `decent-revoke1:` token carries.
+    Raises ValueError saying what is wrong with the token."""
+    text = token.strip()
+    if not text.startswith(REVOKE_PREFIX):
+        raise ValueError(f"not a revocation token: it must start with {REVOKE_PREFIX}")
+    body = text[len(REVOKE_PREFIX) :]
+    if not body or not _BASE64URL.fullmatch(body):
+        raise ValueError(
+            "not a revocation token: the part after the prefix is not base64url"
+        )
+    body = body.rstrip("=")
+    try:
+        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except binascii.Error:  # a length no whole bytes make
+        raise ValueError(
+            "not a revocation token: the part after the prefix is not base64url"
+        ) from None
+
+
+@dataclass(slots=True)
+class Rejection:
+    """Registrations refused from one source for one reason and EID: a
+    member with a wrong key re-sends every period, record by record."""
+
+    first: float
+    last: float
+    count: int = 1
+
+
+RejectionKey = tuple[IPAddress, int, str, str | None, str | None]
 
 
 class NodeStatus:
     """Adapts a Node (and the shell's clock) into JSON-ready dicts.
 
     Ages and remaining lifetimes are computed against `clock()`, the same
-    monotonic time the Node runs on. The shell hands it the node's events
-    (`note`), which move `changes()`. `flush` is the shell's: what the web
-    layer changes (`clear_map_cache`) is then reported like any input.
+    monotonic time the Node runs on; `started` is that clock's reading when
+    the node started, from which the join deadline runs. The shell hands it
+    the node's events (`note`), which move `changes()` and fill the recent
+    rejections. `flush` is the shell's: what the web layer changes
+    (`clear_map_cache`, `revoke`) is then reported like any input.
+    `restored` is how many registrations the daemon restored from its
+    snapshot: until a live member confirms us, they are shown as stale.
     """
 
     def __init__(
@@ -70,6 +126,7 @@ class NodeStatus:
         errors: Callable[[], dict[str, int]] | None = None,
         dataplane: Callable[[], dict[str, Any]] | None = None,
         flush: Callable[[], None] | None = None,
+        restored: int = 0,
     ) -> None:
         self.node = node
         self.clock = clock
@@ -79,7 +136,12 @@ class NodeStatus:
         self.errors = errors or dict
         self.dataplane = dataplane or (lambda: {"enabled": False})
         self.flush = flush
+        self.restored = restored
         self._version = 0
+        #: Recent rejections, oldest first; a repeat moves its entry to the
+        #: end, so one member re-sending a refused registration every period
+        #: cannot push every other offender out of the bound.
+        self._rejections: OrderedDict[RejectionKey, Rejection] = OrderedDict()
 
     # ------------------------------------------------------------ helpers
     def names(self) -> dict[IPAddress, str]:
@@ -93,21 +155,76 @@ class NodeStatus:
                         out.setdefault(loc.rloc, name.name)
         return out
 
+    def seeds(self) -> list[IPAddress]:
+        """The seeds configured: the Map-Servers we register to, besides our
+        own RLOC and the group address."""
+        cfg = self.node.config
+        return [a for a, _ in cfg.map_servers if a not in cfg.rlocs and a != cfg.group]
+
+    def stale(self) -> bool:
+        """Whether what we show was restored from a snapshot and no live
+        member has confirmed us since (it may be long gone)."""
+        node = self.node
+        return (
+            self.restored > 0
+            and node.config.group is not None
+            and node.confirmed_at is None
+        )
+
     def health(self) -> dict[str, Any]:
-        members = self.node.membership()
-        own = self.node.config.rlocs[0]
-        # A node with no group (a classic xTR of outside systems) joins none.
-        joined = self.node.config.group is None or own in members
-        return {
-            "ok": joined,
-            "status": "ok" if joined else "joining",
-            "members": len(members),
-        }
+        """Whether the node is in its group, as /healthz answers it.
+
+        Our own Map-Server always lists us, so the membership proves
+        nothing: only a peer's word does (`Node.confirmed_at`). A node with
+        no group, or confirmed, is "ok"; one with no seeds and no other
+        member known is "alone" (the first member of a new mesh), also ok.
+        Any other is "joining" until JOIN_PERIODS registration periods
+        after its start, then "not joined". Members restored from a
+        snapshot count as known, never as a join."""
+        node, cfg = self.node, self.node.config
+        members = node.membership()
+        out: dict[str, Any] = {"ok": True, "status": "ok", "members": len(members)}
+        if cfg.group is None or node.confirmed_at is not None:
+            return out
+        others = [m for m in members if m not in cfg.rlocs]
+        if not others and not self.seeds():
+            out["status"] = "alone"
+            return out
+        out["ok"] = False
+        waited = self.clock() - self.started
+        if waited < JOIN_PERIODS * cfg.register_interval:
+            out["status"] = "joining"
+            out["reason"] = (
+                "restored from a snapshot, no member has confirmed us yet"
+                if self.stale()
+                else "no member has accepted us yet"
+            )
+        else:
+            out["status"] = "not joined"
+            out["reason"] = NOT_JOINED
+        return out
 
     def note(self, event: Event) -> None:
         """Take one of the node's events (NodeShell.subscribe)."""
         if isinstance(event, PAGE_EVENTS):
             self._version += 1
+            if isinstance(event, RegistrationRejected):
+                self._rejected(event)
+
+    def _rejected(self, event: RegistrationRejected) -> None:
+        now = self.clock()
+        ip, port = event.peer
+        eid = None if event.eid is None else str(event.eid)
+        key = (ip, port, event.reason, eid, event.name)
+        seen = self._rejections.get(key)
+        if seen is not None:
+            seen.last = now
+            seen.count += 1
+            self._rejections.move_to_end(key)
+            return
+        self._rejections[key] = Rejection(now, now)
+        while len(self._rejections) > max(0, self.node.config.limits.refused_shown):
+            self._rejections.popitem(last=False)
 
     def changes(self) -> int:
         """A number that moves whenever what the pages show changes shape
@@ -122,6 +239,18 @@ class NodeStatus:
         if self.flush is not None:
             self.flush()
         return cleared
+
+    def revoke(self, token: str) -> dict[str, Any]:
+        """Hand the node the revocation a `decent-revoke1:` token carries
+        (the operator's only other state-changing action; the web app
+        decides who may call it): {"ok", "reason"}, reason "" when taken.
+        Raises ValueError for a token that does not decode, and
+        NotImplementedError while the node cannot take revocations."""
+        data = revocation_bytes(token)
+        reason = self.node.add_revocation(data, self.clock())
+        if self.flush is not None:
+            self.flush()
+        return {"ok": not reason, "reason": reason}
 
     # ------------------------------------------------------------ views
     def node_info(self) -> dict[str, Any]:
@@ -139,6 +268,11 @@ class NodeStatus:
             "data_port": cfg.data_port,
             "uptime": round(now - self.started, 3),
             "health": self.health(),
+            "stale": self.stale(),
+            "restored": self.restored,
+            "confirmed": (
+                None if node.confirmed_at is None else round(now - node.confirmed_at, 3)
+            ),
             "counts": {
                 "registrations": sizes["registrations"],
                 "peers": len(node.membership()),
@@ -168,6 +302,25 @@ class NodeStatus:
                 "last": round(now - r.last, 3),
             }
             for r in reversed(self.node.refused_registrants())
+        ]
+
+    def rejections(self) -> list[dict[str, Any]]:
+        """Registrations refused lately (RegistrationRejected), newest first:
+        source, reason, EID and the name a refused certificate gives; a
+        repeat counts on its entry. At most `[limits] refused_shown`."""
+        now = self.clock()
+        return [
+            {
+                "source": str(ip),
+                "port": port,
+                "reason": reason,
+                "eid": eid,
+                "name": name,
+                "count": r.count,
+                "first": round(now - r.first, 3),
+                "last": round(now - r.last, 3),
+            }
+            for (ip, port, reason, eid, name), r in reversed(self._rejections.items())
         ]
 
     def site_entry(

@@ -23,7 +23,12 @@ from typing import Protocol
 
 from decent.net.kernel import SO_RCVBUFFORCE, interface_index
 from decent.peer.config import Addr
-from decent.peer.events import Event, MessageDropped, RegistrationAccepted
+from decent.peer.events import (
+    Event,
+    MessageDropped,
+    RegistrationAccepted,
+    RegistrationRejected,
+)
 from decent.peer.node import Node
 from decent.wire import IPAddress
 
@@ -411,7 +416,12 @@ class NodeShell:
         routine = isinstance(event, MessageDropped) or (
             isinstance(event, RegistrationAccepted) and not event.new
         )
-        level = logging.DEBUG if routine else logging.INFO
+        # A refused registration is someone failing to join (a wrong key, an
+        # expired certificate) or an attack: an operator must see it.
+        if isinstance(event, RegistrationRejected):
+            level = logging.WARNING
+        else:
+            level = logging.DEBUG if routine else logging.INFO
         # A line the level hides costs no formatting and no summary entry.
         if log.isEnabledFor(level):
             self._log_event(event, level, now)
@@ -429,7 +439,18 @@ class NodeShell:
         bucket[1] = now
         if tokens >= 1.0:
             bucket[0] = tokens - 1.0
-            log.log(level, "%s", event)
+            if isinstance(event, RegistrationRejected):
+                ip, port = event.peer
+                log.log(
+                    level,
+                    "registration rejected: source %s, reason %s, EID %s, name %s",
+                    _where(ip, port),
+                    event.reason,
+                    "-" if event.eid is None else event.eid,
+                    event.name or "-",
+                )
+            else:
+                log.log(level, "%s", event)
             return
         bucket[0] = tokens
         if not self._held:

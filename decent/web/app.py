@@ -33,9 +33,11 @@ class StatusSource(Protocol):
     def map_cache(self) -> list[dict[str, Any]]: ...
     def lookup(self, text: str) -> dict[str, Any]: ...
     def cache_lookup(self, text: str) -> dict[str, Any]: ...
+    def rejections(self) -> list[dict[str, Any]]: ...
     def changes(self) -> int: ...
-    # The one state-changing action, and only after `admin_refusal` says yes.
+    # The two state-changing actions, and only after `admin_refusal` says yes.
     def clear_map_cache(self) -> int: ...
+    def revoke(self, token: str) -> dict[str, Any]: ...
 
 
 STATUS: web.AppKey[StatusSource] = web.AppKey("status", StatusSource)
@@ -63,6 +65,8 @@ SECURITY_HEADERS: Final = {
     # same-origin form POST, which admin_refusal must treat as cross-site.
     "Referrer-Policy": "same-origin",
 }
+#: Bytes of a POST /api/revoke body: a token is a few hundred bytes.
+MAX_REVOKE_BODY: Final = 4096
 
 
 def _status(request: web.Request) -> StatusSource:
@@ -88,6 +92,10 @@ async def api_peers(request: web.Request) -> web.Response:
 
 async def api_map_cache(request: web.Request) -> web.Response:
     return web.json_response(_status(request).map_cache())
+
+
+async def api_rejections(request: web.Request) -> web.Response:
+    return web.json_response(_status(request).rejections())
 
 
 async def api_lookup(request: web.Request) -> web.Response:
@@ -279,8 +287,10 @@ def admin_refusal(
     host: str,
     token: str | None,
     given: str | None,
+    action: str = "clearing the map-cache",
 ) -> str | None:
-    """Why a state-changing request must be refused, or None to allow it.
+    """Why a state-changing request (`action`) must be refused, or None to
+    allow it.
 
     Allowed from loopback, or from anywhere with the configured admin token.
     A browser's cross-site request is refused even on loopback, so a page
@@ -302,7 +312,7 @@ def admin_refusal(
     if token and given:
         return "refused: wrong admin token"
     return (
-        "refused: clearing the map-cache needs a request from this host "
+        f"refused: {action} needs a request from this host "
         "(loopback) or the admin token ([web] admin_token)"
     )
 
@@ -324,6 +334,54 @@ async def api_clear_cache(request: web.Request) -> web.Response:
     if refusal:
         return web.json_response({"error": refusal}, status=403)
     return web.json_response({"cleared": _status(request).clear_map_cache()})
+
+
+def _revoke_answer(ok: bool, reason: str, status: int) -> web.Response:
+    body: dict[str, Any] = {"ok": ok, "reason": reason}
+    if status >= 403:  # the API's errors carry "error" (decent.client.fetch)
+        body["error"] = reason
+    return web.json_response(body, status=status)
+
+
+async def api_revoke(request: web.Request) -> web.Response:
+    """Take a revocation token (`decent-revoke1:<base64url>`) as the body."""
+    refusal = admin_refusal(
+        request.remote,
+        request.headers,
+        request.host,
+        request.app[ADMIN_TOKEN],
+        _bearer(request),
+        "revoking a certificate",
+    )
+    if refusal:
+        return _revoke_answer(False, refusal, 403)
+    too_big = f"a revocation token is at most {MAX_REVOKE_BODY} bytes"
+    length = request.content_length
+    if length is not None and length > MAX_REVOKE_BODY:
+        return _revoke_answer(False, too_big, 413)
+    # Read no more than the bound, whatever Content-Length claimed (or with
+    # a chunked body, which has none).
+    data = bytearray()
+    while len(data) <= MAX_REVOKE_BODY:
+        chunk = await request.content.read(MAX_REVOKE_BODY + 1 - len(data))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) > MAX_REVOKE_BODY:
+        return _revoke_answer(False, too_big, 413)
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return _revoke_answer(False, "not a revocation token: not ASCII text", 400)
+    try:
+        answer = _status(request).revoke(text)
+    except ValueError as exc:
+        return _revoke_answer(False, str(exc), 400)
+    except NotImplementedError:
+        return _revoke_answer(
+            False, "this node cannot take revocations yet (no trust support)", 503
+        )
+    return web.json_response(answer, status=200 if answer["ok"] else 400)
 
 
 async def form_clear_cache(request: web.Request) -> web.Response:
@@ -363,7 +421,8 @@ def make_app(
 ) -> web.Application:
     """The node's web application.
 
-    `admin_token` lets non-loopback clients clear the map-cache. Live pages
+    `admin_token` lets non-loopback clients clear the map-cache and post
+    revocations. Live pages
     are told of a change within `live_interval` seconds (a new registration
     shows within it), and refreshed at least every `live_refresh` seconds
     (ages tick once a second). `limits` bounds live clients and the Host
@@ -399,10 +458,12 @@ def make_app(
     app.router.add_get("/metrics", metrics_text)
     app.router.add_get("/assets/{name}", asset)
     app.router.add_post("/api/map-cache/clear", api_clear_cache)
+    app.router.add_post("/api/revoke", api_revoke)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/node", api_node)
     app.router.add_get("/api/sites", api_sites)
     app.router.add_get("/api/peers", api_peers)
     app.router.add_get("/api/map-cache", api_map_cache)
+    app.router.add_get("/api/rejections", api_rejections)
     app.router.add_get("/api/lookup", api_lookup)
     return app

@@ -12,6 +12,7 @@ SECTIONS: Final = {
     "sites": ("Site information", "/sites"),
     "peers": ("Peers", "/peers"),
     "refused": ("Refused registrants (over a quota or their rate)", "/peers"),
+    "rejections": ("Recent rejections", "/peers"),
     "map-cache": ("Map-cache", "/map-cache"),
 }
 NAV: Final = (
@@ -181,6 +182,8 @@ def page(
         f"{e(h.get('name'))}</span></h1>"
         '<span id="live" class="live" title="updates itself while this is green">'
         f"{'live' if view else ''}</span></div>"
-        f'<dl class="hdr">{fields}</dl><nav>{nav}</nav></header>'
+        f'<dl class="hdr">{fields}</dl>'
+        f'<p id="h-stale" class="stale">{e(h.get("stale"))}</p>'
+        f"<nav>{nav}</nav></header>"
         f"<main>{note}{body}</main></body></html>\n"
     )

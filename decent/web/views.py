@@ -53,6 +53,7 @@ class Source(Protocol):
     def sites(self) -> list[dict[str, Any]]: ...
     def peers(self) -> list[dict[str, Any]]: ...
     def map_cache(self) -> list[dict[str, Any]]: ...
+    def rejections(self) -> list[dict[str, Any]]: ...
     def lookup(self, text: str) -> dict[str, Any]: ...
     def cache_lookup(self, text: str) -> dict[str, Any]: ...
 
@@ -131,6 +132,22 @@ def notice(text: str, cls: str = "notice") -> Block:
 
 
 # ---------------------------------------------------------------- header
+#: The page's note while what it shows came from a snapshot (`stale`).
+STALE_NOTE: Final = (
+    "Registrations and membership restored from a snapshot at start, not yet "
+    "confirmed by a live member: some of them may be gone."
+)
+
+
+def health_text(health: dict[str, Any]) -> str:
+    """ "ok (3 members)", or the status and why (not joined, joining)."""
+    status = health.get("status", "?")
+    reason = health.get("reason")
+    if reason:
+        return f"{status} ({reason})"
+    return f"{status} ({health.get('members', 0)} members)"
+
+
 def header(node: dict[str, Any]) -> dict[str, Any]:
     health = node.get("health", {})
     counts = node.get("counts", {})
@@ -140,8 +157,9 @@ def header(node: dict[str, Any]) -> dict[str, Any]:
         "mode": node.get("mode") or "-",
         "group": node.get("group") or "-",
         "uptime": age(node.get("uptime")),
-        "health": f"{health.get('status', '?')} ({health.get('members', 0)} members)",
+        "health": health_text(health),
         "health_ok": bool(health.get("ok")),
+        "stale": STALE_NOTE if node.get("stale") else "",
         "counts": (
             f"{counts.get('registrations', 0)} registrations, "
             f"{counts.get('peers', 0)} peers, "
@@ -260,6 +278,43 @@ def refused_table(refused: list[dict[str, Any]]) -> Block:
         rows,
         "No registrant has gone over its quota or rate.",
         "GET /api/node (refused)",
+    )
+
+
+REJECTIONS_COLUMNS: Final = [
+    _text("Source"),
+    _text("Reason"),
+    _text("EID"),
+    _text("Name (certificate)"),
+    _text("Times"),
+    _text("First"),
+    _text("Last"),
+]
+
+
+def rejections_table(rejections: list[dict[str, Any]]) -> Block:
+    """Registrations this node refused lately (bad key, certificate, quota),
+    newest first."""
+    rows = [
+        {
+            "cls": "",
+            "cells": [
+                _text(r.get("source")),
+                _text(r.get("reason"), cls="warn"),
+                _text(r.get("eid") or "-", cls="eid"),
+                _text(r.get("name") or "-"),
+                _text(f"{r.get('count', 0):,}", cls="num"),
+                _text(age(r.get("first"))),
+                _text(age(r.get("last"))),
+            ],
+        }
+        for r in rejections
+    ]
+    return _table(
+        REJECTIONS_COLUMNS,
+        rows,
+        "No registration has been rejected.",
+        "GET /api/rejections",
     )
 
 
@@ -499,7 +554,7 @@ def _resolver_facts(answer: dict[str, Any]) -> list[tuple[str, Cell]]:
 VIEWS: Final = {
     "overview": ("sites", "peers", "map-cache"),
     "sites": ("sites",),
-    "peers": ("peers", "refused"),
+    "peers": ("peers", "refused", "rejections"),
     "map-cache": ("map-cache",),
     "site": ("facts", "rlocs", "registrations"),
 }
@@ -519,6 +574,8 @@ def build(status: Source, view: str, eid: str = "") -> Model:
             blocks[name] = peers_table(status.peers())
         elif name == "refused":
             blocks[name] = refused_table(status.node_info().get("refused", []))
+        elif name == "rejections":
+            blocks[name] = rejections_table(status.rejections())
         elif name == "map-cache":
             blocks[name] = cache_table(status.map_cache())
     if view == "site":

@@ -1,4 +1,4 @@
-"""Address encodings: AFI 0/1/2/17 and LCAF types 1, 2, 9, 13 (RFC 9301 5.1, RFC 8060).
+"""Address encodings: AFI 0/1/2/17, LCAF types 1/2/9/13/15 (RFC 9301 5.1, RFC 8060).
 
 IPv4 and IPv6 addresses are the stdlib `ipaddress` objects. Every other kind of
 address is a frozen dataclass here. LCAF types we do not interpret are kept as
@@ -35,6 +35,7 @@ class LcafType(IntEnum):
     INSTANCE_ID = 2
     MULTICAST_INFO = 9
     RLE = 13
+    KEY_VALUE = 15
 
 
 #: RLE level RFC 8378 section 5.1.2 requires for signal-free multicast.
@@ -146,6 +147,14 @@ class Rle:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyValue:
+    """LCAF type 15: a Key/Value Address Pair (RFC 8060 section 4.3.1)."""
+
+    key: Address
+    value: Address
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownLcaf:
     """An LCAF type we do not interpret, kept byte for byte."""
 
@@ -173,6 +182,7 @@ Address = (
     | AfiList
     | MulticastInfo
     | Rle
+    | KeyValue
     | UnknownLcaf
 )
 IPAddress = IPv4Address | IPv6Address
@@ -242,18 +252,12 @@ def read_ip(r: Reader) -> IPAddress:
 
 def _read_name(r: Reader) -> DistinguishedName:
     start = r.pos
-    chars = bytearray()
-    while True:
-        c = r.u8()
-        if c == 0:
-            break
-        if c > 0x7F:
-            raise DecodeError(f"non-ASCII byte in a name at offset {r.pos - 1}")
-        chars.append(c)
-        if len(chars) > MAX_NAME_LEN:
-            raise DecodeError(f"name at offset {start} exceeds {MAX_NAME_LEN}")
+    chars = r.take_until_nul(MAX_NAME_LEN)
     if not chars:
         raise DecodeError(f"empty name at offset {start}")
+    if not chars.isascii():
+        bad = next(i for i, c in enumerate(chars) if c > 0x7F)
+        raise DecodeError(f"non-ASCII byte in a name at offset {start + bad}")
     return DistinguishedName(chars.decode("ascii"))
 
 
@@ -276,6 +280,9 @@ def _read_lcaf(r: Reader, depth: int) -> Address:
             return _read_afi_list(r, depth)
         if lcaf_type == LcafType.RLE:
             return _read_rle(r, depth)
+        if lcaf_type == LcafType.KEY_VALUE:
+            key = read_address(r, depth)
+            return KeyValue(key, read_address(r, depth))
         return UnknownLcaf(lcaf_type, r.take_rest(), rsvd1, flags, rsvd2)
 
 
@@ -412,7 +419,8 @@ def _close_lcaf(w: Writer, body_start: int, uncounted: int = 0) -> None:
 
 
 def _write_lcaf(
-    w: Writer, addr: InstanceId | AfiList | MulticastInfo | Rle | UnknownLcaf
+    w: Writer,
+    addr: InstanceId | AfiList | MulticastInfo | Rle | KeyValue | UnknownLcaf,
 ) -> None:
     uncounted = 0
     if isinstance(addr, UnknownLcaf):
@@ -438,6 +446,10 @@ def _write_lcaf(
         w.u8(addr.group_mask_len)
         write_address(w, addr.source)
         write_address(w, addr.group)
+    elif isinstance(addr, KeyValue):
+        start = _lcaf_header(w, LcafType.KEY_VALUE, 0)
+        write_address(w, addr.key)
+        write_address(w, addr.value)
     else:
         start = _lcaf_header(w, LcafType.RLE, 0)
         for entry in addr.entries:
@@ -458,6 +470,8 @@ def address_depth(addr: Address) -> int:
         return 1 + max((address_depth(a) for a in addr.items), default=0)
     if isinstance(addr, Rle):
         return 1 + max((address_depth(e.address) for e in addr.entries), default=0)
+    if isinstance(addr, KeyValue):
+        return 1 + max(address_depth(addr.key), address_depth(addr.value))
     if isinstance(addr, MulticastInfo | UnknownLcaf):
         return 1
     return 0

@@ -82,6 +82,19 @@ class Reader:
             raise DecodeError(f"need 2 bytes at offset {self._pos}")
         return int(_U16.unpack_from(self._data, self._pos)[0])
 
+    def take_until_nul(self, limit: int) -> bytes:
+        """The bytes before the next NUL (which is consumed), at most limit
+        of them: one search rather than a read per byte (signature and
+        certificate names run to hundreds of characters)."""
+        pos = self._pos
+        nul = self._data.find(b"\0", pos, min(self._end, pos + limit + 1))
+        if nul < 0:
+            if self._end - pos > limit:
+                raise DecodeError(f"name at offset {pos} exceeds {limit}")
+            raise self._short(self._end - pos + 1)
+        self._pos = nul + 1
+        return self._data[pos:nul]
+
     def take_rest(self) -> bytes:
         return self.take(self._end - self._pos)
 

@@ -25,6 +25,7 @@ from decent.wire.afi import (
     DistinguishedName,
     InstanceId,
     IPAddress,
+    KeyValue,
     MulticastInfo,
     NoAddress,
     Rle,
@@ -274,4 +275,6 @@ def address_text(addr: Address) -> str:
             )
             + "}"
         )
+    if isinstance(addr, KeyValue):
+        return f"KV{{{address_text(addr.key)}: {address_text(addr.value)}}}"
     return f"LCAF{addr.lcaf_type}({addr.body.hex()})"

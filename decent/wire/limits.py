@@ -23,7 +23,15 @@ MAX_AFI_LIST_ITEMS: Final = 32
 #: How deeply LCAFs may nest inside each other (AFI-List inside IID inside ...).
 MAX_LCAF_DEPTH: Final = 4
 #: Bytes in a distinguished name (AFI 17), not counting its terminating NUL.
-MAX_NAME_LEN: Final = 255
+#: Names as EIDs are short; a node certificate travels base64-encoded in one
+#: (wire/trust.py, the signature locator), so this is sized for that.
+MAX_NAME_LEN: Final = 4096
+#: Bytes of an encoded node certificate (wire/trust.py): the largest whose
+#: signature locator, base64(2-byte length, certificate, 64-byte signature),
+#: still fits in one distinguished name.
+MAX_CERTIFICATE_LEN: Final = MAX_NAME_LEN // 4 * 3 - 2 - 64
+#: EID-prefixes one node certificate may name.
+MAX_CERTIFICATE_EIDS: Final = 64
 #: Signatures in one Map-Referral record (the wire field is 4 bits).
 MAX_SIGNATURES: Final = 15
 #: Bytes of a LISP control message; a UDP payload cannot be larger.

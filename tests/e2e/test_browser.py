@@ -24,7 +24,8 @@ import pytest
 from aiohttp import web
 
 from decent.lab import GROUP_EID, NetnsLab
-from decent.net.status import NodeStatus
+from decent.lab.common import KEY
+from decent.net.status import JOIN_PERIODS, NOT_JOINED, NodeStatus
 from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.web.app import SECURITY_HEADERS, make_app
@@ -287,6 +288,111 @@ def test_clear_cache_from_another_host_needs_the_admin_token(
     status, body = _post(url + "/api/map-cache/clear", "lab-admin-token")
     assert status == 200
     assert body["cleared"] in (0, 1)
+
+
+# ---------------------------------------------------------------- failed joins
+#: Seconds between registrations in the failed-join labs: the join deadline
+#: (JOIN_PERIODS of them from the start) passes in a few seconds.
+SHORT_PERIOD = 2.0
+
+
+def _wrong_key(lab: NetnsLab, i: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node i's next start writes another group key than the lab's (the lab
+    has no knob for it: `extra` cannot repeat its [decent] table)."""
+    written = lab.config_text
+    line = f"key = {json.dumps(KEY)}"
+
+    def config_text(j: int) -> str:
+        text = written(j)
+        if j != i:
+            return text
+        assert text.count(line) == 1, text
+        return text.replace(line, 'key = "not-the-group-key"')
+
+    monkeypatch.setattr(lab, "config_text", config_text)
+
+
+def _wait_not_joined(lab: NetnsLab, i: int) -> set[str]:
+    """Wait until node i's /healthz says "not joined"; the statuses seen."""
+    seen: set[str] = set()
+
+    def not_joined() -> bool:
+        health = lab.api(i, "/healthz", timeout=1.0)
+        seen.add(health["status"])
+        return bool(health["status"] == "not joined")
+
+    lab.wait_until(
+        not_joined, CONVERGE + JOIN_PERIODS * SHORT_PERIOD, f"n{i} to give up"
+    )
+    return seen
+
+
+def _shows_not_joined(page: Any) -> None:
+    """The open page says its node is not joined: at once, or by a live
+    update of the header if it loaded while the node was still joining."""
+    page.wait_for_function(
+        "document.getElementById('h-health').textContent.startsWith('not joined')",
+        timeout=WAIT_MS,
+    )
+    assert _text(page, "#h-health") == f"not joined ({NOT_JOINED})"
+    assert page.locator("#h-health").get_attribute("class") == "bad"
+
+
+def test_a_wrong_key_is_not_joined_and_its_seed_shows_the_rejection(
+    make_lab: MakeLab, browser_page: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab = make_lab(nodes=2, register_interval=SHORT_PERIOD)
+    _wrong_key(lab, 2, monkeypatch)
+    lab.start_all()
+    n1, n2 = lab.node(1), lab.node(2)
+    lab.wait_until(lambda: lab.healthy(1), CONVERGE, "n1 to answer")
+    seen = _wait_not_joined(lab, 2)
+    assert seen <= {"joining", "not joined"}, seen  # never "ok" on its own word
+    # n1 is the first member of its mesh, and nobody joined it.
+    assert lab.api(1, "/healthz")["status"] == "alone"
+
+    page = browser_page
+    page.goto(n2.url + "/")
+    _shows_not_joined(page)
+
+    # The member it tried lists the refusals, loudly.
+    rejections = lab.api(1, "/api/rejections")
+    assert rejections, "n1 lists no rejection"
+    assert {(r["source"], r["reason"]) for r in rejections} == {
+        (str(n2.rloc), "auth-failed")
+    }
+    page.goto(n1.url + "/peers")
+    rows = page.locator("#b-rejections tbody tr")
+    assert rows.count() == len(rejections)
+    first = rows.first.locator("td")
+    assert first.nth(0).inner_text() == str(n2.rloc)
+    assert first.nth(1).inner_text() == "auth-failed"
+    assert "[0]'n2'" in _text(page, "#b-rejections")
+    log = lab.log_path(1).read_text()
+    assert f"registration rejected: source {n2.rloc}:4342, reason auth-failed" in log
+    # Revoking is as guarded as clearing the cache: not from this host's veth.
+    status, body = _post(n1.url + "/api/revoke")
+    assert status == 403
+    assert "revoking a certificate needs a request from this host" in body["error"]
+
+
+def test_a_node_whose_only_seed_is_dead_is_not_joined(
+    make_lab: MakeLab, browser_page: Any
+) -> None:
+    lab = make_lab(nodes=2, register_interval=SHORT_PERIOD)
+    lab.start(2)  # its only seed, n1, never starts
+    n2 = lab.node(2)
+    assert n2.seeds == [lab.node(1).rloc]
+    lab.wait_until(lambda: lab.api(2, "/healthz", timeout=1.0), CONVERGE, "n2")
+    page = browser_page
+    page.goto(n2.url + "/")
+    page.evaluate("window.__marker = 'same page'")
+    seen = _wait_not_joined(lab, 2)
+    assert seen <= {"joining", "not joined"}, seen
+    _shows_not_joined(page)
+    assert page.evaluate("window.__marker") == "same page"  # never reloaded
+    # Its own Map-Server lists it all the same.
+    assert [p["rloc"] for p in lab.api(2, "/api/peers")] == [str(n2.rloc)]
 
 
 # ---------------------------------------------------------------- escaping

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from decent.net.status import NodeStatus
+from decent.net.status import NOT_JOINED, NodeStatus
 from decent.peer.events import (
     LocatorStateChanged,
     MapCacheCleared,
@@ -157,9 +157,10 @@ async def test_lookup_gives_match_negative_or_clear_error(aiohttp_client: Any) -
     }
 
 
-async def test_clear_cache_is_the_only_route_that_is_not_a_get() -> None:
-    """Read-only by default: nothing but clearing the map-cache may change
-    the node, so nothing else answers anything but GET (and its HEAD)."""
+async def test_clear_cache_and_revoke_are_the_only_routes_that_are_not_a_get() -> None:
+    """Read-only by default: nothing but clearing the map-cache and taking a
+    revocation may change the node, so nothing else answers anything but GET
+    (and its HEAD)."""
     _, status = _status(converge=False)
     app = make_app(status)
     others = {
@@ -170,14 +171,45 @@ async def test_clear_cache_is_the_only_route_that_is_not_a_get() -> None:
     assert others == {
         ("POST", "/map-cache/clear"),
         ("POST", "/api/map-cache/clear"),
+        ("POST", "/api/revoke"),
     }
     assert all(route.resource is not None for route in app.router.routes())
 
 
 async def test_healthz_is_503_until_joined(aiohttp_client: Any) -> None:
-    _, status = _status(converge=False)
+    """n2 alone, its seed n1 not there: its own Map-Server lists it, which
+    is no join (tests/net/test_status.py has every state)."""
+    net = SimNet(seed=5)
+    cfg = decent_node_config(
+        name="n2", rlocs=(IPS[1],), group=G, key=b"k", xtr_id=2, seeds=(IPS[0],)
+    )
+    node = Node(cfg, nonce=itertools.count(1).__next__)
+    net.add(node, (IPS[1], 4342), (IPS[1], 4341))
+    net.advance(1)
+    status = SimStatus(
+        node, lambda: net.now, name="n2", started=0.0, register_interval=60.0
+    )
     client = await aiohttp_client(make_app(status))
-    assert (await _get(client, "/healthz", 503))["status"] == "joining"
+    assert await _get(client, "/healthz", 503) == {
+        "ok": False,
+        "status": "joining",
+        "members": 1,
+        "reason": "no member has accepted us yet",
+    }
+    net.advance(3 * 60.0)
+    health = await _get(client, "/healthz", 503)
+    assert (health["status"], health["reason"]) == ("not joined", NOT_JOINED)
+
+
+async def test_the_first_member_alone_is_healthy(aiohttp_client: Any) -> None:
+    net, status = _status(converge=False)  # n1: no seeds, nobody else yet
+    net.advance(1)
+    client = await aiohttp_client(make_app(status))
+    assert await _get(client, "/healthz") == {
+        "ok": True,
+        "status": "alone",
+        "members": 1,
+    }
 
 
 def test_the_change_number_moves_with_the_events_the_pages_show() -> None:

@@ -15,6 +15,7 @@ from decent.wire import (
     EncapsulatedControlMessage,
     InnerMessage,
     InstanceId,
+    KeyValue,
     Locator,
     MapNotify,
     MapNotifyAck,
@@ -80,6 +81,7 @@ def _extend(children: st.SearchStrategy[Address]) -> st.SearchStrategy[Address]:
                 max_size=4,
             ).map(tuple),
         ),
+        st.builds(KeyValue, children, children),
         st.builds(
             UnknownLcaf,
             st.sampled_from([0, 3, 5, 10, 11, 12, 14, 200]),

@@ -74,3 +74,66 @@ def test_lispers_rle_names_after_entries_are_accepted() -> None:
     loc = Locator(AfiList((NO_ADDRESS, rle)), 255, 0, 1, 100)
     msg = MapReply(1, (MapRecord(A, 32, (loc,)),))
     assert decode(msg.encode()) == msg
+
+
+def _kv_record(addr: object) -> MapRecord:
+    return MapRecord(A, 32, (Locator(addr, 255, 0, 255, 0),))  # type: ignore[arg-type]
+
+
+def test_key_value_pair_layout_and_round_trip() -> None:
+    from decent.wire import DistinguishedName, KeyValue
+
+    kv = KeyValue(DistinguishedName("k"), DistinguishedName("v1"))
+    w = Writer()
+    write_address(w, kv)
+    # AFI 16387, Rsvd1, Flags, Type 15, Rsvd2, Length 9, then AFI 17 "k\0"
+    # and AFI 17 "v1\0" (RFC 8060 section 4.3.1).
+    assert w.raw() == bytes.fromhex("4003 00 00 0f 00 0009 0011 6b00 0011 763100")
+    msg = MapReply(1, (_kv_record(kv),))
+    assert decode(msg.encode()) == msg
+    nested = KeyValue(InstanceId(7, A), AfiList((A, DistinguishedName("x"))))
+    msg = MapReply(1, (_kv_record(nested),))
+    assert decode(msg.encode()) == msg
+
+
+def test_key_value_pair_nesting_is_bounded() -> None:
+    from decent.wire import KeyValue
+
+    deep = KeyValue(NO_ADDRESS, _nest(MAX_LCAF_DEPTH))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="deeper"):
+        _kv_record(deep)
+    w = Writer()
+    write_address(w, deep)
+    plain = bytes.fromhex("0001") + A.packed
+    raw = MapReply(1, (MapRecord(A, 32, (Locator(A),)),)).encode()
+    raw = raw[: -len(plain)] + w.raw()
+    with pytest.raises(DecodeError, match="nested deeper"):
+        decode(raw)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("", "need 2 bytes"),  # no key
+        ("0011 6b00", "need 2 bytes"),  # a key and no value
+        ("0011 6b00 0011 7600 00", "unread bytes"),  # a byte after the value
+        ("0011 6b00 0006 00", "unknown AFI 6"),
+    ],
+)
+def test_malformed_key_value_pairs_are_decode_errors(body: str, reason: str) -> None:
+    payload = bytes.fromhex(body)
+    lcaf = bytes.fromhex("4003 0000 0f00") + len(payload).to_bytes(2, "big") + payload
+    plain = bytes.fromhex("0001") + A.packed
+    raw = MapReply(1, (MapRecord(A, 32, (Locator(A),)),)).encode()
+    with pytest.raises(DecodeError, match=reason):
+        decode(raw[: -len(plain)] + lcaf)
+
+
+def test_key_value_pairs_render_and_are_no_eids() -> None:
+    from decent.wire import DistinguishedName, Eid, KeyValue, address_text
+
+    kv = KeyValue(DistinguishedName("decent-signature"), DistinguishedName("QUJD"))
+    assert address_text(kv) == "KV{'decent-signature': 'QUJD'}"
+    assert Locator(kv).rloc is None
+    with pytest.raises(ValueError, match="not an indexable EID"):
+        Eid.from_wire(kv, 0)
