@@ -33,8 +33,14 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    return run_config(args.config)
+
+
+def run_config(path: str) -> int:
+    """Run a node from its config file until SIGTERM/SIGINT (`decent run`,
+    and `decent join` once it wrote the file)."""
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(path)
     except ConfigError as exc:
         print(f"decent: {exc}", file=sys.stderr)
         return 2
@@ -75,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help="decode a LISP control message given in hex")
     p.add_argument("hex", nargs="+", help="the UDP payload, in hex")
     p.set_defaults(func=_cmd_decode)
-    add_client_commands(sub)
+    add_client_commands(sub, run_config)
     return parser
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import socket
+import time
 import tomllib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from ipaddress import IPv4Address, ip_address, ip_network
 from pathlib import Path
@@ -25,6 +29,7 @@ from decent.peer.mapping.push_config import (
 )
 from decent.web.limits import WebLimits
 from decent.wire import AlgorithmId, Eid, IPAddress, netlink, parse_eid
+from decent.wire.trust import Certificate
 
 
 class ConfigError(ValueError):
@@ -83,6 +88,12 @@ class Config:
     outside_map_resolvers: tuple[Addr, ...] = ()
     #: [decent] wire: how group registrations are written (WIRE_FORMS).
     wire_form: str = "rfc8060"
+    #: [trust] mesh_key: the mesh authority's Ed25519 public key (raw 32
+    #: bytes); None: no node identities, the group key alone admits members.
+    trust_mesh_key: bytes | None = None
+    #: [trust] certificate: this node's certificate, encoded (it verifies
+    #: with trust_mesh_key, names this node and grants every [[database]]).
+    trust_certificate: bytes | None = None
     # ---- [dataplane] (issue 5)
     dataplane: bool = False
     tun: str = "decent0"
@@ -148,6 +159,7 @@ _SECTIONS = {
         "max_live_clients",
         "allowed_hosts",
     },
+    "trust": {"mesh_key", "certificate"},
     "dataplane": {
         "enabled",
         "tun",
@@ -243,8 +255,11 @@ def interface_addresses(name: str) -> list[IPAddress]:
     return netlink.usable_addresses(dumped.messages, index)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; raise ConfigError naming the key."""
+def load_config(path: str | Path, *, now: float | None = None) -> Config:
+    """Read and validate a config file; raise ConfigError naming the key.
+
+    `now` (Unix time, default the wall clock) is when [trust] certificate
+    must still be valid."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -387,6 +402,13 @@ def load_config(path: str | Path) -> Config:
                 raise db.fail("ttl", f"{eid_ttl} out of range", "use 1 to 1440 minutes")
             ttls.append((eid, eid_ttl))
 
+    trust = None
+    if "trust" in raw:
+        # Certificates expire in Unix time, so this is the wall clock's to say.
+        when = time.time() if now is None else now  # noqa: TID251
+        trust = _trust(_Reader(path, "trust", raw["trust"]), name, group, when)
+        _granted(path, database, trust[1])
+
     auth = _auth(decent)
     wire_form = decent.get("wire", str, "rfc8060")
     if wire_form not in WIRE_FORMS:
@@ -454,6 +476,8 @@ def load_config(path: str | Path) -> Config:
         outside_map_resolvers=outside_resolvers,
         wire_form=wire_form,
         web_limits=_web_limits(web),
+        trust_mesh_key=None if trust is None else trust[0],
+        trust_certificate=None if trust is None else trust[1].encode(),
         **dp,
     )
 
@@ -494,6 +518,88 @@ def _check_keys(path: Path, raw: dict[str, Any]) -> None:
                                 f"{path}: [{section}] {key} #{i} {name}: "
                                 f"unknown key; valid keys are {', '.join(nested)}"
                             )
+
+
+_INVITE = "ask the mesh authority for a new invite (`decent mesh invite`)"
+
+
+def _trust(
+    r: _Reader, name: str, group: IPAddress | None, now: float
+) -> tuple[bytes, Certificate]:
+    """[trust]: the mesh authority's public key and this node's certificate,
+    which must verify with it, name this node and still be valid."""
+    if group is None:
+        raise r.fail(
+            "mesh_key",
+            "set, but the node joins no group",
+            "add [decent] group (and key), or remove [trust]",
+        )
+    mesh_key = _base64(
+        r,
+        "mesh_key",
+        "copy mesh_key from the join token, or public_key from the mesh's mesh.toml",
+    )
+    if len(mesh_key) != 32:
+        raise r.fail(
+            "mesh_key",
+            f"{len(mesh_key)} bytes, not an Ed25519 public key (32)",
+            "copy mesh_key from the join token, or public_key from mesh.toml",
+        )
+    data = _base64(r, "certificate", f"paste the certificate as issued, or {_INVITE}")
+    try:
+        cert = Certificate.decode(data)
+    except ValueError as exc:
+        raise r.fail(
+            "certificate",
+            f"not a certificate ({exc})",
+            f"paste the certificate as issued, or {_INVITE}",
+        ) from None
+    if not cert.verify(mesh_key):
+        raise r.fail(
+            "certificate",
+            f"not signed by this mesh_key (it says mesh {cert.mesh!r})",
+            "use the mesh_key of the mesh that issued it, or a certificate "
+            "issued by this mesh's authority",
+        )
+    if cert.name != name:
+        raise r.fail(
+            "certificate",
+            f"issued to node {cert.name!r}, but [node] name is {name!r}",
+            f'set [node] name = "{cert.name}", or {_INVITE} for {name!r}',
+        )
+    if cert.not_after <= now:
+        raise r.fail(
+            "certificate",
+            f"expired at {_utc(cert.not_after)}",
+            _INVITE,
+        )
+    return mesh_key, cert
+
+
+def _base64(r: _Reader, key: str, fix: str) -> bytes:
+    text = r.get(key, str, fix=f'add {key} = "...": {fix}')
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise r.fail(key, "not base64", fix) from None
+
+
+def _utc(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _granted(path: Path, database: list[Eid], cert: Certificate) -> None:
+    """With [trust] every [[database]] EID lies inside one the certificate
+    grants: its peers would refuse the others' registrations anyway."""
+    for index, eid in enumerate(database, start=1):
+        if not any(grant.contains(eid) for grant in cert.eids):
+            granted = ", ".join(str(g) for g in cert.eids) or "none"
+            raise _Reader(path, f"database #{index}", {}).fail(
+                "eid",
+                f"{eid} is outside this node's certificate (it grants {granted})",
+                "the certificate does not grant it; ask the mesh authority for "
+                "a certificate that does",
+            )
 
 
 def _group(

@@ -14,22 +14,24 @@ import secrets
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
 
 from decent.config import Config, ConfigError, load_config
-from decent.net.persist import SnapshotSaver, StateDir
+from decent.net.persist import NodeKeyError, RevocationSaver, SnapshotSaver, StateDir
 from decent.net.roaming import AddressWatch, Roamer
 from decent.net.status import NodeStatus
 from decent.net.tun import DataPlaneUnavailable, TunSettings, TunShell
 from decent.net.udp import BindError, NodeShell, open_sockets
-from decent.peer.config import NodeConfig
+from decent.peer.config import NodeConfig, TrustConfig
 from decent.peer.dataplane import DataPlane, DataPlaneConfig
 from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
 from decent.web.app import make_app
 from decent.web.limits import start_site
-from decent.wire import Eid, IPAddress
+from decent.wire import DecodeError, Eid, IPAddress
+from decent.wire.trust import Certificate, Revocation, node_xtr_id, public_key_of
 
 log = logging.getLogger("decent")
 #: How often the registration snapshot and nonce reservation are saved.
@@ -40,7 +42,9 @@ SAVE_INTERVAL = 5.0
 GC_THRESHOLDS = (20_000, 10, 10)
 
 
-def node_config(cfg: Config, xtr_id: int) -> NodeConfig:
+def node_config(
+    cfg: Config, xtr_id: int, trust: TrustConfig | None = None
+) -> NodeConfig:
     return decent_node_config(
         name=cfg.name,
         rlocs=cfg.rlocs,
@@ -71,7 +75,69 @@ def node_config(cfg: Config, xtr_id: int) -> NodeConfig:
         outside_map_servers=cfg.outside_map_servers,
         outside_map_resolvers=cfg.outside_map_resolvers,
         wire_form=cfg.wire_form,
+        trust=trust,
     )
+
+
+def trust_config(
+    cfg: Config, node_key: bytes, key_file: Path, epoch: float
+) -> TrustConfig | None:
+    """The core's [trust]: mesh key and certificate from the config, the
+    private key from state_dir/node.key, which the certificate must name.
+    `epoch` is the Unix time at which the node's clock (loop.time) reads 0."""
+    if cfg.trust_mesh_key is None or cfg.trust_certificate is None:
+        return None
+    cert = Certificate.decode(cfg.trust_certificate)
+    if cert.public_key != public_key_of(node_key):
+        raise ConfigError(
+            f"{cfg.path}: [trust] certificate: this certificate is for another "
+            f"node key than {key_file}'s; put back the node.key it was issued "
+            "with (`decent join` writes it), or ask the mesh authority for a "
+            "new invite and join with it"
+        )
+    return TrustConfig(
+        mesh_public_key=cfg.trust_mesh_key,
+        certificate=cfg.trust_certificate,
+        node_private_key=node_key,
+        epoch=epoch,
+    )
+
+
+def node_xtr_id_for(trust: TrustConfig | None, random_id: int) -> int:
+    """With [trust] the xTR-ID derives from the node's public key, so the
+    registrations a certificate signs are bound to that key; without, the
+    identity file's random one."""
+    if trust is None:
+        return random_id
+    return node_xtr_id(public_key_of(trust.node_private_key))
+
+
+def restore_revocations(
+    node: Node, saved: list[bytes], mono_now: float, wall_now: float
+) -> int:
+    """Feed the revocations saved before a restart to the node, dropping
+    those past their certificate's end (nothing left to refuse). Returns
+    how many it took; the rest are logged."""
+    taken = 0
+    for data in saved:
+        try:
+            rev = Revocation.decode(data)
+        except (DecodeError, ValueError) as exc:
+            log.warning("skipped a saved revocation that does not decode: %s", exc)
+            continue
+        if rev.not_after <= wall_now:
+            continue
+        reason = node.add_revocation(data, mono_now)
+        if reason:
+            log.warning(
+                "saved revocation of %s (serial %016x) not taken: %s",
+                rev.name,
+                rev.serial,
+                reason,
+            )
+        else:
+            taken += 1
+    return taken
 
 
 def log_sites(cfg: Config) -> None:
@@ -108,9 +174,15 @@ def _where(addr: tuple[IPAddress, int]) -> str:
     return f"[{host}]:{port}" if host.version == 6 else f"{host}:{port}"
 
 
-def build_node(cfg: Config, xtr_id: int, register_nonce: int, now: float) -> Node:
+def build_node(
+    cfg: Config,
+    xtr_id: int,
+    register_nonce: int,
+    now: float,
+    trust: TrustConfig | None = None,
+) -> Node:
     return Node(
-        node_config(cfg, xtr_id),
+        node_config(cfg, xtr_id, trust),
         nonce=lambda: secrets.randbits(64),
         now=now,
         register_nonce=register_nonce,
@@ -157,7 +229,7 @@ def reload_config(cfg: Config, node: Node, now: float) -> Config:
     # too), new EIDs take the name's.
     live = held.get(Eid.name(cfg.name, cfg.instance_id))
     wanted = []
-    for mapping in node_config(new, node.config.xtr_id).database:
+    for mapping in node_config(new, node.config.xtr_id, node.config.trust).database:
         if live is not None:
             kept = held.get(mapping.eid)
             locators = live.locators if kept is None else kept.locators
@@ -175,16 +247,26 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
     try:
         state.prepare()
         ident = state.load_identity()
+        node_key = state.load_node_key()
+    except NodeKeyError as exc:
+        raise ConfigError(f"{cfg.path}: [node] state_dir: {exc}") from None
     except OSError as exc:
         raise ConfigError(
             f"{cfg.path}: [node] state_dir: cannot use {cfg.state_dir} ({exc}); "
             "point it at a writable directory"
         ) from None
     log_sites(cfg)
-    node = build_node(cfg, ident.xtr_id, ident.start_nonce, loop.time())
+    trust = trust_config(cfg, node_key, state.key_file, epoch=time.time() - loop.time())
+    xtr_id = node_xtr_id_for(trust, ident.xtr_id)
+    node = build_node(cfg, xtr_id, ident.start_nonce, loop.time(), trust)
     restored = state.load_snapshot(node, loop.time(), time.time())
     if restored:
         log.info("restored %d registrations from %s", restored, state.snapshot_file)
+    revoked = restore_revocations(
+        node, state.load_revocations(), loop.time(), time.time()
+    )
+    if revoked:
+        log.info("restored %d revocations from %s", revoked, state.revocations_file)
     try:
         sockets = open_sockets(
             cfg.rlocs[0],
@@ -201,6 +283,8 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
     )
     saver = SnapshotSaver(state, node)
     shell.subscribe(saver.note)
+    revocations = RevocationSaver(state, node)
+    shell.subscribe(revocations.note)
     tun = _dataplane(cfg, node, shell, loop) if cfg.dataplane else None
     status = NodeStatus(
         node,
@@ -211,6 +295,7 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
         errors=lambda: dict(shell.errors) | (dict(tun.errors) if tun else {}),
         dataplane=lambda: _dataplane_status(cfg, node, tun),
         flush=shell.flush,
+        restored=restored,
     )
     shell.subscribe(status.note)
     app = make_app(status, admin_token=cfg.admin_token, limits=cfg.web_limits)
@@ -261,12 +346,13 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
             tun = None
     stop_roaming = _roaming(cfg, node, shell, loop, lambda: tun)
     log.info(
-        "node %s up: rloc %s, %s, web on %s:%d",
+        "node %s up: rloc %s, %s, web on %s:%d%s",
         cfg.name,
         cfg.rlocs[0],
         _systems(cfg),
         cfg.web_host,
         cfg.web_port,
+        "" if trust is None else f", certificate of mesh {_mesh(trust)!r}",
     )
     try:
         while not stop.is_set():
@@ -274,6 +360,7 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
             # retried next time round: the saver stays dirty until one works.
             state.keep_nonces_reserved(ident, node.register_nonce)
             saver.save(loop.time(), time.time())
+            revocations.save()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SAVE_INTERVAL)
     finally:
@@ -287,6 +374,7 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
             # might raise must not leave the sockets, routes or web port open.
             state.keep_nonces_reserved(ident, node.register_nonce)
             saver.save(loop.time(), time.time(), force=True)
+            revocations.save()
         finally:
             if tun is not None:
                 tun.close()
@@ -294,6 +382,10 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
             await runner.cleanup()
             log.info("node %s stopped", cfg.name)
     return 0
+
+
+def _mesh(trust: TrustConfig) -> str:
+    return Certificate.decode(trust.certificate).mesh
 
 
 def _bind_problem(cfg: Config, exc: BindError) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -225,3 +226,174 @@ def test_reload_after_roaming_keeps_the_name_on_the_new_rloc(tmp_path: Path) -> 
     held = {m.eid: m for m in node.database_mappings()}
     name = held[Eid.name(cfg.name, cfg.instance_id)]
     assert [loc.address for loc in name.locators] == [moved]
+
+
+# ---------------------------------------------------------------- trust
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (("mesh",), ("create", "invite", "revoke", "authority")),
+        (("mesh", "create"), ("--group", "--mode", "--instance-id", "mesh.key")),
+        (("mesh", "invite"), ("--eid", "--seed", "--days", "--grant-default")),
+        (("mesh", "revoke"), ("--dir", "decent revoke")),
+        (("join",), ("--rloc", "--interface", "--config", "--config-only")),
+        (("revoke",), ("--node", "--token", "/api/revoke")),
+    ],
+)
+def test_every_trust_command_describes_itself(
+    argv: tuple[str, ...], words: tuple[str, ...]
+) -> None:
+    from decent.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--help"])
+    assert info.value.code == 0
+    help_text = _help(argv)
+    for word in words:
+        assert word in help_text, (argv, word)
+
+
+def _help(argv: tuple[str, ...]) -> str:
+    import contextlib
+    import io
+
+    from decent.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return " ".join(out.getvalue().split())
+
+
+def _joined(tmp_path: Path) -> tuple[Path, Path]:
+    """A config and state_dir as `decent join --config-only` writes them."""
+    import contextlib
+    import io
+
+    from decent.cli import main
+
+    mesh = str(tmp_path / "m.mesh")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["mesh", "create", "m", "--dir", mesh]) == 0
+        invite = ["mesh", "invite", "n1", "--eid", "1.1.1.1/32", "--dir", mesh]
+        assert main([*invite, "--json"]) == 0
+    token = json.loads(out.getvalue().splitlines()[-1])["token"]
+    config, state = tmp_path / "n1.toml", tmp_path / "state"
+    web = _free_tcp_port()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert (
+            main(
+                [
+                    *("join", token, "--rloc", "127.0.0.9", "--config", str(config)),
+                    *("--state-dir", str(state), "--listen", f"127.0.0.1:{web}"),
+                    "--config-only",
+                ]
+            )
+            == 0
+        )
+    return config, state
+
+
+def test_a_node_key_open_to_others_stops_the_node_naming_the_fix(
+    tmp_path: Path,
+) -> None:
+    config, state = _joined(tmp_path)
+    (state / "node.key").chmod(0o644)
+    result = _decent("run", "--config", str(config))
+    assert result.returncode == 2, result.stderr
+    key = state / "node.key"
+    assert result.stderr.startswith(
+        f"decent: {config}: [node] state_dir: {key} is open to group or others "
+        "(mode 0644)"
+    )
+    assert f"run `chmod 600 {key}`" in result.stderr
+
+
+def test_a_certificate_for_another_node_key_stops_the_node(
+    tmp_path: Path,
+) -> None:
+    from decent.net.persist import StateDir
+
+    config, state = _joined(tmp_path)
+    StateDir(state).write_node_key(bytes(32), replace=True)
+    result = _decent("run", "--config", str(config))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"decent: {config}: [trust] certificate: this certificate is for another "
+        f"node key than {state / 'node.key'}'s; put back the node.key it was "
+        "issued with (`decent join` writes it), or ask the mesh authority for a "
+        "new invite and join with it\n"
+    )
+
+
+def test_saved_revocations_are_given_back_to_the_node_but_expired_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import itertools
+    import logging
+    from ipaddress import IPv4Address
+
+    from decent.daemon import restore_revocations
+    from decent.peer.config import TrustConfig
+    from decent.peer.mapping.push_config import decent_node_config
+    from decent.peer.node import Node
+    from decent.wire import Eid
+    from decent.wire.trust import (
+        issue_certificate,
+        issue_revocation,
+        node_xtr_id,
+        public_key_of,
+    )
+
+    now = 1_800_000_000
+    mesh, node_key = bytes(range(32)), bytes(range(32, 64))
+    cert = issue_certificate(
+        mesh,
+        mesh="m",
+        name="n1",
+        public_key=public_key_of(node_key),
+        eids=(Eid.prefix("1.1.1.1/32"),),
+        not_after=now + 86_400,
+        serial=1,
+    )
+    trust = TrustConfig(public_key_of(mesh), cert.encode(), node_key, epoch=now)
+    counter = itertools.count(1)
+    node = Node(
+        decent_node_config(
+            name="n1",
+            rlocs=(IPv4Address("198.18.44.1"),),
+            group=IPv4Address("233.252.1.1"),
+            key=b"k",
+            xtr_id=node_xtr_id(public_key_of(node_key)),
+            eids=(Eid.prefix("1.1.1.1/32"),),
+            trust=trust,
+        ),
+        nonce=lambda: next(counter),
+        now=0.0,
+    )
+
+    def revocation(serial: int, not_after: int, signer: bytes = mesh) -> bytes:
+        return issue_revocation(
+            signer,
+            mesh="m",
+            name=f"n{serial}",
+            public_key=public_key_of(bytes([serial]) * 32),
+            not_after=not_after,
+            serial=serial,
+        ).encode()
+
+    live = revocation(2, now + 3600)
+    saved = [
+        live,
+        revocation(3, now - 1),  # over: its certificate has expired anyway
+        revocation(4, now + 3600, signer=bytes(32)),  # not this mesh's
+        b"not a revocation",
+    ]
+    with caplog.at_level(logging.WARNING, logger="decent"):
+        assert restore_revocations(node, saved, 0.0, float(now)) == 1
+    assert node.revocations() == [live]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert "does not decode" in messages[1]
+    assert messages[0].startswith("saved revocation of n4 (serial 0000000000000004)")

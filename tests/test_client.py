@@ -507,3 +507,113 @@ def test_map_request_decodes_cleanly_in_wireshark() -> None:
         IPv6Address("2001:db8::2"),
     )
     assert_clean([(v6, 4342)])
+
+
+# ---------------------------------------------------------------- trust
+def test_init_writes_its_config_readable_by_its_owner_only(tmp_path: Path) -> None:
+    out = tmp_path / "etc" / "node.toml"
+    made = decent("init", "--name", "solo", "--rloc", "192.0.2.5", "-o", str(out))
+    assert made.returncode == 0, made.stderr
+    assert out.stat().st_mode & 0o777 == 0o600  # it holds the group key
+    again = decent("init", "--rloc", "192.0.2.6", "-o", str(out), "--force")
+    assert again.returncode == 0, again.stderr
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert 'rloc = "192.0.2.6"' in out.read_text()
+    assert list(out.parent.iterdir()) == [out]  # no temporary file left
+
+
+class _Member(threading.Thread):
+    """A stand-in for a member's POST /api/revoke: answers `reply` (status,
+    JSON) and keeps what it was sent."""
+
+    def __init__(self, status: int, reply: dict[str, Any]) -> None:
+        import http.server
+
+        super().__init__(daemon=True)
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        member = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                member.requests.append((self.path, dict(self.headers), body))
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def run(self) -> None:
+        self.server.serve_forever(poll_interval=0.05)
+
+    def __enter__(self) -> _Member:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _revocation_token() -> str:
+    from decent.client import encode_revoke_token
+    from decent.wire.trust import issue_revocation
+
+    return encode_revoke_token(
+        issue_revocation(
+            bytes(range(32)),
+            mesh="m",
+            name="n4",
+            public_key=bytes(32),
+            not_after=2_000_000_000,
+            serial=0xABC,
+        )
+    )
+
+
+def test_revoke_posts_the_token_to_the_member_and_says_what_it_answered() -> None:
+    token = _revocation_token()
+    with _Member(200, {"ok": True, "reason": ""}) as member:
+        done = decent("revoke", token, "--node", member.url, "--token", "s3cret")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        f"{member.url} took the revocation of node n4 (serial 0000000000000abc); "
+        "it passes it on to every member\n"
+    )
+    ((path, headers, body),) = member.requests
+    assert (path, body) == ("/api/revoke", token.encode())
+    assert headers["Authorization"] == "Bearer s3cret"
+    with _Member(400, {"ok": False, "reason": "revocation-bad-signature"}) as member:
+        refused = decent("revoke", token, "--node", member.url)
+        assert "Authorization" not in member.requests[0][1]
+        as_json = decent("revoke", token, "--node", member.url, "--json")
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        f"decent revoke: {member.url} refused the revocation of node n4 (serial "
+        "0000000000000abc): revocation-bad-signature\n"
+    )
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout) == {
+        "ok": False,
+        "reason": "revocation-bad-signature",
+        "node": "n4",
+    }
+    refusal = "refused: revoking a certificate needs the admin token"
+    with _Member(403, {"ok": False, "reason": refusal, "error": refusal}) as member:
+        forbidden = decent("revoke", token, "--node", member.url)
+    assert forbidden.returncode == 1
+    assert forbidden.stderr == (
+        f"decent revoke: {member.url}/api/revoke: HTTP 403: {refusal}; a member "
+        "takes revocations from its own host, or with its [web] admin_token: "
+        "pass --token ADMIN\n"
+    )
+    gone = decent("revoke", token, "--node", "http://127.0.0.1:9")
+    assert gone.returncode == 1
+    assert gone.stderr.startswith("decent revoke: cannot reach the node at")

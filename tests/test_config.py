@@ -731,3 +731,188 @@ def test_a_group_less_node_config_resolves_through_the_outside(
     assert nc.outside_map_servers == cfg.outside_map_servers
     assert nc.sites == ()
     assert [m.eid for m in nc.database] == [Eid.prefix("10.9.0.0/16")]
+
+
+# ---------------------------------------------------------------- [trust]
+NOW = 1_800_000_000
+MESH_PRIVATE = bytes(range(32))
+NODE_PRIVATE = bytes(range(32, 64))
+
+
+def _certificate(
+    *,
+    name: str = "n1",
+    eids: tuple[str, ...] = ("1.1.1.0/24", "2001:db8:1::/48"),
+    not_after: int = NOW + 86_400,
+    signer: bytes = MESH_PRIVATE,
+) -> bytes:
+    from decent.wire.trust import issue_certificate, public_key_of
+
+    return issue_certificate(
+        signer,
+        mesh="test-mesh",
+        name=name,
+        public_key=public_key_of(NODE_PRIVATE),
+        eids=tuple(Eid.prefix(e) for e in eids),
+        not_after=not_after,
+        serial=0x1234,
+    ).encode()
+
+
+def _trust(
+    tmp_path: Path, certificate: bytes | str, mesh_key: bytes | str = b""
+) -> Path:
+    import base64
+
+    from decent.wire.trust import public_key_of
+
+    def text(value: bytes | str) -> str:
+        return value if isinstance(value, str) else base64.b64encode(value).decode()
+
+    key = mesh_key or public_key_of(MESH_PRIVATE)
+    return _write(
+        tmp_path,
+        GOOD
+        + f'\n[trust]\nmesh_key = "{text(key)}"\ncertificate = "{text(certificate)}"\n',
+    )
+
+
+def test_trust_gives_the_mesh_key_and_the_certificate(tmp_path: Path) -> None:
+    from decent.wire.trust import public_key_of
+
+    cert = _certificate()
+    cfg = load_config(_trust(tmp_path, cert), now=NOW)
+    assert cfg.trust_mesh_key == public_key_of(MESH_PRIVATE)
+    assert cfg.trust_certificate == cert
+    plain = load_config(_write(tmp_path, GOOD))
+    assert (plain.trust_mesh_key, plain.trust_certificate) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("mesh_key", "certificate", "expected"),
+    [
+        (
+            "not base64!",
+            None,
+            r"\[trust\] mesh_key: not base64; copy mesh_key from the join token",
+        ),
+        (
+            b"short",
+            None,
+            r"\[trust\] mesh_key: 5 bytes, not an Ed25519 public key \(32\); copy",
+        ),
+        (
+            None,
+            "%%%",
+            r"\[trust\] certificate: not base64; paste the certificate as issued",
+        ),
+        (
+            None,
+            b"DCR1 but nothing else",
+            r"\[trust\] certificate: not a certificate \(.*\); paste the "
+            r"certificate as issued, or ask the mesh authority for a new invite",
+        ),
+        (
+            bytes(32),
+            None,
+            r"\[trust\] certificate: not signed by this mesh_key \(it says mesh "
+            r"'test-mesh'\); use the mesh_key of the mesh that issued it",
+        ),
+    ],
+)
+def test_trust_keys_that_do_not_decode_or_verify_name_the_key_and_fix(
+    tmp_path: Path,
+    mesh_key: bytes | str | None,
+    certificate: bytes | str | None,
+    expected: str,
+) -> None:
+    path = _trust(
+        tmp_path,
+        _certificate() if certificate is None else certificate,
+        b"" if mesh_key is None else mesh_key,
+    )
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(path, now=NOW)
+    assert str(info.value).startswith(f"{path}: [trust] ")
+
+
+def test_a_certificate_of_another_mesh_is_refused(tmp_path: Path) -> None:
+    path = _trust(tmp_path, _certificate(signer=bytes(32)))
+    with pytest.raises(ConfigError, match="not signed by this mesh_key"):
+        load_config(path, now=NOW)
+
+
+def test_a_certificate_for_another_node_name_is_refused(tmp_path: Path) -> None:
+    path = _trust(tmp_path, _certificate(name="n2"))
+    with pytest.raises(
+        ConfigError,
+        match=r"\[trust\] certificate: issued to node 'n2', but \[node\] name is "
+        r"'n1'; set \[node\] name = \"n2\", or ask the mesh authority",
+    ):
+        load_config(path, now=NOW)
+
+
+def test_an_expired_certificate_is_refused(tmp_path: Path) -> None:
+    path = _trust(tmp_path, _certificate(not_after=NOW))
+    with pytest.raises(
+        ConfigError,
+        match=r"\[trust\] certificate: expired at 2027-01-15 08:00:00 UTC; ask the "
+        r"mesh authority for a new invite \(`decent mesh invite`\)",
+    ):
+        load_config(path, now=NOW)
+    assert load_config(path, now=NOW - 1).trust_certificate is not None
+
+
+def test_a_database_eid_the_certificate_does_not_grant_is_refused(
+    tmp_path: Path,
+) -> None:
+    # 1.1.1.1/32 lies inside 1.1.1.0/24, but 2001:db8:1::/48 is not granted.
+    path = _trust(tmp_path, _certificate(eids=("1.1.1.0/24", "2001:db8::/64")))
+    with pytest.raises(
+        ConfigError,
+        match=r"\[database #2\] eid: \[0\]2001:db8:1::/48 is outside this node's "
+        r"certificate \(it grants \[0\]1.1.1.0/24, \[0\]2001:db8::/64\); the "
+        r"certificate does not grant it; ask the mesh authority for a "
+        r"certificate that does",
+    ) as info:
+        load_config(path, now=NOW)
+    assert str(info.value).startswith(str(path))
+    # A less specific grant covers it; an exact one does too.
+    ok = _trust(tmp_path, _certificate(eids=("0.0.0.0/0", "2001:db8:1::/48")))
+    assert load_config(ok, now=NOW).database[1] == Eid.prefix("2001:db8:1::/48")
+
+
+def test_trust_without_a_group_or_with_unknown_keys_is_refused(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        GROUPLESS + XTR + '\n[trust]\nmesh_key = "x"\ncertificate = "y"\n',
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"\[trust\] mesh_key: set, but the node joins no group; add "
+        r"\[decent\] group \(and key\), or remove \[trust\]",
+    ):
+        load_config(path, now=NOW)
+    path = _write(tmp_path, GOOD + '\n[trust]\nmesh_key = "x"\ncert = "y"\n')
+    with pytest.raises(
+        ConfigError, match=r"\[trust\] cert: unknown key; valid keys are certificate"
+    ):
+        load_config(path, now=NOW)
+    key = "A" * 43 + "="  # base64 of 32 zero bytes
+    path = _write(tmp_path, GOOD + f'\n[trust]\nmesh_key = "{key}"\n')
+    with pytest.raises(
+        ConfigError, match=r"\[trust\] certificate: missing; add certificate = "
+    ):
+        load_config(path, now=NOW)
+
+
+def test_node_config_carries_the_trust_it_is_given(tmp_path: Path) -> None:
+    from decent.daemon import node_config
+    from decent.peer.config import TrustConfig
+
+    cfg = load_config(_trust(tmp_path, _certificate()), now=NOW)
+    assert cfg.trust_mesh_key is not None
+    assert cfg.trust_certificate is not None
+    trust = TrustConfig(cfg.trust_mesh_key, cfg.trust_certificate, NODE_PRIVATE)
+    assert node_config(cfg, xtr_id=7, trust=trust).trust == trust
+    assert node_config(cfg, xtr_id=7).trust is None

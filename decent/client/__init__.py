@@ -1,4 +1,4 @@
-"""The command-line clients: status, sites, peers, map-cache, lookup and init."""
+"""The command-line clients: node API tables, lookup, init, mesh, join, revoke."""
 
 from __future__ import annotations
 
@@ -21,18 +21,30 @@ from decent.client.lookup import (
     map_request,
     record_dict,
 )
+from decent.client.mesh import (
+    JoinToken,
+    add_mesh_commands,
+    decode_join_token,
+    decode_revoke_token,
+    encode_revoke_token,
+)
 
 __all__ = [
     "CONTROL_PORT",
     "DEFAULT_GROUP",
     "DEFAULT_NODE",
     "ClientError",
+    "JoinToken",
     "add_client_commands",
+    "add_mesh_commands",
     "cell_text",
     "cmd_init",
     "cmd_lookup",
     "cmd_status",
     "config_text",
+    "decode_join_token",
+    "decode_revoke_token",
+    "encode_revoke_token",
     "fetch",
     "lookup",
     "lookup_text",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -61,8 +62,15 @@ def config_text(
     key: str,
     eids: list[str],
     listen: str,
+    instance_id: int = 0,
+    trust: tuple[str, str] | None = None,
+    dataplane: bool = False,
+    writer: str = "decent init",
 ) -> str:
-    """The starter config `decent init` writes (every key is in the README)."""
+    """The starter config `decent init` writes (every key is in the README).
+
+    `decent join` writes the same with `trust` (the mesh key and this node's
+    certificate, base64) and the data plane on."""
     where = (
         _comment(f"interface = {_toml(interface)}", "take the RLOC from this interface")
         if interface
@@ -71,7 +79,7 @@ def config_text(
         )
     )
     lines = [
-        "# decent node configuration, written by `decent init`.",
+        f"# decent node configuration, written by `{writer}`.",
         "# Run it with:  decent run --config <this file>",
         "# Every key is described in the README (Running a node).",
         "",
@@ -79,7 +87,7 @@ def config_text(
         _comment(f"name = {_toml(name)}", "shown on pages; registered as a name EID"),
         where,
         _comment(
-            f"state_dir = {_toml(state_dir)}", "xTR-ID, nonces, registration snapshot"
+            f"state_dir = {_toml(state_dir)}", "node key, xTR-ID, nonces, snapshot"
         ),
         '# log_level = "info"           # debug, info, warning, error',
         "",
@@ -90,11 +98,23 @@ def config_text(
             f"seeds = {_toml(seeds)}", "members known at start; [] for the first node"
         ),
         _comment(f"key = {_toml(key)}", "the group's shared key: same on every member"),
-        "instance_id = 0",
+        f"instance_id = {instance_id}",
         "# ttl = 3                       # minutes a registration lives unrefreshed",
         "# register_interval = 60        # seconds between periodic registrations",
         "",
     ]
+    if trust is not None:
+        mesh_key, certificate = trust
+        lines += [
+            "# This node's identity in the mesh; its private key: state_dir/node.key",
+            "[trust]",
+            _comment(
+                f"mesh_key = {_toml(mesh_key)}", "the mesh authority's public key"
+            ),
+            "# this node's certificate: its name, key and the EIDs it may register",
+            f"certificate = {_toml(certificate)}",
+            "",
+        ]
     if eids:
         for eid in eids:
             lines += [
@@ -108,6 +128,12 @@ def config_text(
             '# eid = "10.1.0.0/24"',
             "",
         ]
+    if dataplane:
+        lines += [
+            "[dataplane]",
+            _comment("enabled = true", "the EIDs on a TUN (root or CAP_NET_ADMIN)"),
+            "",
+        ]
     lines += [
         "[web]",
         _comment(f"listen = {_toml(listen)}", "status page and JSON API"),
@@ -115,6 +141,38 @@ def config_text(
         "",
     ]
     return "\n".join(lines)
+
+
+def write_private(path: Path, text: str, *, force: bool = False) -> None:
+    """Write a config file readable by its owner only (it holds the group
+    key), atomically: a crash leaves the old file or the new one.
+
+    ClientError if it exists and not `force`, or cannot be written."""
+    if path.exists() and not force:
+        raise ClientError(f"{path} exists; pass --force to overwrite it", 2)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        # 0600 from the start: the key is never readable by others, not even
+        # for the moment between creating and chmod.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ClientError(f"cannot write {path} ({exc.strerror or exc})") from None
+
+
+def default_state_dir(name: str) -> str:
+    """/var/lib/decent for root; a user's own state directory otherwise."""
+    if os.geteuid() == 0:
+        return "/var/lib/decent"
+    return str(Path("~/.local/state/decent").expanduser() / name)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -146,11 +204,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     generated = key is None
     if key is None:
         key = secrets.token_urlsafe(18)
-    state_dir = args.state_dir or (
-        "/var/lib/decent"
-        if os.geteuid() == 0
-        else str(Path("~/.local/state/decent").expanduser() / name)
-    )
+    state_dir = args.state_dir or default_state_dir(name)
     text = config_text(
         name=name,
         rloc=rloc,
@@ -167,13 +221,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return 0
     path = Path(args.output)
-    if path.exists() and not args.force:
-        raise ClientError(f"{path} exists; pass --force to overwrite it", 2)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as exc:
-        raise ClientError(f"cannot write {path} ({exc.strerror})") from None
+    write_private(path, text, force=args.force)
     try:
         load_config(path)
     except ConfigError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final
 
+from decent.config import ConfigError, load_config
 from decent.lab.common import GROUP, GROUP_EID, KEY, LabError
 
 _HTTP: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -48,6 +51,10 @@ class LabNode:
     interface: str | None = None
     #: Raw TOML appended verbatim at the end of the config (more tables).
     extra: str = ""
+    #: In a trust lab: [trust] mesh_key and certificate (base64), from the
+    #: invite it joined with, and the EIDs that certificate grants.
+    trust: tuple[str, str] | None = None
+    granted: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -94,7 +101,13 @@ class _Lab:
         ttl_minutes: int,
         register_interval: float,
         workdir: Path | None,
+        trust: bool = False,
     ) -> None:
+        """With `trust`, the lab is a mesh with node identities: a mesh
+        authority made in its workdir (`decent mesh create`) invites every
+        node (`decent mesh invite`), which joins with the token (`decent
+        join --config-only`): its key goes to its state_dir, its certificate
+        into its config."""
         if mode not in ("replicate", "multicast"):
             raise ValueError(f"mode must be replicate or multicast, not {mode!r}")
         if not 1 <= nodes <= 99:
@@ -109,6 +122,10 @@ class _Lab:
         self.initial_nodes = nodes
         self.nodes: dict[int, LabNode] = {}
         self.log_level = "info"
+        self.trust = trust
+        #: The group key every node's config carries (the mesh's own in a
+        #: trust lab, made by `decent mesh create`).
+        self.key = KEY
 
     # ------------------------------------------------------------ to override
     def create(self) -> None:
@@ -143,6 +160,8 @@ class _Lab:
     # ------------------------------------------------------------ nodes
     def _declare_nodes(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.trust:
+            self._create_mesh()
         for i in range(1, self.initial_nodes + 1):
             self.nodes[i] = self._node(i, [] if i == 1 else [self._rloc(1)])
 
@@ -170,6 +189,87 @@ class _Lab:
     def state_dir(self, i: int) -> Path:
         return self.node_dir(i) / "state"
 
+    # ------------------------------------------------------------ trust
+    @property
+    def mesh_dir(self) -> Path:
+        """The trust lab's mesh authority directory (`decent mesh create`)."""
+        return self.workdir / "lab.mesh"
+
+    def decent_cli(self, *args: str, timeout: float = 60.0) -> str:
+        """Run `decent ARGS` (this Python, this checkout) and return its
+        output; LabError with its message if it fails."""
+        result = subprocess.run(
+            [sys.executable, "-m", "decent", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise LabError(
+                f"decent {args[0]} exited {result.returncode}: "
+                f"{result.stderr.strip() or result.stdout.strip()}"
+            )
+        return result.stdout
+
+    def _create_mesh(self) -> None:
+        if (self.mesh_dir / "mesh.toml").exists():
+            return
+        self.decent_cli(
+            *("mesh", "create", "lab", "--dir", str(self.mesh_dir)),
+            *("--group", GROUP, "--mode", self.mode, "--json"),
+        )
+        with (self.mesh_dir / "mesh.toml").open("rb") as f:
+            self.key = str(tomllib.load(f)["key"])
+
+    def invite(self, name: str, eids: list[str], seeds: list[str] | None = None) -> str:
+        """A join token for node `name` granting `eids` (`decent mesh
+        invite`; a certificate issued before for the name is replaced)."""
+        if not self.trust:
+            raise LabError("only a trust lab has a mesh authority")
+        grants = [a for eid in eids for a in ("--eid", eid)]
+        more = [a for seed in seeds or [] for a in ("--seed", seed)]
+        out = self.decent_cli(
+            *("mesh", "invite", name, *grants, *more),
+            *("--dir", str(self.mesh_dir), "--force", "--json"),
+        )
+        token: str = json.loads(out)["token"]
+        return token
+
+    def revoke(self, name: str) -> str:
+        """A revocation token for node `name`'s certificate (`decent mesh
+        revoke`), for `decent revoke` on any member."""
+        out = self.decent_cli(
+            "mesh", "revoke", name, "--dir", str(self.mesh_dir), "--json"
+        )
+        token: str = json.loads(out)["token"]
+        return token
+
+    def join(self, i: int, token: str) -> None:
+        """Node i joins with a token as a person would (`decent join
+        --config-only`): the token's key goes to its state_dir, and its next
+        start writes the token's mesh key and certificate into its config."""
+        n = self.node(i)
+        self.node_dir(i).mkdir(parents=True, exist_ok=True)
+        joined = self.node_dir(i) / "join.toml"
+        self.decent_cli(
+            *("join", token, "--rloc", str(n.rloc), "--config", str(joined)),
+            *("--state-dir", str(self.state_dir(i)), "--config-only", "--force"),
+        )
+        try:
+            cfg = load_config(joined)
+        except ConfigError as exc:
+            raise LabError(
+                f"{n.name}: `decent join` wrote a bad config: {exc}"
+            ) from None
+        if cfg.trust_mesh_key is None or cfg.trust_certificate is None:
+            raise LabError(f"{n.name}: `decent join` wrote no [trust] section")
+        n.trust = (
+            base64.b64encode(cfg.trust_mesh_key).decode(),
+            base64.b64encode(cfg.trust_certificate).decode(),
+        )
+        n.granted = frozenset(str(e).removeprefix("[0]") for e in cfg.database)
+
     def config_text(self, i: int) -> str:
         n = self.node(i)
         rlocs = [str(r) for r in [n.rloc, *n.more_rlocs]]
@@ -194,11 +294,19 @@ class _Lab:
         if n.seeds:
             lines.append(f"seeds = {_toml([str(s) for s in n.seeds])}")
         lines += [
-            f"key = {_toml(KEY)}",
+            f"key = {_toml(self.key)}",
             f"ttl = {self.ttl_minutes}",
             f"register_interval = {float(n.register_interval)!r}",
             "",
         ]
+        if n.trust is not None:
+            mesh_key, certificate = n.trust
+            lines += [
+                "[trust]",
+                f"mesh_key = {_toml(mesh_key)}",
+                f"certificate = {_toml(certificate)}",
+                "",
+            ]
         for eid in n.eids:
             lines += ["[[database]]", f"eid = {_toml(eid)}", ""]
         lines += ["[web]", f"listen = {_toml(listen)}"]
@@ -256,6 +364,10 @@ class _Lab:
             raise LabError(f"{n.name} is already running")
         self._close_log(n)
         self.node_dir(i).mkdir(parents=True, exist_ok=True)
+        if self.trust and (n.trust is None or not set(n.eids) <= n.granted):
+            # Invited the first time it starts, and again when its EIDs
+            # outgrow its certificate.
+            self.join(i, self.invite(n.name, n.eids))
         self.config_path(i).write_text(self.config_text(i))
         argv = [sys.executable, "-m", "decent", "run", "--config"]
         argv.append(str(self.config_path(i)))

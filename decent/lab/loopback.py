@@ -21,6 +21,7 @@ class LoopbackLab(_Lab):
         ttl_minutes: int = 1,
         register_interval: float = 60.0,
         workdir: Path | None = None,
+        trust: bool = False,
     ) -> None:
         if mode != "replicate":
             raise LabError(
@@ -33,6 +34,7 @@ class LoopbackLab(_Lab):
             ttl_minutes=ttl_minutes,
             register_interval=register_interval,
             workdir=workdir,
+            trust=trust,
         )
 
     def _rloc(self, i: int) -> IPv4Address:

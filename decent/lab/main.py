@@ -8,9 +8,29 @@ import sys
 import time
 
 from decent.lab.base import _Lab
-from decent.lab.common import LabError, netns_unavailable
+from decent.lab.common import WEB_PORT, LabError, netns_unavailable
 from decent.lab.loopback import LoopbackLab
 from decent.lab.netns import NetnsLab
+
+
+def join_hint(lab: _Lab) -> str:
+    """A ready `decent join` command for one more node, on this host: an
+    invite of the lab's mesh authority for n<k>, EID k.k.k.k/32, seeded
+    with every node of the lab."""
+    k = max(lab.nodes) + 1
+    name = f"n{k}"
+    seeds = [str(lab.node(i).rloc) for i in sorted(lab.nodes)]
+    token = lab.invite(name, [f"{k}.{k}.{k}.{k}/32"], seeds)
+    # This host's address on the lab's network: the bridge's host veth for
+    # namespaces, the next loopback address otherwise.
+    rloc = lab.host_address if isinstance(lab, NetnsLab) else lab._rloc(k)
+    where = lab.workdir / f"{name}-joined"
+    return (
+        f"join {name} (EID {k}.{k}.{k}.{k}/32) from this host, as root for "
+        "its data plane:\n"
+        f"  decent join {token} --rloc {rloc} --listen 127.0.0.1:{WEB_PORT + k} "
+        f"--config {where / 'node.toml'} --state-dir {where / 'state'}"
+    )
 
 
 def lab_main(argv: list[str] | None = None) -> int:
@@ -61,6 +81,13 @@ def lab_main(argv: list[str] | None = None) -> int:
         help="run the xTR data plane (namespaces only): EIDs i.i.i.i and fd00::i "
         "on a TUN; try `ip netns exec <prefix>-n1 ping 2.2.2.2`",
     )
+    parser.add_argument(
+        "--no-trust",
+        action="store_true",
+        help="no node identities: the group key alone admits members (by "
+        "default the lab is a mesh whose authority invites every node, and it "
+        "prints a `decent join` command for one more)",
+    )
     args = parser.parse_args(argv)
     lab: _Lab
     reason = "--loopback" if args.loopback else netns_unavailable()
@@ -74,6 +101,7 @@ def lab_main(argv: list[str] | None = None) -> int:
                 ttl_minutes=args.ttl,
                 register_interval=args.register_interval,
                 dataplane=args.dataplane,
+                trust=not args.no_trust,
             )
         else:
             if args.dataplane:
@@ -83,6 +111,7 @@ def lab_main(argv: list[str] | None = None) -> int:
                 mode=args.mode,
                 ttl_minutes=args.ttl,
                 register_interval=args.register_interval,
+                trust=not args.no_trust,
             )
     except (LabError, ValueError) as exc:
         print(f"decent lab: {exc}", file=sys.stderr)
@@ -114,6 +143,11 @@ def lab_main(argv: list[str] | None = None) -> int:
                 print(f"  {n.name}  rloc {n.rloc}  {n.url}/  log {lab.log_path(i)}")
             if isinstance(lab, NetnsLab) and lab.dataplane:
                 print(f"  try: ip netns exec {lab.prefix}-n1 ping 2.2.2.2")
+            if lab.trust:
+                try:
+                    print(join_hint(lab))
+                except LabError as exc:  # the lab itself runs on
+                    print(f"no join command for a new node: {exc}")
             print("Ctrl-C stops every node and removes the lab.", flush=True)
             alive = set(lab.running())
             while True:

@@ -61,9 +61,11 @@ class NetnsLab(_Lab):
         block_multicast: bool = False,
         workdir: Path | None = None,
         dataplane: bool = False,
+        trust: bool = False,
     ) -> None:
         """With `dataplane`, every node runs the xTR data plane with EIDs
-        i.i.i.i/32 and fd00::i/128 on its TUN."""
+        i.i.i.i/32 and fd00::i/128 on its TUN. With `trust`, the lab is a
+        mesh with node identities (see _Lab)."""
         if not _PREFIX.match(prefix):
             raise ValueError(
                 f"prefix {prefix!r}: use 1 to 13 of a-z, 0-9 and '-' "
@@ -78,6 +80,7 @@ class NetnsLab(_Lab):
             ttl_minutes=ttl_minutes,
             register_interval=register_interval,
             workdir=workdir,
+            trust=trust,
         )
         self.prefix = prefix
         self.subnet = net

@@ -1,14 +1,16 @@
-"""The node's state directory: identity, nonce reservation and registration snapshot."""
+"""The node's state directory: key, identity, nonces, snapshot and revocations."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import errno
 import logging
 import math
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
@@ -21,11 +23,13 @@ from decent.peer.events import (
     RegistrationAccepted,
     RegistrationExpired,
     RegistrationRemoved,
+    RevocationLearned,
 )
 from decent.peer.mapserver import Registration
 from decent.peer.node import Node
 from decent.wire import Eid, MapRecord, encode_record
 from decent.wire.buffer import Reader
+from decent.wire.trust import generate_private_key
 
 log = logging.getLogger("decent.state")
 #: Map-Register nonces are reserved in blocks, so the file is written once
@@ -73,7 +77,22 @@ def write_atomic(path: Path, data: bytes) -> None:
         except OSError as exc:
             log.debug("cannot remove %s: %s", tmp, exc)
         raise
-    fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    """Write all of data to a new file's descriptor, fsync and close it."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -160,6 +179,19 @@ def read_msgpack(path: Path) -> Any:
     return raw
 
 
+#: The node key file's bytes: base64 of the raw 32-byte Ed25519 private key.
+NODE_KEY_SIZE = 32
+
+
+class NodeKeyError(ValueError):
+    """The node key file cannot be used; the message names it and the fix."""
+
+
+def key_file_text(private_key: bytes) -> bytes:
+    """What node.key holds: the raw private key in base64, one line."""
+    return base64.b64encode(private_key) + b"\n"
+
+
 @dataclass
 class Identity:
     xtr_id: int
@@ -182,12 +214,15 @@ class StateDir:
         self.path = path
         self.identity_file = path / "identity.msgpack"
         self.snapshot_file = path / "registrations.msgpack"
+        self.key_file = path / "node.key"
+        self.revocations_file = path / "revocations.msgpack"
         self._clock = clock
         self._health = {
             self.identity_file: _WriteHealth(self.identity_file, "nonce reservation"),
             self.snapshot_file: _WriteHealth(
                 self.snapshot_file, "registration snapshot"
             ),
+            self.revocations_file: _WriteHealth(self.revocations_file, "revocations"),
         }
 
     def _write(self, path: Path, data: bytes) -> bool:
@@ -220,7 +255,7 @@ class StateDir:
         state_dir that can never work is refused at start; a full disk is
         only logged, as the node can run without saving."""
         self.path.mkdir(parents=True, exist_ok=True)
-        for tmp in map(_tmp, self._health):
+        for tmp in map(_tmp, [*self._health, self.key_file]):
             # Only our own names: state_dir may be shared with other files.
             try:
                 tmp.unlink()
@@ -237,6 +272,129 @@ class StateDir:
         else:
             probe.unlink()
 
+    # ------------------------------------------------------------ node key
+    def load_node_key(self) -> bytes:
+        """This node's Ed25519 private key (raw 32 bytes), made on first
+        start. Every node has one: with [trust] its certificate names the
+        public half, and its xTR-ID derives from it.
+
+        Raises NodeKeyError (naming the file and the fix) for a key file
+        that group or others may read, or that holds no key; OSError if
+        the file can be neither read nor made."""
+        try:
+            return self._read_node_key()
+        except FileNotFoundError:
+            pass
+        key = generate_private_key()
+        try:
+            # O_EXCL: a key made meanwhile by another process is never
+            # overwritten; 0600 from the first byte, never readable by others.
+            fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return self._read_node_key()
+        try:
+            _write_fd(fd, key_file_text(key))
+        except BaseException:
+            self.key_file.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.path)
+        log.info("made a new node key in %s", self.key_file)
+        return key
+
+    def write_node_key(self, key: bytes, *, replace: bool = False) -> bool:
+        """Store a node key given to this node (`decent join`). True if it
+        was written, False if node.key already held this very key.
+
+        Raises NodeKeyError if node.key holds another key and not `replace`
+        (a key is an identity: overwriting it silently would orphan the
+        certificate issued for it)."""
+        if len(key) != NODE_KEY_SIZE:
+            raise ValueError(f"a node key is {NODE_KEY_SIZE} bytes, not {len(key)}")
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.key_file.exists() or self.key_file.is_symlink():
+            try:
+                held = self._read_node_key()
+            except NodeKeyError:
+                if not replace:
+                    raise
+                held = b""
+            if held == key:
+                return False
+            if not replace:
+                raise NodeKeyError(
+                    f"{self.key_file} already holds another node key; "
+                    "replacing it gives this node another identity"
+                )
+        tmp = _tmp(self.key_file)
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _write_fd(fd, key_file_text(key))
+            os.replace(tmp, self.key_file)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.path)
+        return True
+
+    def _read_node_key(self) -> bytes:
+        fd = os.open(self.key_file, os.O_RDONLY)
+        try:
+            mode = os.fstat(fd).st_mode
+            if mode & 0o077:
+                # ssh refuses such keys too: another user may have a copy.
+                raise NodeKeyError(
+                    f"{self.key_file} is open to group or others (mode "
+                    f"{mode & 0o777:04o}), so its key may be known to others; "
+                    f"run `chmod 600 {self.key_file}` (and if others may have "
+                    "read it, replace the key and its certificate)"
+                )
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        try:
+            key = base64.b64decode(data.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != NODE_KEY_SIZE:
+            raise NodeKeyError(
+                f"{self.key_file} does not hold a node key (base64 of "
+                f"{NODE_KEY_SIZE} bytes); restore it from a backup, or remove "
+                "it to make a new key (a node with [trust] then needs a new "
+                "certificate: `decent join` with a new invite)"
+            )
+        return key
+
+    # ------------------------------------------------------------ revocations
+    def save_revocations(self, revocations: Iterable[bytes]) -> bool:
+        """Write the encoded revocations the node holds (a msgpack list of
+        bytes); False (logged) if it failed."""
+        data = msgpack.packb(list(revocations), use_bin_type=True)
+        return self._write(self.revocations_file, data)
+
+    def load_revocations(self) -> list[bytes]:
+        """The encoded revocations saved before; anything of another shape
+        is skipped (logged once). Never raises."""
+        raw = read_msgpack(self.revocations_file)
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            log.warning(
+                "%s holds a %s, not a list of revocations; ignoring it",
+                self.revocations_file,
+                type(raw).__name__,
+            )
+            return []
+        found = [item for item in raw if isinstance(item, bytes)]
+        if len(found) != len(raw):
+            log.warning(
+                "%s: skipped %d item(s) that are not revocations",
+                self.revocations_file,
+                len(raw) - len(found),
+            )
+        return found
+
+    # ------------------------------------------------------------ identity
     def load_identity(self) -> Identity:
         """The node's xTR-ID and the first Map-Register nonce it may use.
 
@@ -305,6 +463,32 @@ class StateDir:
 #: expiry and its registrant's nonce ceiling, both of which the snapshot
 #: keeps (an old expiry would let a restart drop a live registration).
 SNAPSHOT_EVENTS = (RegistrationAccepted, RegistrationRemoved, RegistrationExpired)
+
+
+class RevocationSaver:
+    """Saves the revocations the node holds as soon as it learns one (the
+    shell hands it every event), so a restart still refuses the revoked
+    node; a failed write is retried at every `save`."""
+
+    def __init__(self, state: StateDir, node: Node) -> None:
+        self.state = state
+        self.node = node
+        self.dirty = False
+
+    def note(self, event: Event) -> None:
+        if isinstance(event, RevocationLearned):
+            self.dirty = True
+            self.save()
+
+    def save(self) -> bool:
+        """Write the revocations if one was learned since the last save that
+        worked; False (logged by StateDir) if that write failed."""
+        if not self.dirty:
+            return True
+        if not self.state.save_revocations(self.node.revocations()):
+            return False
+        self.dirty = False
+        return True
 
 
 class SnapshotSaver:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import errno
 import functools
@@ -11,7 +12,7 @@ import os
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import pytest
@@ -20,6 +21,8 @@ from hypothesis import strategies as st
 
 from decent.net.persist import (
     NONCE_BLOCK,
+    NodeKeyError,
+    RevocationSaver,
     SnapshotSaver,
     StateDir,
     read_msgpack,
@@ -34,6 +37,7 @@ from decent.peer.events import (
     RegistrationAccepted,
     RegistrationExpired,
     RegistrationRemoved,
+    RevocationLearned,
 )
 from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
@@ -700,3 +704,166 @@ def test_a_failed_snapshot_write_stays_due_until_one_works(
     assert saver.save(4.0, WALL)
     assert writes == [3.0]
     assert read_msgpack(state.snapshot_file)["entries"]
+
+
+# ---------------------------------------------------------------- node key
+def test_a_node_key_is_made_once_with_mode_0600_and_kept(tmp_path: Path) -> None:
+    from decent.wire.trust import public_key_of
+
+    state = StateDir(tmp_path / "state")
+    state.prepare()
+    key = state.load_node_key()
+    assert len(key) == 32
+    assert len(public_key_of(key)) == 32
+    assert state.key_file.stat().st_mode & 0o777 == 0o600
+    assert base64.b64decode(state.key_file.read_bytes()) == key
+    assert StateDir(tmp_path / "state").load_node_key() == key
+    # Another state directory, another identity.
+    other = StateDir(tmp_path / "other")
+    other.prepare()
+    assert other.load_node_key() != key
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620, 0o602, 0o666])
+def test_a_node_key_open_to_group_or_others_is_refused_naming_the_fix(
+    tmp_path: Path, mode: int
+) -> None:
+    state = StateDir(tmp_path)
+    state.prepare()
+    state.load_node_key()
+    state.key_file.chmod(mode)
+    with pytest.raises(NodeKeyError) as info:
+        state.load_node_key()
+    message = str(info.value)
+    assert message.startswith(f"{state.key_file} is open to group or others")
+    assert f"(mode {mode:04o})" in message
+    assert f"run `chmod 600 {state.key_file}`" in message
+    state.key_file.chmod(0o600)
+    assert len(state.load_node_key()) == 32
+    state.key_file.chmod(0o400)  # read-only for its owner is fine too
+    assert len(state.load_node_key()) == 32
+
+
+@pytest.mark.parametrize("text", [b"", b"not base64!\n", b"AAAA\n", b"A" * 100])
+def test_a_node_key_file_that_holds_no_key_is_refused(
+    tmp_path: Path, text: bytes
+) -> None:
+    state = StateDir(tmp_path)
+    state.prepare()
+    os.close(os.open(state.key_file, os.O_WRONLY | os.O_CREAT, 0o600))
+    state.key_file.write_bytes(text)
+    with pytest.raises(NodeKeyError, match="does not hold a node key") as info:
+        state.load_node_key()
+    assert str(info.value).startswith(str(state.key_file))
+    assert "remove it to make a new key" in str(info.value)
+
+
+def test_a_given_node_key_is_written_0600_and_another_is_not_overwritten(
+    tmp_path: Path,
+) -> None:
+    state = StateDir(tmp_path / "new")
+    first, second = bytes(range(32)), bytes(range(1, 33))
+    assert state.write_node_key(first)  # makes the directory too
+    assert state.key_file.stat().st_mode & 0o777 == 0o600
+    assert state.load_node_key() == first
+    assert not state.write_node_key(first)  # the same key: nothing to do
+    with pytest.raises(NodeKeyError, match="already holds another node key"):
+        state.write_node_key(second)
+    assert state.load_node_key() == first
+    assert state.write_node_key(second, replace=True)
+    assert state.load_node_key() == second
+    assert state.key_file.stat().st_mode & 0o777 == 0o600
+    assert not _tmp_of(state.key_file).exists()
+    with pytest.raises(ValueError, match="32 bytes"):
+        state.write_node_key(b"short")
+
+
+def test_a_key_file_left_half_made_is_removed_at_start(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    _tmp_of(state.key_file).write_bytes(b"half")
+    state.prepare()
+    assert not _tmp_of(state.key_file).exists()
+
+
+def _tmp_of(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+# ---------------------------------------------------------------- revocations
+def test_revocations_are_saved_and_loaded(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    state.prepare()
+    assert state.load_revocations() == []
+    assert state.save_revocations([b"first", b"second"])
+    assert StateDir(tmp_path).load_revocations() == [b"first", b"second"]
+    assert msgpack.unpackb(state.revocations_file.read_bytes()) == [
+        b"first",
+        b"second",
+    ]
+    assert state.save_revocations([])
+    assert state.load_revocations() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "left", "warning"),
+    [
+        ({"v": 1}, [], "holds a dict, not a list of revocations"),
+        ([b"good", "text", 3, None, b"also"], [b"good", b"also"], "skipped 3 item"),
+    ],
+)
+def test_saved_revocations_of_another_shape_are_skipped_with_one_warning(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    raw: Any,
+    left: list[bytes],
+    warning: str,
+) -> None:
+    state = StateDir(tmp_path)
+    state.prepare()
+    state.revocations_file.write_bytes(msgpack.packb(raw, use_bin_type=True))
+    with caplog.at_level(logging.WARNING, logger="decent.state"):
+        assert state.load_revocations() == left
+    assert len(caplog.records) == 1
+    assert warning in caplog.records[0].getMessage()
+    assert str(state.revocations_file) in caplog.records[0].getMessage()
+    state.revocations_file.write_bytes(b"\xc1 corrupt")
+    assert state.load_revocations() == []
+
+
+class _Revoking:
+    """What RevocationSaver reads of a node."""
+
+    def __init__(self) -> None:
+        self.held: list[bytes] = []
+
+    def revocations(self) -> list[bytes]:
+        return list(self.held)
+
+
+def test_revocations_are_saved_when_one_is_learned_and_retried_until_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = StateDir(tmp_path)
+    state.prepare()
+    node = _Revoking()
+    saver = RevocationSaver(state, cast(Node, node))
+    assert saver.save()  # nothing learned: nothing written
+    assert not state.revocations_file.exists()
+    saver.note(MessageDropped((IPS[1], 4342), "decode-error"))
+    assert not state.revocations_file.exists()
+    node.held.append(b"rev-1")
+    saver.note(RevocationLearned("n4", 7))  # written at once
+    assert state.load_revocations() == [b"rev-1"]
+    assert not _due(saver)
+    node.held.append(b"rev-2")
+    _break(monkeypatch, errno.ENOSPC, "fsync")
+    saver.note(RevocationLearned("n5", 8))
+    assert _due(saver)
+    assert saver.save() is False
+    monkeypatch.undo()
+    assert saver.save()
+    assert state.load_revocations() == [b"rev-1", b"rev-2"]
+
+
+def _due(saver: RevocationSaver) -> bool:
+    return saver.dirty
