@@ -292,13 +292,29 @@ class StateDir:
             fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             return self._read_node_key()
+        except OSError as exc:
+            return self._unsaved(key, exc)
         try:
             _write_fd(fd, key_file_text(key))
+        except OSError as exc:
+            self.key_file.unlink(missing_ok=True)
+            return self._unsaved(key, exc)
         except BaseException:
             self.key_file.unlink(missing_ok=True)
             raise
         _fsync_dir(self.path)
         log.info("made a new node key in %s", self.key_file)
+        return key
+
+    def _unsaved(self, key: bytes, exc: OSError) -> bytes:
+        """A full or read-only disk must not stop a node that has no
+        certificate to match (with [trust], `decent join` wrote the key)."""
+        log.warning(
+            "cannot save a new node key to %s: %s; this run uses a key of its "
+            "own, and the next start makes another until the disk takes it",
+            self.key_file,
+            _why(exc),
+        )
         return key
 
     def write_node_key(self, key: bytes, *, replace: bool = False) -> bool:
