@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -28,6 +28,7 @@ from decent.wire import (
     rle_entries,
 )
 from decent.wire.trust import (
+    REVOKED_PREFIX,
     Certificate,
     Revocation,
     find_revocation,
@@ -35,6 +36,7 @@ from decent.wire.trust import (
     node_xtr_id,
     register_digest,
     revocation_locator,
+    revocation_name,
     sign,
     signature_locator,
     verify,
@@ -45,16 +47,15 @@ from decent.wire.trust import (
 #: its certificate with every registration, and its mesh signature need not
 #: be checked each time.
 CERTIFICATE_CACHE: Final = 1024
-REVOKED_PREFIX: Final = "revoked-"
 
 
 def revocation_eid(rev: Revocation, iid: int) -> Eid:
     """The name EID a revocation travels under, one per certificate."""
-    return Eid.name(f"{REVOKED_PREFIX}{rev.serial:016x}", iid)
+    return Eid.name(revocation_name(rev.serial), iid)
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class Judgement:
     """What a signed registration may do: its records without signatures,
     the certificate that signed it, and why not ("" when it may)."""
 
@@ -131,34 +132,34 @@ class Trust:
         source: IPAddress,
         holders: MapDB[SiteEntry],
         now: float,
-    ) -> Verdict:
+    ) -> Judgement:
         """Check a group registration: signed by a certificate of this mesh,
         bound to its xTR-ID, and for EIDs the certificate grants."""
         try:
             found = find_signature(records[0]) if records else None
         except DecodeError:
-            return Verdict(records, None, "signature-malformed")
+            return Judgement(records, None, "signature-malformed")
         if found is None:
-            return Verdict(records, None, "signature-missing")
+            return Judgement(records, None, "signature-missing")
         cert_bytes, signature = found
         cert, reason = self._certificate(cert_bytes, now)
         plain = tuple(without_signature(r) for r in records)
         if reason:
-            return Verdict(plain, cert, reason)
+            return Judgement(plain, cert, reason)
         assert cert is not None
         if xtr_id != node_xtr_id(cert.public_key):
-            return Verdict(plain, cert, "certificate-other-key")
+            return Judgement(plain, cert, "certificate-other-key")
         digest = register_digest(nonce, xtr_id, site_id, plain)
         if not verify(cert.public_key, digest, signature):
-            return Verdict(plain, cert, "signature-invalid")
+            return Judgement(plain, cert, "signature-invalid")
         revocations = []
         for rec, eid in zip(plain, eids, strict=True):
             why, rev = self._owns(cert, xtr_id, rec, eid, source, holders)
             if why:
-                return Verdict(plain, cert, why)
+                return Judgement(plain, cert, why)
             if rev is not None:
                 revocations.append(rev)
-        return Verdict(plain, cert, "", tuple(revocations))
+        return Judgement(plain, cert, "", tuple(revocations))
 
     def _owns(
         self,
@@ -211,9 +212,8 @@ class Trust:
             return "revocation-malformed", None
         if rev is None or eid != revocation_eid(rev, eid.iid):
             return "revocation-malformed", None
-        if rev.mesh != self.certificate.mesh or not rev.verify(self.mesh_key):
-            return "revocation-forged", None
-        return "", rev
+        why = self.verify_revocation(rev)
+        return why, None if why else rev
 
     # ------------------------------------------------------------ revocations
     def revoke(self, rev: Revocation, now: float) -> bool:
@@ -226,6 +226,7 @@ class Trust:
         return True
 
     def verify_revocation(self, rev: Revocation) -> str:
+        """Why a revocation is not this mesh authority's ("" if it is)."""
         if rev.mesh != self.certificate.mesh or not rev.verify(self.mesh_key):
             return "revocation-forged"
         return ""
@@ -236,9 +237,6 @@ class Trust:
         for rev in gone:
             del self.revoked[rev.public_key]
         return gone
-
-    def revoked_xtr_ids(self) -> Iterable[int]:
-        return (node_xtr_id(k) for k in self.revoked)
 
     def revocation_record(self, rev: Revocation, iid: int, ttl: int) -> MapRecord:
         eid = revocation_eid(rev, iid)
