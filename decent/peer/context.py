@@ -155,6 +155,8 @@ class Carrier(Protocol):
 
     def relay_register(self, data: bytes, registrant: Addr) -> None: ...
 
+    def vouches(self, rloc: IPAddress) -> bool: ...
+
 
 def authentic(config: NodeConfig, alg_id: int, raw: bytes, key: bytes) -> bool:
     """A Map-Notify(-Ack) signed with `key` by an algorithm we accept."""

@@ -19,9 +19,8 @@ registrations and Map-Requests go is the MappingSystem's business
 type to role, routes each timer key to the role that owns its type, and
 offers a read API (`registrations()`, `membership()`, `cache_entries()`,
 `negative_answer()`, `nonce_ceilings()`, ...) for the shells and the
-status page. The data plane
-(decent.peer.dataplane) rides on top: it takes this node's events and
-calls its public API; this module never imports it.
+status page. The data plane (decent.peer.dataplane) rides on top: it takes
+this node's events and calls its public API; this module never imports it.
 """
 
 from __future__ import annotations
@@ -38,12 +37,7 @@ from decent.peer.events import Event, RlocsChanged
 from decent.peer.mapcache import CacheEntry, MapCache
 from decent.peer.mapdb import MapDB
 from decent.peer.mapping.push import PushMapping
-from decent.peer.mapserver import (
-    MapServer,
-    RegisterIntent,
-    Registration,
-    SiteEntry,
-)
+from decent.peer.mapserver import MapServer, RegisterIntent, Registration, SiteEntry
 from decent.peer.replay import Slot
 from decent.peer.roaming import moved_addrs, moved_locators, versions
 from decent.peer.roles.etr import EtrRole, register_record
@@ -69,7 +63,6 @@ from decent.wire import (
     decode,
     decode_udp_packet,
 )
-from decent.wire.trust import Revocation
 
 __all__ = ["Node"]
 
@@ -246,32 +239,13 @@ class Node:
         self.counters[C.RX_ECM] += 1
         inner = msg.message
         if isinstance(inner, MapRegister):
-            self._on_relayed(inner, data, addr, msg, now)
+            self.map_server.on_relayed(msg, inner, data, addr, now)
         elif not isinstance(inner, MapRequest):
             self._out.drop(addr, "unsupported-ecm")
         elif inner.smr:
             self.itr.on_smr(inner, addr, now)
         else:
             self.resolver.on_request(inner, addr, now, msg, local, len(data))
-
-    def _on_relayed(
-        self,
-        inner: MapRegister,
-        data: bytes,
-        addr: Addr,
-        msg: EncapsulatedControlMessage,
-        now: float,
-    ) -> None:
-        """A plain xTR's Map-Register that a member carried on to us: only a
-        member may, and it is checked with the xTR's own site key."""
-        if not self.mapping.vouches(addr[0]):
-            self._out.drop(addr, "relay-not-member")
-            return
-        # The HMAC covers the registrant's bytes as sent, so take those, not
-        # a re-encoding of what was decoded.
-        raw = decode_udp_packet(data[4:]).payload
-        src = (msg.inner_src, msg.inner_sport)
-        self.map_server.on_register(inner, raw, src, now, via=addr[0])
 
     def _on_reply(
         self, msg: MapReply, data: bytes, addr: Addr, now: float, local: Addr | None
@@ -438,17 +412,7 @@ class Node:
         """Reinstate a registration from a snapshot taken before a restart, so
         the node answers lookups at once; each child keeps its remaining
         lifetime (its `expires`, already on this node's clock)."""
-        # A snapshot's clock may be off (a clock step while down): no child
-        # outlives the lifetime its registration allows from now.
-        for child in children:
-            cap = now + self.ms.lifetime(child.record, child.ttl_timeout)
-            child.expires = min(child.expires, cap)
-        # Our own registrations are not restored: we re-register at once, and
-        # a mapping removed from the config must not live on from a snapshot.
-        alive = [
-            c for c in children if c.expires > now and c.xtr_id != self.config.xtr_id
-        ]
-        entry = self.map_server.restore(eid, site, merge, proxy, alive)
+        entry = self.map_server.restore(eid, site, merge, proxy, children, now)
         if entry is None:
             return False
         if eid == self._ctx.group_eid:
@@ -540,20 +504,9 @@ class Node:
     def add_revocation(self, data: bytes, now: float) -> str:
         """Take a mesh-signed revocation (decent.wire.trust.Revocation, encoded)
         from the operator or a snapshot: "" when taken, else why not."""
-        trust = self._ctx.trust
-        if trust is None:
-            return "no-trust"
-        try:
-            rev = Revocation.decode(data)
-        except DecodeError:
-            return "revocation-malformed"
-        reason = trust.verify_revocation(rev)
-        if reason:
-            return reason
-        if not self.map_server.learn(rev, now):
-            return "revocation-known-or-expired"
+        reason = self.map_server.take_revocation(data, now)
         self._run_loopback(now)
-        return ""
+        return reason
 
     def revocations(self) -> list[bytes]:
         """Every revocation we hold and keep, encoded (for the snapshot)."""

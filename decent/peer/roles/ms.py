@@ -48,13 +48,16 @@ from decent.peer.ratelimit import Buckets
 from decent.peer.replay import Slot, Verdict
 from decent.peer.trust import revocation_eid
 from decent.wire import (
+    DecodeError,
     Eid,
+    EncapsulatedControlMessage,
     IPAddress,
     MapNotify,
     MapNotifyAck,
     MapRecord,
     MapRegister,
     check_auth,
+    decode_udp_packet,
     map_notify_for,
 )
 from decent.wire.trust import Revocation, node_xtr_id
@@ -188,6 +191,26 @@ class MapServerRole:
         self._accepted(msg, raw, eids, site, src, now, via)
         for rev in revocations:
             self.learn(rev, now)
+
+    def on_relayed(
+        self,
+        ecm: EncapsulatedControlMessage,
+        inner: MapRegister,
+        data: bytes,
+        src: Addr,
+        now: float,
+    ) -> None:
+        """A plain xTR's Map-Register that a member carried on to us in an
+        ECM: only a member may, and it is checked with the xTR's own key."""
+        assert self.carrier is not None
+        if not self.carrier.vouches(src[0]):
+            self.ctx.out.drop(src, "relay-not-member")
+            return
+        # The HMAC covers the registrant's bytes as sent, so take those, not
+        # a re-encoding of what was decoded.
+        raw = decode_udp_packet(data[4:]).payload
+        xtr = (ecm.inner_src, ecm.inner_sport)
+        self.on_register(inner, raw, xtr, now, via=src[0])
 
     def _challenge(self, held: HeldRegister, slot: Slot, src: Addr, now: float) -> None:
         """Ask the registrant to confirm a Map-Register refused for its nonce
@@ -339,9 +362,21 @@ class MapServerRole:
         merge: bool,
         proxy: bool,
         children: list[Registration],
+        now: float,
     ) -> SiteEntry | None:
         """Reinstate a registration from a snapshot (see Node)."""
-        entry = self.ctx.ms.restore(eid, site, merge, proxy, children)
+        ms = self.ctx.ms
+        # A snapshot's clock may be off (a clock step while down): no child
+        # outlives the lifetime its registration allows from now.
+        for child in children:
+            child.expires = min(
+                child.expires, now + ms.lifetime(child.record, child.ttl_timeout)
+            )
+        # Our own registrations are not restored: we re-register at once, and
+        # a mapping removed from the config must not live on from a snapshot.
+        own = self.ctx.config.xtr_id
+        alive = [c for c in children if c.expires > now and c.xtr_id != own]
+        entry = ms.restore(eid, site, merge, proxy, alive)
         if entry is None:
             return None
         self.version += 1
@@ -350,6 +385,21 @@ class MapServerRole:
         return entry
 
     # ------------------------------------------------------------ revocations
+    def take_revocation(self, data: bytes, now: float) -> str:
+        """An encoded revocation from the operator or a snapshot: "" when
+        taken, else why not."""
+        trust = self.ctx.trust
+        if trust is None:
+            return "no-trust"
+        try:
+            rev = Revocation.decode(data)
+        except DecodeError:
+            return "revocation-malformed"
+        reason = trust.verify_revocation(rev)
+        if reason:
+            return reason
+        return "" if self.learn(rev, now) else "revocation-known-or-expired"
+
     def learn(self, rev: Revocation, now: float) -> bool:
         """A verified revocation: keep it, drop every registration of the
         revoked node (its membership too) and what our map-cache learned of
