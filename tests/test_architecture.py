@@ -89,3 +89,11 @@ def test_the_checker_catches_forbidden_imports(tmp_path: Path) -> None:
         "bad.py: decent.net",
         "bad.py: msgpack",
     ]
+
+
+def test_no_core_module_is_over_550_lines_and_each_says_what_it_owns() -> None:
+    # The redesign's bound (issue 13): a module past it is doing two jobs.
+    for path in sorted((ROOT / "peer").rglob("*.py")):
+        lines = path.read_text().splitlines()
+        assert len(lines) <= 550, f"{path.name}: {len(lines)} lines"
+        assert lines[0].startswith('"""'), f"{path.name} opens with no docstring"
