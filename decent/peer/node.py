@@ -416,7 +416,7 @@ class Node:
         if entry is None:
             return False
         if eid == self._ctx.group_eid:
-            self.mapping.known_members |= set(entry.members())
+            self.mapping.restored(entry.members(), now)
         return True
 
     # ============================================================ in-process loopback

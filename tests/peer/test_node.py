@@ -43,6 +43,7 @@ from tests.peer.conftest import (
     MS_IP,
     PEER,
     Traced,
+    attach,
     ctl,
     decent_trio,
     itr_config,
@@ -156,6 +157,27 @@ def test_restored_group_entry_counts_its_members_as_known():
     assert fresh.restore_registration(eid, entry.site, True, True, children, 5.0)
     # Its own child is not restored: it registers itself afresh at once.
     assert fresh.membership() == list(DECENT_IPS[1:])
+
+
+def test_a_member_restarted_from_its_snapshot_is_confirmed_within_seconds():
+    # The group still lists n2, so its restart changes no merged set and
+    # brings no Map-Notify: only a lookup, asked soon after the restore
+    # rather than a lookup period later, confirms that it is in.
+    net, nodes = decent_trio()
+    net.advance(40.0)
+    n2 = nodes[1]
+    eid = n2.config.group_eid
+    assert eid is not None
+    entry = n2.ms.db.get(eid)
+    assert entry is not None
+    children = list(entry.children.values())
+    net.remove(n2)
+    again = Traced(n2.config, now=net.now)
+    assert again.restore_registration(eid, entry.site, True, True, children, net.now)
+    attach(net, again)
+    assert again.confirmed_at is None
+    net.advance(5.0)
+    assert again.confirmed_at is not None
 
 
 # ---------------------------------------------------------------- read API

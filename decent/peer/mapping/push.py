@@ -38,6 +38,9 @@ from decent.wire import (
 #: how long (a new member's Map-Notify follows within a round trip).
 UNVOUCHED: Final = 32
 UNVOUCHED_HOLD: Final = 5.0
+#: Seconds after a restore before we ask a peer whether the group lists us
+#: (our first registrations have reached the peers by then).
+RESTORED_LOOKUP: Final = 2.0
 
 #: Hands a replicated control message to the node's control path.
 Deliver = Callable[[bytes, Addr, float], None]
@@ -259,6 +262,18 @@ class PushMapping:
                 self.unvouched.append((expires, rloc, packet))
 
     # ------------------------------------------------------------ group lookups
+    def restored(self, members: list[IPAddress], now: float) -> None:
+        """A snapshot gave us the group's members. Restarting into a group
+        that still lists us brings no Map-Notify (the merged set does not
+        change), and only a peer's answer confirms that we are in: ask one
+        soon rather than a whole lookup period later."""
+        self.known_members |= set(members)
+        if self.ctx.config.group_lookup_interval:
+            soon = now + RESTORED_LOOKUP
+            when = self.ctx.timers.when(GroupLookup())
+            if when is None or when > soon:
+                self.ctx.timers.set(GroupLookup(), soon)
+
     def _group_lookup(self, now: float) -> None:
         """RFC 9962 4.2: without PubSub, an ITR SHOULD look its group up
         periodically to see membership change. Our own Map-Server already
