@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from decent.peer.config import (
+    ENCRYPT_MODES,
     WIRE_FORMS,
     Addr,
     AllowedPrefix,
@@ -29,6 +30,7 @@ from decent.peer.mapping.push_config import (
 )
 from decent.web.limits import WebLimits
 from decent.wire import AlgorithmId, Eid, IPAddress, netlink, parse_eid
+from decent.wire.crypto import SUITES
 from decent.wire.trust import Certificate
 
 
@@ -106,6 +108,11 @@ class Config:
     queue_size: int = 64
     underlay_mtu: int = 1500
     max_routes: int = 1024
+    #: RFC 8061 encryption of the data plane: "required", "preferred", "off".
+    encrypt: str = "required"
+    cipher: str = "aes-128-gcm"
+    rekey_seconds: float = 86_400.0
+    rekey_packets: int = 1 << 32
 
 
 _SECTIONS = {
@@ -172,6 +179,10 @@ _SECTIONS = {
         "queue_size",
         "underlay_mtu",
         "max_routes",
+        "encrypt",
+        "cipher",
+        "rekey_seconds",
+        "rekey_packets",
     },
 }
 
@@ -945,7 +956,32 @@ def _dataplane(
         raise r.fail(
             "tun", f"{tun!r} is not an interface name", "use 1 to 15 characters"
         )
-    mtu = r.get("mtu", int, 1440)
+    encrypt = r.get("encrypt", str, "required")
+    if encrypt not in ENCRYPT_MODES:
+        raise r.fail(
+            "encrypt",
+            f"{encrypt!r} is not a policy",
+            'use "required" (the default), "preferred" (clear text with peers '
+            'that cannot encrypt) or "off"',
+        )
+    cipher = r.get("cipher", str, "aes-128-gcm")
+    if cipher not in SUITES:
+        raise r.fail(
+            "cipher", f"{cipher!r} is not a cipher", f"use one of {sorted(SUITES)}"
+        )
+    rekey_seconds = r.get("rekey_seconds", float, 86_400.0)
+    if not 10.0 <= rekey_seconds <= 7 * 86_400.0:
+        raise r.fail(
+            "rekey_seconds", f"{rekey_seconds} out of range", "use 10 to 604800"
+        )
+    rekey_packets = r.get("rekey_packets", int, 1 << 32)
+    if not 1_000 <= rekey_packets <= 1 << 48:
+        raise r.fail(
+            "rekey_packets", f"{rekey_packets} out of range", "use 1000 to 2**48"
+        )
+    # Sealed packets carry an IV and a tag (28 bytes more): keep the
+    # default so a full-size inner packet still fits a 1500-byte underlay.
+    mtu = r.get("mtu", int, 1440 if encrypt == "off" else 1400)
     if not 576 <= mtu <= 65535:
         raise r.fail(
             "mtu",
@@ -1000,4 +1036,8 @@ def _dataplane(
         "queue_size": queue,
         "underlay_mtu": underlay,
         "max_routes": max_routes,
+        "encrypt": encrypt,
+        "cipher": cipher,
+        "rekey_seconds": rekey_seconds,
+        "rekey_packets": rekey_packets,
     }

@@ -31,6 +31,7 @@ from decent.peer.node import Node
 from decent.web.app import make_app
 from decent.web.limits import start_site
 from decent.wire import DecodeError, Eid, IPAddress
+from decent.wire.crypto import SUITES
 from decent.wire.trust import Certificate, Revocation, node_xtr_id, public_key_of
 
 log = logging.getLogger("decent")
@@ -76,6 +77,12 @@ def node_config(
         outside_map_resolvers=cfg.outside_map_resolvers,
         wire_form=cfg.wire_form,
         trust=trust,
+        # Without a data plane there is nothing to key: keyed probes are
+        # answered without a key (RFC 8061 6), so peers know not to encrypt.
+        encrypt=cfg.encrypt if cfg.dataplane else "off",
+        cipher_suite=SUITES[cfg.cipher],
+        rekey_seconds=cfg.rekey_seconds,
+        rekey_packets=cfg.rekey_packets,
     )
 
 

@@ -1,8 +1,9 @@
 """The layering rules: wire/ is stdlib-only, peer/ adds only wire/ and no I/O.
 
-One exception to "stdlib only": Ed25519 from `cryptography` (signatures of
-node certificates and registrations are computation, like HMAC, with no I/O;
-the stdlib has no public-key signatures)."""
+One exception to "stdlib only": `cryptography`'s Ed25519, X25519 and AEADs
+(signatures of node certificates and registrations, RFC 8061 key exchange and
+sealing are computation, like HMAC, with no I/O; the stdlib has no public-key
+cryptography and no AEAD)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ NO_IO = {
 ALLOWED_THIRD_PARTY = (
     "cryptography.exceptions",
     "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "cryptography.hazmat.primitives.asymmetric.x25519",
+    "cryptography.hazmat.primitives.ciphers.aead",
 )
 
 

@@ -146,7 +146,7 @@ def test_the_dataplane_section_loads_and_defaults_to_off(tmp_path: Path) -> None
     assert (off.dataplane, off.tun, off.tun_mtu, off.probe_interval) == (
         False,
         "decent0",
-        1440,
+        1400,
         10.0,
     )
     cfg = load_config(_write(tmp_path, GOOD + DATAPLANE))

@@ -4,8 +4,9 @@ Packets never become coroutines: the TUN fd and each data socket get a
 `loop.add_reader` callback that handles up to `DRAIN` packets synchronously
 through the sans-I/O `DataPlane` (ecosystem notes 2.4: asyncio's datagram
 transport does one recvfrom per loop iteration, a drain loop ~10x more). The
-ITR reads each packet 8 bytes into a preallocated buffer, so the core writes
-the LISP header in front and the very same buffer is sent: no copy.
+ITR reads each packet `headroom` bytes into a preallocated buffer with
+`tailroom` after it, so the core writes the LISP header in front, seals in
+place, and the very same buffer is sent: no copy.
 
 The data sockets are the node shell's (NodeShell owns every RLOC's control
 and data sockets and their readers): this shell borrows them, and their
@@ -747,11 +748,11 @@ class TunShell:
             except OSError as exc:
                 self._error("tun-read", exc)
                 break
-            route = encap(buf, n, now)
-            if route is not None:
-                addr, src, flow = route
+            sent = encap(buf, n, now)
+            if sent is not None:
+                addr, src, flow, start, end = sent
                 try:
-                    pools[src][flow % SOURCE_PORTS].sendto(view[: head + n], addr)
+                    pools[src][flow % SOURCE_PORTS].sendto(view[start:end], addr)
                 except OSError as exc:
                     self._error("send", exc)
         self._flush()
@@ -760,7 +761,7 @@ class TunShell:
         fd, dp = self._fd, self.dp
         decap, write = dp.decap, os.write
         recvfrom_into = sock.recvfrom_into
-        buf, view, head = self._rx, self._rx_view, self._head
+        buf, view = self._rx, self._rx_view
         now = self.loop.time()
         for _ in range(DRAIN):
             try:
@@ -770,9 +771,10 @@ class TunShell:
             except OSError as exc:
                 self._error("recv", exc)
                 break
-            if decap(buf, n, host, port, now):
+            span = decap(buf, n, host, port, now)
+            if span is not None:
                 try:
-                    write(fd, view[head:n])
+                    write(fd, view[span[0] : span[1]])
                 except OSError as exc:
                     self._error("tun-write", exc)
         self._flush()

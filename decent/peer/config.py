@@ -111,6 +111,9 @@ class Limits:
     # ---- Node identities (decent.peer.trust)
     #: Revoked certificates kept (each until it would have expired).
     max_revocations: int = 1_024
+    # ---- Data-plane encryption (decent.peer.roles.keys)
+    #: Peer RLOCs we hold keys or key-exchange state for, each way.
+    max_keyed_peers: int = 4_096
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +237,15 @@ class NodeConfig:
     request_attempts: int = 10
     request_holddown: float = 30.0
     smr_interval: float = 3.0
+    # ---- RFC 8061 data-plane encryption (decent.peer.roles.keys)
+    #: "required", "preferred" or "off" (ENCRYPT_MODES); the config file's
+    #: default is "required", the core's "off" (no data plane, no keys).
+    encrypt: str = "off"
+    #: LISP Crypto Cipher Suite we offer: 5 (AES-128-GCM) or 6 (ChaCha20).
+    cipher_suite: int = 5
+    #: A sending key is replaced after this long or this many packets.
+    rekey_seconds: float = 86_400.0
+    rekey_packets: int = 1 << 32
     probe_interval: float | None = None
     probe_timeout: float = 3.0
     probe_down_after: int = 2
@@ -264,6 +276,12 @@ class NodeConfig:
             raise ValueError(f"wire_form must be one of {WIRE_FORMS}")
         if self.group is not None and not self.group.is_multicast:
             raise ValueError(f"group {self.group} is not a multicast address")
+        if self.encrypt not in ENCRYPT_MODES:
+            raise ValueError(f"encrypt must be one of {ENCRYPT_MODES}")
+        if self.cipher_suite not in (5, 6):
+            raise ValueError("cipher_suite must be 5 (AES-128-GCM) or 6 (ChaCha20)")
+        if self.rekey_seconds <= 0 or not 1 <= self.rekey_packets < 1 << 64:
+            raise ValueError("rekey_seconds and rekey_packets must be positive")
 
     @property
     def group_eid(self) -> Eid | None:
@@ -289,6 +307,9 @@ class NodeConfig:
                 return rloc
         return None
 
+
+#: RFC 8061 data-plane encryption policies (NodeConfig.encrypt).
+ENCRYPT_MODES: Final = ("required", "preferred", "off")
 
 #: Outer IP + UDP + LISP header per RLOC family (RFC 9300 section 7.1 "H").
 OVERHEAD: Final = {4: 20 + 8 + 8, 6: 40 + 8 + 8}

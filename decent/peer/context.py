@@ -25,6 +25,7 @@ from decent.wire import (
     Eid,
     IPAddress,
     MapRecord,
+    MapRequest,
     MulticastInfo,
     check_auth,
 )
@@ -138,6 +139,19 @@ class MembershipWatch(Protocol):
     mapping system)."""
 
     def membership_changed(self, now: float) -> None: ...
+
+
+class KeyAnswers(Protocol):
+    """Who adds our RFC 8061 key to a probe reply (the key role)."""
+
+    def answer(
+        self,
+        req: MapRequest,
+        record: MapRecord,
+        src: Addr,
+        local: Addr | None,
+        now: float,
+    ) -> MapRecord: ...
 
 
 def eid_on_wire(eid: Eid, wire_form: str) -> tuple[Address, int]:

@@ -3,17 +3,20 @@
 Theory of operation
 -------------------
 The shell reads an inner IP packet from the TUN into a buffer, leaving
-`HEADROOM` (8) free bytes in front, and calls `encap(buf, n, now)`. On a
-forward the core has written the LISP header into those 8 bytes and returns
-where to send `buf[:8 + n]`: the RLOC's (host, port), the index of our own
-RLOC to send from, and a hash of the inner 5-tuple for the UDP source port.
-Nothing is copied on that path. A miss queues a copy of the packet (bounded)
+`HEADROOM` (20) free bytes in front and `TAILROOM` (16) after, and calls
+`encap(buf, n, now)`. On a forward the core has written the LISP header
+(and, encrypting, the IV) in front of the packet, sealed it in place with
+its tag after it (RFC 8061, decent.peer.roles.keys), and returns where to
+send `buf[start:end]`: the RLOC's (host, port), the index of our own RLOC to
+send from, a hash of the inner 5-tuple for the UDP source port, and the
+span. Nothing is copied on that path. A miss queues a copy of the packet (bounded)
 and asks our Map-Resolver once; packets released later, natively forwarded
 packets and ICMP errors wait in `packets_to_send()`, `packets_to_native()`
 and `packets_to_tun()`, which the shell drains after each batch.
 
 For a UDP payload received on the data port the shell calls
-`decap(buf, n, host, port, now)`; True means "write buf[8:n] to the TUN".
+`decap(buf, n, host, port, now)`; a (start, end) span means "write
+buf[start:end] to the TUN" (an encrypted packet is opened in place first).
 Instance ID 0xffffff is the replicated control traffic of LISP-Decent and goes
 to the Node. Everything else must come from a registered RLOC and be for one
 of our EIDs; what fails a check is counted under `drop.<reason>` in the
@@ -49,6 +52,7 @@ from decent.peer.config import (
 )
 from decent.peer.events import (
     Event,
+    KeyStateChanged,
     LocatorStateChanged,
     MapCacheUpdated,
     MapRequestFailed,
@@ -58,12 +62,15 @@ from decent.peer.mapcache import CacheEntry, LocatorState
 from decent.peer.missqueue import MissQueue
 from decent.peer.node import Node
 from decent.peer.ratelimit import Bucket
+from decent.peer.sealing import CLEAR_AT, P, Sealing
 from decent.wire import DECENT_CONTROL_IID, Action, Eid, IPAddress, rle_entries
+from decent.wire.crypto import MAX_IV_LEN, TAG_LEN
 from decent.wire.data import (
     DATA_HEADER_LEN,
     FLAG_INSTANCE_ID,
     FLAG_LSBS,
     FLAG_NONCE,
+    KEY_ID_MASK,
     flow_hash,
     peek_iid,
     peek_lsbs,
@@ -71,8 +78,11 @@ from decent.wire.data import (
 )
 from decent.wire.icmp import is_icmp_error, too_big
 
-#: Bytes the shell leaves free in front of an inner packet for the header.
-HEADROOM: Final = DATA_HEADER_LEN
+#: Bytes the shell leaves free in front of an inner packet: the LISP header
+#: and the longest IV. The inner packet always starts there (P).
+HEADROOM: Final = P
+#: Bytes the shell leaves free after it: the AEAD tag.
+TAILROOM: Final = TAG_LEN
 _DROP_ACTIONS: Final = frozenset(
     {Action.DROP_NO_REASON, Action.DROP_POLICY_DENIED, Action.DROP_AUTH_FAILURE}
 )
@@ -83,6 +93,8 @@ _V6_LINK_LOCAL: Final = 0xFE80 >> 6
 
 Route = tuple[tuple[str, int], int, int]
 """Where an encapsulated packet goes: (host, port), our RLOC index, flow hash."""
+Encap = tuple[tuple[str, int], int, int, int, int]
+"""A Route and the span of the buffer to send: (..., start, end)."""
 
 
 class DataPlane:
@@ -115,13 +127,24 @@ class DataPlane:
         self._lsb_word = 0
         self._flags = FLAG_NONCE | FLAG_LSBS | (FLAG_INSTANCE_ID if self.iid else 0)
         self._own_sources()
+        self.keys = node.keys
         mtu = self.config.underlay_mtu
-        self._limit = {v: mtu - h for v, h in OVERHEAD.items()}
+        sealed = MAX_IV_LEN + TAG_LEN if node.config.encrypt != "off" else 0
+        self._limit = {v: mtu - h - sealed for v, h in OVERHEAD.items()}
         self._allowed: frozenset[str] = frozenset()
         self._allowed_version = -1
         self._addr_memo: dict[str, IPAddress] = {}
         cfg = self.config
         self._waiting = MissQueue(cfg.queue_size, cfg.queue_timeout, self._counters)
+        self._sealing = Sealing(
+            node.keys,
+            node.config.encrypt,
+            self._waiting,
+            cfg.queue_size,
+            self._counters,
+            self._stamp,
+            self.on_install,
+        )
         #: RFC 1812 4.3.2.8: the ICMP errors we generate are rate-limited.
         self._icmp = Bucket(cfg.icmp_rate, cfg.icmp_rate, 0.0)
         self._to_send: list[tuple[bytes, Route]] = []
@@ -162,6 +185,9 @@ class DataPlane:
             self.on_request_failed(event.eid)
         elif isinstance(event, RlocsChanged):
             self.rlocs_changed()
+            self.keys.rlocs_changed(now)
+        elif isinstance(event, KeyStateChanged):
+            self._sealing.key_state(event, now)
 
     @property
     def headroom(self) -> int:
@@ -170,9 +196,8 @@ class DataPlane:
 
     @property
     def tailroom(self) -> int:
-        """Bytes the shell leaves free after each inner packet (none yet: an
-        RFC 8061 ICV would go there)."""
-        return 0
+        """Bytes the shell leaves free after each inner packet (the tag)."""
+        return TAILROOM
 
     def routed(self) -> dict[int, set[int]]:
         """What the ITR encapsulates, and so what the shell routes into the
@@ -262,23 +287,23 @@ class DataPlane:
             node.set_locators(eid, locators, now)
 
     # ============================================================ ITR
-    def encap(self, buf: bytearray, n: int, now: float) -> Route | None:
-        """Decide what happens to the inner packet in buf[8:8 + n].
+    def encap(self, buf: bytearray, n: int, now: float) -> Encap | None:
+        """Decide what happens to the inner packet in buf[P:P + n].
 
-        Returns where to send buf[:8 + n] once the header is written, or None
-        (queued, dropped, or handed to one of the output lists).
+        Returns where to send which span of buf, header written and sealed,
+        or None (queued, dropped, or handed to one of the output lists).
         """
         if n < 20:
             self._counters[C.DROP_SHORT_PACKET] += 1
             return None
-        version = buf[8] >> 4
+        version = buf[P] >> 4
         if version == 4:
-            dst = int.from_bytes(buf[24:28], "big")
+            dst = int.from_bytes(buf[P + 16 : P + 20], "big")
             if dst >= _V4_NOT_UNICAST:
                 self._counters[C.DROP_NOT_UNICAST] += 1
                 return None
         elif version == 6 and n >= 40:
-            dst = int.from_bytes(buf[32:48], "big")
+            dst = int.from_bytes(buf[P + 24 : P + 40], "big")
             if dst >> 120 == _V6_MULTICAST or dst >> 118 == _V6_LINK_LOCAL:
                 self._counters[C.DROP_NOT_UNICAST] += 1
                 return None
@@ -296,7 +321,7 @@ class DataPlane:
                 return self._negative(entry, buf, n, version, now)
             self._counters[C.DROP_NO_USABLE_RLOC] += 1
             return None
-        h = flow_hash(buf, n, version)
+        h = flow_hash(buf, n, version, P)
         state = slots[h % len(slots)]
         addr = state.sockaddr
         if addr is None:
@@ -311,25 +336,29 @@ class DataPlane:
             return None
         if n > self._limit[family] and self._too_big(buf, n, version, family, now):
             return None
-        self._stamp(buf)
+        start = self._sealing.seal(buf, n, addr[0], entry.eid, now)
+        if start < 0:
+            return None
         entry.packets += 1
         entry.bytes += n
         state.packets += 1
         state.bytes += n
         self.encapsulated += 1
         self.encapsulated_bytes += n
-        return addr, src, h
+        return addr, src, h, start, P + n + (start != CLEAR_AT) * TAG_LEN
 
     def send_packet(self, packet: bytes, now: float) -> None:
         """`encap` for a whole packet: what it forwards joins packets_to_send()."""
-        buf = bytearray(HEADROOM) + packet
-        route = self.encap(buf, len(packet), now)
-        if route is not None:
-            self._to_send.append((bytes(buf), route))
+        buf = bytearray(HEADROOM) + packet + bytearray(TAILROOM)
+        sent = self.encap(buf, len(packet), now)
+        if sent is not None:
+            addr, src, flow, start, end = sent
+            self._to_send.append((bytes(buf[start:end]), (addr, src, flow)))
 
-    def _stamp(self, buf: bytearray) -> None:
-        """Write the LISP header (RFC 9300 5.3) into the headroom of buf."""
-        stamp_into(buf, self._flags, self._nonce(), self.iid, self._lsb_word)
+    def _stamp(self, buf: bytearray, at: int, key_id: int) -> None:
+        """Write the LISP header (RFC 9300 5.3, KK = key_id) at buf[at:]."""
+        flags = self._flags | key_id
+        stamp_into(buf, flags, self._nonce(), self.iid, self._lsb_word, at)
 
     def _resolve_sockaddr(self, state: LocatorState) -> tuple[str, int]:
         addr = state.locator.rloc
@@ -341,7 +370,7 @@ class DataPlane:
 
     def _negative(
         self, entry: CacheEntry, buf: bytearray, n: int, version: int, now: float
-    ) -> Route | None:
+    ) -> Encap | None:
         cfg = self.config
         if entry.record.action in _DROP_ACTIONS:
             self._counters[C.DROP_NEGATIVE_DROP_ACTION] += 1
@@ -354,16 +383,26 @@ class DataPlane:
                 return None
             if n > self._limit[family] and self._too_big(buf, n, version, family, now):
                 return None
-            self._stamp(buf)
+            host = str(cfg.petr)
+            start = self._sealing.seal(buf, n, host, entry.eid, now)
+            if start < 0:
+                return None
             entry.packets += 1
             entry.bytes += n
             self._counters[C.DATAPLANE_PETR] += 1
-            return (str(cfg.petr), self.data_port), src, flow_hash(buf, n, version)
+            end = P + n + (start != CLEAR_AT) * TAG_LEN
+            return (
+                (host, self.data_port),
+                src,
+                flow_hash(buf, n, version, P),
+                start,
+                end,
+            )
         entry.packets += 1
         entry.bytes += n
         if cfg.negative_action == "native":
             self._counters[C.DATAPLANE_NATIVE] += 1
-            self._to_native.append(bytes(buf[HEADROOM : HEADROOM + n]))
+            self._to_native.append(bytes(buf[P : P + n]))
             return None
         self._counters[C.DROP_NEGATIVE] += 1
         return None
@@ -377,7 +416,7 @@ class DataPlane:
             32 if version == 4 else 128,
         )
         if self._waiting.room(now):
-            self._waiting.hold(key, bytes(buf[HEADROOM : HEADROOM + n]), now)
+            self._waiting.hold(key, bytes(buf[P : P + n]), now)
         self._counters[C.DATAPLANE_MISS] += 1
         self.node.request(key, now)
 
@@ -397,11 +436,11 @@ class DataPlane:
         that will not fit once encapsulated is dropped (True) and its sender
         told the size that fits. IPv4 without DF goes on (False): the kernel
         fragments the outer packet."""
-        if version == 4 and not buf[HEADROOM + 6] & 0x40:
+        if version == 4 and not buf[P + 6] & 0x40:
             self._counters[C.DATAPLANE_OUTER_FRAGMENTED] += 1
             return False
         self._counters[C.DROP_TOO_BIG] += 1
-        packet = bytes(buf[HEADROOM : HEADROOM + n])
+        packet = bytes(buf[P : P + n])
         if is_icmp_error(packet):
             return True
         if not self._icmp.take(now):
@@ -415,44 +454,58 @@ class DataPlane:
         return True
 
     # ============================================================ ETR
-    def decap(self, buf: bytearray, n: int, host: str, port: int, now: float) -> bool:
-        """Check the 4341 payload in buf[:n] from host:port; True means write
-        buf[8:n] (the inner packet) to the TUN."""
-        if n < HEADROOM + 20:
+    def decap(
+        self, buf: bytearray, n: int, host: str, port: int, now: float
+    ) -> tuple[int, int] | None:
+        """Check the 4341 payload in buf[:n] from host:port; a (start, end)
+        span means write buf[start:end] (the inner packet) to the TUN."""
+        if n < DATA_HEADER_LEN + 20:
             # Replicated control, or not even a LISP header: the Node's
             # decoder judges both (and counts the latter a decode error).
-            if n < HEADROOM or peek_iid(buf) == DECENT_CONTROL_IID:
+            if n < DATA_HEADER_LEN or peek_iid(buf) == DECENT_CONTROL_IID:
                 self._control(buf, n, host, port, now)
-                return False
+                return None
             self._counters[C.DROP_SHORT_PACKET] += 1
-            return False
+            return None
         iid = peek_iid(buf) or 0  # no I bit: instance 0
         if iid == DECENT_CONTROL_IID:
             self._control(buf, n, host, port, now)
-            return False
+            return None
         if self._allowed_version != self.node.registry_version:
             self._refresh_allowed()
         # LISP-MN section 13: never decapsulate for strangers.
         if host not in self._allowed:
             self._counters[C.DROP_UNKNOWN_RLOC] += 1
-            return False
+            return None
         if iid != self.iid:
             self._counters[C.DROP_WRONG_IID] += 1
-            return False
-        version = buf[8] >> 4
+            return None
+        key_id = buf[0] & KEY_ID_MASK
+        if key_id:
+            p = self._sealing.open(buf, n, host, key_id, now)
+            if p < 0:
+                return None
+            n -= TAG_LEN
+        elif self._sealing.clear_refused(host):
+            # Required, or a peer that keys with us: clear text is forged.
+            self._counters[C.DROP_CLEAR_TEXT] += 1
+            return None
+        else:
+            p = DATA_HEADER_LEN
+        version = buf[p] >> 4
         if version == 4:
-            dst = int.from_bytes(buf[24:28], "big")
-            src = int.from_bytes(buf[20:24], "big")
-        elif version == 6 and n >= HEADROOM + 40:
-            dst = int.from_bytes(buf[32:48], "big")
-            src = int.from_bytes(buf[16:32], "big")
+            dst = int.from_bytes(buf[p + 16 : p + 20], "big")
+            src = int.from_bytes(buf[p + 12 : p + 16], "big")
+        elif version == 6 and n >= p + 40:
+            dst = int.from_bytes(buf[p + 24 : p + 40], "big")
+            src = int.from_bytes(buf[p + 8 : p + 24], "big")
         else:
             self._counters[C.DROP_NOT_IP] += 1
-            return False
+            return None
         own = self._own_lookup(iid, version, dst)
         if own is None:
             self._counters[C.DROP_NOT_OUR_EID] += 1
-            return False
+            return None
         lsbs = peek_lsbs(buf)
         if lsbs is not None:
             self._honour_lsbs(version, src, lsbs, host)
@@ -462,14 +515,15 @@ class DataPlane:
         # RFC 9301 6.1: who sent to us recently is SMR'd when we change.
         self.node.note_itr(own[0], rloc, now)
         self.decapsulated += 1
-        self.decapsulated_bytes += n - HEADROOM
-        return True
+        self.decapsulated_bytes += n - p
+        return p, n
 
     def receive_packet(self, data: bytes, addr: Addr, now: float) -> None:
         """`decap` for a whole datagram: the inner packet joins packets_to_tun()."""
         buf = bytearray(data)
-        if self.decap(buf, len(data), str(addr[0]), addr[1], now):
-            self._to_tun.append(bytes(buf[HEADROOM:]))
+        span = self.decap(buf, len(data), str(addr[0]), addr[1], now)
+        if span is not None:
+            self._to_tun.append(bytes(buf[span[0] : span[1]]))
 
     def _remember(self, host: str) -> IPAddress:
         if len(self._addr_memo) > 4096:

@@ -135,6 +135,17 @@ class LocatorStateChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyStateChanged:
+    """What we know of encrypting to a peer RLOC changed (RFC 8061):
+    encrypted, keying, clear (it has no key; we are "preferred") or
+    refused (it has none, or an unauthenticated one, or never answered)."""
+
+    rloc: str
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class RlocsChanged:
     """Our own RLOC set changed (a mobile node moved); we re-registered."""
 
@@ -160,5 +171,6 @@ Event = (
     | MapRequestFailed
     | SmrReceived
     | LocatorStateChanged
+    | KeyStateChanged
     | RlocsChanged
 )

@@ -42,6 +42,7 @@ from decent.peer.replay import Slot
 from decent.peer.roaming import moved_addrs, moved_locators, versions
 from decent.peer.roles.etr import EtrRole, register_record
 from decent.peer.roles.itr import ItrRole
+from decent.peer.roles.keys import KeyRole
 from decent.peer.roles.mr import MapResolverRole
 from decent.peer.roles.ms import MapServerRole, Refusal
 from decent.peer.roles.probe import ProbeRole
@@ -111,13 +112,17 @@ class Node:
         self.mapping.start(now)
         self.map_server = MapServerRole(ctx)
         self.resolver = MapResolverRole(ctx, self.mapping, self.etr, now)
+        self.resolver.keys = self.keys = KeyRole(
+            ctx, lambda: self.registry_version, now
+        )
         self.map_server.watch = self.itr.watch = self.mapping
         self.map_server.carrier = self.mapping
         self.map_server.registrar = self.etr
         self.map_server.writer = self.itr
         self.mapping.bind(self._replicated, self.etr, self.itr)
         self._timer_owners: dict[type, Callable[[Hashable, float], None]] = {}
-        for role in (self.etr, self.map_server, self.itr, self.probe, self.mapping):
+        roles = (self.etr, self.map_server, self.itr, self.probe, self.keys)
+        for role in (*roles, self.mapping):
             for key in role.timer_keys:
                 self._timer_owners[key] = role.handle_timer
         self._handlers: dict[type, _Handler] = {
@@ -252,7 +257,8 @@ class Node:
     ) -> None:
         self.counters[C.RX_MAP_REPLY] += 1
         if msg.probe:
-            self.probe.on_reply(msg, addr, now)
+            if not self.keys.on_reply(msg, addr, now):
+                self.probe.on_reply(msg, addr, now)
         elif not self.mapping.on_reply(msg, addr, now):
             self.itr.on_reply(msg, addr, now)
 
@@ -380,19 +386,14 @@ class Node:
 
     def deregister(self, now: float, eids: Iterable[Eid] | None = None) -> None:
         """Send TTL-0 Map-Registers so Map-Servers drop our mappings at once
-        (graceful shutdown when eids is None). Drain outputs afterwards.
-
-        The mappings leave the database too: otherwise the next periodic
-        registration (or a pending retransmission) would register them again.
-        """
+        (all of them: graceful shutdown). They leave the database too, or the
+        next registration would bring them back. Drain outputs afterwards."""
         self.etr.deregister(now, eids)
 
     def clear_map_cache(self) -> int:
-        """Forget every map-cache entry (the operator's "clear cache"), as if
-        each had expired: the next packet or lookup resolves it again. The
-        membership is unaffected, since this node's Map-Server holds the
-        group's registration too. Returns how many entries went; drain
-        events afterwards."""
+        """Forget every map-cache entry (the operator's "clear cache") as if
+        expired; the membership stays (our Map-Server holds it). Returns how
+        many went; drain events afterwards."""
         return self.itr.clear()
 
     def note_itr(self, eid: Eid, rloc: IPAddress, now: float) -> None:
@@ -536,6 +537,7 @@ class Node:
         sizes = {"timers": len(self._ctx.timers)}
         for role in (self.itr, self.etr, self.map_server, self.probe, self.resolver):
             sizes.update(role.sizes())
+        sizes.update(self.keys.sizes())
         sizes.update(self.mapping.sizes())
         if self._ctx.trust is not None:
             sizes.update(self._ctx.trust.sizes())

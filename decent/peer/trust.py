@@ -101,7 +101,7 @@ class Trust:
         return (first, *records[1:])
 
     # ------------------------------------------------------------ judging
-    def _certificate(self, data: bytes, now: float) -> tuple[Certificate | None, str]:
+    def certificate_of(self, data: bytes, now: float) -> tuple[Certificate | None, str]:
         try:
             cert = Certificate.decode(data)
         except DecodeError:
@@ -142,7 +142,7 @@ class Trust:
         if found is None:
             return Judgement(records, None, "signature-missing")
         cert_bytes, signature = found
-        cert, reason = self._certificate(cert_bytes, now)
+        cert, reason = self.certificate_of(cert_bytes, now)
         plain = tuple(without_signature(r) for r in records)
         if reason:
             return Judgement(plain, cert, reason)

@@ -14,6 +14,7 @@ from decent.wire.afi import (
     NoAddress,
     Rle,
     RleEntry,
+    SecurityKey,
     UnknownLcaf,
 )
 from decent.wire.auth import AlgorithmId, check_auth, sign_bytes
@@ -64,6 +65,7 @@ from decent.wire.records import (
     ReferralRecord,
     ReferralSignature,
     encode_record,
+    find_security_key,
     rle_entries,
 )
 from decent.wire.trust import (
@@ -133,6 +135,7 @@ __all__ = [
     "Revocation",
     "Rle",
     "RleEntry",
+    "SecurityKey",
     "UdpPacket",
     "UnknownLcaf",
     "address_text",
@@ -144,6 +147,7 @@ __all__ = [
     "encapsulate",
     "encode_record",
     "find_revocation",
+    "find_security_key",
     "find_signature",
     "flow_hash",
     "generate_private_key",

@@ -1,4 +1,4 @@
-"""Address encodings: AFI 0/1/2/17, LCAF types 1/2/9/13/15 (RFC 9301 5.1, RFC 8060).
+"""Address encodings: AFI 0/1/2/17, LCAF types 1/2/9/11/13/15 (RFC 9301 5.1, RFC 8060).
 
 IPv4 and IPv6 addresses are the stdlib `ipaddress` objects. Every other kind of
 address is a frozen dataclass here. LCAF types we do not interpret are kept as
@@ -34,6 +34,7 @@ class LcafType(IntEnum):
     AFI_LIST = 1
     INSTANCE_ID = 2
     MULTICAST_INFO = 9
+    SECURITY_KEY = 11
     RLE = 13
     KEY_VALUE = 15
 
@@ -154,6 +155,36 @@ class KeyValue:
     value: Address
 
 
+#: RFC 8061 section 6: at most three keys, key-ids 1 to 3 in order.
+MAX_SECURITY_KEYS: Final = 3
+#: The longest public key we read (a 3072-bit MODP key is 384 bytes).
+MAX_SECURITY_KEY_LEN: Final = 512
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityKey:
+    """LCAF type 11 (RFC 8060 5.6, RFC 8061 6): the public keys of a
+    lisp-crypto exchange for the RLOC in `address`; keys[i] is key-id i + 1.
+
+    `revoke` is the R bit. `rsvd3` is kept as read: lispers.net's comments
+    put an A bit there; we send 0.
+    """
+
+    cipher_suite: int
+    keys: tuple[bytes, ...]
+    address: Address
+    revoke: bool = False
+    rsvd3: int = 0
+
+    def __post_init__(self) -> None:
+        check_uint("cipher_suite", self.cipher_suite, 8)
+        check_uint("rsvd3", self.rsvd3, 8)
+        if len(self.keys) > MAX_SECURITY_KEYS:
+            raise ValueError(f"more than {MAX_SECURITY_KEYS} security keys")
+        if any(len(k) > MAX_SECURITY_KEY_LEN for k in self.keys):
+            raise ValueError(f"a key longer than {MAX_SECURITY_KEY_LEN} bytes")
+
+
 @dataclass(frozen=True, slots=True)
 class UnknownLcaf:
     """An LCAF type we do not interpret, kept byte for byte."""
@@ -183,6 +214,7 @@ Address = (
     | MulticastInfo
     | Rle
     | KeyValue
+    | SecurityKey
     | UnknownLcaf
 )
 IPAddress = IPv4Address | IPv6Address
@@ -283,7 +315,25 @@ def _read_lcaf(r: Reader, depth: int) -> Address:
         if lcaf_type == LcafType.KEY_VALUE:
             key = read_address(r, depth)
             return KeyValue(key, read_address(r, depth))
+        if lcaf_type == LcafType.SECURITY_KEY:
+            return _read_security_key(r, depth)
         return UnknownLcaf(lcaf_type, r.take_rest(), rsvd1, flags, rsvd2)
+
+
+def _read_security_key(r: Reader, depth: int) -> SecurityKey:
+    count = r.u8()
+    rsvd3 = r.u8()
+    suite = r.u8()
+    revoke = bool(r.u8() & 0x01)
+    if count > MAX_SECURITY_KEYS:
+        raise r.fail(f"{count} security keys (RFC 8061 allows {MAX_SECURITY_KEYS})")
+    keys = []
+    for _ in range(count):
+        length = r.u16()
+        if length > MAX_SECURITY_KEY_LEN:
+            raise r.fail(f"a {length}-byte security key")
+        keys.append(r.take(length))
+    return SecurityKey(suite, tuple(keys), read_address(r, depth), revoke, rsvd3)
 
 
 def _read_afi_list(r: Reader, depth: int) -> AfiList:
@@ -420,7 +470,13 @@ def _close_lcaf(w: Writer, body_start: int, uncounted: int = 0) -> None:
 
 def _write_lcaf(
     w: Writer,
-    addr: InstanceId | AfiList | MulticastInfo | Rle | KeyValue | UnknownLcaf,
+    addr: InstanceId
+    | AfiList
+    | MulticastInfo
+    | Rle
+    | KeyValue
+    | SecurityKey
+    | UnknownLcaf,
 ) -> None:
     uncounted = 0
     if isinstance(addr, UnknownLcaf):
@@ -450,6 +506,16 @@ def _write_lcaf(
         start = _lcaf_header(w, LcafType.KEY_VALUE, 0)
         write_address(w, addr.key)
         write_address(w, addr.value)
+    elif isinstance(addr, SecurityKey):
+        start = _lcaf_header(w, LcafType.SECURITY_KEY, 0)
+        w.u8(len(addr.keys))
+        w.u8(addr.rsvd3)
+        w.u8(addr.cipher_suite)
+        w.u8(1 if addr.revoke else 0)
+        for key in addr.keys:
+            w.u16(len(key))
+            w.put(key)
+        write_address(w, addr.address)
     else:
         start = _lcaf_header(w, LcafType.RLE, 0)
         for entry in addr.entries:
@@ -472,6 +538,8 @@ def address_depth(addr: Address) -> int:
         return 1 + max((address_depth(e.address) for e in addr.entries), default=0)
     if isinstance(addr, KeyValue):
         return 1 + max(address_depth(addr.key), address_depth(addr.value))
+    if isinstance(addr, SecurityKey):
+        return 1 + address_depth(addr.address)
     if isinstance(addr, MulticastInfo | UnknownLcaf):
         return 1
     return 0

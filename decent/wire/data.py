@@ -126,9 +126,14 @@ def decapsulate(data: bytes) -> tuple[DataHeader, bytes]:
 
 
 def stamp_into(
-    buf: bytearray | memoryview, flags: int, nonce: int, iid: int, lsbs: int
+    buf: bytearray | memoryview,
+    flags: int,
+    nonce: int,
+    iid: int,
+    lsbs: int,
+    at: int = 0,
 ) -> None:
-    """Write a header into buf[0:8]: what DataHeader(...).encode() writes.
+    """Write a header into buf[at:at + 8]: what DataHeader(...).encode() writes.
 
     `flags` is the first byte (FLAG_* and KK), computed once by the caller;
     the low 24 bits of `nonce` fill the field after it (a nonce, or with V the
@@ -137,7 +142,7 @@ def stamp_into(
     """
     _WORDS.pack_into(
         buf,
-        0,
+        at,
         flags << 24 | (nonce & 0xFFFFFF),
         (iid << 8 | lsbs) if flags & FLAG_INSTANCE_ID else lsbs,
     )

@@ -29,6 +29,7 @@ from decent.wire.afi import (
     MulticastInfo,
     NoAddress,
     Rle,
+    SecurityKey,
 )
 from decent.wire.buffer import check_uint
 
@@ -277,4 +278,6 @@ def address_text(addr: Address) -> str:
         )
     if isinstance(addr, KeyValue):
         return f"KV{{{address_text(addr.key)}: {address_text(addr.value)}}}"
+    if isinstance(addr, SecurityKey):
+        return f"{address_text(addr.address)} (key, suite {addr.cipher_suite})"
     return f"LCAF{addr.lcaf_type}({addr.body.hex()})"

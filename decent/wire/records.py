@@ -14,6 +14,7 @@ from decent.wire.afi import (
     IPAddress,
     Rle,
     RleEntry,
+    SecurityKey,
     address_depth,
     read_address,
     write_address,
@@ -93,15 +94,28 @@ class Locator:
         """The IP address to encapsulate to: the locator itself, or the
         first IP address of an AFI list, which lispers.net sends as
         {address, name} (protocol notes gotcha 10). None for the rest (an
-        RLE, a bare name)."""
+        RLE, a bare name). A Security Key LCAF (RFC 8061) names its RLOC
+        inside, alone or, as lispers.net sends it, in an AFI list."""
         addr = self.address
         if isinstance(addr, IPv4Address | IPv6Address):
             return addr
+        if isinstance(addr, SecurityKey):
+            inner = addr.address
+            return inner if isinstance(inner, IPv4Address | IPv6Address) else None
         if isinstance(addr, AfiList):
             for item in addr.items:
                 if isinstance(item, IPv4Address | IPv6Address):
                     return item
+                if isinstance(item, SecurityKey) and isinstance(
+                    item.address, IPv4Address | IPv6Address
+                ):
+                    return item.address
         return None
+
+    @property
+    def security_key(self) -> SecurityKey | None:
+        """The RFC 8061 key this locator carries, alone or in an AFI list."""
+        return find_security_key(self.address)
 
     @property
     def name(self) -> str | None:
@@ -328,6 +342,17 @@ def encode_record(record: MapRecord) -> bytes:
     w = Writer()
     record.write(w)
     return w.raw()
+
+
+def find_security_key(addr: Address) -> SecurityKey | None:
+    """The Security Key LCAF of an ITR-RLOC or locator address, if any."""
+    if isinstance(addr, SecurityKey):
+        return addr
+    if isinstance(addr, AfiList):
+        for item in addr.items:
+            if isinstance(item, SecurityKey):
+                return item
+    return None
 
 
 def rle_entries(loc: Locator) -> list[RleEntry]:

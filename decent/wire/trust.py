@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from decent.wire.afi import DistinguishedName, KeyValue
+from decent.wire.afi import Address, DistinguishedName, KeyValue, write_address
 from decent.wire.buffer import Reader, Writer, check_uint
 from decent.wire.eid import Eid, parse_eid
 from decent.wire.errors import DecodeError
@@ -54,6 +54,8 @@ CERTIFICATE_DOMAIN: Final = b"decent certificate v1\0"
 REVOCATION_DOMAIN: Final = b"decent revocation v1\0"
 REGISTER_DOMAIN: Final = b"decent register v1\0"
 XTR_ID_DOMAIN: Final = b"decent xtr-id\0"
+KEY_REQUEST_DOMAIN: Final = b"decent key request v1\0"
+KEY_REPLY_DOMAIN: Final = b"decent key reply v1\0"
 
 #: Key of the Key/Value locator that carries a registration's signature.
 SIGNATURE_KEY: Final = "decent-signature"
@@ -487,10 +489,21 @@ def find_signature(record: MapRecord) -> tuple[bytes, bytes] | None:
     locator; None if it has none, DecodeError if that one is malformed."""
     for loc in record.locators:
         if _keyed(loc, _SIGNATURE_NAME):
-            r = Reader(_blob(loc, "signature"))
-            certificate = r.take(r.u16())
-            return certificate, _read_signature(r)
+            return _certificate_and_signature(loc)
     return None
+
+
+def _certificate_and_signature(loc: Locator) -> tuple[bytes, bytes]:
+    r = Reader(_blob(loc, "signature"))
+    certificate = r.take(r.u16())
+    return certificate, _read_signature(r)
+
+
+def find_address_signature(addr: Address) -> tuple[bytes, bytes] | None:
+    """(certificate, signature) of a signature address (a keyed
+    Map-Request's Source-EID); None if addr is not one."""
+    loc = Locator(addr)
+    return _certificate_and_signature(loc) if _keyed(loc, _SIGNATURE_NAME) else None
 
 
 def without_signature(record: MapRecord) -> MapRecord:
@@ -499,6 +512,32 @@ def without_signature(record: MapRecord) -> MapRecord:
     if len(locators) == len(record.locators):
         return record
     return dataclasses.replace(record, locators=locators)
+
+
+def key_exchange_digest(
+    reply: bool,
+    nonce: int,
+    suite: int,
+    itr_keys: Sequence[bytes],
+    etr_keys: Sequence[bytes],
+    rloc: Address,
+) -> bytes:
+    """What a node signs for an RFC 8061 key exchange: the Map-Request's
+    nonce, the cipher suite, the ITR's public keys and, in the reply, the
+    ETR's, and the RLOC the keys are for (the ITR's in the request, the
+    ETR's in the reply). The reply covers the ITR's keys too, so it cannot
+    be replayed to another exchange."""
+    w = Writer()
+    w.put(KEY_REPLY_DOMAIN if reply else KEY_REQUEST_DOMAIN)
+    w.u64(nonce)
+    w.u8(suite)
+    for keys in (itr_keys, etr_keys):
+        w.u8(len(keys))
+        for key in keys:
+            w.u16(len(key))
+            w.put(key)
+    write_address(w, rloc)
+    return w.raw()
 
 
 def revocation_locator(rev: Revocation) -> Locator:

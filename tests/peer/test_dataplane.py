@@ -390,11 +390,11 @@ def test_replicated_control_traffic_still_reaches_the_node_on_the_fast_path():
     data = encapsulate(DataHeader(nonce=1, instance_id=DECENT_CONTROL_IID), inner)
     buf = bytearray(data)
     before = node.counters["rx.replicated"]
-    assert dp.decap(buf, len(buf), str(N1), 4341, 0.0) is False
+    assert dp.decap(buf, len(buf), str(N1), 4341, 0.0) is None
     assert node.counters["rx.replicated"] == before + 1
     short = encapsulate(DataHeader(nonce=1, instance_id=DECENT_CONTROL_IID), b"\x45")
     errors = node.counters["drop.decode-error"]  # the junk Map-Request above
-    assert dp.decap(bytearray(short), len(short), str(N1), 4341, 0.0) is False
+    assert dp.decap(bytearray(short), len(short), str(N1), 4341, 0.0) is None
     assert node.counters["drop.decode-error"] == errors + 1
 
 

@@ -30,6 +30,7 @@ from decent.wire import (
     RequestRecord,
     Rle,
     RleEntry,
+    SecurityKey,
     UnknownLcaf,
 )
 from decent.wire.afi import address_depth
@@ -83,8 +84,16 @@ def _extend(children: st.SearchStrategy[Address]) -> st.SearchStrategy[Address]:
         ),
         st.builds(KeyValue, children, children),
         st.builds(
+            SecurityKey,
+            uint(8),
+            st.lists(st.binary(max_size=40), max_size=3).map(tuple),
+            children,
+            st.booleans(),
+            uint(8),
+        ),
+        st.builds(
             UnknownLcaf,
-            st.sampled_from([0, 3, 5, 10, 11, 12, 14, 200]),
+            st.sampled_from([0, 3, 5, 10, 12, 14, 200]),
             st.binary(max_size=24),
             uint(8),
             uint(8),

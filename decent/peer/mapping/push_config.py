@@ -91,6 +91,10 @@ def decent_node_config(
     outside_map_resolvers: tuple[Addr, ...] = (),
     wire_form: str = "rfc8060",
     trust: TrustConfig | None = None,
+    encrypt: str = "off",
+    cipher_suite: int = 5,
+    rekey_seconds: float = 86_400.0,
+    rekey_packets: int = 1 << 32,
 ) -> NodeConfig:
     """A push-mode member: its own Map-Server and Map-Resolver, registering
     its membership, its name and its EIDs once to the whole group.
@@ -191,6 +195,10 @@ def decent_node_config(
         register_interval=register_interval,
         map_resolvers=resolvers,
         probe_interval=probe_interval,
+        encrypt=encrypt,
+        cipher_suite=cipher_suite,
+        rekey_seconds=rekey_seconds,
+        rekey_packets=rekey_packets,
         group_lookup_interval=group_lookup_interval if group is not None else None,
         map_reply_rate=map_reply_rate,
         map_reply_burst=map_reply_burst,

@@ -16,7 +16,7 @@ from typing import Final
 
 from decent.peer import counters as C
 from decent.peer.config import Addr, DatabaseMapping
-from decent.peer.context import Ctx, ItrNotes, Members
+from decent.peer.context import Ctx, ItrNotes, KeyAnswers, Members
 from decent.peer.mapserver import SiteEntry, proxy_record
 from decent.peer.ratelimit import Bucket, Buckets
 from decent.wire import (
@@ -28,6 +28,7 @@ from decent.wire import (
     MapRecord,
     MapRequest,
     RequestRecord,
+    SecurityKey,
     encode_record,
     map_reply_bytes,
 )
@@ -40,6 +41,8 @@ class MapResolverRole:
         self.ctx = ctx
         self.members = members
         self.notes = notes
+        #: Adds our RFC 8061 key to the answer of a keyed probe.
+        self.keys: KeyAnswers | None = None
         config, limits = ctx.config, ctx.config.limits
         self._reply_buckets: Buckets[IPAddress] = Buckets(
             config.map_reply_rate, config.map_reply_burst, limits.reply_buckets
@@ -82,6 +85,8 @@ class MapResolverRole:
                 self.ctx.out.drop(src, "probe-not-for-us")
                 return
             record = self._database_record(hit[1], local)
+            if self.keys is not None:
+                record = self.keys.answer(req, record, src, local, now)
             self._reply(req.nonce, [encode_record(record)], target, now, size, True)
             return
         records: list[bytes] = []
@@ -202,7 +207,9 @@ class MapResolverRole:
         port = ecm.inner_sport if ecm is not None else src[1]
         version = src[0].version
         first = None
-        for rloc in req.itr_rlocs:
+        for item in req.itr_rlocs:
+            # RFC 8061 6: a keyed request's ITR-RLOC is a Security Key LCAF.
+            rloc = item.address if isinstance(item, SecurityKey) else item
             if isinstance(rloc, _IP_TYPES):
                 if rloc.version == version:
                     return (rloc, port)

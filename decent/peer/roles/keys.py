@@ -1,0 +1,566 @@
+"""RFC 8061 key exchange: the data plane's keys, who we encrypt to and why not.
+
+Where the exchange goes
+-----------------------
+RFC 8061 carries the ITR's public key in a Map-Request and the ETR's in the
+Map-Reply. In a Decent mesh every node answers its own lookups from its own
+copy of the mapping database (RFC 9962 section 4), so a keyed Map-Request
+sent "through the mapping system" would be answered by the asking node
+itself and never reach the ETR; forwarding it on would add a hop and make
+the Map-Resolver a party to every exchange. RFC 8061 section 10 also says
+that to encrypt to an RLOC the ITR MUST send a Map-Request directly to it.
+So the ITR sends the keyed request straight to the ETR's RLOC as an
+RLOC-probe (P bit: the ETR answers from its own database, authoritatively,
+and probes are never forwarded, RFC 9301 5.8), and the ETR puts its key in
+the RLOC-record of that RLOC in the probe reply. One round trip, as RFC 8061
+section 1 asks, and the reply also proves the path works.
+
+Keys
+----
+One key per (ITR RLOC, ETR RLOC, key-id), derived on both sides from the
+X25519 secret and the request's nonce (`decent.wire.crypto`). The ITR keeps
+one sending key per peer RLOC and alternates key-ids 1 and 2 when it rekeys
+(after `rekey_seconds` or `rekey_packets`), sending the unchanged key of the
+other id beside the new one, so the ETR keeps both and packets in flight
+under the old key still open (RFC 8061 10, "fast rekeying"). The ETR keeps
+at most three keys per ITR RLOC (one per key-id); a key-id re-keyed
+replaces its old key, and keys unused for two rekey periods are forgotten.
+A Security Key LCAF with R (revoke) set makes the ETR forget the keys it
+names and answer without any.
+
+Who may key
+-----------
+A keyed request is answered only from a registered RLOC, only for the RLOC
+it came from, and at a bounded rate per source. With node identities
+(`decent.peer.trust`) both halves are signed by the node key, and the
+signer's certificate must be the one whose registration lists that RLOC, so
+no member (and nobody on the path) can splice its own key into an exchange
+between two others. Without them the exchange is as RFC 8061 leaves it:
+secret from a passive listener, open to an active one on the path.
+
+Policy (`NodeConfig.encrypt`): "required" never sends clear text and drops
+clear packets; "preferred" sends clear to a peer that answers without a
+key (a plain xTR) and accepts clear packets from peers we hold no key of;
+"off" sends clear and answers every keyed request without a key.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv6Address
+from typing import Final
+
+from decent.peer import counters as C
+from decent.peer.config import Addr
+from decent.peer.context import Ctx
+from decent.peer.events import KeyStateChanged
+from decent.peer.keystore import PeerKeys, RxKey, TxKey
+from decent.peer.ratelimit import Buckets
+from decent.wire import (
+    NO_ADDRESS,
+    Address,
+    Eid,
+    IPAddress,
+    MapRecord,
+    MapReply,
+    MapRequest,
+    RequestRecord,
+    SecurityKey,
+    find_security_key,
+)
+from decent.wire.crypto import (
+    IV_LEN,
+    BadPublicKey,
+    Cipher,
+    derive_key,
+    keypair,
+    shared_secret,
+)
+from decent.wire.errors import DecodeError
+from decent.wire.trust import (
+    find_address_signature,
+    find_signature,
+    key_exchange_digest,
+    node_xtr_id,
+    sign,
+    signature_locator,
+    verify,
+)
+
+#: What we know of a peer RLOC as an ITR.
+ENCRYPTED: Final = "encrypted"
+KEYING: Final = "keying"
+CLEAR: Final = "clear"
+REFUSED: Final = "refused"
+#: Tries of one exchange before the peer counts as not answering.
+_TRIES: Final = 3
+#: Seconds before a peer that refused or never answered is asked again.
+RETRY_AFTER: Final = 30.0
+#: Keyed requests per second one source RLOC may make us answer.
+_REQUEST_RATE: Final = 10.0
+_REQUEST_BURST: Final = 20.0
+NO_RLOC: Final = IPv4Address(0)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTimeout:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rekey:
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCheck:
+    """Resend every sending key unchanged: an ETR that restarted (and so
+    lost our key) answers with a new one, and one that stopped encrypting
+    answers without (RFC 8061 10: probing without rekeying)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeySweep:
+    """Forget receive keys nobody uses and peers we no longer talk to."""
+
+
+@dataclass(slots=True)
+class _Exchange:
+    nonce: int
+    host: str
+    rloc: IPAddress
+    eid: Eid
+    key_id: int
+    suite: int
+    private: bytes
+    public: bytes
+    sent_keys: tuple[bytes, ...]
+    tries: int = 1
+    #: Resending the current key, not making a new one (KeyCheck).
+    check: bool = False
+
+
+class KeyRole:
+    """Key exchanges in both directions and the keys they yield."""
+
+    timer_keys: Final = (KeyTimeout, Rekey, KeyCheck, KeySweep)
+
+    def __init__(self, ctx: Ctx, registry: Callable[[], int], now: float) -> None:
+        self.ctx = ctx
+        self._registry = registry
+        cfg = ctx.config
+        self.mode = cfg.encrypt
+        self.suite = cfg.cipher_suite
+        self.max_peers = cfg.limits.max_keyed_peers
+        #: Sending keys by peer RLOC (the data plane reads this dict).
+        self.tx: dict[str, TxKey] = {}
+        #: Receiving keys by (peer RLOC, key-id) (the data plane reads it).
+        self.rx: dict[tuple[str, int], RxKey] = {}
+        self.peers: OrderedDict[str, PeerKeys] = OrderedDict()
+        self._pending: dict[int, _Exchange] = {}
+        self._pending_for: dict[str, int] = {}
+        self._asks = Buckets[IPAddress](_REQUEST_RATE, _REQUEST_BURST, self.max_peers)
+        self._owners: dict[IPAddress, set[int | None]] = {}
+        self._owners_version = -1
+        #: Seconds between KeyChecks: how long an ETR that lost our key
+        #: (it restarted) may drop our packets.
+        self.check_interval = cfg.probe_interval or 10.0
+        if self.mode != "off":
+            ctx.timers.set(KeySweep(), now + cfg.rekey_seconds)
+            ctx.timers.set(KeyCheck(), now + self.check_interval)
+
+    # ============================================================ ITR side
+    def want(self, host: str, rloc: IPAddress, eid: Eid, now: float) -> None:
+        """The data plane has packets for rloc and no key: ask for one
+        (once; a peer that refused or never answered is asked again only
+        after RETRY_AFTER)."""
+        if host in self._pending_for:
+            return
+        peer = self.peers.get(host)
+        if peer is not None and peer.state in (CLEAR, REFUSED) and now < peer.retry_at:
+            return
+        tx = self.tx.get(host)
+        self._start(host, rloc, eid, 1 if tx is None else 3 - tx.key_id, now)
+
+    def rekey(self, host: str, now: float) -> None:
+        """Start a new key for host while the current one keeps sealing."""
+        tx = self.tx.get(host)
+        if tx is not None and host not in self._pending_for:
+            self.ctx.out.counters[C.KEYS_REKEYED] += 1
+            self._start(host, tx.rloc, tx.eid, 3 - tx.key_id, now)
+
+    def _start(
+        self, host: str, rloc: IPAddress, eid: Eid, key_id: int, now: float
+    ) -> None:
+        ctx = self.ctx
+        own = ctx.config.rloc_for(rloc.version)
+        if own is None or len(self._pending) >= self.max_peers:
+            return
+        secret = b"".join(ctx.out.nonce().to_bytes(8, "big") for _ in range(4))
+        private, public = keypair(secret)
+        tx = self.tx.get(host)
+        # Key-id 2 is announced with key-id 1's key unchanged, so the ETR
+        # keeps that one for the packets still in flight.
+        sent = (tx.public, public) if key_id == 2 and tx is not None else (public,)
+        ex = _Exchange(0, host, rloc, eid, key_id, self.suite, private, public, sent)
+        self._note(host, KEYING, now, "")
+        self._send(ex, own, now)
+
+    def _send(self, ex: _Exchange, own: IPAddress, now: float) -> None:
+        ctx = self.ctx
+        ex.nonce = nonce = ctx.out.nonce()
+        source = self._sign_request(nonce, ex.suite, ex.sent_keys, own)
+        addr, mask = ex.eid.to_wire()
+        req = MapRequest(
+            nonce,
+            (RequestRecord(addr, mask),),
+            (SecurityKey(ex.suite, ex.sent_keys, own),),
+            source_eid=source,
+            probe=True,
+        )
+        self._pending[nonce] = ex
+        self._pending_for[ex.host] = nonce
+        ctx.out.counters[C.KEYS_REQUESTED] += 1
+        ctx.out.send(req.encode(), (ex.rloc, ctx.config.control_port), "key-request")
+        ctx.timers.set(KeyTimeout(nonce), now + ctx.config.probe_timeout)
+
+    def _sign_request(
+        self, nonce: int, suite: int, keys: tuple[bytes, ...], own: IPAddress
+    ) -> Address:
+        """The keyed request's Source-EID: our signature (where lispers.net
+        puts its Map-Request signatures), or no address."""
+        trust = self.ctx.trust
+        if trust is None:
+            return NO_ADDRESS
+        digest = key_exchange_digest(False, nonce, suite, keys, (), own)
+        signature = sign(trust.private_key, digest)
+        return signature_locator(trust.certificate_bytes, signature).address
+
+    def _timeout(self, nonce: int, now: float) -> None:
+        ex = self._pending.pop(nonce)
+        del self._pending_for[ex.host]
+        own = self.ctx.config.rloc_for(ex.rloc.version)
+        if ex.tries < _TRIES and own is not None:
+            ex.tries += 1
+            self._send(ex, own, now)
+            return
+        self.ctx.out.counters[C.KEYS_UNANSWERED] += 1
+        if ex.host not in self.tx:
+            self._note(ex.host, REFUSED, now, "no answer")
+
+    def on_reply(self, rep: MapReply, src: Addr, now: float) -> bool:
+        """Take the answer to a keyed request; False if rep is not one."""
+        ex = self._pending.pop(rep.nonce, None)
+        if ex is None:
+            return False
+        del self._pending_for[ex.host]
+        self.ctx.timers.cancel(KeyTimeout(rep.nonce))
+        found = self._reply_key(rep, ex)
+        if found is None:
+            # RFC 8061 6: no Security Key LCAF means the ETR will not decrypt.
+            if ex.check:
+                self.tx.pop(ex.host, None)
+            self._refused(ex, "answered without a key", now)
+            return True
+        record, sk = found
+        why = self._check_reply(record, sk, ex, now)
+        if why:
+            self.ctx.out.reject(src, "key-" + why)
+            self._refused(ex, why, now, clear_ok=False)
+            return True
+        etr_public = sk.keys[ex.key_id - 1]
+        tx = self.tx.get(ex.host)
+        if ex.check and tx is not None and tx.etr_public == etr_public:
+            return True  # the ETR still holds our key
+        try:
+            shared = shared_secret(ex.private, etr_public)
+        except BadPublicKey:
+            self._refused(ex, "bad public key", now, clear_ok=False)
+            return True
+        cipher = Cipher(ex.suite, derive_key(shared, ex.nonce, ex.suite))
+        cfg = self.ctx.config
+        self.tx[ex.host] = TxKey(
+            ex.key_id,
+            ex.suite,
+            cipher,
+            ex.private,
+            ex.public,
+            etr_public,
+            ex.sent_keys,
+            ex.eid,
+            ex.rloc,
+            now,
+            limit=cfg.rekey_packets,
+        )
+        if not ex.check:
+            self.ctx.timers.set(Rekey(ex.host), now + cfg.rekey_seconds)
+        self.ctx.out.counters[C.KEYS_ESTABLISHED] += 1
+        self._note(ex.host, ENCRYPTED, now, "")
+        return True
+
+    def _reply_key(
+        self, rep: MapReply, ex: _Exchange
+    ) -> tuple[MapRecord, SecurityKey] | None:
+        for record in rep.records:
+            for loc in record.locators:
+                sk = loc.security_key
+                if sk is not None and sk.address == ex.rloc:
+                    return record, sk
+        return None
+
+    def _check_reply(
+        self, record: MapRecord, sk: SecurityKey, ex: _Exchange, now: float
+    ) -> str:
+        """Why the ETR's key is not to be used ("" if it is)."""
+        if sk.cipher_suite != ex.suite or len(sk.keys) < ex.key_id:
+            return "suite-mismatch"
+        if self.ctx.trust is None:
+            return ""
+        try:
+            found = find_signature(record)
+        except DecodeError:
+            return "signature-malformed"
+        if found is None:
+            return "signature-missing"
+        digest = key_exchange_digest(
+            True, ex.nonce, ex.suite, ex.sent_keys, sk.keys, sk.address
+        )
+        return self._signed_by_owner(found, digest, ex.rloc, now)
+
+    def _refused(
+        self, ex: _Exchange, reason: str, now: float, clear_ok: bool = True
+    ) -> None:
+        self.ctx.out.counters[C.KEYS_REFUSED] += 1
+        if ex.host in self.tx:
+            return  # a rekey failed: the current key keeps working until it expires
+        state = CLEAR if clear_ok and self.mode == "preferred" else REFUSED
+        self._note(ex.host, state, now, reason)
+
+    def _note(self, host: str, state: str, now: float, reason: str) -> None:
+        peer = self.peers.get(host)
+        if peer is not None and peer.state == state and peer.reason == reason:
+            return
+        retry = now + RETRY_AFTER if state in (CLEAR, REFUSED) else 0.0
+        self.peers[host] = PeerKeys(state, now, reason, retry)
+        self.peers.move_to_end(host)
+        while len(self.peers) > self.max_peers:
+            old, _ = self.peers.popitem(last=False)
+            self.tx.pop(old, None)
+        self.ctx.out.emit(KeyStateChanged(host, state, reason))
+
+    # ============================================================ ETR side
+    def answer(
+        self,
+        req: MapRequest,
+        record: MapRecord,
+        src: Addr,
+        local: Addr | None,
+        now: float,
+    ) -> MapRecord:
+        """The probe reply's record for a keyed request: with our key in the
+        RLOC-record of the probed RLOC, or unchanged (no key: RFC 8061 6)."""
+        sk = next(
+            (k for k in map(find_security_key, req.itr_rlocs) if k is not None), None
+        )
+        if sk is None:
+            return record
+        ctx = self.ctx
+        out = ctx.out
+        out.counters[C.KEYS_ASKED] += 1
+        itr = sk.address
+        if self.mode == "off" or sk.cipher_suite not in IV_LEN or not sk.keys:
+            return record
+        if not isinstance(itr, IPv4Address | IPv6Address) or itr != src[0]:
+            # A key for another's RLOC would let one member cut another off.
+            out.drop(src, "key-rloc-mismatch")
+            return record
+        if not self._asks.take(itr, now):
+            out.drop(src, "key-rate-limited")
+            return record
+        owners = self._owners_of(itr)
+        if owners is None:
+            out.drop(src, "key-unknown-rloc")
+            return record
+        if ctx.trust is not None:
+            why = self._check_request(req, sk, itr, now)
+            if why:
+                out.reject(src, "key-" + why)
+                return record
+        host = str(itr)
+        if sk.revoke:
+            for key_id in range(1, 4):
+                self.rx.pop((host, key_id), None)
+            out.counters[C.KEYS_REVOKED] += 1
+            return record
+        ours = self._our_rloc(record, local, itr)
+        if ours is None:
+            return record
+        etr_keys = self._receive_keys(host, sk, req.nonce, now)
+        keyed = SecurityKey(sk.cipher_suite, etr_keys, ours)
+        locators = tuple(
+            replace(loc, address=keyed, probed=True) if loc.rloc == ours else loc
+            for loc in record.locators
+        )
+        if ctx.trust is not None:
+            digest = key_exchange_digest(
+                True, req.nonce, sk.cipher_suite, sk.keys, etr_keys, ours
+            )
+            signature = sign(ctx.trust.private_key, digest)
+            locators += (signature_locator(ctx.trust.certificate_bytes, signature),)
+        out.counters[C.KEYS_ANSWERED] += 1
+        return replace(record, locators=locators)
+
+    def _check_request(
+        self, req: MapRequest, sk: SecurityKey, itr: IPAddress, now: float
+    ) -> str:
+        try:
+            found = find_address_signature(req.source_eid)
+        except DecodeError:
+            return "signature-malformed"
+        if found is None:
+            return "signature-missing"
+        digest = key_exchange_digest(
+            False, req.nonce, sk.cipher_suite, sk.keys, (), sk.address
+        )
+        return self._signed_by_owner(found, digest, itr, now)
+
+    def _signed_by_owner(
+        self, found: tuple[bytes, bytes], digest: bytes, rloc: IPAddress, now: float
+    ) -> str:
+        """Why the signature is not by the node that registered rloc."""
+        trust = self.ctx.trust
+        assert trust is not None
+        cert, why = trust.certificate_of(found[0], now)
+        if why:
+            return why
+        assert cert is not None
+        if not verify(cert.public_key, digest, found[1]):
+            return "signature-invalid"
+        if node_xtr_id(cert.public_key) not in (self._owners_of(rloc) or ()):
+            return "not-rloc-owner"
+        return ""
+
+    def _our_rloc(
+        self, record: MapRecord, local: Addr | None, itr: IPAddress
+    ) -> IPAddress | None:
+        cfg = self.ctx.config
+        ours = local[0] if local is not None and local[0] in cfg.rlocs else None
+        if ours is None:
+            ours = cfg.rloc_for(itr.version)
+        if ours is None or not any(loc.rloc == ours for loc in record.locators):
+            return None
+        return ours
+
+    def _receive_keys(
+        self, host: str, sk: SecurityKey, nonce: int, now: float
+    ) -> tuple[bytes, ...]:
+        """Our public key for each key-id the ITR sent: unchanged where its
+        key is (no rekey, RFC 8061 10), else a new pair and a new key."""
+        out: list[bytes] = []
+        for key_id, itr_public in enumerate(sk.keys, 1):
+            rx = self.rx.get((host, key_id))
+            if (
+                rx is not None
+                and rx.itr_public == itr_public
+                and rx.suite == sk.cipher_suite
+            ):
+                out.append(rx.etr_public)
+                continue
+            secret = b"".join(self.ctx.out.nonce().to_bytes(8, "big") for _ in range(4))
+            private, public = keypair(secret)
+            try:
+                shared = shared_secret(private, itr_public)
+            except BadPublicKey:
+                out.append(b"")
+                continue
+            key = derive_key(shared, nonce, sk.cipher_suite)
+            self._bound_receivers(host)
+            self.rx[(host, key_id)] = RxKey(
+                sk.cipher_suite,
+                Cipher(sk.cipher_suite, key),
+                itr_public,
+                public,
+                now,
+                now,
+            )
+            out.append(public)
+        return tuple(out)
+
+    def _bound_receivers(self, host: str) -> None:
+        hosts = {h for h, _ in self.rx}
+        if host in hosts or len(hosts) < self.max_peers:
+            return
+        oldest = min(self.rx.items(), key=lambda item: item[1].used)[0][0]
+        for key_id in range(1, 4):
+            self.rx.pop((oldest, key_id), None)
+
+    def _owners_of(self, rloc: IPAddress) -> set[int | None] | None:
+        """The xTR-IDs whose registrations list rloc (None: nobody's)."""
+        version = self._registry()
+        if version != self._owners_version:
+            owners: dict[IPAddress, set[int | None]] = {}
+            for _, entry in self.ctx.ms.db.items():
+                for reg in entry.children.values():
+                    for loc in reg.record.locators:
+                        if loc.rloc is not None:
+                            owners.setdefault(loc.rloc, set()).add(reg.xtr_id)
+            self._owners = owners
+            self._owners_version = version
+        return self._owners.get(rloc)
+
+    def _check(self, now: float) -> None:
+        for host, tx in list(self.tx.items()):
+            own = self.ctx.config.rloc_for(tx.rloc.version)
+            if host in self._pending_for or own is None:
+                continue
+            ex = _Exchange(
+                0,
+                host,
+                tx.rloc,
+                tx.eid,
+                tx.key_id,
+                tx.suite,
+                tx.private,
+                tx.public,
+                tx.sent_keys,
+                check=True,
+            )
+            self._send(ex, own, now)
+        self.ctx.timers.set(KeyCheck(), now + self.check_interval)
+
+    def rlocs_changed(self, now: float) -> None:
+        """Our RLOCs changed: keys are per RLOC pair, so what we sealed with
+        from an RLOC we no longer have is no use (the ETR keys by source)."""
+        for host in list(self.tx):
+            del self.tx[host]
+            self._note(host, KEYING, now, "our RLOC changed")
+
+    # ============================================================ upkeep
+    def _sweep(self, now: float) -> None:
+        cfg = self.ctx.config
+        idle = 2 * cfg.rekey_seconds
+        self._owners_of(NO_RLOC)  # brings the index up to date
+        registered = {str(rloc) for rloc in self._owners}
+        for key, rx in list(self.rx.items()):
+            if now - rx.used > idle or key[0] not in registered:
+                del self.rx[key]
+        self.ctx.timers.set(KeySweep(), now + cfg.rekey_seconds)
+
+    def handle_timer(self, key: Hashable, now: float) -> None:
+        if isinstance(key, KeyTimeout):
+            self._timeout(key.nonce, now)
+        elif isinstance(key, Rekey):
+            self.rekey(key.host, now)
+        elif isinstance(key, KeyCheck):
+            self._check(now)
+        elif isinstance(key, KeySweep):  # pragma: no branch - routed by type
+            self._sweep(now)
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "send-keys": len(self.tx),
+            "receive-keys": len(self.rx),
+            "key-exchanges": len(self._pending),
+        }
