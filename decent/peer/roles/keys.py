@@ -1,47 +1,28 @@
 """RFC 8061 key exchange: the data plane's keys, who we encrypt to and why not.
 
-Where the exchange goes
------------------------
-RFC 8061 carries the ITR's public key in a Map-Request and the ETR's in the
-Map-Reply. In a Decent mesh every node answers its own lookups from its own
-copy of the mapping database (RFC 9962 section 4), so a keyed Map-Request
-sent "through the mapping system" would be answered by the asking node
-itself and never reach the ETR; forwarding it on would add a hop and make
-the Map-Resolver a party to every exchange. RFC 8061 section 10 also says
-that to encrypt to an RLOC the ITR MUST send a Map-Request directly to it.
-So the ITR sends the keyed request straight to the ETR's RLOC as an
-RLOC-probe (P bit: the ETR answers from its own database, authoritatively,
-and probes are never forwarded, RFC 9301 5.8), and the ETR puts its key in
-the RLOC-record of that RLOC in the probe reply. One round trip, as RFC 8061
-section 1 asks, and the reply also proves the path works.
+The ITR sends its X25519 key in an RLOC-probe straight to the ETR's RLOC,
+not through the mapping system: in a Decent mesh each node answers its own
+lookups (RFC 9962 4), so a keyed request would never reach the ETR, and
+RFC 8061 10 wants a direct Map-Request to every RLOC encrypted to anyway.
+The ETR puts its key in that RLOC's record of the probe reply: one round
+trip (README, "Encryption", says more).
 
-Keys
-----
-One key per (ITR RLOC, ETR RLOC, key-id), derived on both sides from the
-X25519 secret and the request's nonce (`decent.wire.crypto`). The ITR keeps
-one sending key per peer RLOC and alternates key-ids 1 and 2 when it rekeys
-(after `rekey_seconds` or `rekey_packets`), sending the unchanged key of the
-other id beside the new one, so the ETR keeps both and packets in flight
-under the old key still open (RFC 8061 10, "fast rekeying"). The ETR keeps
-at most three keys per ITR RLOC (one per key-id); a key-id re-keyed
-replaces its old key, and keys unused for two rekey periods are forgotten.
-A Security Key LCAF with R (revoke) set makes the ETR forget the keys it
-names and answer without any.
+One key per (ITR RLOC, ETR RLOC, key-id). The ITR rekeys after
+`rekey_seconds` or `rekey_packets`, alternating key-ids 1 and 2 and
+resending the other id's key unchanged, so the ETR keeps both while packets
+under the old one are in flight (RFC 8061 10). The ETR keeps at most one key
+per key-id per ITR RLOC, forgets keys unused for two rekey periods, and on
+an R (revoke) bit forgets the keys named. Every KeyCheck the ITR resends its
+key unchanged: an ETR that restarted answers with a new one.
 
-Who may key
------------
-A keyed request is answered only from a registered RLOC, only for the RLOC
-it came from, and at a bounded rate per source. With node identities
-(`decent.peer.trust`) both halves are signed by the node key, and the
-signer's certificate must be the one whose registration lists that RLOC, so
-no member (and nobody on the path) can splice its own key into an exchange
-between two others. Without them the exchange is as RFC 8061 leaves it:
-secret from a passive listener, open to an active one on the path.
+A keyed request is answered only from a registered RLOC, for the RLOC it
+came from, at a bounded rate. With node identities both halves are signed
+by the node key whose registration lists the RLOC, so no member can splice
+its key into an exchange between two others.
 
 Policy (`NodeConfig.encrypt`): "required" never sends clear text and drops
 clear packets; "preferred" sends clear to a peer that answers without a
-key (a plain xTR) and accepts clear packets from peers we hold no key of;
-"off" sends clear and answers every keyed request without a key.
+key (a plain xTR); "off" answers keyed requests without a key.
 """
 
 from __future__ import annotations
