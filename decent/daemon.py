@@ -506,13 +506,16 @@ def _dataplane_status(
     if not cfg.dataplane:
         return {"enabled": False}
     if tun is None:
-        return {"enabled": True, "running": False}
+        return {"enabled": True, "running": False, "encrypt": cfg.encrypt}
     return {
         "enabled": True,
         "running": True,
         "tun": tun.name,
         "mtu": cfg.tun_mtu,
+        "encrypt": cfg.encrypt,
+        "cipher": cfg.cipher,
         "routes": sorted(tun.installed_routes()),
         "route_table": tun.route_summary(),
         **tun.dp.stats(),
+        "peers": tun.dp.sealing.peers(tun.loop.time()),
     }

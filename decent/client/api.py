@@ -10,6 +10,7 @@ import argparse
 import json
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -100,6 +101,7 @@ def _status_text(node: dict[str, Any], peers: list[dict[str, Any]]) -> str:
         f"uptime {h['uptime']}  health {h['health']}  xtr-id {node.get('xtr_id')}",
         f"holds {h['counts']}",
         *([f"stale: {h['stale']}"] if h["stale"] else []),
+        *_dataplane_line(node.get("dataplane", {})),
         "",
         "Peers",
         text_table(views.peers_table(peers)),
@@ -129,6 +131,21 @@ def _status_text(node: dict[str, Any], peers: list[dict[str, Any]]) -> str:
         "drops: " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none")
     )
     return "\n".join(out)
+
+
+def _dataplane_line(dataplane: dict[str, Any]) -> list[str]:
+    """One line on the data plane: its encryption policy and how many peer
+    RLOCs our traffic reaches sealed, in clear, or not at all."""
+    if not dataplane.get("enabled"):
+        return []
+    states = Counter(str(p.get("state")) for p in dataplane.get("peers", ()))
+    seen = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    return [
+        f"data plane {'running' if dataplane.get('running') else 'not running'}"
+        f"  encrypt {dataplane.get('encrypt', 'off')}"
+        + (f" ({dataplane['cipher']})" if dataplane.get("cipher") else "")
+        + f"  peer RLOCs: {seen or 'none yet'}"
+    ]
 
 
 def cmd_status(args: argparse.Namespace) -> int:

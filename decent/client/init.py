@@ -132,6 +132,9 @@ def config_text(
         lines += [
             "[dataplane]",
             _comment("enabled = true", "the EIDs on a TUN (root or CAP_NET_ADMIN)"),
+            '# encrypt = "required"         # RFC 8061; "preferred": clear text with',
+            '#                              # peers that cannot encrypt; "off"',
+            '# cipher = "aes-128-gcm"       # or "chacha20-poly1305"',
             "",
         ]
     lines += [

@@ -378,9 +378,12 @@ class NodeStatus:
                     for e in rle_entries(loc):
                         if isinstance(e.address, IPv4Address | IPv6Address):
                             heard[e.address] = (child.first, child.last, child.expires)
+        dataplane = self.dataplane()
+        keyed = {p["rloc"]: p for p in dataplane.get("peers", ())}
         out = []
         for member in node.membership():
             times = heard.get(member)
+            keys = keyed.get(str(member), {})
             aging = times is None or now - times[1] > 1.5 * self.register_interval
             out.append(
                 {
@@ -391,6 +394,13 @@ class NodeStatus:
                     "last_heard": None if times is None else round(now - times[1], 3),
                     "ttl": None if times is None else round(times[2] - now, 3),
                     "state": "aging-out" if aging else "current",
+                    # RFC 8061: what our traffic to this member is, once
+                    # the data plane has sent it any ("-" before).
+                    "encryption": (
+                        "off"
+                        if dataplane.get("encrypt", "off") == "off"
+                        else keys.get("state", "-")
+                    ),
                 }
             )
         return out

@@ -2,36 +2,28 @@
 
 Theory of operation
 -------------------
-The shell reads an inner IP packet from the TUN into a buffer, leaving
+The shell reads an inner IP packet from the TUN into a buffer with
 `HEADROOM` (20) free bytes in front and `TAILROOM` (16) after, and calls
-`encap(buf, n, now)`. On a forward the core has written the LISP header
-(and, encrypting, the IV) in front of the packet, sealed it in place with
-its tag after it (RFC 8061, decent.peer.roles.keys), and returns where to
-send `buf[start:end]`: the RLOC's (host, port), the index of our own RLOC to
-send from, a hash of the inner 5-tuple for the UDP source port, and the
-span. Nothing is copied on that path. A miss queues a copy of the packet (bounded)
-and asks our Map-Resolver once; packets released later, natively forwarded
-packets and ICMP errors wait in `packets_to_send()`, `packets_to_native()`
-and `packets_to_tun()`, which the shell drains after each batch.
+`encap(buf, n, now)`. On a forward the core has written the LISP header in
+front, sealed the packet in place if we hold a key for the RLOC (RFC 8061,
+decent.peer.sealing), and returns where to send `buf[start:end]`: the RLOC's
+(host, port), our RLOC index to send from, a hash of the inner 5-tuple for
+the UDP source port, and the span. Nothing is copied. A miss queues a copy
+(bounded) and asks our Map-Resolver once; packets released later, natively
+forwarded ones and ICMP errors wait in `packets_to_send()`,
+`packets_to_native()` and `packets_to_tun()` for the shell.
 
-For a UDP payload received on the data port the shell calls
-`decap(buf, n, host, port, now)`; a (start, end) span means "write
-buf[start:end] to the TUN" (an encrypted packet is opened in place first).
-Instance ID 0xffffff is the replicated control traffic of LISP-Decent and goes
-to the Node. Everything else must come from a registered RLOC and be for one
-of our EIDs; what fails a check is counted under `drop.<reason>` in the
-Node's counters, never raises and changes no state.
+For a UDP payload on the data port the shell calls `decap(buf, n, host,
+port, now)`; a (start, end) span means "write buf[start:end] to the TUN".
+Instance ID 0xffffff is LISP-Decent's replicated control traffic, for the
+Node. Everything else must come from a registered RLOC and be for one of
+our EIDs; what fails a check is counted under `drop.<reason>`, never raises
+and changes no state.
 
 The data plane rides on the Node as HTTP/3 rides on QUIC: it calls the
-Node's public API (request, note_itr, set_locators, receive_data_packet,
-the read API and stores) and takes the Node's events through
-`handle_event` (a mapping installed releases its queue, a failed request
-drops it, a change of our RLOCs re-reads them). The Node never imports
-this module. Its own events (our RLOC or a peer's locator-status bit
-changed) wait in `next_event()`.
-
-`send_packet` / `receive_packet` are the same two paths on whole `bytes`, for
-tests and for datagrams arriving through the Node.
+Node's public API and takes its events through `handle_event`; the Node
+never imports this module. Its own events wait in `next_event()`.
+`send_packet` / `receive_packet` are the two paths on whole `bytes`.
 """
 
 from __future__ import annotations
@@ -62,8 +54,9 @@ from decent.peer.mapcache import CacheEntry, LocatorState
 from decent.peer.missqueue import MissQueue
 from decent.peer.node import Node
 from decent.peer.ratelimit import Bucket
+from decent.peer.registered import registered_rlocs, routed_prefixes
 from decent.peer.sealing import CLEAR_AT, P, Sealing
-from decent.wire import DECENT_CONTROL_IID, Action, Eid, IPAddress, rle_entries
+from decent.wire import DECENT_CONTROL_IID, Action, Eid, IPAddress
 from decent.wire.crypto import MAX_IV_LEN, TAG_LEN
 from decent.wire.data import (
     DATA_HEADER_LEN,
@@ -128,6 +121,8 @@ class DataPlane:
         self._flags = FLAG_NONCE | FLAG_LSBS | (FLAG_INSTANCE_ID if self.iid else 0)
         self._own_sources()
         self.keys = node.keys
+        #: Bytes the shell leaves free around each inner packet.
+        self.headroom, self.tailroom = HEADROOM, TAILROOM
         mtu = self.config.underlay_mtu
         sealed = MAX_IV_LEN + TAG_LEN if node.config.encrypt != "off" else 0
         self._limit = {v: mtu - h - sealed for v, h in OVERHEAD.items()}
@@ -136,7 +131,7 @@ class DataPlane:
         self._addr_memo: dict[str, IPAddress] = {}
         cfg = self.config
         self._waiting = MissQueue(cfg.queue_size, cfg.queue_timeout, self._counters)
-        self._sealing = Sealing(
+        self.sealing = Sealing(
             node.keys,
             node.config.encrypt,
             self._waiting,
@@ -187,41 +182,12 @@ class DataPlane:
             self.rlocs_changed()
             self.keys.rlocs_changed(now)
         elif isinstance(event, KeyStateChanged):
-            self._sealing.key_state(event, now)
-
-    @property
-    def headroom(self) -> int:
-        """Bytes the shell leaves free in front of each inner packet."""
-        return HEADROOM
-
-    @property
-    def tailroom(self) -> int:
-        """Bytes the shell leaves free after each inner packet (the tag)."""
-        return TAILROOM
+            self.sealing.key_state(event, now)
 
     def routed(self) -> dict[int, set[int]]:
-        """What the ITR encapsulates, and so what the shell routes into the
-        TUN: every registered unicast IP EID-prefix of our instance that is
-        not one of ours, per IP version as `int(address) << 8 | mask`. Ints
-        only: this runs over every registration whenever the registered set
-        changes, and an address object or a string each would cost seconds
-        at a million EIDs."""
-        node = self.node
-        ours = {m.eid for m in node.database_mappings()}
-        iid = self.iid
-        out: dict[int, set[int]] = {4: set(), 6: set()}
-        add4, add6 = out[4].add, out[6].add
-        for entry in node.registrations(ordered=False):
-            eid = entry.eid
-            addr = eid.address
-            if (
-                eid.group is None
-                and eid.iid == iid
-                and isinstance(addr, IPv4Address | IPv6Address)
-                and eid not in ours
-            ):
-                (add4 if addr.version == 4 else add6)(int(addr) << 8 | eid.mask_len)
-        return out
+        """What the ITR encapsulates, so what the shell routes into the TUN
+        (decent.peer.registered.routed_prefixes)."""
+        return routed_prefixes(self.node, self.iid)
 
     def stats(self) -> dict[str, int]:
         return {
@@ -336,7 +302,7 @@ class DataPlane:
             return None
         if n > self._limit[family] and self._too_big(buf, n, version, family, now):
             return None
-        start = self._sealing.seal(buf, n, addr[0], entry.eid, now)
+        start = self.sealing.seal(buf, n, addr[0], entry.eid, now)
         if start < 0:
             return None
         entry.packets += 1
@@ -384,7 +350,7 @@ class DataPlane:
             if n > self._limit[family] and self._too_big(buf, n, version, family, now):
                 return None
             host = str(cfg.petr)
-            start = self._sealing.seal(buf, n, host, entry.eid, now)
+            start = self.sealing.seal(buf, n, host, entry.eid, now)
             if start < 0:
                 return None
             entry.packets += 1
@@ -482,11 +448,11 @@ class DataPlane:
             return None
         key_id = buf[0] & KEY_ID_MASK
         if key_id:
-            p = self._sealing.open(buf, n, host, key_id, now)
+            p = self.sealing.open(buf, n, host, key_id, now)
             if p < 0:
                 return None
             n -= TAG_LEN
-        elif self._sealing.clear_refused(host):
+        elif self.sealing.clear_refused(host):
             # Required, or a peer that keys with us: clear text is forged.
             self._counters[C.DROP_CLEAR_TEXT] += 1
             return None
@@ -540,17 +506,7 @@ class DataPlane:
         self.node.receive_data_packet(bytes(buf[:n]), (rloc, port), now)
 
     def _refresh_allowed(self) -> None:
-        """Every RLOC that a registration we hold names: the ETR accepts
-        encapsulated packets from these and from no one else."""
-        hosts: set[str] = set()
-        for entry in self.node.registrations():
-            for loc in entry.record.locators:
-                if loc.rloc is not None:
-                    hosts.add(str(loc.rloc))
-                for member in rle_entries(loc):
-                    if isinstance(member.address, IPv4Address | IPv6Address):
-                        hosts.add(str(member.address))
-        self._allowed = frozenset(hosts)
+        self._allowed = registered_rlocs(self.node)
         self._allowed_version = self.node.registry_version
 
     def _honour_lsbs(self, version: int, src: int, lsbs: int, host: str) -> None:

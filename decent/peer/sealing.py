@@ -21,7 +21,7 @@ from decent.peer.events import KeyStateChanged
 from decent.peer.missqueue import MissQueue
 from decent.peer.roles.keys import CLEAR, ENCRYPTED, REFUSED, KeyRole
 from decent.wire import Eid
-from decent.wire.crypto import MAX_IV_LEN, TAG_LEN
+from decent.wire.crypto import MAX_IV_LEN, SUITE_NAMES, TAG_LEN
 from decent.wire.data import DATA_HEADER_LEN
 
 #: Where the inner packet starts in every data-plane buffer.
@@ -144,3 +144,29 @@ class Sealing:
         rx.used = now
         rx.packets += 1
         return p
+
+    def peers(self, now: float) -> list[dict[str, object]]:
+        """Each peer RLOC we key with, either way: what we send it (state,
+        suite, key-id, packets sealed) and what we hold to open its packets
+        (key-ids, packets opened). For the page, the CLI and /metrics."""
+        keys = self.keys
+        hosts = {*keys.peers, *self._tx, *(h for h, _ in self._rx)}
+        out: list[dict[str, object]] = []
+        for host in sorted(hosts):
+            peer = keys.peers.get(host)
+            tx = self._tx.get(host)
+            rx = [(k, self._rx[(host, k)]) for k in (1, 2, 3) if (host, k) in self._rx]
+            out.append(
+                {
+                    "rloc": host,
+                    "state": peer.state if peer is not None else "-",
+                    "reason": peer.reason if peer is not None else "",
+                    "since_s": None if peer is None else round(now - peer.since, 3),
+                    "cipher": None if tx is None else SUITE_NAMES[tx.suite],
+                    "key_id": None if tx is None else tx.key_id,
+                    "sealed_packets": 0 if tx is None else tx.counter,
+                    "receive_key_ids": [k for k, _ in rx],
+                    "opened_packets": sum(r.packets for _, r in rx),
+                }
+            )
+        return out

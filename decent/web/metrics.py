@@ -184,6 +184,19 @@ def render(node: dict[str, Any], cache: list[dict[str, Any]]) -> str:
     f.add(
         "decent_data_decapsulated_bytes_total", dataplane.get("decapsulated-bytes", 0)
     )
+    f.family(
+        "decent_dataplane_peer_encrypted",
+        "gauge",
+        "1 when our data-plane traffic to that peer RLOC is sealed (RFC 8061), "
+        "0 when it goes in clear or not at all (see state)",
+    )
+    for peer in dataplane.get("peers", ()):
+        f.add(
+            "decent_dataplane_peer_encrypted",
+            1 if peer.get("state") == "encrypted" else 0,
+            rloc=peer.get("rloc", ""),
+            state=peer.get("state", ""),
+        )
     f.family("decent_up", "gauge", "1 when the node is a member of its group")
     f.add("decent_up", 1 if node.get("health", {}).get("ok") else 0)
     f.family("decent_uptime_seconds", "gauge", "Seconds since the node started")

@@ -223,7 +223,12 @@ PEERS_COLUMNS: Final = [
     _text("Last Heard"),
     _text("TTL left"),
     _text("State"),
+    _text("Traffic"),
 ]
+
+#: How a member's traffic state shows (RFC 8061); "clear" and "refused"
+#: stand out, since either may be a peer that cannot or will not encrypt.
+_TRAFFIC_CLASS: Final = {"encrypted": "ok", "clear": "warn", "refused": "bad"}
 
 
 def peers_table(peers: list[dict[str, Any]]) -> Block:
@@ -241,10 +246,19 @@ def peers_table(peers: list[dict[str, Any]]) -> Block:
                     _text(age(p.get("last_heard"))),
                     _text(age(p.get("ttl")) if p.get("ttl") is not None else "-"),
                     _text(state, cls="ok" if state == "current" else "warn"),
+                    _traffic(p),
                 ],
             }
         )
     return _table(PEERS_COLUMNS, rows, "No peers known yet.", "GET /api/peers")
+
+
+def _traffic(peer: dict[str, Any]) -> Cell:
+    if peer.get("self"):
+        return _text("-")
+    state = str(peer.get("encryption") or "-")
+    text = {"off": "clear (encryption off)", "-": "no traffic yet"}.get(state, state)
+    return _text(text, cls=_TRAFFIC_CLASS.get(state, ""))
 
 
 REFUSED_COLUMNS: Final = [
