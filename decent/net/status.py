@@ -14,6 +14,7 @@ from typing import Any, Final
 from decent.peer.display import locator_dict
 from decent.peer.events import (
     Event,
+    KeyStateChanged,
     LocatorStateChanged,
     MapCacheCleared,
     MapCacheExpired,
@@ -52,6 +53,7 @@ PAGE_EVENTS = (
     MapCacheExpired,
     MapCacheCleared,
     LocatorStateChanged,
+    KeyStateChanged,
     RegisterAcknowledged,
     RlocsChanged,
     RegistrationRejected,
@@ -395,9 +397,12 @@ class NodeStatus:
                     "ttl": None if times is None else round(times[2] - now, 3),
                     "state": "aging-out" if aging else "current",
                     # RFC 8061: what our traffic to this member is, once
-                    # the data plane has sent it any ("-" before).
+                    # the data plane has sent it any ("-" before); None
+                    # without a data plane.
                     "encryption": (
-                        "off"
+                        None
+                        if not dataplane.get("enabled")
+                        else "off"
                         if dataplane.get("encrypt", "off") == "off"
                         else keys.get("state", "-")
                     ),

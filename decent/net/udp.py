@@ -25,6 +25,7 @@ from decent.net.kernel import SO_RCVBUFFORCE, interface_index
 from decent.peer.config import Addr
 from decent.peer.events import (
     Event,
+    KeyStateChanged,
     MessageDropped,
     RegistrationAccepted,
     RegistrationRejected,
@@ -418,7 +419,10 @@ class NodeShell:
         )
         # A refused registration is someone failing to join (a wrong key, an
         # expired certificate) or an attack: an operator must see it.
-        if isinstance(event, RegistrationRejected):
+        if isinstance(event, RegistrationRejected) or (
+            # A peer we must encrypt to and cannot: its traffic is dropped.
+            isinstance(event, KeyStateChanged) and event.state == "refused"
+        ):
             level = logging.WARNING
         else:
             level = logging.DEBUG if routine else logging.INFO
@@ -443,11 +447,22 @@ class NodeShell:
                 ip, port = event.peer
                 log.log(
                     level,
-                    "registration rejected: source %s, reason %s, EID %s, name %s",
+                    "%s rejected: source %s, reason %s, EID %s, name %s",
+                    "key exchange"
+                    if event.reason.startswith("key-")
+                    else "registration",
                     _where(ip, port),
                     event.reason,
                     "-" if event.eid is None else event.eid,
                     event.name or "-",
+                )
+            elif isinstance(event, KeyStateChanged):
+                log.log(
+                    level,
+                    "data plane to %s: %s%s",
+                    event.rloc,
+                    event.state,
+                    f" ({event.reason})" if event.reason else "",
                 )
             else:
                 log.log(level, "%s", event)

@@ -223,7 +223,6 @@ PEERS_COLUMNS: Final = [
     _text("Last Heard"),
     _text("TTL left"),
     _text("State"),
-    _text("Traffic"),
 ]
 
 #: How a member's traffic state shows (RFC 8061); "clear" and "refused"
@@ -232,6 +231,9 @@ _TRAFFIC_CLASS: Final = {"encrypted": "ok", "clear": "warn", "refused": "bad"}
 
 
 def peers_table(peers: list[dict[str, Any]]) -> Block:
+    """The peer group; with a data plane, a Traffic column says whether our
+    traffic to each member is encrypted (RFC 8061) or not."""
+    traffic = any(p.get("encryption") is not None for p in peers)
     rows = []
     for p in peers:
         state = "current" if p.get("state") == "current" else "aging out"
@@ -246,11 +248,12 @@ def peers_table(peers: list[dict[str, Any]]) -> Block:
                     _text(age(p.get("last_heard"))),
                     _text(age(p.get("ttl")) if p.get("ttl") is not None else "-"),
                     _text(state, cls="ok" if state == "current" else "warn"),
-                    _traffic(p),
+                    *([_traffic(p)] if traffic else []),
                 ],
             }
         )
-    return _table(PEERS_COLUMNS, rows, "No peers known yet.", "GET /api/peers")
+    columns = [*PEERS_COLUMNS, *([_text("Traffic")] if traffic else [])]
+    return _table(columns, rows, "No peers known yet.", "GET /api/peers")
 
 
 def _traffic(peer: dict[str, Any]) -> Cell:

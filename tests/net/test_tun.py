@@ -153,7 +153,11 @@ tun = "decent-t1"
         assert proc.poll() is None, text
         assert health is not None, text
         assert health["health"]["ok"], health
-        assert health["dataplane"] == {"enabled": True, "running": False}
+        assert health["dataplane"] == {
+            "enabled": True,
+            "running": False,
+            "encrypt": "required",
+        }
         assert "data plane off: cannot create TUN 'decent-t1'" in text
         assert "CAP_NET_ADMIN" in text
         assert "the control plane keeps running" in text
@@ -283,7 +287,11 @@ async def test_without_a_data_plane_the_node_says_why_and_still_hears_its_peers(
 
         await the_lab.until(converged)
         node = await the_lab.api(2, "/api/node")
-        assert node["dataplane"] == {"enabled": True, "running": False}
+        assert node["dataplane"] == {
+            "enabled": True,
+            "running": False,
+            "encrypt": "required",
+        }
         assert node["health"]["ok"]
     off = [r.getMessage() for r in caplog.records if "data plane off" in r.message]
     assert len(off) == 1, off
