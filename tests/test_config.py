@@ -916,3 +916,129 @@ def test_node_config_carries_the_trust_it_is_given(tmp_path: Path) -> None:
     trust = TrustConfig(cfg.trust_mesh_key, cfg.trust_certificate, NODE_PRIVATE)
     assert node_config(cfg, xtr_id=7, trust=trust).trust == trust
     assert node_config(cfg, xtr_id=7).trust is None
+
+
+# ---------------------------------------------------------------- encryption
+def _dp(tmp_path: Path, *lines: str) -> Path:
+    return _write(tmp_path, GOOD + "[dataplane]\nenabled = true\n" + "".join(lines))
+
+
+def test_encryption_defaults_to_required_aes_gcm(tmp_path: Path) -> None:
+    for path in (_write(tmp_path, GOOD), _dp(tmp_path)):
+        cfg = load_config(path)
+        assert (cfg.encrypt, cfg.cipher) == ("required", "aes-128-gcm")
+        assert (cfg.rekey_seconds, cfg.rekey_packets) == (86_400.0, 1 << 32)
+
+
+@pytest.mark.parametrize("mode", ["required", "preferred", "off"])
+def test_every_encrypt_policy_loads(tmp_path: Path, mode: str) -> None:
+    assert load_config(_dp(tmp_path, f'encrypt = "{mode}"\n')).encrypt == mode
+
+
+@pytest.mark.parametrize("cipher", ["aes-128-gcm", "chacha20-poly1305"])
+def test_both_ciphers_load(tmp_path: Path, cipher: str) -> None:
+    assert load_config(_dp(tmp_path, f'cipher = "{cipher}"\n')).cipher == cipher
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            'encrypt = "always"',
+            r"\[dataplane\] encrypt: 'always' is not a policy; use \"required\" "
+            r"\(the default\), \"preferred\" \(clear text with peers that cannot "
+            r"encrypt\) or \"off\"",
+        ),
+        ('encrypt = "Required"', r"\[dataplane\] encrypt: 'Required' is not a policy"),
+        ("encrypt = true", r"\[dataplane\] encrypt: expected str, got bool"),
+        (
+            'cipher = "aes-256-gcm"',
+            r"\[dataplane\] cipher: 'aes-256-gcm' is not a cipher; use one of "
+            r"\['aes-128-gcm', 'chacha20-poly1305'\]",
+        ),
+        ("cipher = 5", r"\[dataplane\] cipher: expected str, got int"),
+        (
+            "rekey_seconds = 9.5",
+            r"\[dataplane\] rekey_seconds: 9.5 out of range; use 10 to 604800",
+        ),
+        (
+            "rekey_seconds = 604801",
+            r"\[dataplane\] rekey_seconds: 604801.0 out of range; use 10 to 604800",
+        ),
+        ('rekey_seconds = "1d"', r"\[dataplane\] rekey_seconds: expected float"),
+        (
+            "rekey_packets = 999",
+            r"\[dataplane\] rekey_packets: 999 out of range; use 1000 to 2\*\*48",
+        ),
+        (
+            f"rekey_packets = {(1 << 48) + 1}",
+            rf"\[dataplane\] rekey_packets: {(1 << 48) + 1} out of range; use 1000",
+        ),
+        ("rekey_packets = 1e6", r"\[dataplane\] rekey_packets: expected int, got"),
+        ("rekey_packets = true", r"\[dataplane\] rekey_packets: expected int, got"),
+    ],
+)
+def test_encryption_errors_name_the_file_the_key_and_the_fix(
+    tmp_path: Path, line: str, expected: str
+) -> None:
+    path = _dp(tmp_path, line + "\n")
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: [dataplane] ")
+
+
+@pytest.mark.parametrize(
+    ("line", "seconds", "packets"),
+    [
+        ("rekey_seconds = 10", 10.0, 1 << 32),
+        ("rekey_seconds = 604800", 604_800.0, 1 << 32),
+        ("rekey_seconds = 3600.5", 3600.5, 1 << 32),
+        ("rekey_packets = 1000", 86_400.0, 1000),
+        (f"rekey_packets = {1 << 48}", 86_400.0, 1 << 48),
+    ],
+)
+def test_rekey_bounds_are_inclusive(
+    tmp_path: Path, line: str, seconds: float, packets: int
+) -> None:
+    cfg = load_config(_dp(tmp_path, line + "\n"))
+    assert (cfg.rekey_seconds, cfg.rekey_packets) == (seconds, packets)
+    assert isinstance(cfg.rekey_seconds, float)
+
+
+@pytest.mark.parametrize(
+    ("lines", "mtu"),
+    [
+        ("", 1400),
+        ('encrypt = "required"\n', 1400),
+        ('encrypt = "preferred"\n', 1400),
+        ('encrypt = "off"\n', 1440),
+        ('encrypt = "off"\nmtu = 1400\n', 1400),
+        ('encrypt = "required"\nmtu = 1500\n', 1500),
+    ],
+)
+def test_the_tun_mtu_leaves_room_for_the_iv_and_tag(
+    tmp_path: Path, lines: str, mtu: int
+) -> None:
+    # A sealed packet adds an IV and a tag (at most 12 + 16 bytes): 1400 + 28
+    # + 56 (outer IPv6, UDP and LISP headers) still fits a 1500-byte underlay.
+    assert load_config(_dp(tmp_path, lines)).tun_mtu == mtu
+
+
+def test_the_node_gets_the_encryption_it_is_configured_with(tmp_path: Path) -> None:
+    from decent.daemon import node_config
+
+    cfg = load_config(
+        _dp(
+            tmp_path,
+            'encrypt = "preferred"\ncipher = "chacha20-poly1305"\n',
+            "rekey_seconds = 600\nrekey_packets = 5000\n",
+        )
+    )
+    node = node_config(cfg, xtr_id=7)
+    assert (node.encrypt, node.cipher_suite) == ("preferred", 6)
+    assert (node.rekey_seconds, node.rekey_packets) == (600.0, 5000)
+    assert node_config(load_config(_dp(tmp_path)), xtr_id=7).cipher_suite == 5
+    # Without the data plane there is nothing to encrypt: no keys offered.
+    off = load_config(_write(tmp_path, GOOD))
+    assert (off.dataplane, off.encrypt) == (False, "required")
+    assert node_config(off, xtr_id=7).encrypt == "off"

@@ -1,4 +1,4 @@
-"""How the data plane's encryption shows: the Peers table, `decent status` and /metrics."""
+"""How encryption shows: the Peers table, `decent status` and /metrics."""
 
 from __future__ import annotations
 
