@@ -386,13 +386,19 @@ class NetnsLab(_Lab):
         for port in self._node_ports():
             self._filter(port, _MULTICAST_PREF, MULTICAST_DROP)
 
-    def set_loss(self, percent: float) -> None:
+    def set_loss(self, percent: float, nodes: list[int] | None = None) -> None:
         """Drop `percent` % of the UDP frames the bridge hands to each node
-        (random, independent per frame); 0 removes the impairment."""
+        (random, independent per frame); 0 removes the impairment.
+
+        With `nodes`, only the frames to those nodes: the lab-wide setting
+        (what a node added later gets) stays as it was. The bridge capture
+        still sees a dropped frame: br0 takes its copy before the port."""
         if not 0 <= percent <= 100:
             raise ValueError("loss is a percentage, 0 to 100")
-        self._loss = percent
-        for port in self._node_ports():
+        if nodes is None:
+            self._loss = percent
+        ports = self._node_ports() if nodes is None else [f"p{i}" for i in nodes]
+        for port in ports:
             if percent:
                 self._filter(port, _LOSS_PREF, loss_program(percent))
             else:

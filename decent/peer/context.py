@@ -151,7 +151,7 @@ class KeyAnswers(Protocol):
         src: Addr,
         local: Addr | None,
         now: float,
-    ) -> MapRecord: ...
+    ) -> MapRecord | None: ...
 
 
 def eid_on_wire(eid: Eid, wire_form: str) -> tuple[Address, int]:

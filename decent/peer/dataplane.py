@@ -302,7 +302,7 @@ class DataPlane:
             return None
         if n > self._limit[family] and self._too_big(buf, n, version, family, now):
             return None
-        start = self.sealing.seal(buf, n, addr[0], entry.eid, now)
+        start = self.sealing.seal(buf, n, addr[0], entry.eid, self._rlocs[src], now)
         if start < 0:
             return None
         entry.packets += 1
@@ -350,7 +350,7 @@ class DataPlane:
             if n > self._limit[family] and self._too_big(buf, n, version, family, now):
                 return None
             host = str(cfg.petr)
-            start = self.sealing.seal(buf, n, host, entry.eid, now)
+            start = self.sealing.seal(buf, n, host, entry.eid, self._rlocs[src], now)
             if start < 0:
                 return None
             entry.packets += 1

@@ -55,11 +55,16 @@ class TxKey:
     sent_keys: tuple[bytes, ...]
     eid: Eid
     rloc: IPAddress
+    #: Our RLOC it was made from (the ETR knows it by that address).
+    source: IPAddress
     created: float
     #: The last IV counter used; the next packet uses counter + 1.
     counter: int = 0
     #: The counter at which a rekey is due.
     limit: int = 0
+    #: The counter at the last KeyCheck, and how many found it unchanged.
+    checked: int = 0
+    idle: int = 0
 
 
 @dataclass(slots=True)

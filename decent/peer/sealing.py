@@ -20,7 +20,7 @@ from decent.peer import counters as C
 from decent.peer.events import KeyStateChanged
 from decent.peer.missqueue import MissQueue
 from decent.peer.roles.keys import CLEAR, ENCRYPTED, REFUSED, KeyRole
-from decent.wire import Eid
+from decent.wire import Eid, IPAddress
 from decent.wire.crypto import MAX_IV_LEN, SUITE_NAMES, TAG_LEN
 from decent.wire.data import DATA_HEADER_LEN
 
@@ -57,7 +57,15 @@ class Sealing:
         #: Mappings with packets held for a key, by the peer RLOC they await.
         self._keying: dict[str, set[Eid]] = {}
 
-    def seal(self, buf: bytearray, n: int, host: str, eid: Eid, now: float) -> int:
+    def seal(
+        self,
+        buf: bytearray,
+        n: int,
+        host: str,
+        eid: Eid,
+        source: IPAddress,
+        now: float,
+    ) -> int:
         """Write the LISP header in front of the packet in buf[P:P + n] and,
         with a key for host, seal it (RFC 8061 9). Returns where the packet
         now starts, or -1 if it waits for a key or must not go in clear.
@@ -66,8 +74,8 @@ class Sealing:
             self._stamp(buf, CLEAR_AT, 0)
             return CLEAR_AT
         tx = self._tx.get(host)
-        if tx is None:
-            return self._no_key(buf, n, host, eid, now)
+        if tx is None or (tx.source is not source and tx.source != source):
+            return self._no_key(buf, n, host, eid, source, now)
         cipher = tx.cipher
         start = P - cipher.iv_len - DATA_HEADER_LEN
         self._stamp(buf, start, tx.key_id)
@@ -77,14 +85,27 @@ class Sealing:
             self.keys.rekey(host, now)
         return start
 
-    def _no_key(self, buf: bytearray, n: int, host: str, eid: Eid, now: float) -> int:
+    def _no_key(
+        self,
+        buf: bytearray,
+        n: int,
+        host: str,
+        eid: Eid,
+        source: IPAddress,
+        now: float,
+    ) -> int:
         keys = self.keys
         peer = keys.peers.get(host)
         if peer is not None and peer.state == CLEAR:
             # "preferred": this peer answered without a key (a plain xTR).
+            # It is asked again now and then: a stripped answer must not
+            # downgrade it for good.
+            if now >= peer.retry_at:
+                keys.want(host, ip_address(host), eid, source, now)
             self._stamp(buf, CLEAR_AT, 0)
             return CLEAR_AT
-        keys.want(host, ip_address(host), eid, now)
+        keys.want(host, ip_address(host), eid, source, now)
+        peer = keys.peers.get(host)  # want() may have started an exchange
         if peer is not None and peer.state == REFUSED and host not in self._keying:
             self._counters[C.DROP_PEER_UNENCRYPTED] += 1
             return -1

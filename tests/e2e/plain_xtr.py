@@ -6,6 +6,9 @@ control, 4341 for data, both on its one address. The test process drives
 it; a thread answers RLOC probes on 4342 as a real ETR does (RFC 9301 7.1),
 so a member that caches the site does not mark its locator down while the
 test runs, and queues every other control message for the test to read.
+Like an xTR without RFC 8061, it answers a probe that carries a Security
+Key (a member asking for a data-plane key) without one, and sends and takes
+its data packets in clear (KK = 0).
 
 It registers the way deployed xTRs do (lispers.net): HMAC-SHA-1 with Key
 ID 0 and the full 20-byte MAC over the whole message, a random nonce per
@@ -41,6 +44,7 @@ from decent.wire import (
     MapRequest,
     decode,
     encapsulate,
+    find_security_key,
 )
 from tests.e2e.hostile import in_namespace
 
@@ -91,6 +95,8 @@ class PlainXtr:
         #: Control datagrams other than RLOC probes, as they arrived.
         self.inbox: queue.Queue[tuple[bytes, Addr]] = queue.Queue()
         self.probes_answered = 0
+        #: Of those, the probes that carried a Security Key (RFC 8061).
+        self.keyed_probes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="plain-xtr")
         self._thread.start()
@@ -163,6 +169,12 @@ class PlainXtr:
     def _answer_probe(self, request: MapRequest, addr: Addr) -> None:
         # RFC 9301 7.1: the ETR answers with its own mapping, A bit set
         # (a prober discards a reply without it), to the probe's source.
+        # A Security Key among the ITR-RLOCs is ignored: the reply carries
+        # none, which tells the prober we do not decrypt (RFC 8061 6).
+        # Counted before the answer goes: what the prober does next may be
+        # seen by the test before this thread runs again.
+        if any(find_security_key(a) is not None for a in request.itr_rlocs):
+            self.keyed_probes += 1
         reply = MapReply(request.nonce, (self.record,), probe=True)
         with contextlib.suppress(OSError):
             self.control.sendto(reply.encode(), addr)

@@ -122,7 +122,9 @@ def test_a_plain_xtr_registers_to_one_member_and_every_member_answers_for_it(
     lab = make_lab(dataplane=True)
     for i in lab.nodes:
         lab.configure(i, extra=SITE)
-    lab.configure(2, dataplane={"routes": [SITE_PREFIX]})
+    # A plain xTR sends no Security Key (RFC 8061): only a "preferred" member
+    # talks to it in clear; "required", the default, would refuse it.
+    lab.configure(2, dataplane={"routes": [SITE_PREFIX], "encrypt": "preferred"})
     xtr = PlainXtr(lab, SITE_PREFIX, SITE_KEY)
     pinger: subprocess.Popen[bytes] | None = None
     try:

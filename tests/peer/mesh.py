@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
+from decent.peer.config import TrustConfig
 from decent.peer.dataplane import DataPlane, DataPlaneConfig, Route
 from decent.peer.mapping.push_config import decent_node_config
 from decent.wire import Eid, UdpPacket
+from decent.wire.trust import node_xtr_id, public_key_of
 from tests.peer.conftest import DECENT_IPS, GROUP, KEY, N1, Traced
 from tests.peer.simnet import SimNet
 
@@ -75,28 +78,34 @@ def mesh(
     iid: int = 0,
     dp: dict[str, Any] | None = None,
     extra: dict[int, dict[str, Any]] | None = None,
+    identities: Sequence[TrustConfig] | None = None,
     **node_kw: Any,
 ) -> Mesh:
     """Three members with a data plane each; `extra[i]` adds config keywords
-    for node i (0-based) only."""
+    for node i (0-based) only, or overrides those given to all. With
+    `identities`, node i is identified by identities[i] (its certificate must
+    grant eid4(i + 1) and eid6(i + 1)) and its xTR-ID is that key's."""
     net = SimNet(seed=3, record=True)
     counter = itertools.count(1)
     nodes, dps = [], []
     for i, ip in enumerate(DECENT_IPS, start=1):
         rlocs = (ip, second_rloc) if two_rlocs and i == 2 else (ip,)
+        identity: dict[str, Any] = {"xtr_id": i}
+        if identities is not None:
+            trust = identities[i - 1]
+            xtr_id = node_xtr_id(public_key_of(trust.node_private_key))
+            identity = {"xtr_id": xtr_id, "trust": trust}
         cfg = decent_node_config(
             name=f"n{i}",
             rlocs=rlocs,
             group=GROUP,
             key=KEY,
-            xtr_id=i,
             eids=(Eid.prefix(f"{eid4(i)}/32", iid), Eid.prefix(f"{eid6(i)}/128", iid)),
             seeds=(N1,),
             iid=iid,
             probe_interval=probe_interval,
             resolve_in_process=True,
-            **node_kw,
-            **(extra or {}).get(i - 1, {}),
+            **{**identity, **node_kw, **(extra or {}).get(i - 1, {})},
         )
         node = Traced(cfg, nonce=lambda: next(counter))
         addrs = [(r, p) for r in rlocs for p in (4342, 4341)]

@@ -29,16 +29,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, IPv6Address
+from dataclasses import dataclass
 from typing import Final
 
 from decent.peer import counters as C
 from decent.peer.config import Addr
 from decent.peer.context import Ctx
 from decent.peer.events import KeyStateChanged
+from decent.peer.keyanswers import KeyAnswers, RlocOwners
 from decent.peer.keystore import PeerKeys, RxKey, TxKey
-from decent.peer.ratelimit import Buckets
 from decent.wire import (
     NO_ADDRESS,
     Address,
@@ -49,10 +48,8 @@ from decent.wire import (
     MapRequest,
     RequestRecord,
     SecurityKey,
-    find_security_key,
 )
 from decent.wire.crypto import (
-    IV_LEN,
     BadPublicKey,
     Cipher,
     derive_key,
@@ -61,13 +58,10 @@ from decent.wire.crypto import (
 )
 from decent.wire.errors import DecodeError
 from decent.wire.trust import (
-    find_address_signature,
     find_signature,
     key_exchange_digest,
-    node_xtr_id,
     sign,
     signature_locator,
-    verify,
 )
 
 #: What we know of a peer RLOC as an ITR.
@@ -79,10 +73,9 @@ REFUSED: Final = "refused"
 _TRIES: Final = 3
 #: Seconds before a peer that refused or never answered is asked again.
 RETRY_AFTER: Final = 30.0
-#: Keyed requests per second one source RLOC may make us answer.
-_REQUEST_RATE: Final = 10.0
-_REQUEST_BURST: Final = 20.0
-NO_RLOC: Final = IPv4Address(0)
+#: KeyChecks in a row that found a sending key unused before it is dropped
+#: (the next packet keys again): a peer we stopped talking to costs nothing.
+IDLE_CHECKS: Final = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +111,8 @@ class _Exchange:
     private: bytes
     public: bytes
     sent_keys: tuple[bytes, ...]
+    #: Our RLOC the exchange is from: the ETR keys by the source address.
+    source: IPAddress
     tries: int = 1
     #: Resending the current key, not making a new one (KeyCheck).
     check: bool = False
@@ -137,14 +132,13 @@ class KeyRole:
         self.max_peers = cfg.limits.max_keyed_peers
         #: Sending keys by peer RLOC (the data plane reads this dict).
         self.tx: dict[str, TxKey] = {}
+        self.owners = RlocOwners(ctx, registry)
+        self.answers = KeyAnswers(ctx, self.owners)
         #: Receiving keys by (peer RLOC, key-id) (the data plane reads it).
-        self.rx: dict[tuple[str, int], RxKey] = {}
+        self.rx: dict[tuple[str, int], RxKey] = self.answers.rx
         self.peers: OrderedDict[str, PeerKeys] = OrderedDict()
         self._pending: dict[int, _Exchange] = {}
         self._pending_for: dict[str, int] = {}
-        self._asks = Buckets[IPAddress](_REQUEST_RATE, _REQUEST_BURST, self.max_peers)
-        self._owners: dict[IPAddress, set[int | None]] = {}
-        self._owners_version = -1
         #: Seconds between KeyChecks: how long an ETR that lost our key
         #: (it restarted) may drop our packets.
         self.check_interval = cfg.probe_interval or 10.0
@@ -153,31 +147,43 @@ class KeyRole:
             ctx.timers.set(KeyCheck(), now + self.check_interval)
 
     # ============================================================ ITR side
-    def want(self, host: str, rloc: IPAddress, eid: Eid, now: float) -> None:
-        """The data plane has packets for rloc and no key: ask for one
-        (once; a peer that refused or never answered is asked again only
-        after RETRY_AFTER)."""
+    def want(
+        self, host: str, rloc: IPAddress, eid: Eid, source: IPAddress, now: float
+    ) -> None:
+        """The data plane has packets for rloc, to send from our RLOC
+        `source`, and no key for that pair: ask for one (once; a peer that
+        refused or never answered is asked again only after RETRY_AFTER)."""
+        tx = self.tx.get(host)
+        if tx is not None and tx.source != source:
+            # Our RLOC failed over: the ETR knows the key by the old one.
+            del self.tx[host]
+            tx = None
         if host in self._pending_for:
             return
         peer = self.peers.get(host)
         if peer is not None and peer.state in (CLEAR, REFUSED) and now < peer.retry_at:
             return
-        tx = self.tx.get(host)
-        self._start(host, rloc, eid, 1 if tx is None else 3 - tx.key_id, now)
+        key_id = 1 if tx is None else 3 - tx.key_id
+        self._start(host, rloc, eid, key_id, source, now)
 
     def rekey(self, host: str, now: float) -> None:
         """Start a new key for host while the current one keeps sealing."""
         tx = self.tx.get(host)
         if tx is not None and host not in self._pending_for:
             self.ctx.out.counters[C.KEYS_REKEYED] += 1
-            self._start(host, tx.rloc, tx.eid, 3 - tx.key_id, now)
+            self._start(host, tx.rloc, tx.eid, 3 - tx.key_id, tx.source, now)
 
     def _start(
-        self, host: str, rloc: IPAddress, eid: Eid, key_id: int, now: float
+        self,
+        host: str,
+        rloc: IPAddress,
+        eid: Eid,
+        key_id: int,
+        source: IPAddress,
+        now: float,
     ) -> None:
         ctx = self.ctx
-        own = ctx.config.rloc_for(rloc.version)
-        if own is None or len(self._pending) >= self.max_peers:
+        if source not in ctx.config.rlocs or len(self._pending) >= self.max_peers:
             return
         secret = b"".join(ctx.out.nonce().to_bytes(8, "big") for _ in range(4))
         private, public = keypair(secret)
@@ -185,12 +191,18 @@ class KeyRole:
         # Key-id 2 is announced with key-id 1's key unchanged, so the ETR
         # keeps that one for the packets still in flight.
         sent = (tx.public, public) if key_id == 2 and tx is not None else (public,)
-        ex = _Exchange(0, host, rloc, eid, key_id, self.suite, private, public, sent)
-        self._note(host, KEYING, now, "")
-        self._send(ex, own, now)
+        suite = self.suite
+        ex = _Exchange(0, host, rloc, eid, key_id, suite, private, public, sent, source)
+        peer = self.peers.get(host)
+        # A rekey goes on sealing with the current key, and a peer asked
+        # again whether it encrypts now goes on in clear meanwhile.
+        if tx is None and (peer is None or peer.state != CLEAR):
+            self._note(host, KEYING, now, "")
+        self._send(ex, now)
 
-    def _send(self, ex: _Exchange, own: IPAddress, now: float) -> None:
+    def _send(self, ex: _Exchange, now: float) -> None:
         ctx = self.ctx
+        own = ex.source
         ex.nonce = nonce = ctx.out.nonce()
         source = self._sign_request(nonce, ex.suite, ex.sent_keys, own)
         addr, mask = ex.eid.to_wire()
@@ -222,14 +234,12 @@ class KeyRole:
     def _timeout(self, nonce: int, now: float) -> None:
         ex = self._pending.pop(nonce)
         del self._pending_for[ex.host]
-        own = self.ctx.config.rloc_for(ex.rloc.version)
-        if ex.tries < _TRIES and own is not None:
+        if ex.tries < _TRIES and ex.source in self.ctx.config.rlocs:
             ex.tries += 1
-            self._send(ex, own, now)
+            self._send(ex, now)
             return
         self.ctx.out.counters[C.KEYS_UNANSWERED] += 1
-        if ex.host not in self.tx:
-            self._note(ex.host, REFUSED, now, "no answer")
+        self._refused(ex, "no answer", now)
 
     def on_reply(self, rep: MapReply, src: Addr, now: float) -> bool:
         """Take the answer to a keyed request; False if rep is not one."""
@@ -272,6 +282,7 @@ class KeyRole:
             ex.sent_keys,
             ex.eid,
             ex.rloc,
+            ex.source,
             now,
             limit=cfg.rekey_packets,
         )
@@ -308,7 +319,7 @@ class KeyRole:
         digest = key_exchange_digest(
             True, ex.nonce, ex.suite, ex.sent_keys, sk.keys, sk.address
         )
-        return self._signed_by_owner(found, digest, ex.rloc, now)
+        return self.owners.signed_by_owner(found, digest, ex.rloc, now)
 
     def _refused(
         self, ex: _Exchange, reason: str, now: float, clear_ok: bool = True
@@ -321,9 +332,10 @@ class KeyRole:
 
     def _note(self, host: str, state: str, now: float, reason: str) -> None:
         peer = self.peers.get(host)
-        if peer is not None and peer.state == state and peer.reason == reason:
-            return
         retry = now + RETRY_AFTER if state in (CLEAR, REFUSED) else 0.0
+        if peer is not None and peer.state == state and peer.reason == reason:
+            peer.retry_at = retry  # asked again and answered the same
+            return
         self.peers[host] = PeerKeys(state, now, reason, retry)
         self.peers.move_to_end(host)
         while len(self.peers) > self.max_peers:
@@ -339,162 +351,20 @@ class KeyRole:
         src: Addr,
         local: Addr | None,
         now: float,
-    ) -> MapRecord:
-        """The probe reply's record for a keyed request: with our key in the
-        RLOC-record of the probed RLOC, or unchanged (no key: RFC 8061 6)."""
-        sk = next(
-            (k for k in map(find_security_key, req.itr_rlocs) if k is not None), None
-        )
-        if sk is None:
-            return record
-        ctx = self.ctx
-        out = ctx.out
-        out.counters[C.KEYS_ASKED] += 1
-        itr = sk.address
-        if self.mode == "off" or sk.cipher_suite not in IV_LEN or not sk.keys:
-            return record
-        if not isinstance(itr, IPv4Address | IPv6Address) or itr != src[0]:
-            # A key for another's RLOC would let one member cut another off.
-            out.drop(src, "key-rloc-mismatch")
-            return record
-        if not self._asks.take(itr, now):
-            out.drop(src, "key-rate-limited")
-            return record
-        owners = self._owners_of(itr)
-        if owners is None:
-            out.drop(src, "key-unknown-rloc")
-            return record
-        if ctx.trust is not None:
-            why = self._check_request(req, sk, itr, now)
-            if why:
-                out.reject(src, "key-" + why)
-                return record
-        host = str(itr)
-        if sk.revoke:
-            for key_id in range(1, 4):
-                self.rx.pop((host, key_id), None)
-            out.counters[C.KEYS_REVOKED] += 1
-            return record
-        ours = self._our_rloc(record, local, itr)
-        if ours is None:
-            return record
-        etr_keys = self._receive_keys(host, sk, req.nonce, now)
-        keyed = SecurityKey(sk.cipher_suite, etr_keys, ours)
-        locators = tuple(
-            replace(loc, address=keyed, probed=True) if loc.rloc == ours else loc
-            for loc in record.locators
-        )
-        if ctx.trust is not None:
-            digest = key_exchange_digest(
-                True, req.nonce, sk.cipher_suite, sk.keys, etr_keys, ours
-            )
-            signature = sign(ctx.trust.private_key, digest)
-            locators += (signature_locator(ctx.trust.certificate_bytes, signature),)
-        out.counters[C.KEYS_ANSWERED] += 1
-        return replace(record, locators=locators)
-
-    def _check_request(
-        self, req: MapRequest, sk: SecurityKey, itr: IPAddress, now: float
-    ) -> str:
-        try:
-            found = find_address_signature(req.source_eid)
-        except DecodeError:
-            return "signature-malformed"
-        if found is None:
-            return "signature-missing"
-        digest = key_exchange_digest(
-            False, req.nonce, sk.cipher_suite, sk.keys, (), sk.address
-        )
-        return self._signed_by_owner(found, digest, itr, now)
-
-    def _signed_by_owner(
-        self, found: tuple[bytes, bytes], digest: bytes, rloc: IPAddress, now: float
-    ) -> str:
-        """Why the signature is not by the node that registered rloc."""
-        trust = self.ctx.trust
-        assert trust is not None
-        cert, why = trust.certificate_of(found[0], now)
-        if why:
-            return why
-        assert cert is not None
-        if not verify(cert.public_key, digest, found[1]):
-            return "signature-invalid"
-        if node_xtr_id(cert.public_key) not in (self._owners_of(rloc) or ()):
-            return "not-rloc-owner"
-        return ""
-
-    def _our_rloc(
-        self, record: MapRecord, local: Addr | None, itr: IPAddress
-    ) -> IPAddress | None:
-        cfg = self.ctx.config
-        ours = local[0] if local is not None and local[0] in cfg.rlocs else None
-        if ours is None:
-            ours = cfg.rloc_for(itr.version)
-        if ours is None or not any(loc.rloc == ours for loc in record.locators):
-            return None
-        return ours
-
-    def _receive_keys(
-        self, host: str, sk: SecurityKey, nonce: int, now: float
-    ) -> tuple[bytes, ...]:
-        """Our public key for each key-id the ITR sent: unchanged where its
-        key is (no rekey, RFC 8061 10), else a new pair and a new key."""
-        out: list[bytes] = []
-        for key_id, itr_public in enumerate(sk.keys, 1):
-            rx = self.rx.get((host, key_id))
-            if (
-                rx is not None
-                and rx.itr_public == itr_public
-                and rx.suite == sk.cipher_suite
-            ):
-                out.append(rx.etr_public)
-                continue
-            secret = b"".join(self.ctx.out.nonce().to_bytes(8, "big") for _ in range(4))
-            private, public = keypair(secret)
-            try:
-                shared = shared_secret(private, itr_public)
-            except BadPublicKey:
-                out.append(b"")
-                continue
-            key = derive_key(shared, nonce, sk.cipher_suite)
-            self._bound_receivers(host)
-            self.rx[(host, key_id)] = RxKey(
-                sk.cipher_suite,
-                Cipher(sk.cipher_suite, key),
-                itr_public,
-                public,
-                now,
-                now,
-            )
-            out.append(public)
-        return tuple(out)
-
-    def _bound_receivers(self, host: str) -> None:
-        hosts = {h for h, _ in self.rx}
-        if host in hosts or len(hosts) < self.max_peers:
-            return
-        oldest = min(self.rx.items(), key=lambda item: item[1].used)[0][0]
-        for key_id in range(1, 4):
-            self.rx.pop((oldest, key_id), None)
-
-    def _owners_of(self, rloc: IPAddress) -> set[int | None] | None:
-        """The xTR-IDs whose registrations list rloc (None: nobody's)."""
-        version = self._registry()
-        if version != self._owners_version:
-            owners: dict[IPAddress, set[int | None]] = {}
-            for _, entry in self.ctx.ms.db.items():
-                for reg in entry.children.values():
-                    for loc in reg.record.locators:
-                        if loc.rloc is not None:
-                            owners.setdefault(loc.rloc, set()).add(reg.xtr_id)
-            self._owners = owners
-            self._owners_version = version
-        return self._owners.get(rloc)
+    ) -> MapRecord | None:
+        """The probe reply's record for a keyed request (KeyAnswers.answer)."""
+        return self.answers.answer(req, record, src, local, now)
 
     def _check(self, now: float) -> None:
         for host, tx in list(self.tx.items()):
-            own = self.ctx.config.rloc_for(tx.rloc.version)
-            if host in self._pending_for or own is None:
+            tx.idle = tx.idle + 1 if tx.counter == tx.checked else 0
+            tx.checked = tx.counter
+            gone = self.owners.of(tx.rloc) is None
+            if tx.idle >= IDLE_CHECKS or gone or tx.source not in self.ctx.config.rlocs:
+                del self.tx[host]
+                self.peers.pop(host, None)
+                continue
+            if host in self._pending_for:
                 continue
             ex = _Exchange(
                 0,
@@ -506,9 +376,10 @@ class KeyRole:
                 tx.private,
                 tx.public,
                 tx.sent_keys,
+                tx.source,
                 check=True,
             )
-            self._send(ex, own, now)
+            self._send(ex, now)
         self.ctx.timers.set(KeyCheck(), now + self.check_interval)
 
     def rlocs_changed(self, now: float) -> None:
@@ -520,19 +391,18 @@ class KeyRole:
 
     # ============================================================ upkeep
     def _sweep(self, now: float) -> None:
-        cfg = self.ctx.config
-        idle = 2 * cfg.rekey_seconds
-        self._owners_of(NO_RLOC)  # brings the index up to date
-        registered = {str(rloc) for rloc in self._owners}
-        for key, rx in list(self.rx.items()):
-            if now - rx.used > idle or key[0] not in registered:
-                del self.rx[key]
-        self.ctx.timers.set(KeySweep(), now + cfg.rekey_seconds)
+        self.answers.sweep(now, 2 * self.ctx.config.rekey_seconds)
+        self.ctx.timers.set(KeySweep(), now + self.ctx.config.rekey_seconds)
 
     def handle_timer(self, key: Hashable, now: float) -> None:
         if isinstance(key, KeyTimeout):
             self._timeout(key.nonce, now)
         elif isinstance(key, Rekey):
+            if key.host in self.tx:
+                # Again later unless this rekey succeeds (its answer sets the
+                # next): one that meets a key check under way, or goes
+                # unanswered, must not be the last.
+                self.ctx.timers.set(key, now + RETRY_AFTER)
             self.rekey(key.host, now)
         elif isinstance(key, KeyCheck):
             self._check(now)

@@ -86,7 +86,10 @@ class MapResolverRole:
                 return
             record = self._database_record(hit[1], local)
             if self.keys is not None:
-                record = self.keys.answer(req, record, src, local, now)
+                keyed = self.keys.answer(req, record, src, local, now)
+                if keyed is None:  # counted by the key role
+                    return
+                record = keyed
             self._reply(req.nonce, [encode_record(record)], target, now, size, True)
             return
         records: list[bytes] = []
