@@ -2,7 +2,8 @@
 
 An ITR's keyed RLOC-probe (decent.peer.roles.keys) is answered with our key
 in the probed RLOC's record only when it comes from a registered RLOC and
-names that RLOC as its own, within a rate per RLOC, and, with node
+names that RLOC (or another of the same registrant's) as its own, within a
+rate per RLOC, and, with node
 identities, signed by the node whose registration lists the RLOC. One from
 an RLOC nobody registered gets no answer at all rather than an answer
 without a key: a node that just restarted has not relearned its peers yet,
@@ -138,15 +139,22 @@ class KeyAnswers:
         itr = sk.address
         if self.mode == "off" or sk.cipher_suite not in IV_LEN or not sk.keys:
             return record
-        if not isinstance(itr, IPv4Address | IPv6Address) or itr != src[0]:
-            # A key for another's RLOC would let one member cut another off.
+        if not isinstance(itr, IPv4Address | IPv6Address):
             out.drop(src, "key-rloc-mismatch")
             return record
         # Strangers before the rate limit: spoofed ones must not take (and
         # so evict and refill) the buckets of the RLOCs we do answer.
-        if self.owners.of(itr) is None:
+        owners = self.owners.of(itr)
+        if owners is None:
             out.drop(src, "key-unknown-rloc")
             return None
+        if itr != src[0] and not (owners & (self.owners.of(src[0]) or set())) - {None}:
+            # A key for another's RLOC would let one member cut another off.
+            # One of the sender's own other RLOCs is fine: a node sends its
+            # control messages from its first RLOC's socket, also for keys
+            # it makes from its second when the first has failed.
+            out.drop(src, "key-rloc-mismatch")
+            return record
         if not self._asks.take(itr, now):
             out.drop(src, "key-rate-limited")
             return None

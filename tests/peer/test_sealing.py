@@ -16,7 +16,7 @@ from decent.wire import DataHeader, MapRequest, decapsulate, find_security_key
 from decent.wire.crypto import IV_LEN, TAG_LEN
 from decent.wire.data import DATA_HEADER_LEN, KEY_ID_MASK
 from tests.peer.conftest import N1, N2, N3, Traced, sent
-from tests.peer.mesh import Mesh, eid4, eid6, mesh, udp
+from tests.peer.mesh import N2B, Mesh, eid4, eid6, mesh, udp
 
 TWO = str(N2)
 #: Where n1's packets to n2 go.
@@ -479,3 +479,29 @@ def test_peers_reports_both_directions():
         [1],
         1,
     )
+
+
+def test_when_our_rloc_fails_over_the_key_is_made_again_from_the_other() -> None:
+    # n2 has two RLOCs; its control messages always leave from the first's
+    # socket, so n1 must take a key request from n2's first RLOC that names
+    # its second (the same registrant's) and key it by the second.
+    m = mesh(encrypt="required", two_rlocs=True)
+    back = packet(src=2, dst=1)
+    assert m.send(1, back) == []
+    m.net.advance(0.5)
+    out = m.dps[1].packets_to_send()
+    assert [route[1] for _, route in out] == [0]  # from n2's first RLOC
+    assert m.carry(out, N2) == [back]
+    m.dps[1].set_rloc_state(0, False, m.net.now)
+    m.net.flush()
+    after = packet(1, src=2, dst=1)
+    # Sealed under the first RLOC's key, n1 would drop it (drop.no-key):
+    # it is held while n2 keys from its second RLOC instead.
+    assert m.send(1, after) == []
+    m.net.advance(0.5)
+    out = m.dps[1].packets_to_send()
+    assert [route[1] for _, route in out] == [1]
+    assert m.carry(out, N2B) == [after]
+    assert m.nodes[1].keys.tx[str(N1)].source == N2B
+    assert m.nodes[0].counters[C.DROP + "key-rloc-mismatch"] == 0
+    assert m.nodes[0].counters[C.DROP_NO_KEY] == 0
