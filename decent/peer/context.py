@@ -76,6 +76,10 @@ class Outbox:
     def nonce(self) -> int:
         return self._nonce() & MASK64
 
+    def secret(self) -> bytes:
+        """32 random bytes from the nonce source: a fresh X25519 private key."""
+        return b"".join(self.nonce().to_bytes(8, "big") for _ in range(4))
+
 
 class Ctx:
     """One node's shared state, as every role sees it. `config` is replaced

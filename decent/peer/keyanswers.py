@@ -229,8 +229,7 @@ class KeyAnswers:
             if rx is not None and rx.itr_public == itr_public and rx.suite == suite:
                 out.append(rx.etr_public)
                 continue
-            secret = b"".join(self.ctx.out.nonce().to_bytes(8, "big") for _ in range(4))
-            private, public = keypair(secret)
+            private, public = keypair(self.ctx.out.secret())
             try:
                 shared = shared_secret(private, itr_public)
             except BadPublicKey:

@@ -185,8 +185,7 @@ class KeyRole:
         ctx = self.ctx
         if source not in ctx.config.rlocs or len(self._pending) >= self.max_peers:
             return
-        secret = b"".join(ctx.out.nonce().to_bytes(8, "big") for _ in range(4))
-        private, public = keypair(secret)
+        private, public = keypair(ctx.out.secret())
         tx = self.tx.get(host)
         # Key-id 2 is announced with key-id 1's key unchanged, so the ETR
         # keeps that one for the packets still in flight.
