@@ -51,7 +51,7 @@ DIRECTIONS = {"n1 -> n2": [], "n2 -> n1": ["-R"]}
 #: every path gets the same bigger buffer. --window "" measures the default.
 WINDOW = "4M"
 IPERF_PORT = 5201
-OVERLAY = ("2.2.2.2", "1.1.1.1")
+OVERLAY = ("192.0.2.2", "192.0.2.1")
 
 Results = dict[object, Any]
 
@@ -163,7 +163,7 @@ def lab_up(workdir: Path, dataplane: dict[str, object]) -> Iterator[NetnsLab]:
         lab.wait_converged(30.0)
         for i, j in ((1, 2), (2, 1)):
             lab.wait_until(
-                partial(_pings, lab, i, f"{j}.{j}.{j}.{j}"),
+                partial(_pings, lab, i, f"192.0.2.{j}"),
                 20.0,
                 f"the overlay to carry a ping n{i} -> n{j}",
             )
@@ -210,7 +210,7 @@ def run(seconds: int, cipher: str, plain: bool) -> None:
         for direction, extra in DIRECTIONS.items():
             clear[direction] = series(
                 lab,
-                f"{direction}, overlay clear (EID 1.1.1.1 <-> EID 2.2.2.2)",
+                f"{direction}, overlay clear (EID 192.0.2.1 <-> EID 192.0.2.2)",
                 OVERLAY,
                 seconds,
                 extra,

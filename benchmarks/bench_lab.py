@@ -434,7 +434,7 @@ def run_generator(
     before = the_lab.api(1, "/api/node")["counters"]
     udp_before = udp_counters(node.namespace)
     argv = [sys.executable, str(Path(__file__).resolve()), "--generate"]
-    argv += ["--target", str(node.rloc), "--eids", "1.1.1.1,2.2.2.2,3.3.3.3"]
+    argv += ["--target", str(node.rloc), "--eids", "192.0.2.1,192.0.2.2,192.0.2.3"]
     argv += ["--itr-rlocs", ",".join(str(a) for a in itr_rlocs)]
     argv += ["--seconds", str(seconds), "--rate", str(rate)]
     proc = subprocess.Popen(
@@ -482,7 +482,7 @@ def bench_requests(seconds: float, many: int, rates: list[float]) -> None:
         "\n== 3. Map-Requests answered per second by one node (n1), real UDP\n"
         "A generator in its own namespace on the bridge (a separate python\n"
         "process, one blocking socket) sends pre-encoded ECM'd Map-Requests for\n"
-        "the registered EIDs 1.1.1.1, 2.2.2.2, 3.3.3.3 for "
+        "the registered EIDs 192.0.2.1, 192.0.2.2, 192.0.2.3 for "
         f"{seconds:.0f} s (nonces\ndistinct within each {_POOL} sends), flat out "
         "or paced; a thread counts\nthe Map-Replies. answered/s = replies "
         "received / send time. The node\nrate-limits Map-Replies per ITR-RLOC "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -12,6 +11,9 @@ from decent import __version__
 from decent.client import add_client_commands
 from decent.config import ConfigError, load_config
 from decent.daemon import run_node
+from decent.lab.main import DESCRIPTION as LAB_DESCRIPTION
+from decent.lab.main import add_lab_arguments, lab_main
+from decent.net.logtext import LOG_FORMATS, setup_logging
 from decent.wire import DecodeError, decode
 
 
@@ -33,21 +35,19 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    return run_config(args.config)
+    return run_config(args.config, args.log_format)
 
 
-def run_config(path: str) -> int:
+def run_config(path: str, log_format: str | None = None) -> int:
     """Run a node from its config file until SIGTERM/SIGINT (`decent run`,
-    and `decent join` once it wrote the file)."""
+    and `decent join` once it wrote the file). `log_format` ("text" or
+    "json", decent.net.logtext) overrides the file's [node] log_format."""
     try:
         cfg = load_config(path)
     except ConfigError as exc:
         print(f"decent: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=getattr(logging, cfg.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    setup_logging(cfg.log_level, log_format or cfg.log_format)
     run = asyncio.run
     try:  # the `fast` extra: a faster event loop for the data plane
         import uvloop
@@ -69,29 +69,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"decent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run a node from a config file")
-    p.add_argument("--config", "-c", default="/etc/decent/node.toml")
+    p = sub.add_parser(
+        "run",
+        help="run a node from a config file",
+        description="Run a LISP-Decent node (xTR, Map-Server, Map-Resolver) "
+        "from its config file until SIGTERM or SIGINT; SIGHUP reloads "
+        "[[database]] and log_level. `decent init` writes a config, `decent "
+        "service install` runs it under systemd.",
+    )
+    p.add_argument(
+        "--config",
+        "-c",
+        default="/etc/decent/node.toml",
+        help="the config file (default /etc/decent/node.toml)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help="text: one line per event (the default); json: one object per "
+        "line, for log shippers (overrides [node] log_format)",
+    )
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser(
         "lab",
         help="run a three-node lab on this machine (namespaces as root)",
-        add_help=False,
+        description=LAB_DESCRIPTION,
     )
-    p.add_argument("args", nargs=argparse.REMAINDER)
-    p = sub.add_parser("decode", help="decode a LISP control message given in hex")
+    # main() hands `decent lab ...` to lab_main; the options are here too
+    # for --help, the man page and shell completion.
+    add_lab_arguments(p)
+    p = sub.add_parser(
+        "decode",
+        help="decode a LISP control message given in hex",
+        description="Print a LISP control message (the UDP payload, in hex; "
+        "spaces and colons are ignored) field by field, or say why it is "
+        "not a valid one.",
+    )
     p.add_argument("hex", nargs="+", help="the UDP payload, in hex")
     p.set_defaults(func=_cmd_decode)
-    add_client_commands(sub, run_config)
+    add_client_commands(sub, run_config, build_parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["lab"]:
-        # lab has its own parser (decent.lab); argparse's REMAINDER would not
-        # pass it options such as --help.
-        from decent.lab import lab_main
-
         return lab_main(argv[1:])
     args = build_parser().parse_args(argv)
     result: int = args.func(args)

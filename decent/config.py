@@ -33,6 +33,11 @@ from decent.wire import AlgorithmId, Eid, IPAddress, netlink, parse_eid
 from decent.wire.crypto import SUITES
 from decent.wire.trust import Certificate
 
+#: [node] log_level and log_format values (decent.net.logtext writes them).
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_LEVELS_TEXT = ", ".join(f'"{level}"' for level in LOG_LEVELS)
+LOG_FORMATS = ("text", "json")
+
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the person who wrote the file."""
@@ -67,7 +72,10 @@ class Config:
     map_reply_burst: float = 2000.0
     admin_token: str | None = None
     log_level: str = "info"
-    #: Event lines a second per event class, and the burst (net.udp).
+    #: How log lines are written (decent.net.logtext): "text" or "json".
+    log_format: str = "text"
+    #: Event lines a second per kind (event and level), and the burst
+    #: (decent.net.logtext.LineBudget).
     log_rate: float = 20.0
     log_burst: int = 100
     #: (priority, weight) of each RLOC, in `rlocs` order; empty: 1/100 each.
@@ -78,6 +86,9 @@ class Config:
     database_ttls: tuple[tuple[Eid, int], ...] = ()
     #: [web] limits: connections, head/idle/request time, live clients, Host.
     web_limits: WebLimits = field(default_factory=WebLimits)
+    #: [web] traffic_sample_seconds: how often the /mesh page's traffic
+    #: history samples the peers' counters (decent.net.traffic).
+    traffic_sample_seconds: float = 10.0
     #: [limits]: every bound on what a peer can make the node spend.
     limits: Limits = field(default_factory=Limits)
     #: [decent] auth: the Map-Register/Notify algorithms accepted.
@@ -123,6 +134,7 @@ _SECTIONS = {
         "interface",
         "state_dir",
         "log_level",
+        "log_format",
         "log_rate",
         "log_burst",
         "mobile",
@@ -165,6 +177,7 @@ _SECTIONS = {
         "request_timeout",
         "max_live_clients",
         "allowed_hosts",
+        "traffic_sample_seconds",
     },
     "trust": {"mesh_key", "certificate"},
     "dataplane": {
@@ -323,6 +336,17 @@ def load_config(path: str | Path, *, now: float | None = None) -> Config:
         raise node.fail("rlocs", "empty", "list at least one RLOC address")
     state_dir = Path(node.get("state_dir", str, "/var/lib/decent"))
     log_level = node.get("log_level", str, "info")
+    if log_level.lower() not in LOG_LEVELS:
+        raise node.fail(
+            "log_level", f"{log_level!r} is no level", f"use one of {LOG_LEVELS_TEXT}"
+        )
+    log_format = node.get("log_format", str, "text")
+    if log_format not in LOG_FORMATS:
+        raise node.fail(
+            "log_format",
+            f"{log_format!r} is no format",
+            'use "text" (one line per event) or "json" (for log shippers)',
+        )
     log_rate = node.get("log_rate", float, 20.0)
     if not log_rate > 0:
         raise node.fail(
@@ -387,12 +411,12 @@ def load_config(path: str | Path, *, now: float | None = None) -> Config:
     ttls = []
     for i, table in enumerate(raw.get("database", [])):
         db = _Reader(path, f"database #{i + 1}", table)
-        text = db.get("eid", str, fix='add eid = "1.1.1.1/32"')
+        text = db.get("eid", str, fix='add eid = "192.0.2.1/32"')
         try:
             eid = parse_eid(text, iid)
         except ValueError as exc:
             raise db.fail(
-                "eid", str(exc), 'write a prefix such as "1.1.1.1/32"'
+                "eid", str(exc), 'write a prefix such as "192.0.2.1/32"'
             ) from None
         if eid in database:
             # The same EID twice would register one mapping with whichever
@@ -471,6 +495,7 @@ def load_config(path: str | Path, *, now: float | None = None) -> Config:
         map_reply_burst=reply_burst,
         admin_token=web.get("admin_token", str, "") or None,
         log_level=log_level,
+        log_format=log_format,
         log_rate=log_rate,
         log_burst=log_burst,
         rloc_policy=policy,
@@ -487,6 +512,7 @@ def load_config(path: str | Path, *, now: float | None = None) -> Config:
         outside_map_resolvers=outside_resolvers,
         wire_form=wire_form,
         web_limits=_web_limits(web),
+        traffic_sample_seconds=_traffic_sample_seconds(web),
         trust_mesh_key=None if trust is None else trust[0],
         trust_certificate=None if trust is None else trust[1].encode(),
         **dp,
@@ -858,6 +884,24 @@ def _web_limits(web: _Reader) -> WebLimits:
         raise web.fail(
             "allowed_hosts", str(exc), 'list host names, e.g. ["node1.example"]'
         ) from None
+
+
+#: [web] traffic_sample_seconds bounds: the history keeps an hour, so a
+#: sample every 2 s is 1800 points a series (what a page fetches stays
+#: small), and one every 10 min still six.
+TRAFFIC_SAMPLE_RANGE = (2.0, 600.0)
+
+
+def _traffic_sample_seconds(web: _Reader) -> float:
+    low, high = TRAFFIC_SAMPLE_RANGE
+    value: float = web.get("traffic_sample_seconds", float, 10.0)
+    if not low <= value <= high:
+        raise web.fail(
+            "traffic_sample_seconds",
+            f"{value:g} s is out of range",
+            f"use {low:g} to {high:g} seconds (default 10)",
+        )
+    return value
 
 
 #: [decent] auth names (RFC 9301 12.5). SHA-1 (alg 1) MUST NOT be used on

@@ -22,6 +22,12 @@ from decent.config import Config, ConfigError, load_config
 from decent.net.persist import NodeKeyError, RevocationSaver, SnapshotSaver, StateDir
 from decent.net.roaming import AddressWatch, Roamer
 from decent.net.status import NodeStatus
+from decent.net.traffic import (
+    TrafficHistory,
+    TrafficSampler,
+    control_counts,
+    peer_counts,
+)
 from decent.net.tun import DataPlaneUnavailable, TunSettings, TunShell
 from decent.net.udp import BindError, NodeShell, open_sockets
 from decent.peer.config import NodeConfig, TrustConfig
@@ -305,7 +311,19 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
         restored=restored,
     )
     shell.subscribe(status.note)
-    app = make_app(status, admin_token=cfg.admin_token, limits=cfg.web_limits)
+    # The /mesh page's traffic over time ([web] traffic_sample_seconds).
+    traffic = TrafficSampler(
+        TrafficHistory(cfg.traffic_sample_seconds),
+        lambda: (peer_counts(status.dataplane()), control_counts(node.counters)),
+        loop,
+        time.time,
+    )
+    app = make_app(
+        status,
+        admin_token=cfg.admin_token,
+        limits=cfg.web_limits,
+        traffic=traffic.history,
+    )
     runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
     try:
@@ -352,6 +370,7 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
             shell.after_flush = None
             tun = None
     stop_roaming = _roaming(cfg, node, shell, loop, lambda: tun)
+    traffic.start()
     log.info(
         "node %s up: rloc %s, %s, web on %s:%d%s",
         cfg.name,
@@ -374,6 +393,7 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
         # Graceful leave: TTL-0 registrations make every peer drop our EIDs
         # and our membership at once instead of after the TTL.
         stop_roaming()
+        traffic.close()
         node.deregister(loop.time())
         shell.flush()
         try:
@@ -518,4 +538,6 @@ def _dataplane_status(
         "route_table": tun.route_summary(),
         **tun.dp.stats(),
         "peers": tun.dp.sealing.peers(tun.loop.time()),
+        # Per peer RLOC, each way; NodeStatus folds it into `peers`.
+        "traffic": tun.dp.traffic.rows(),
     }

@@ -237,7 +237,7 @@ def test_reload_after_roaming_keeps_the_name_on_the_new_rloc(tmp_path: Path) -> 
         (("mesh", "invite"), ("--eid", "--seed", "--days", "--grant-default")),
         (("mesh", "revoke"), ("--dir", "decent revoke")),
         (("join",), ("--rloc", "--interface", "--config", "--config-only")),
-        (("revoke",), ("--node", "--token", "/api/revoke")),
+        (("revoke",), ("--node", "--token", "/api/v1/revoke")),
     ],
 )
 def test_every_trust_command_describes_itself(

@@ -17,6 +17,9 @@ from typing import Any, Final
 from decent.web import views
 
 DEFAULT_NODE: Final = "http://127.0.0.1:8080"
+#: The version of the node's JSON API the clients speak (README, "JSON for
+#: scripts"); the unversioned /api/... paths are aliases of it.
+API: Final = "/api/v1"
 #: Ignore proxy settings: the node is local or on the overlay's underlay.
 _HTTP: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -66,16 +69,34 @@ def fetch(node: str, path: str, timeout: float = 5.0) -> Any:
 
 # ---------------------------------------------------------------- text tables
 def cell_text(c: views.Cell) -> str:
+    """A cell on one line: its lines joined, the blank ones left out (a
+    multi-line cell pads with "" to stay level with a longer neighbour)."""
+    return ", ".join(cell_lines(c) if "lines" in c else [str(c.get("text", ""))])
+
+
+def cell_lines(c: views.Cell) -> list[str]:
+    """A cell's text lines, as the page shows them one under the other."""
     lines = c.get("lines")
     if lines is not None:
-        return ", ".join(str(x) for x in lines)
-    return str(c.get("text", ""))
+        return [str(x) for x in lines if str(x)] or [""]
+    return [str(c.get("text", ""))]
+
+
+def _physical_rows(row: list[views.Cell]) -> list[list[str]]:
+    """One table row as text lines: a multi-line cell (an RLE's members,
+    each RLOC of a set) goes on lines of its own, and its neighbours' lines
+    stay beside the line they belong to, as on the page."""
+    cells = [
+        [str(x) for x in c["lines"]] if "lines" in c else cell_lines(c) for c in row
+    ]
+    height = max((len(c) for c in cells), default=1)
+    return [[c[i] if i < len(c) else "" for c in cells] for i in range(height)]
 
 
 def text_table(block: views.Block) -> str:
     """A page table (views model) as aligned text columns."""
     head = [cell_text(c) for c in block["columns"]]
-    rows = [[cell_text(c) for c in r["cells"]] for r in block["rows"]]
+    rows = [line for r in block["rows"] for line in _physical_rows(r["cells"])]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = [
         "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
@@ -92,7 +113,9 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-def _status_text(node: dict[str, Any], peers: list[dict[str, Any]]) -> str:
+def _status_text(
+    node: dict[str, Any], peers: list[dict[str, Any]], now: float | None = None
+) -> str:
     h = views.header(node)
     counters: dict[str, int] = node.get("counters", {})
     out = [
@@ -104,8 +127,9 @@ def _status_text(node: dict[str, Any], peers: list[dict[str, Any]]) -> str:
         *_dataplane_line(node.get("dataplane", {})),
         "",
         "Peers",
-        text_table(views.peers_table(peers)),
+        text_table(views.peers_table(peers, now)),
         "",
+        *_dataplane_peers(node.get("dataplane", {}), now),
     ]
     kinds = sorted(
         {k.partition(".")[2] for k in counters if k.startswith(("rx.", "tx."))}
@@ -148,9 +172,50 @@ def _dataplane_line(dataplane: dict[str, Any]) -> list[str]:
     ]
 
 
+def _dataplane_peers(dataplane: dict[str, Any], now: float | None) -> list[str]:
+    """The data plane per peer RLOC, as `wg show` gives it per peer:
+    encryption, the last packet each way, packets and bytes each way, RTT."""
+    if not dataplane.get("enabled") or not dataplane.get("peers"):
+        return []
+    out = ["Data plane"]
+    for p in dataplane["peers"]:
+        name = f"{p['name']}  " if p.get("name") else ""
+        state = str(p.get("state") or "-")
+        how = [x for x in (p.get("cipher"), _key_id(p.get("key_id"))) if x]
+        if state != "encrypted" and p.get("reason"):
+            how.append(str(p["reason"]))
+        rx = views.ago(p.get("last_rx_at"), now)
+        tx = views.ago(p.get("last_tx_at"), now)
+        out += [
+            f"peer {name}{p['rloc']}",
+            f"  encryption: {state}" + (f" ({', '.join(how)})" if how else ""),
+            f"  last packet: in {_ago(rx)}, out {_ago(tx)}",
+            f"  transfer: {_transfer(p)}",
+            f"  rtt: {views.rtt_text(p.get('rtt_ms'))}",
+            "",
+        ]
+    return out
+
+
+def _ago(text: str) -> str:
+    return text if text == "never" else f"{text} ago"
+
+
+def _key_id(key_id: object) -> str:
+    return f"key-id {key_id}" if key_id else ""
+
+
+def _transfer(p: dict[str, Any]) -> str:
+    rx, tx = p.get("rx_packets", 0), p.get("tx_packets", 0)
+    return (
+        f"{views.size_text(p.get('rx_bytes', 0))} received ({rx:,} packets), "
+        f"{views.size_text(p.get('tx_bytes', 0))} sent ({tx:,} packets)"
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    node = fetch(args.node, "/api/node")
-    peers = fetch(args.node, "/api/peers")
+    node = fetch(args.node, f"{API}/node")
+    peers = fetch(args.node, f"{API}/peers")
     if args.json:
         _print_json({"node": node, "peers": peers})
     else:

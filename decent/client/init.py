@@ -128,15 +128,7 @@ def config_text(
             '# eid = "10.1.0.0/24"',
             "",
         ]
-    if dataplane:
-        lines += [
-            "[dataplane]",
-            _comment("enabled = true", "the EIDs on a TUN (root or CAP_NET_ADMIN)"),
-            '# encrypt = "required"         # RFC 8061; "preferred": clear text with',
-            '#                              # peers that cannot encrypt; "off"',
-            '# cipher = "aes-128-gcm"       # or "chacha20-poly1305"',
-            "",
-        ]
+    lines += _dataplane_lines(dataplane)
     lines += [
         "[web]",
         _comment(f"listen = {_toml(listen)}", "status page and JSON API"),
@@ -144,6 +136,28 @@ def config_text(
         "",
     ]
     return "\n".join(lines)
+
+
+def _dataplane_lines(enabled: bool) -> list[str]:
+    """The [dataplane] section, commented out while the data plane is off:
+    what turning it on does is said where the key is."""
+    off = "" if enabled else "# "
+    return [
+        "# The xTR data plane: this node's host EIDs go on a TUN device, and",
+        "# every EID registered in the group is routed into the overlay",
+        "# (LISP-encapsulated to its RLOCs on UDP 4341). Traffic to those",
+        "# addresses leaves this host through the overlay, so register only",
+        "# EIDs from ranges you use for it (e.g. 10.x or 192.0.2.0/24 in tests).",
+        "# Needs root or CAP_NET_ADMIN."
+        + ("" if enabled else " Uncomment both lines to turn it on."),
+        f"{off}[dataplane]",
+        f"{off}enabled = true",
+        '# encrypt = "required"         # RFC 8061; "preferred": clear text with',
+        '#                              # peers that cannot encrypt; "off"',
+        '# cipher = "aes-128-gcm"       # or "chacha20-poly1305"',
+        '# routes = ["10.7.0.0/16"]     # more prefixes into the TUN (e.g. a PETR)',
+        "",
+    ]
 
 
 def write_private(path: Path, text: str, *, force: bool = False) -> None:
@@ -219,6 +233,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         key=key,
         eids=list(args.eid),
         listen=args.listen,
+        dataplane=args.dataplane,
     )
     if args.output == "-":
         sys.stdout.write(text)
@@ -237,6 +252,11 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(
             "a new group key was generated; every member needs the same key "
             "(pass --key to join an existing group)"
+        )
+    if args.dataplane:
+        print(
+            "the data plane is on: run it as root (or with CAP_NET_ADMIN); "
+            "every EID of the group will be routed into the overlay"
         )
     print(f"run it:    decent run --config {path}")
     print(f"then:      decent status --node http://{host}:{port}")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import secrets
 import socket
+import sys
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Final
 
-from decent.client.api import ClientError, _print_json, fetch, text_table
-from decent.peer.display import locator_dict
+from decent.client.api import API, ClientError, _print_json, fetch, text_table
+from decent.peer.display import locator_dict, time_text
 from decent.web import views
 from decent.wire import (
     Action,
@@ -28,6 +30,10 @@ from decent.wire import (
 )
 
 CONTROL_PORT: Final = 4342
+#: lig's line for a try that timed out.
+NO_REPLY: Final = "*** No map-reply received ***"
+#: Where `lookup` reports each try as it happens, one line at a time.
+Progress = Callable[[str], None]
 
 
 def map_request(
@@ -62,7 +68,8 @@ def record_dict(rec: MapRecord) -> dict[str, Any]:
         eid = f"{address_text(rec.eid)}/{rec.mask_len}"
     return {
         "eid": eid,
-        "ttl": rec.ttl,
+        # The record TTL, in minutes as on the wire (RFC 9301 5.4).
+        "ttl_min": rec.ttl,
         "authoritative": rec.authoritative,
         "negative": not rec.locators,
         "action": _action(rec.action),
@@ -70,15 +77,30 @@ def record_dict(rec: MapRecord) -> dict[str, Any]:
     }
 
 
+def sent_line(resolver: str, query: str) -> str:
+    """lig's line for a Map-Request sent."""
+    return f"Send map-request to {resolver} for {query} ..."
+
+
+def received_line(source: str, rtt_ms: float) -> str:
+    """lig's line for the Map-Reply, with its RTT in seconds as lig has it."""
+    return f"Received map-reply from {source} with rtt {rtt_ms / 1000:.4f} secs"
+
+
 def lookup_text(result: dict[str, Any]) -> str:
-    out = [
-        f"Send map-request to {result['resolver']} for {result['query']} ...",
-        f"Received map-reply from {result['from']} with rtt {result['rtt']:.4f} secs",
-        "",
-        f"Mapping entries for EID {result['query']}:",
-    ]
+    """The whole lookup as lig prints it: each try, then the mapping."""
+    tries = [sent_line(result["resolver"], result["query"])]
+    for _ in range(result["attempts"] - 1):
+        tries[-1:] = [tries[-1], NO_REPLY, tries[-1]]
+    tries.append(received_line(result["from"], result["rtt_ms"]))
+    return "\n".join([*tries, mapping_text(result)])
+
+
+def mapping_text(result: dict[str, Any]) -> str:
+    """The Map-Reply's records (a blank line first, as lig has it)."""
+    out = ["", f"Mapping entries for EID {result['query']}:"]
     for rec in result["records"]:
-        head = f"{rec['eid']}, record ttl: {rec['ttl']} minutes"
+        head = f"{rec['eid']}, record ttl: {rec['ttl_min']} minutes"
         head += f", auth bit: {int(rec['authoritative'])}"
         if rec["negative"]:
             out.append(f"{head}, negative, action: {rec['action']}")
@@ -140,24 +162,31 @@ def lookup(
     *,
     attempts: int = 3,
     timeout: float = 2.0,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Ask resolver:port for eid; the first Map-Reply whose nonce is ours."""
+    """Ask resolver:port for eid; the first Map-Reply whose nonce is ours.
+
+    `progress` hears each try as lig prints it, when it happens: the
+    Map-Request sent, then the Map-Reply with its RTT or that none came."""
+    say = progress or (lambda line: None)
     itr = _local_address(resolver, port)
     family = socket.AF_INET6 if itr.version == 6 else socket.AF_INET
+    where, query = f"{resolver}:{port}", str(eid)
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.bind((str(itr), 0))
         sport = sock.getsockname()[1]
-        sent: dict[int, float] = {}
-        for _ in range(attempts):
+        # Each nonce's send time, monotonic and wall clock: a late reply to
+        # an earlier try still counts, with that try's RTT.
+        sent: dict[int, tuple[float, float]] = {}
+        for attempt in range(1, attempts + 1):
             nonce = secrets.randbits(64)
             data = map_request(eid, itr, sport, nonce, resolver)
-            sent[nonce] = time.monotonic()
+            say(sent_line(where, query))
+            sent[nonce] = (time.monotonic(), time.time())
             try:
                 sock.sendto(data, (str(resolver), port))
             except OSError as exc:
-                raise ClientError(
-                    f"cannot send to {resolver}:{port} ({exc.strerror})"
-                ) from None
+                raise ClientError(f"cannot send to {where} ({exc.strerror})") from None
             deadline = time.monotonic() + timeout
             while (left := deadline - time.monotonic()) > 0:
                 sock.settimeout(left)
@@ -172,17 +201,23 @@ def lookup(
                 except DecodeError:
                     continue
                 if isinstance(reply, MapReply) and reply.nonce in sent:
-                    rtt = time.monotonic() - sent[reply.nonce]
+                    mono, wall = sent[reply.nonce]
+                    rtt_ms = round((time.monotonic() - mono) * 1000, 3)
+                    source = f"{src[0]}:{src[1]}"
+                    say(received_line(source, rtt_ms))
                     return {
-                        "resolver": f"{resolver}:{port}",
-                        "query": str(eid),
-                        "from": f"{src[0]}:{src[1]}",
-                        "rtt": round(rtt, 6),
+                        "resolver": where,
+                        "query": query,
+                        "from": source,
+                        "attempts": attempt,
+                        "sent_at": time_text(wall),
+                        "received_at": time_text(time.time()),
+                        "rtt_ms": rtt_ms,
                         "records": [record_dict(r) for r in reply.records],
                     }
+            say(NO_REPLY)
     raise ClientError(
-        f"no Map-Reply from {resolver}:{port} for {eid} "
-        f"after {attempts} tries of {timeout:g} s"
+        f"no Map-Reply from {where} for {eid} after {attempts} tries of {timeout:g} s"
     )
 
 
@@ -202,18 +237,28 @@ def cmd_lookup(args: argparse.Namespace) -> int:
                 2,
             ) from None
     else:
-        node = fetch(args.node, "/api/node")
+        node = fetch(args.node, f"{API}/node")
         resolver = ip_address(node["rloc"])
         port = port or int(node.get("control_port", CONTROL_PORT))
+    if args.attempts < 1 or args.timeout <= 0:
+        raise ClientError("--attempts must be 1 or more, --timeout above 0", 2)
+    # Each try as it happens, as lig prints it; on stderr under --json, so
+    # stdout stays one JSON document.
+    out = sys.stderr if args.json else sys.stdout
+
+    def progress(line: str) -> None:
+        print(line, file=out, flush=True)
+
     result = lookup(
         eid,
         resolver,
         port or CONTROL_PORT,
         attempts=args.attempts,
         timeout=args.timeout,
+        progress=progress,
     )
     if args.json:
         _print_json(result)
     else:
-        print(lookup_text(result))
+        print(mapping_text(result))
     return 0

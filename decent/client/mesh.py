@@ -30,7 +30,7 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, Final
 
-from decent.client.api import DEFAULT_NODE, ClientError, node_url
+from decent.client.api import API, DEFAULT_NODE, ClientError, node_url
 from decent.client.init import (
     _guess_rloc,
     config_text,
@@ -39,6 +39,7 @@ from decent.client.init import (
 )
 from decent.config import ConfigError, load_config
 from decent.net.persist import NodeKeyError, StateDir
+from decent.peer.display import time_text
 from decent.wire import DecodeError, Eid, parse_eid
 from decent.wire.trust import (
     Certificate,
@@ -514,7 +515,7 @@ def cmd_mesh_invite(args: argparse.Namespace) -> int:
                 {
                     "node": node,
                     "serial": f"{cert.serial:016x}",
-                    "not_after": not_after,
+                    "not_after_at": time_text(not_after),
                     "eids": [str(e) for e in eids],
                     "certificate": str(record),
                     "token": token,
@@ -616,7 +617,7 @@ def _utc(unix: float) -> str:
 def cmd_revoke(args: argparse.Namespace) -> int:
     revocation = decode_revoke_token(args.token)
     base = node_url(args.node)
-    url = base + "/api/revoke"
+    url = base + API + "/revoke"
     headers = {"Content-Type": "text/plain; charset=utf-8"}
     if args.token_admin:
         headers["Authorization"] = f"Bearer {args.token_admin}"
@@ -765,7 +766,13 @@ def add_mesh_commands(
         help=f"the group address (default {_GROUP_DEFAULT}, from the "
         "233.252.0.0/14 ad-hoc block)",
     )
-    p.add_argument("--mode", choices=("replicate", "multicast"), default="replicate")
+    p.add_argument(
+        "--mode",
+        choices=("replicate", "multicast"),
+        default="replicate",
+        help="how members reach the group: head-end replication over unicast "
+        "(default), or underlay multicast",
+    )
     p.add_argument("--instance-id", type=int, default=0, help="default 0")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=guarded(cmd_mesh_create, "decent mesh create"))
@@ -852,7 +859,7 @@ def add_mesh_commands(
     p = sub.add_parser(
         "revoke",
         help="hand a member a revocation token from `decent mesh revoke`",
-        description="POST the revocation to a member's /api/revoke; the member "
+        description="POST the revocation to a member's /api/v1/revoke; the member "
         "checks the mesh authority's signature, drops the node's registrations "
         "and passes the revocation on to every other member.",
     )

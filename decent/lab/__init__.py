@@ -12,8 +12,11 @@ from decent.lab.common import (
     GROUP_EID,
     KEY,
     MARKER,
+    STATE_DIR,
     WEB_PORT,
     LabError,
+    lab_eid,
+    lab_eid6,
     netns_unavailable,
 )
 from decent.lab.loopback import LoopbackLab
@@ -30,6 +33,7 @@ __all__ = [
     "KEY",
     "MARKER",
     "MULTICAST_DROP",
+    "STATE_DIR",
     "WEB_PORT",
     "Datagram",
     "LabError",
@@ -38,6 +42,8 @@ __all__ = [
     "NetnsLab",
     "NodeView",
     "ecm_map_request",
+    "lab_eid",
+    "lab_eid6",
     "lab_main",
     "loss_program",
     "netns_unavailable",

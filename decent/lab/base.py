@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,9 +117,13 @@ class _Lab:
         self.ttl_minutes = ttl_minutes
         self.register_interval = register_interval
         self._own_workdir = workdir is None
-        self.workdir = (
-            Path(tempfile.mkdtemp(prefix="decent-lab-")) if workdir is None else workdir
-        )
+        self._workdir = workdir
+        #: Keep the work dir (configs, each node's log) when the lab is
+        #: removed (`decent lab --keep`); a workdir passed in is always kept.
+        self.keep = False
+        #: Told a line of text at each step of building, starting and
+        #: waiting (`decent lab` prints them); None: silent.
+        self.progress: Callable[[str], None] | None = None
         self.initial_nodes = nodes
         self.nodes: dict[int, LabNode] = {}
         self.log_level = "info"
@@ -127,12 +132,31 @@ class _Lab:
         #: trust lab, made by `decent mesh create`).
         self.key = KEY
 
+    @property
+    def workdir(self) -> Path:
+        """The lab's files: configs, logs, state, the mesh authority. A temp
+        folder of its own is made the first time it is needed, so a lab
+        refused before it builds anything leaves no empty folder behind."""
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="decent-lab-"))
+        return self._workdir
+
+    def _say(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress(text)
+
+    def _remove_workdir(self) -> None:
+        """Remove the temp folder the lab made (unless `keep`)."""
+        if self._own_workdir and not self.keep and self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
     # ------------------------------------------------------------ to override
     def create(self) -> None:
         raise NotImplementedError
 
     def destroy(self) -> None:
         self._stop_processes()
+        self._remove_workdir()
 
     def _node(self, i: int, seeds: list[IPv4Address]) -> LabNode:
         raise NotImplementedError
@@ -219,6 +243,7 @@ class _Lab:
             *("mesh", "create", "lab", "--dir", str(self.mesh_dir)),
             *("--group", GROUP, "--mode", self.mode, "--json"),
         )
+        self._say(f"mesh authority made in {self.mesh_dir}; it invites every node")
         with (self.mesh_dir / "mesh.toml").open("rb") as f:
             self.key = str(tomllib.load(f)["key"])
 
@@ -364,7 +389,8 @@ class _Lab:
             raise LabError(f"{n.name} is already running")
         self._close_log(n)
         self.node_dir(i).mkdir(parents=True, exist_ok=True)
-        if self.trust and (n.trust is None or not set(n.eids) <= n.granted):
+        invited = self.trust and (n.trust is None or not set(n.eids) <= n.granted)
+        if invited:
             # Invited the first time it starts, and again when its EIDs
             # outgrow its certificate.
             self.join(i, self.invite(n.name, n.eids))
@@ -381,6 +407,11 @@ class _Lab:
             # Its own session: a Ctrl-C meant for `decent lab` reaches the
             # lab, which then stops every node itself.
             start_new_session=True,
+        )
+        how = ", invited and joined" if invited else ""
+        self._say(
+            f"{n.name} started{how}: rloc {n.rloc}, EID {', '.join(n.eids)}, "
+            f"pid {n.process.pid}"
         )
 
     def start_all(self) -> None:
@@ -515,9 +546,43 @@ class _Lab:
         want = self.expected_view(chosen)
         return all(self.view(i) == want for i in chosen)
 
-    def wait_converged(self, timeout: float = 15.0) -> float:
-        """Wait until the running nodes agree; returns the seconds it took."""
-        return self.wait_until(self.converged, timeout, "the nodes to converge")
+    def wait_converged(
+        self, timeout: float = 15.0, report: Callable[[str], None] | None = None
+    ) -> float:
+        """Wait until the running nodes agree; returns the seconds it took.
+
+        With `report`, it is told how far they are each time that changes:
+        "3/12 members joined, 1/12 nodes hold every registration" (a member
+        has joined once every node has it in its peer group)."""
+        if report is None:
+            return self.wait_until(self.converged, timeout, "the nodes to converge")
+        shown: tuple[int, int, int] | None = None
+
+        def agreed() -> bool:
+            nonlocal shown
+            chosen = self.running()
+            want = self.expected_view(chosen)
+            joined = set(want.members)
+            holding = 0
+            for i in chosen:
+                try:
+                    view = self.view(i)
+                except (OSError, ValueError):  # not answering yet
+                    joined.clear()
+                    continue
+                joined &= view.members
+                holding += view == want
+            now = (len(chosen), len(joined), holding)
+            if now != shown:
+                shown = now
+                n = len(chosen)
+                report(
+                    f"waiting for the nodes to agree: {len(joined)}/{n} members "
+                    f"joined, {holding}/{n} nodes hold every registration"
+                )
+            return holding == len(chosen)
+
+        return self.wait_until(agreed, timeout, "the nodes to converge", 0.2)
 
     @staticmethod
     def wait_until(

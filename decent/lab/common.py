@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Final
 
 GROUP: Final = "233.252.1.1"
@@ -19,6 +20,24 @@ MARKER: Final = b"decent-lab capture "
 #: How long a capture may take to go live, catch up, or stop: generous, as
 #: a loaded 2-core machine can leave dumpcap seconds behind.
 CAPTURE_WAIT: Final = 30.0
+#: Where a namespace lab records what it made (namespaces, host veth, its
+#: pid), one file per prefix: only what such a record lists is ever removed,
+#: so a namespace `<prefix>-n99` a person made to join the lab survives it.
+#: /run, like /run/netns, is emptied by a reboot.
+STATE_DIR: Final = Path("/run/decent-lab")
+
+
+def lab_eid(i: int) -> str:
+    """Node i's IPv4 EID: 192.0.2.i, of TEST-NET-1 (RFC 5737), which no real
+    network uses. A host joining a lab with its data plane on routes only
+    these into the overlay, never a public address such as 1.1.1.1 (DNS)."""
+    return f"192.0.2.{i}"
+
+
+def lab_eid6(i: int) -> str:
+    """Node i's IPv6 EID with the data plane: 2001:db8::i, of the IPv6
+    documentation prefix (RFC 3849), for the same reason."""
+    return f"2001:db8::{i}"
 
 
 class LabError(RuntimeError):
@@ -28,7 +47,7 @@ class LabError(RuntimeError):
 def netns_unavailable() -> str | None:
     """Why this process cannot build a namespace lab, or None if it can."""
     if os.geteuid() != 0:
-        return "network namespaces need root (run as root, or use LoopbackLab)"
+        return "not running as root, and network namespaces need root"
     for tool in ("ip", "tc"):
         if shutil.which(tool) is None:
             return f"`{tool}` (iproute2) is not installed"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from ipaddress import IPv4Address
 from pathlib import Path
 
 from decent.lab.base import LabNode, _Lab
-from decent.lab.common import WEB_PORT, LabError
+from decent.lab.common import WEB_PORT, LabError, lab_eid
 
 
 class LoopbackLab(_Lab):
@@ -48,7 +47,7 @@ class LoopbackLab(_Lab):
             web_port=WEB_PORT + i,
             namespace=None,
             seeds=seeds,
-            eids=[f"{i}.{i}.{i}.{i}/32"],
+            eids=[f"{lab_eid(i)}/32"],
             register_interval=self.register_interval,
         )
 
@@ -57,11 +56,6 @@ class LoopbackLab(_Lab):
 
     def create(self) -> None:
         self._declare_nodes()
-
-    def destroy(self) -> None:
-        self._stop_processes()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> LoopbackLab:
         super().__enter__()

@@ -8,38 +8,49 @@ import sys
 import time
 
 from decent.lab.base import _Lab
-from decent.lab.common import WEB_PORT, LabError, netns_unavailable
+from decent.lab.common import (
+    STATE_DIR,
+    WEB_PORT,
+    LabError,
+    lab_eid,
+    netns_unavailable,
+)
 from decent.lab.loopback import LoopbackLab
 from decent.lab.netns import NetnsLab
 
 
 def join_hint(lab: _Lab) -> str:
     """A ready `decent join` command for one more node, on this host: an
-    invite of the lab's mesh authority for n<k>, EID k.k.k.k/32, seeded
-    with every node of the lab."""
+    invite of the lab's mesh authority for n<k>, EID 192.0.2.k/32, seeded
+    with every node of the lab. Its data plane routes only the lab's EIDs,
+    all in TEST-NET-1 (lab_eid), into the overlay: none a real host uses."""
     k = max(lab.nodes) + 1
     name = f"n{k}"
+    eid = f"{lab_eid(k)}/32"
     seeds = [str(lab.node(i).rloc) for i in sorted(lab.nodes)]
-    token = lab.invite(name, [f"{k}.{k}.{k}.{k}/32"], seeds)
+    token = lab.invite(name, [eid], seeds)
     # This host's address on the lab's network: the bridge's host veth for
     # namespaces, the next loopback address otherwise.
     rloc = lab.host_address if isinstance(lab, NetnsLab) else lab._rloc(k)
     where = lab.workdir / f"{name}-joined"
     return (
-        f"join {name} (EID {k}.{k}.{k}.{k}/32) from this host, as root for "
-        "its data plane:\n"
+        f"join {name} (EID {eid}) from this host, as root for its data plane "
+        f"(it routes only the lab's EIDs, 192.0.2.0/24, into the lab):\n"
         f"  decent join {token} --rloc {rloc} --listen 127.0.0.1:{WEB_PORT + k} "
         f"--config {where / 'node.toml'} --state-dir {where / 'state'}"
     )
 
 
-def lab_main(argv: list[str] | None = None) -> int:
-    """`decent lab`: build a lab, show its pages, run until Ctrl-C, clean up."""
-    parser = argparse.ArgumentParser(
-        prog="decent lab",
-        description="Run a LISP-Decent lab: n nodes in network namespaces "
-        "(as root) or on 127.0.0.x, until Ctrl-C.",
-    )
+#: What `decent lab --help`, the man page and `decent help` say it does.
+DESCRIPTION = (
+    "Run a LISP-Decent lab: n nodes in network namespaces (as root) or on "
+    "127.0.0.x, until Ctrl-C."
+)
+
+
+def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
+    """The lab's options, on its own parser and on `decent`'s `lab`
+    subcommand (which the man page and shell completion are made from)."""
     parser.add_argument("--nodes", type=int, default=3, help="how many (default 3)")
     parser.add_argument(
         "--mode",
@@ -52,8 +63,10 @@ def lab_main(argv: list[str] | None = None) -> int:
         "--prefix",
         default="decent",
         help="name prefix, 1-13 of a-z 0-9 -: namespaces <prefix>-br and "
-        "<prefix>-n<i>, host veth <prefix>-h (default decent); a lab of the "
-        "same prefix left behind is removed first",
+        "<prefix>-n<i>, host veth <prefix>-h (default decent). The lab removes "
+        f"only what it made, as it records in {STATE_DIR}/<prefix>.json: what a "
+        "killed lab of the prefix left behind is removed first, a namespace "
+        "of the prefix made by anyone else never",
     )
     parser.add_argument(
         "--subnet",
@@ -78,8 +91,15 @@ def lab_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dataplane",
         action="store_true",
-        help="run the xTR data plane (namespaces only): EIDs i.i.i.i and fd00::i "
-        "on a TUN; try `ip netns exec <prefix>-n1 ping 2.2.2.2`",
+        help="run the xTR data plane (namespaces only): EIDs 192.0.2.i and "
+        "2001:db8::i (documentation ranges) on a TUN; try `ip netns exec "
+        "<prefix>-n1 ping 192.0.2.2`",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the lab's files when it stops (each node's config and "
+        "node.log, the mesh authority) and print where they are",
     )
     parser.add_argument(
         "--no-trust",
@@ -88,6 +108,12 @@ def lab_main(argv: list[str] | None = None) -> int:
         "default the lab is a mesh whose authority invites every node, and it "
         "prints a `decent join` command for one more)",
     )
+
+
+def lab_main(argv: list[str] | None = None) -> int:
+    """`decent lab`: build a lab, show its pages, run until Ctrl-C, clean up."""
+    parser = argparse.ArgumentParser(prog="decent lab", description=DESCRIPTION)
+    add_lab_arguments(parser)
     args = parser.parse_args(argv)
     lab: _Lab
     reason = "--loopback" if args.loopback else netns_unavailable()
@@ -105,7 +131,9 @@ def lab_main(argv: list[str] | None = None) -> int:
             )
         else:
             if args.dataplane:
-                raise LabError("--dataplane needs a namespace lab (run as root)")
+                raise LabError(
+                    f"--dataplane needs network namespaces, so root ({reason})"
+                )
             lab = LoopbackLab(
                 nodes=args.nodes,
                 mode=args.mode,
@@ -116,6 +144,8 @@ def lab_main(argv: list[str] | None = None) -> int:
     except (LabError, ValueError) as exc:
         print(f"decent lab: {exc}", file=sys.stderr)
         return 2
+    lab.keep = args.keep
+    lab.progress = _progress
 
     def _interrupt(signum: int, frame: object) -> None:
         for sig in previous:  # a second Ctrl-C must not cut the cleanup short
@@ -128,12 +158,18 @@ def lab_main(argv: list[str] | None = None) -> int:
         sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
+        if isinstance(lab, LoopbackLab):
+            last = lab._rloc(args.nodes)
+            why = "" if reason == "--loopback" else f"{reason}: "
+            _progress(
+                f"{why}running the nodes as plain processes on 127.0.0.11-{last} "
+                "instead of in network namespaces (no multicast mode, loss or "
+                "capture; run as root for those)"
+            )
         with lab:
-            if reason is not None:
-                print(f"loopback lab ({reason})")
             lab.start_all()
             try:
-                took = lab.wait_converged(30.0)
+                took = lab.wait_converged(30.0, _progress)
                 state = f"converged in {took:.1f} s"
             except TimeoutError:
                 state = "not converged after 30 s; see the logs"
@@ -142,7 +178,7 @@ def lab_main(argv: list[str] | None = None) -> int:
                 n = lab.node(i)
                 print(f"  {n.name}  rloc {n.rloc}  {n.url}/  log {lab.log_path(i)}")
             if isinstance(lab, NetnsLab) and lab.dataplane:
-                print(f"  try: ip netns exec {lab.prefix}-n1 ping 2.2.2.2")
+                print(f"  try: ip netns exec {lab.prefix}-n1 ping {lab_eid(2)}")
             if lab.trust:
                 try:
                     print(join_hint(lab))
@@ -159,9 +195,27 @@ def lab_main(argv: list[str] | None = None) -> int:
         pass
     except LabError as exc:
         print(f"decent lab: {exc}", file=sys.stderr)
+        _kept(lab)
         return 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print("lab removed")
+    _kept(lab)
+    print("lab removed", flush=True)
     return 0
+
+
+def _progress(text: str) -> None:
+    print(text, flush=True)
+
+
+def _kept(lab: _Lab) -> None:
+    """Say where --keep kept the lab's files (if it made any)."""
+    if lab.keep and lab._workdir is not None:
+        logs = ", ".join(str(lab.log_path(i)) for i in sorted(lab.nodes)[:2])
+        more = ", ..." if len(lab.nodes) > 2 else ""
+        print(
+            f"kept the lab's files in {lab.workdir}: each node's config and "
+            f"log in n<i>/ ({logs}{more})",
+            flush=True,
+        )

@@ -23,10 +23,13 @@ from decent.lab.common import (
     CAPTURE_WAIT,
     CONTROL_PORT,
     MARKER,
+    STATE_DIR,
     WEB_PORT,
     LabError,
     _in,
     _run,
+    lab_eid,
+    lab_eid6,
     netns_unavailable,
 )
 from decent.lab.pcap import ecm_map_request
@@ -48,6 +51,13 @@ class NetnsLab(_Lab):
     address .254 joins the root namespace to the bridge, so this process (and
     a browser) reaches every node's web page at http://<rloc>:8080/. Node
     namespaces have no default route: control traffic cannot leave the lab.
+
+    The lab removes only what it made: it records each namespace (and the
+    host veth) in STATE_DIR/<prefix>.json as it makes it, and its teardown,
+    or the next lab of the prefix after a crash, removes what that record
+    lists and nothing else. A namespace of the prefix that no record lists
+    (a person's `<prefix>-n99` joined to the lab) is never touched; one the
+    lab would need stops it with an error naming it.
     """
 
     def __init__(
@@ -64,8 +74,8 @@ class NetnsLab(_Lab):
         trust: bool = False,
     ) -> None:
         """With `dataplane`, every node runs the xTR data plane with EIDs
-        i.i.i.i/32 and fd00::i/128 on its TUN. With `trust`, the lab is a
-        mesh with node identities (see _Lab)."""
+        192.0.2.i/32 and 2001:db8::i/128 on its TUN (lab_eid, lab_eid6).
+        With `trust`, the lab is a mesh with node identities (see _Lab)."""
         if not _PREFIX.match(prefix):
             raise ValueError(
                 f"prefix {prefix!r}: use 1 to 13 of a-z, 0-9 and '-' "
@@ -92,6 +102,9 @@ class NetnsLab(_Lab):
         self._clients: dict[str, list[IPv4Address]] = {}
         self._captures: list[subprocess.Popen[bytes]] = []
         self._created = False
+        #: What this lab made (and so alone removes): namespaces, host veth.
+        self._made: list[str] = []
+        self._made_veth = False
         self.dataplane = dataplane
 
     def _rloc(self, i: int) -> IPv4Address:
@@ -106,8 +119,8 @@ class NetnsLab(_Lab):
             web_port=WEB_PORT,
             namespace=f"{self.prefix}-n{i}",
             seeds=seeds,
-            eids=[f"{i}.{i}.{i}.{i}/32"]
-            + ([f"fd00::{i}/128"] if self.dataplane else []),
+            eids=[f"{lab_eid(i)}/32"]
+            + ([f"{lab_eid6(i)}/128"] if self.dataplane else []),
             register_interval=self.register_interval,
             dataplane={"enabled": True} if self.dataplane else None,
         )
@@ -116,8 +129,19 @@ class NetnsLab(_Lab):
         assert node.namespace is not None
         return _in(node.namespace, *argv)
 
+    @property
+    def state_file(self) -> Path:
+        """The record of what this lab made (see the class docstring)."""
+        return STATE_DIR / f"{self.prefix}.json"
+
+    def made(self) -> list[str]:
+        """The namespaces this lab made that exist now."""
+        existing = set(self.namespaces())
+        return [ns for ns in self._made if ns in existing]
+
     def namespaces(self) -> list[str]:
-        """The namespaces of this prefix that exist now (stale ones too)."""
+        """The namespaces of this prefix that exist now (stale ones too, and
+        any a person made: the lab removes only those it made)."""
         out = _run(["ip", "netns", "list"]).stdout
         pattern = re.compile(rf"^{re.escape(self.prefix)}-(br|n\d+|c-[a-z0-9]+)$")
         names = [line.split()[0] for line in out.splitlines() if line.strip()]
@@ -130,11 +154,17 @@ class NetnsLab(_Lab):
         if reason:
             raise LabError(reason)
         self._cleanup_stale()
+        self._check_names_free()
         self._check_subnet_free()
         self._created = True
         self._declare_nodes()
+        self._say(
+            f"building {len(self.nodes)} namespaces {self.prefix}-n1.."
+            f"{self.prefix}-n{max(self.nodes)} on a bridge in {self.bridge_ns}, "
+            f"subnet {self.subnet}"
+        )
         br = self.bridge_ns
-        _run(["ip", "netns", "add", br])
+        self._netns_add(br)
         _run(_in(br, "ip", "link", "set", "lo", "up"))
         _run(_in(br, "ip", "link", "add", "br0", "type", "bridge"))
         # Flood multicast to every port whatever IGMP says (there is no
@@ -158,6 +188,8 @@ class NetnsLab(_Lab):
                 br,
             ]
         )
+        self._made_veth = True
+        self._record()
         _run(_in(br, "ip", "link", "set", "ph", "master", "br0", "up"))
         host = f"{self.host_address}/{self.subnet.prefixlen}"
         _run(["ip", "addr", "add", host, "dev", self.host_veth])
@@ -165,6 +197,10 @@ class NetnsLab(_Lab):
         for i in sorted(self.nodes):
             self._attach(i)
         self._verify_bridge()
+        self._say(
+            f"namespaces ready; this host is {self.host_address} on the bridge "
+            f"({self.host_veth})"
+        )
 
     def _attach(self, i: int) -> None:
         n = self.node(i)
@@ -178,7 +214,7 @@ class NetnsLab(_Lab):
     def _port(self, ns: str, port: str, addresses: list[IPv4Address]) -> None:
         """A namespace with eth0 on the bridge (port `port`) and addresses."""
         br = self.bridge_ns
-        _run(["ip", "netns", "add", ns])
+        self._netns_add(ns)
         _run(_in(ns, "ip", "link", "set", "lo", "up"))
         _run(
             [
@@ -493,16 +529,86 @@ class NetnsLab(_Lab):
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
 
+    def _netns_add(self, ns: str) -> None:
+        """Make a namespace, and record it as this lab's once it exists
+        (`ip netns add` fails for a name taken: never recorded, never ours)."""
+        _run(["ip", "netns", "add", ns])
+        self._made.append(ns)
+        self._record()
+
+    def _record(self) -> None:
+        """Write what this lab made so far (replaced atomically)."""
+        STATE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+        state = {
+            "pid": os.getpid(),
+            "namespaces": self._made,
+            "host_veth": self.host_veth if self._made_veth else None,
+            "workdir": str(self.workdir),
+        }
+        tmp = self.state_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state, indent=1) + "\n")
+        tmp.replace(self.state_file)
+
     def _cleanup_stale(self) -> None:
-        """Remove namespaces (and their processes) and the host veth left by
-        an earlier lab of this prefix that was not destroyed."""
-        for ns in self.namespaces():
+        """Remove what an earlier lab of this prefix made and left behind
+        (killed before its teardown), as its record lists it; refuse while
+        the lab that wrote the record still runs."""
+        try:
+            state = json.loads(self.state_file.read_text())
+            pid = int(state["pid"])
+            names = [str(ns) for ns in state["namespaces"]]
+            veth = state.get("host_veth")
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise LabError(
+                f"{self.state_file} is unreadable ({exc}); remove it and whatever "
+                f"{self.prefix}-* namespaces you know to be a lab's"
+            ) from None
+        if pid != os.getpid() and _alive(pid):
+            raise LabError(
+                f"prefix {self.prefix} is in use by a running lab (pid {pid}); "
+                "pick another --prefix, or stop that lab (if that process is "
+                f"no lab, remove {self.state_file})"
+            )
+        existing = set(self.namespaces())
+        left = [ns for ns in names if ns in existing]
+        for ns in left:
             self._kill_namespace_processes(ns)
             _run(["ip", "netns", "del", ns], check=False)
-        _run(["ip", "link", "del", self.host_veth], check=False)
+        if veth == self.host_veth:
+            _run(["ip", "link", "del", self.host_veth], check=False)
+        self.state_file.unlink(missing_ok=True)
+        if left:
+            self._say(
+                f"removed what a lab of prefix {self.prefix} (pid {pid}) left "
+                f"behind: {', '.join(left)}"
+            )
+
+    def _check_names_free(self) -> None:
+        """Names this lab is about to make must be free: what exists and no
+        lab record lists is someone else's, and is left alone."""
+        wanted = [self.bridge_ns, *(f"{self.prefix}-n{i}" for i in self._indices())]
+        taken = sorted(set(wanted) & set(self.namespaces()))
+        if taken:
+            raise LabError(
+                f"namespace {', '.join(taken)} exists and no lab of prefix "
+                f"{self.prefix} made it; remove it (ip netns del NAME) or pick "
+                "another --prefix"
+            )
+        if _run(["ip", "link", "show", self.host_veth], check=False).returncode == 0:
+            raise LabError(
+                f"interface {self.host_veth} exists and no lab of prefix "
+                f"{self.prefix} made it; remove it (ip link del "
+                f"{self.host_veth}) or pick another --prefix"
+            )
+
+    def _indices(self) -> list[int]:
+        return sorted(self.nodes) or list(range(1, self.initial_nodes + 1))
 
     def destroy(self) -> None:
-        """Kill every process, delete every namespace and the host veth.
+        """Kill every process in the namespaces this lab made, delete them
+        and its host veth; nothing else (see the class docstring).
 
         Safe to call more than once and after a failed create()."""
         for proc in self._captures:
@@ -512,18 +618,32 @@ class NetnsLab(_Lab):
                     proc.wait(5.0)
         self._captures.clear()
         self._stop_processes()
-        if not self._created or netns_unavailable():
-            return
-        # Anything else still inside (a generator started by a benchmark).
-        for ns in self.namespaces():
-            self._kill_namespace_processes(ns)
-        time.sleep(0.05)
-        for ns in self.namespaces():
-            _run(["ip", "netns", "del", ns], check=False)
-        _run(["ip", "link", "del", self.host_veth], check=False)
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._created and not netns_unavailable():
+            # Anything else still inside (a generator started by a benchmark).
+            mine = self.made()
+            for ns in mine:
+                self._kill_namespace_processes(ns)
+            time.sleep(0.05)
+            for ns in mine:
+                _run(["ip", "netns", "del", ns], check=False)
+            if self._made_veth:
+                _run(["ip", "link", "del", self.host_veth], check=False)
+            if not self.made():
+                self._made.clear()
+                self._made_veth = False
+                self.state_file.unlink(missing_ok=True)
+        self._remove_workdir()
 
     def __enter__(self) -> NetnsLab:
         super().__enter__()
         return self
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final
 
-from decent.peer.display import locator_dict
+from decent.peer.display import locator_dict, time_text
 from decent.peer.events import (
     Event,
     KeyStateChanged,
@@ -102,17 +103,37 @@ class Rejection:
 
 
 RejectionKey = tuple[IPAddress, int, str, str | None, str | None]
+#: Seconds the wall clock may drift from the monotonic one before the times
+#: shown follow it (an NTP step, the operator setting the clock).
+CLOCK_STEP: Final = 1.0
+#: A member's traffic before the data plane has counted any.
+_NO_TRAFFIC: Final[dict[str, Any]] = {
+    "rx_packets": 0,
+    "rx_bytes": 0,
+    "last_rx_at": None,
+    "tx_packets": 0,
+    "tx_bytes": 0,
+    "last_tx_at": None,
+}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
 
 
 class NodeStatus:
     """Adapts a Node (and the shell's clock) into JSON-ready dicts.
 
-    Ages and remaining lifetimes are computed against `clock()`, the same
-    monotonic time the Node runs on; `started` is that clock's reading when
-    the node started, from which the join deadline runs. The shell hands it
-    the node's events (`note`), which move `changes()` and fill the recent
-    rejections. `flush` is the shell's: what the web layer changes
-    (`clear_map_cache`, `revoke`) is then reported like any input.
+    The JSON convention (README, "JSON for scripts"): a point in time is
+    `<what>_at`, RFC 3339 UTC with milliseconds; a duration carries its unit
+    in its name (`_s`, `_min`, `_ms`). The Node runs on `clock()` (monotonic
+    seconds), so a time t of the Node is shown as `wall() - (clock() - t)`;
+    remaining lifetimes (`ttl_s`) are against `clock()`. `started` is that
+    clock's reading when the node started, from which the join deadline
+    runs. The shell hands it the node's events (`note`), which move
+    `changes()` and fill the recent rejections. `flush` is the shell's:
+    what the web layer changes (`clear_map_cache`, `revoke`) is then
+    reported like any input.
     `restored` is how many registrations the daemon restored from its
     snapshot: until a live member confirms us, they are shown as stale.
     """
@@ -129,9 +150,12 @@ class NodeStatus:
         dataplane: Callable[[], dict[str, Any]] | None = None,
         flush: Callable[[], None] | None = None,
         restored: int = 0,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
         self.clock = clock
+        self.wall = wall
+        self._offset: float | None = None
         self.name = name
         self.started = started
         self.register_interval = register_interval
@@ -146,6 +170,21 @@ class NodeStatus:
         self._rejections: OrderedDict[RejectionKey, Rejection] = OrderedDict()
 
     # ------------------------------------------------------------ helpers
+    def _times(self) -> Callable[[float | None], str | None]:
+        """A converter of the Node's (monotonic) times to `_at` strings. The
+        offset between the two clocks is kept while it holds within
+        CLOCK_STEP, so the same moment reads the same in every answer (a
+        script may compare them), and taken anew when the wall clock is set."""
+        offset = self.wall() - self.clock()
+        if self._offset is None or abs(offset - self._offset) > CLOCK_STEP:
+            self._offset = offset
+        offset = self._offset
+
+        def at(t: float | None) -> str | None:
+            return None if t is None else time_text(t + offset)
+
+        return at
+
     def names(self) -> dict[IPAddress, str]:
         """RLOC -> node name, from the distinguished-name EIDs registered."""
         out: dict[IPAddress, str] = {}
@@ -257,6 +296,7 @@ class NodeStatus:
     # ------------------------------------------------------------ views
     def node_info(self) -> dict[str, Any]:
         node, cfg, now = self.node, self.node.config, self.clock()
+        at = self._times()
         sizes = node.soft_state_sizes()
         return {
             "name": self.name,
@@ -268,13 +308,12 @@ class NodeStatus:
             "instance_id": cfg.group_iid,
             "control_port": cfg.control_port,
             "data_port": cfg.data_port,
-            "uptime": round(now - self.started, 3),
+            "started_at": at(self.started),
+            "uptime_s": round(now - self.started, 3),
             "health": self.health(),
             "stale": self.stale(),
             "restored": self.restored,
-            "confirmed": (
-                None if node.confirmed_at is None else round(now - node.confirmed_at, 3)
-            ),
+            "confirmed_at": at(node.confirmed_at),
             "counts": {
                 "registrations": sizes["registrations"],
                 "peers": len(node.membership()),
@@ -283,13 +322,13 @@ class NodeStatus:
             "counters": dict(sorted(node.counters.items())),
             "refused": self.refused(),
             "socket_errors": dict(self.errors()),
-            "dataplane": self.dataplane(),
+            "dataplane": self.dataplane_view(),
             "state": sizes,
         }
 
     def refused(self) -> list[dict[str, Any]]:
         """Registrants refused lately for a quota or their rate, newest first."""
-        now = self.clock()
+        at = self._times()
         return [
             {
                 "registrant": (
@@ -300,8 +339,8 @@ class NodeStatus:
                 "source": str(r.source[0]),
                 "reason": r.reason,
                 "count": r.count,
-                "first": round(now - r.first, 3),
-                "last": round(now - r.last, 3),
+                "first_at": at(r.first),
+                "last_at": at(r.last),
             }
             for r in reversed(self.node.refused_registrants())
         ]
@@ -310,7 +349,7 @@ class NodeStatus:
         """Registrations refused lately (RegistrationRejected), newest first:
         source, reason, EID and the name a refused certificate gives; a
         repeat counts on its entry. At most `[limits] refused_shown`."""
-        now = self.clock()
+        at = self._times()
         return [
             {
                 "source": str(ip),
@@ -319,8 +358,8 @@ class NodeStatus:
                 "eid": eid,
                 "name": name,
                 "count": r.count,
-                "first": round(now - r.first, 3),
-                "last": round(now - r.last, 3),
+                "first_at": at(r.first),
+                "last_at": at(r.last),
             }
             for (ip, port, reason, eid, name), r in reversed(self._rejections.items())
         ]
@@ -329,6 +368,7 @@ class NodeStatus:
         self, entry: SiteEntry, names: dict[IPAddress, str]
     ) -> dict[str, Any]:
         now = self.clock()
+        at = self._times()
         children = sorted(entry.children.values(), key=lambda c: c.first)
         latest = max(children, key=lambda c: c.last)
         eid = entry.eid
@@ -338,10 +378,12 @@ class NodeStatus:
             "instance_id": eid.iid,
             "group": None if eid.group is None else f"{eid.group}/{eid.group_mask_len}",
             "registered": True,
-            "first_registered": round(now - entry.first_registered, 3),
-            "last_registered": round(now - entry.last_registered, 3),
+            "first_registered_at": at(entry.first_registered),
+            "last_registered_at": at(entry.last_registered),
             "last_registerer": f"{entry.last_registerer[0]}",
-            "ttl": round(max(c.expires for c in children) - now, 3),
+            "ttl_s": round(max(c.expires for c in children) - now, 3),
+            "expires_at": at(max(c.expires for c in children)),
+            "record_ttl_min": entry.record.ttl,
             "flags": latest.flags,
             "merge": entry.merge,
             "proxy_reply": entry.proxy_reply,
@@ -354,9 +396,10 @@ class NodeStatus:
                     "registrant": str(c.registrant[0]),
                     # A plain xTR's registration carried on by this member.
                     "via": None if c.via is None else str(c.via),
-                    "first_registered": round(now - c.first, 3),
-                    "last_registered": round(now - c.last, 3),
-                    "ttl": round(c.expires - now, 3),
+                    "first_registered_at": at(c.first),
+                    "last_registered_at": at(c.last),
+                    "ttl_s": round(c.expires - now, 3),
+                    "expires_at": at(c.expires),
                     "flags": c.flags,
                     "rlocs": [locator_dict(loc, names) for loc in c.record.locators],
                 }
@@ -370,6 +413,7 @@ class NodeStatus:
 
     def peers(self) -> list[dict[str, Any]]:
         node, now = self.node, self.clock()
+        at = self._times()
         names = self.names()
         group = node.config.group_eid
         entry = node.registration(group) if group is not None else None
@@ -380,21 +424,25 @@ class NodeStatus:
                     for e in rle_entries(loc):
                         if isinstance(e.address, IPv4Address | IPv6Address):
                             heard[e.address] = (child.first, child.last, child.expires)
-        dataplane = self.dataplane()
-        keyed = {p["rloc"]: p for p in dataplane.get("peers", ())}
+        dataplane = self.dataplane_view()
+        traffic = {p["rloc"]: p for p in dataplane.get("peers", ())}
+        rtts = self.rtts()
+        eids = self.member_eids()
         out = []
         for member in node.membership():
             times = heard.get(member)
-            keys = keyed.get(str(member), {})
+            rloc = str(member)
+            row = traffic.get(rloc, {})
             aging = times is None or now - times[1] > 1.5 * self.register_interval
             out.append(
                 {
-                    "rloc": str(member),
+                    "rloc": rloc,
                     "name": names.get(member),
                     "self": member in node.config.rlocs,
-                    "first_seen": None if times is None else round(now - times[0], 3),
-                    "last_heard": None if times is None else round(now - times[1], 3),
-                    "ttl": None if times is None else round(times[2] - now, 3),
+                    "eids": eids.get(member, []),
+                    "first_seen_at": None if times is None else at(times[0]),
+                    "last_heard_at": None if times is None else at(times[1]),
+                    "ttl_s": None if times is None else round(times[2] - now, 3),
                     "state": "aging-out" if aging else "current",
                     # RFC 8061: what our traffic to this member is, once
                     # the data plane has sent it any ("-" before); None
@@ -404,19 +452,98 @@ class NodeStatus:
                         if not dataplane.get("enabled")
                         else "off"
                         if dataplane.get("encrypt", "off") == "off"
-                        else keys.get("state", "-")
+                        else row.get("state", "-")
                     ),
+                    "cipher": row.get("cipher"),
+                    # Packets and bytes each way (None without a data plane).
+                    "traffic": (
+                        {k: row.get(k, _NO_TRAFFIC[k]) for k in _NO_TRAFFIC}
+                        if dataplane.get("enabled")
+                        else None
+                    ),
+                    "rtt_ms": rtts.get(rloc),
                 }
             )
         return out
 
+    def member_eids(self) -> dict[IPAddress, list[str]]:
+        """Each member's EIDs, IP and name: the registrations it made (as
+        registrant) or that name one of its RLOCs; group EIDs left out."""
+        out: dict[IPAddress, set[str]] = {}
+        for entry in self.node.registrations(ordered=False):
+            if entry.eid.group is not None:
+                continue
+            eid = str(entry.eid)
+            for child in entry.children.values():
+                out.setdefault(child.registrant[0], set()).add(eid)
+                for loc in child.record.locators:
+                    if loc.rloc is not None:
+                        out.setdefault(loc.rloc, set()).add(eid)
+        return {member: sorted(e) for member, e in out.items()}
+
+    def rtts(self) -> dict[str, float]:
+        """The RTT of each RLOC RLOC-probed (RFC 9301 8.1), in ms: the best
+        one over the map-cache entries that name it."""
+        out: dict[str, float] = {}
+        for entry in self.node.cache_entries():
+            for state in entry.locators:
+                rtt = _ms(state.rtt)
+                if rtt is None or state.locator.rloc is None:
+                    continue
+                rloc = str(state.locator.rloc)
+                out[rloc] = min(rtt, out.get(rloc, rtt))
+        return out
+
+    def dataplane_view(self) -> dict[str, Any]:
+        """The data plane's state, its `peers` one row per peer RLOC like
+        `wg show`: encryption (the sealing state), packets and bytes each
+        way with the time of the last, and the RLOC-probe RTT. The shell's
+        `traffic` rows (monotonic times) are folded into `peers`."""
+        view = dict(self.dataplane())
+        sealing = {str(p["rloc"]): p for p in view.get("peers", ())}
+        traffic = {str(t["rloc"]): t for t in view.pop("traffic", ())}
+        if not view.get("enabled") or not (sealing or traffic or "peers" in view):
+            return view
+        at = self._times()
+        now = self.clock()
+        names = {str(k): v for k, v in self.names().items()}
+        rtts = self.rtts()
+        encrypt = view.get("encrypt", "off")
+        rows = []
+        for rloc in sorted({*sealing, *traffic}):
+            keys = dict(sealing.get(rloc, {}))
+            since = keys.pop("since_s", None)
+            t = traffic.get(rloc, {})
+            rows.append(
+                {
+                    "rloc": rloc,
+                    "name": names.get(rloc),
+                    **keys,
+                    "state": "off" if encrypt == "off" else keys.get("state", "-"),
+                    "since_at": None if since is None else at(now - since),
+                    "rx_packets": t.get("rx_packets", 0),
+                    "rx_bytes": t.get("rx_bytes", 0),
+                    "last_rx_at": at(t.get("rx_last")),
+                    "tx_packets": t.get("tx_packets", 0),
+                    "tx_bytes": t.get("tx_bytes", 0),
+                    "last_tx_at": at(t.get("tx_last")),
+                    "rtt_ms": rtts.get(rloc),
+                }
+            )
+        view["peers"] = rows
+        return view
+
     def cache_entry(self, entry: CacheEntry) -> dict[str, Any]:
         now = self.clock()
+        at = self._times()
         names = self.names()
         return {
             "eid": str(entry.eid),
-            "uptime": round(now - entry.created, 3),
-            "ttl": round(entry.expires - now, 3),
+            "created_at": at(entry.created),
+            "uptime_s": round(now - entry.created, 3),
+            "ttl_s": round(entry.expires - now, 3),
+            "expires_at": at(entry.expires),
+            "record_ttl_min": entry.record.ttl,
             "source": entry.source,
             "negative": entry.negative,
             "action": Action(entry.record.action).name.lower().replace("_", "-")
@@ -426,7 +553,7 @@ class NodeStatus:
                 {
                     **locator_dict(s.locator, names),
                     "state": "up" if s.up else "down",
-                    "rtt": s.rtt,
+                    "rtt_ms": _ms(s.rtt),
                     "packet-count": s.packets,
                     "byte-count": s.bytes,
                 }
@@ -459,7 +586,7 @@ class NodeStatus:
         prefix, ttl, action = self.node.negative_answer(eid)
         return {
             "prefix": str(prefix),
-            "ttl": ttl * 60,
+            "ttl_min": ttl,
             "action": Action(action).name.lower().replace("_", "-"),
         }
 

@@ -22,24 +22,20 @@ from ipaddress import ip_address
 from typing import Protocol
 
 from decent.net.kernel import SO_RCVBUFFORCE, interface_index
+from decent.net.logtext import LineBudget, describe, event_level, event_name
 from decent.peer.config import Addr
-from decent.peer.events import (
-    Event,
-    KeyStateChanged,
-    MessageDropped,
-    RegistrationAccepted,
-    RegistrationRejected,
-)
+from decent.peer.events import Event
 from decent.peer.node import Node
 from decent.wire import IPAddress
 
 log = logging.getLogger("decent")
 #: Datagrams handled per wake-up before yielding to the loop (libuv uses 32).
 DRAIN = 64
-#: Event lines logged per second and per event class ([node] log_rate), and
-#: the burst allowed above it: a flood of registrations (100k EIDs in a few
-#: seconds) once wrote hundreds of MB of log lines; what is held back is
-#: counted and summarised in one line (SUMMARY_INTERVAL).
+#: Event lines logged per second and per kind of line (event and level,
+#: [node] log_rate), and the burst allowed above it ([node] log_burst): a
+#: flood of registrations (100k EIDs in a few seconds) once wrote hundreds of
+#: MB of log lines; what is held back is counted and summarised in one line
+#: per kind (SUMMARY_INTERVAL). See decent.net.logtext.LineBudget.
 LOG_RATE = 20.0
 LOG_BURST = 100
 #: Seconds between the first line held back and the summary of all held back.
@@ -194,11 +190,10 @@ class NodeShell:
         log_burst: int = LOG_BURST,
     ) -> None:
         """`log_rate` and `log_burst` bound the event lines logged, per
-        event class (a token bucket each); the rest are summarised.
+        kind of line (a token bucket each); the rest are summarised.
         `on_event` is called with every event; so is each callback passed
         to `subscribe`."""
-        if log_rate <= 0 or log_burst < 1:
-            raise ValueError("log_rate must be positive and log_burst at least 1")
+        self._budget = LineBudget(log_rate, log_burst)
         self.node = node
         #: Our first RLOC's sockets: what we send leaves from these.
         self.sockets = sockets
@@ -222,13 +217,6 @@ class NodeShell:
         self.riders: list[Rider] = []
         self._addr_memo: dict[str, IPAddress] = {}
         self._host_memo: dict[IPAddress, str] = {}
-        self._log_rate, self._log_burst = log_rate, float(log_burst)
-        #: Per event class: [tokens, when last refilled].
-        self._log_buckets: dict[type[Event], list[float]] = {}
-        #: Lines held back since `_held_since`, per event class name.
-        self._held: Counter[str] = Counter()
-        self._held_level = logging.DEBUG
-        self._held_since = 0.0
         self._summary: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -413,19 +401,7 @@ class NodeShell:
 
     def _note(self, event: Event, now: float) -> None:
         self.events.append((now, event))
-        # Refreshes and drops recur every period; log state changes only.
-        routine = isinstance(event, MessageDropped) or (
-            isinstance(event, RegistrationAccepted) and not event.new
-        )
-        # A refused registration is someone failing to join (a wrong key, an
-        # expired certificate) or an attack: an operator must see it.
-        if isinstance(event, RegistrationRejected) or (
-            # A peer we must encrypt to and cannot: its traffic is dropped.
-            isinstance(event, KeyStateChanged) and event.state == "refused"
-        ):
-            level = logging.WARNING
-        else:
-            level = logging.DEBUG if routine else logging.INFO
+        level = event_level(event)
         # A line the level hides costs no formatting and no summary entry.
         if log.isEnabledFor(level):
             self._log_event(event, level, now)
@@ -435,58 +411,16 @@ class NodeShell:
             callback(event)
 
     def _log_event(self, event: Event, level: int, now: float) -> None:
-        """Log `event` unless its class used up its lines; count it if so."""
-        bucket = self._log_buckets.get(type(event))
-        if bucket is None:
-            bucket = self._log_buckets[type(event)] = [self._log_burst, now]
-        tokens = min(self._log_burst, bucket[0] + (now - bucket[1]) * self._log_rate)
-        bucket[1] = now
-        if tokens >= 1.0:
-            bucket[0] = tokens - 1.0
-            if isinstance(event, RegistrationRejected):
-                ip, port = event.peer
-                log.log(
-                    level,
-                    "%s rejected: source %s, reason %s, EID %s, name %s",
-                    "key exchange"
-                    if event.reason.startswith("key-")
-                    else "registration",
-                    _where(ip, port),
-                    event.reason,
-                    "-" if event.eid is None else event.eid,
-                    event.name or "-",
-                )
-            elif isinstance(event, KeyStateChanged):
-                log.log(
-                    level,
-                    "data plane to %s: %s%s",
-                    event.rloc,
-                    event.state,
-                    f" ({event.reason})" if event.reason else "",
-                )
-            else:
-                log.log(level, "%s", event)
-            return
-        bucket[0] = tokens
-        if not self._held:
-            self._held_since = now
+        """Log `event` unless its kind used up its lines; count it if so."""
+        if self._budget.take((event_name(event), level), now):
+            log.log(level, "%s", describe(event), extra={"decent_event": event})
+        elif self._summary is None:
             # Scheduled now, so the summary comes even if nothing else does.
             self._summary = self.loop.call_at(now + SUMMARY_INTERVAL, self._log_summary)
-        self._held[type(event).__name__] += 1
-        self._held_level = max(self._held_level, level)
 
     def _log_summary(self) -> None:
         if self._summary is not None:
             self._summary.cancel()
             self._summary = None
-        if not self._held:
-            return
-        held, self._held = self._held, Counter()
-        level, self._held_level = self._held_level, logging.DEBUG
-        log.log(
-            level,
-            "suppressed %s event lines in the last %.1f s: %s",
-            f"{held.total():,}",
-            self.loop.time() - self._held_since,
-            ", ".join(f"{name} {n:,}" for name, n in held.most_common()),
-        )
+        for level, summary in self._budget.summaries(self.loop.time()):
+            log.log(level, "%s", describe(summary), extra={"decent_event": summary})

@@ -114,6 +114,10 @@ class Limits:
     # ---- Data-plane encryption (decent.peer.roles.keys)
     #: Peer RLOCs we hold keys or key-exchange state for, each way.
     max_keyed_peers: int = 4_096
+    # ---- Data-plane traffic view (decent.peer.peerstats)
+    #: Peer RLOCs whose packets and bytes are counted; past it, the one idle
+    #: longest goes (counted under dataplane.traffic-evicted).
+    max_traffic_peers: int = 4_096
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,8 @@ DATAPLANE_OUTER_FRAGMENTED: Final = "dataplane.outer-fragmented"
 DATAPLANE_ICMP_TOO_BIG: Final = "dataplane.icmp-too-big"
 DATAPLANE_ICMP_RATE_LIMITED: Final = "dataplane.icmp-rate-limited"
 DATAPLANE_LSB_CHANGE: Final = "dataplane.lsb-change"
+#: A new peer RLOC pushed the one idle longest out of the traffic table.
+DATAPLANE_TRAFFIC_EVICTED: Final = "dataplane.traffic-evicted"
 
 #: RFC 8061 key exchanges (decent.peer.roles.keys).
 KEYS_REQUESTED: Final = "keys.requested"

@@ -53,6 +53,7 @@ from decent.peer.events import (
 from decent.peer.mapcache import CacheEntry, LocatorState
 from decent.peer.missqueue import MissQueue
 from decent.peer.node import Node
+from decent.peer.peerstats import PeerStats
 from decent.peer.ratelimit import Bucket
 from decent.peer.registered import registered_rlocs, routed_prefixes
 from decent.peer.sealing import CLEAR_AT, P, Sealing
@@ -150,6 +151,8 @@ class DataPlane:
         self.encapsulated_bytes = 0
         self.decapsulated = 0
         self.decapsulated_bytes = 0
+        #: Per peer RLOC, each way: `decent status`'s data-plane view.
+        self.traffic = PeerStats(node.config.limits.max_traffic_peers, self._counters)
 
     # ============================================================ outputs
     def packets_to_send(self) -> list[tuple[bytes, Route]]:
@@ -311,6 +314,7 @@ class DataPlane:
         state.bytes += n
         self.encapsulated += 1
         self.encapsulated_bytes += n
+        self.traffic.sent(addr[0], n, now)
         return addr, src, h, start, P + n + (start != CLEAR_AT) * TAG_LEN
 
     def send_packet(self, packet: bytes, now: float) -> None:
@@ -356,6 +360,7 @@ class DataPlane:
             entry.packets += 1
             entry.bytes += n
             self._counters[C.DATAPLANE_PETR] += 1
+            self.traffic.sent(host, n, now)
             end = P + n + (start != CLEAR_AT) * TAG_LEN
             return (
                 (host, self.data_port),
@@ -482,6 +487,7 @@ class DataPlane:
         self.node.note_itr(own[0], rloc, now)
         self.decapsulated += 1
         self.decapsulated_bytes += n - p
+        self.traffic.received(host, n - p, now)
         return p, n
 
     def receive_packet(self, data: bytes, addr: Addr, now: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
@@ -67,3 +68,20 @@ def _name_of(addr: object, names: dict[IPAddress, str]) -> str | None:
     if isinstance(addr, IPv4Address | IPv6Address):
         return names.get(addr)
     return None
+
+
+def time_text(epoch: float) -> str:
+    """A wall-clock time (Unix seconds) as JSON shows every point in time:
+    RFC 3339, UTC, milliseconds ("2026-12-05T16:25:50.123Z")."""
+    when = datetime.fromtimestamp(epoch, UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def time_value(text: object) -> float | None:
+    """`time_text`'s string back to Unix seconds; None for anything else."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None

@@ -100,6 +100,8 @@ class MapCacheUpdated:
     eid: Eid
     source: str
     negative: bool
+    #: False for a refresh that left the record as it was (logged at DEBUG).
+    changed: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from decent.web import metrics, render, views
+from decent.web import meshview, metrics, render, views
 from decent.web.limits import (
     HOSTS,
     LIMITS,
@@ -50,6 +50,9 @@ LIVE: web.AppKey[LiveHub] = web.AppKey("live", LiveHub)
 _ASSETS: Final = {
     "page.js": "text/javascript",
     "page.css": "text/css",
+    # The /mesh page (decent.web.meshview): Chart.js 3.9.1, vendored.
+    "mesh.js": "text/javascript",
+    "chart.min.js": "text/javascript",
 }
 #: No external assets, no inline script, no framing: a value that slipped
 #: through escaping still could not run.
@@ -418,6 +421,7 @@ def make_app(
     live_interval: float = 0.2,
     live_refresh: float = 1.0,
     limits: WebLimits | None = None,
+    traffic: meshview.TrafficSource | None = None,
 ) -> web.Application:
     """The node's web application.
 
@@ -427,7 +431,8 @@ def make_app(
     shows within it), and refreshed at least every `live_refresh` seconds
     (ages tick once a second). `limits` bounds live clients and the Host
     names answered; serve the app with `decent.web.limits.start_site` for
-    its connection limits too."""
+    its connection limits too. `traffic` is the traffic history the /mesh
+    page charts (decent.net.traffic)."""
     limits = limits or WebLimits()
     app = web.Application(middlewares=[limits_middleware])
     app[STATUS] = status
@@ -466,4 +471,21 @@ def make_app(
     app.router.add_get("/api/map-cache", api_map_cache)
     app.router.add_get("/api/rejections", api_rejections)
     app.router.add_get("/api/lookup", api_lookup)
+    # The /mesh page and its JSON, /api/v1/mesh and /api/v1/traffic.
+    meshview.setup(app, status, traffic)
+    _version_api(app)
     return app
+
+
+#: The JSON API's version prefix; README, "JSON for scripts".
+API_V1: Final = "/api/v1/"
+
+
+def _version_api(app: web.Application) -> None:
+    """Serve every /api/... route at /api/v1/... too: the versioned paths
+    are the API, the unversioned ones stay as aliases with the same body."""
+    for route in list(app.router.routes()):
+        path = route.resource.canonical if route.resource is not None else ""
+        if path.startswith("/api/") and not path.startswith(API_V1):
+            versioned = API_V1 + path.removeprefix("/api/")
+            app.router.add_route(route.method, versioned, route.handler)

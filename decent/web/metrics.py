@@ -197,10 +197,37 @@ def render(node: dict[str, Any], cache: list[dict[str, Any]]) -> str:
             rloc=peer.get("rloc", ""),
             state=peer.get("state", ""),
         )
+    # One series per peer RLOC and direction: the data plane's traffic table
+    # is bounded ([limits] max_traffic_peers), so are these.
+    f.family(
+        "decent_dataplane_peer_packets_total",
+        "counter",
+        "Data-plane packets to (tx) and from (rx) each peer RLOC",
+    )
+    f.family(
+        "decent_dataplane_peer_bytes_total",
+        "counter",
+        "Data-plane inner bytes to (tx) and from (rx) each peer RLOC",
+    )
+    for peer in dataplane.get("peers", ()):
+        for way in ("rx", "tx"):
+            rloc = peer.get("rloc", "")
+            f.add(
+                "decent_dataplane_peer_packets_total",
+                peer.get(f"{way}_packets", 0),
+                rloc=rloc,
+                direction=way,
+            )
+            f.add(
+                "decent_dataplane_peer_bytes_total",
+                peer.get(f"{way}_bytes", 0),
+                rloc=rloc,
+                direction=way,
+            )
     f.family("decent_up", "gauge", "1 when the node is a member of its group")
     f.add("decent_up", 1 if node.get("health", {}).get("ok") else 0)
     f.family("decent_uptime_seconds", "gauge", "Seconds since the node started")
-    f.add("decent_uptime_seconds", float(node.get("uptime", 0.0)))
+    f.add("decent_uptime_seconds", float(node.get("uptime_s", 0.0)))
     f.family("decent_node_info", "gauge", "The node's identity (always 1)")
     f.add(
         "decent_node_info",

@@ -20,8 +20,9 @@ NAV: Final = (
     ("/sites", "Sites"),
     ("/peers", "Peers"),
     ("/map-cache", "Map-cache"),
+    ("/mesh", "Mesh"),
     ("/metrics", "Metrics"),
-    ("/api/node", "JSON API"),
+    ("/api/v1/node", "JSON API"),
 )
 HEADER_FIELDS: Final = (
     ("rloc", "RLOC"),
@@ -151,11 +152,13 @@ def page(
     view: str = "",
     eid: str = "",
     message: Block | None = None,
+    scripts: tuple[str, ...] = (),
 ) -> str:
     """A whole page: header from the model, then body (already escaped HTML).
 
     `view` names the live view (assets/page.js subscribes to /events for it);
-    pages without one (lookup answers, errors) stay as served.
+    pages without one (lookup answers, errors) stay as served, unless one of
+    `scripts` (more of /assets, after page.js) updates them itself.
     """
     h: dict[str, Any] = model["header"]
     health = "ok" if h.get("health_ok") else "bad"
@@ -166,6 +169,10 @@ def page(
         for key, label in HEADER_FIELDS
     )
     nav = "".join(f'<a href="{e(url)}">{e(text)}</a>' for url, text in NAV)
+    js = "".join(
+        f'<script src="/assets/{e(name)}" defer></script>'
+        for name in ("page.js", *scripts)
+    )
     note = ""
     if message is not None:
         note = f'<div class="message">{block_body(message)}</div>'
@@ -176,7 +183,7 @@ def page(
         f"<title>{e(title)} · {e(h.get('name'))} · decent</title>"
         '<link rel="stylesheet" href="/assets/page.css">'
         '<link rel="icon" href="data:,">'
-        '<script src="/assets/page.js" defer></script></head>'
+        f"{js}</head>"
         f"<body{_attrs(data_view=view, data_eid=eid)}>"
         '<header><div class="title"><h1>decent <span id="h-name">'
         f"{e(h.get('name'))}</span></h1>"

@@ -12,9 +12,12 @@ on this server), `title` (a tooltip) and `cls` (a CSS class).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from typing import Any, Final, Protocol
 from urllib.parse import quote
+
+from decent.peer.display import time_value
 
 Cell = dict[str, Any]
 Block = dict[str, Any]
@@ -67,6 +70,33 @@ def age(seconds: float | None) -> str:
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def ago(at: object, now: float | None = None) -> str:
+    """How long ago an `_at` time of the JSON API was, as `age` shows it;
+    `now` is Unix seconds (default: this host's clock)."""
+    then = time_value(at)
+    if then is None:
+        return "never"
+    return age((time.time() if now is None else now) - then)
+
+
+def size_text(n: object) -> str:
+    """Bytes as `wg show` gives them: "0 B", "1.21 KiB", "3.40 MiB"."""
+    value = float(n) if isinstance(n, int | float) else 0.0
+    if value < 1024:
+        return f"{int(value)} B"
+    units = ("KiB", "MiB", "GiB", "TiB")
+    step = 0
+    value /= 1024
+    while value >= 1024 and step < len(units) - 1:
+        value /= 1024
+        step += 1
+    return f"{value:.2f} {units[step]}"
+
+
+def rtt_text(ms: object) -> str:
+    return f"{ms:.2f} ms" if isinstance(ms, int | float) else "-"
 
 
 def flags_title(flags: str) -> str:
@@ -156,7 +186,7 @@ def header(node: dict[str, Any]) -> dict[str, Any]:
         "rloc": node.get("rloc", ""),
         "mode": node.get("mode") or "-",
         "group": node.get("group") or "-",
-        "uptime": age(node.get("uptime")),
+        "uptime": age(node.get("uptime_s")),
         "health": health_text(health),
         "health_ok": bool(health.get("ok")),
         "stale": STALE_NOTE if node.get("stale") else "",
@@ -182,8 +212,9 @@ SITES_COLUMNS: Final = [
 ]
 
 
-def sites_table(sites: list[dict[str, Any]]) -> Block:
+def sites_table(sites: list[dict[str, Any]], now: float | None = None) -> Block:
     """Every registration, grouped by site; the site name opens its group."""
+    now = time.time() if now is None else now
     rows = []
     ordered = sorted(enumerate(sites), key=lambda p: (p[1].get("site", ""), p[0]))
     last_site = None
@@ -200,9 +231,9 @@ def sites_table(sites: list[dict[str, Any]]) -> Block:
                     _text(s["eid"], href=site_href(s["eid"]), cls="eid"),
                     _text(registered),
                     _text(s.get("last_registerer")),
-                    _text(age(s.get("last_registered"))),
-                    _text(age(s.get("first_registered"))),
-                    _text(age(s.get("ttl"))),
+                    _text(ago(s.get("last_registered_at"), now)),
+                    _text(ago(s.get("first_registered_at"), now)),
+                    _text(age(s.get("ttl_s"))),
                     _text(s.get("flags", ""), title=flags_title(s.get("flags", ""))),
                     rloc_set(s.get("rlocs", [])),
                 ],
@@ -212,7 +243,7 @@ def sites_table(sites: list[dict[str, Any]]) -> Block:
         SITES_COLUMNS,
         rows,
         "No registrations yet.",
-        "use the site-cache lookup or GET /api/sites for the rest",
+        "use the site-cache lookup or GET /api/v1/sites for the rest",
     )
 
 
@@ -230,9 +261,11 @@ PEERS_COLUMNS: Final = [
 _TRAFFIC_CLASS: Final = {"encrypted": "ok", "clear": "warn", "refused": "bad"}
 
 
-def peers_table(peers: list[dict[str, Any]]) -> Block:
+def peers_table(peers: list[dict[str, Any]], now: float | None = None) -> Block:
     """The peer group; with a data plane, a Traffic column says whether our
-    traffic to each member is encrypted (RFC 8061) or not."""
+    traffic to each member is encrypted (RFC 8061) or not, and the columns
+    after it what went each way, when last, and the RLOC-probe RTT."""
+    now = time.time() if now is None else now
     traffic = any(p.get("encryption") is not None for p in peers)
     rows = []
     for p in peers:
@@ -244,16 +277,51 @@ def peers_table(peers: list[dict[str, Any]]) -> Block:
                 "cells": [
                     _text(rloc),
                     _text(p.get("name") or "-"),
-                    _text(age(p.get("first_seen"))),
-                    _text(age(p.get("last_heard"))),
-                    _text(age(p.get("ttl")) if p.get("ttl") is not None else "-"),
+                    _text(ago(p.get("first_seen_at"), now)),
+                    _text(ago(p.get("last_heard_at"), now)),
+                    _text(age(p.get("ttl_s")) if p.get("ttl_s") is not None else "-"),
                     _text(state, cls="ok" if state == "current" else "warn"),
-                    *([_traffic(p)] if traffic else []),
+                    *(_traffic_cells(p, now) if traffic else []),
                 ],
             }
         )
-    columns = [*PEERS_COLUMNS, *([_text("Traffic")] if traffic else [])]
-    return _table(columns, rows, "No peers known yet.", "GET /api/peers")
+    columns = [*PEERS_COLUMNS, *(TRAFFIC_COLUMNS if traffic else [])]
+    return _table(columns, rows, "No peers known yet.", "GET /api/v1/peers")
+
+
+#: The peers table's data-plane columns, `wg show`'s per-peer facts.
+TRAFFIC_COLUMNS: Final = [
+    _text("Traffic"),
+    _text("Packets in/out", title="packets and inner bytes received / sent"),
+    _text("Last in/out", title="time since the last packet received / sent"),
+    _text("RTT", title="round-trip time of the last RLOC probe"),
+]
+
+
+def traffic_lines(t: dict[str, Any] | None, now: float) -> tuple[list[str], list[str]]:
+    """A peer's packets and bytes, and the age of its last packet, each way."""
+    t = t or {}
+    counts = [
+        f"{way} {t.get(f'{k}_packets', 0):,} ({size_text(t.get(f'{k}_bytes', 0))})"
+        for way, k in (("in", "rx"), ("out", "tx"))
+    ]
+    last = [
+        f"{way} {ago(t.get(f'last_{k}_at'), now)}"
+        for way, k in (("in", "rx"), ("out", "tx"))
+    ]
+    return counts, last
+
+
+def _traffic_cells(peer: dict[str, Any], now: float) -> list[Cell]:
+    if peer.get("self"):
+        return [_text("-"), _text("-"), _text("-"), _text("-")]
+    counts, last = traffic_lines(peer.get("traffic"), now)
+    return [
+        _traffic(peer),
+        _lines(counts, cls="num"),
+        _lines(last),
+        _text(rtt_text(peer.get("rtt_ms")), cls="num"),
+    ]
 
 
 def _traffic(peer: dict[str, Any]) -> Cell:
@@ -274,8 +342,9 @@ REFUSED_COLUMNS: Final = [
 ]
 
 
-def refused_table(refused: list[dict[str, Any]]) -> Block:
+def refused_table(refused: list[dict[str, Any]], now: float | None = None) -> Block:
     """Registrants refused lately for going over a quota or their rate."""
+    now = time.time() if now is None else now
     rows = [
         {
             "cls": "",
@@ -284,8 +353,8 @@ def refused_table(refused: list[dict[str, Any]]) -> Block:
                 _text(r.get("source")),
                 _text(r.get("reason"), cls="warn"),
                 _text(f"{r.get('count', 0):,} records or messages"),
-                _text(age(r.get("first"))),
-                _text(age(r.get("last"))),
+                _text(ago(r.get("first_at"), now)),
+                _text(ago(r.get("last_at"), now)),
             ],
         }
         for r in refused
@@ -294,7 +363,7 @@ def refused_table(refused: list[dict[str, Any]]) -> Block:
         REFUSED_COLUMNS,
         rows,
         "No registrant has gone over its quota or rate.",
-        "GET /api/node (refused)",
+        "GET /api/v1/node (refused)",
     )
 
 
@@ -309,9 +378,12 @@ REJECTIONS_COLUMNS: Final = [
 ]
 
 
-def rejections_table(rejections: list[dict[str, Any]]) -> Block:
+def rejections_table(
+    rejections: list[dict[str, Any]], now: float | None = None
+) -> Block:
     """Registrations this node refused lately (bad key, certificate, quota),
     newest first."""
+    now = time.time() if now is None else now
     rows = [
         {
             "cls": "",
@@ -321,8 +393,8 @@ def rejections_table(rejections: list[dict[str, Any]]) -> Block:
                 _text(r.get("eid") or "-", cls="eid"),
                 _text(r.get("name") or "-"),
                 _text(f"{r.get('count', 0):,}", cls="num"),
-                _text(age(r.get("first"))),
-                _text(age(r.get("last"))),
+                _text(ago(r.get("first_at"), now)),
+                _text(ago(r.get("last_at"), now)),
             ],
         }
         for r in rejections
@@ -331,7 +403,7 @@ def rejections_table(rejections: list[dict[str, Any]]) -> Block:
         REJECTIONS_COLUMNS,
         rows,
         "No registration has been rejected.",
-        "GET /api/rejections",
+        "GET /api/v1/rejections",
     )
 
 
@@ -367,8 +439,8 @@ def cache_row(e: dict[str, Any]) -> dict[str, Any]:
         "cls": "negative" if e.get("negative") else "",
         "cells": [
             _text(e["eid"], cls="eid"),
-            _text(age(e.get("uptime"))),
-            _text(age(e.get("ttl"))),
+            _text(age(e.get("uptime_s"))),
+            _text(age(e.get("ttl_s"))),
             _lines(record, cls="rlocs"),
             _text(e.get("source", "-")),
             _lines(state),
@@ -385,7 +457,7 @@ def cache_table(entries: list[dict[str, Any]]) -> Block:
         CACHE_COLUMNS,
         [cache_row(e) for e in entries],
         "The map-cache is empty.",
-        "use the map-cache lookup or GET /api/map-cache for the rest",
+        "use the map-cache lookup or GET /api/v1/map-cache for the rest",
     )
 
 
@@ -429,10 +501,15 @@ def _rloc_rows(rlocs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def site_blocks(s: dict[str, Any]) -> dict[str, Block]:
+def site_blocks(s: dict[str, Any], now: float | None = None) -> dict[str, Block]:
     """The detail of one registration: facts, RLOC set, per-xTR registrations."""
+    now = time.time() if now is None else now
     regs = s.get("registrations", [])
-    latest = min(regs, key=lambda r: r.get("last_registered", 0)) if regs else {}
+    latest = (
+        max(regs, key=lambda r: time_value(r.get("last_registered_at")) or 0.0)
+        if regs
+        else {}
+    )
     semantics = "merge" if s.get("merge") else "replacement"
     facts = [
         ("Site name", _text(s.get("site"))),
@@ -441,9 +518,9 @@ def site_blocks(s: dict[str, Any]) -> dict[str, Block]:
         ("Last registerer", _text(s.get("last_registerer"))),
         ("xTR-ID", _text(latest.get("xtr_id") or "-")),
         ("Site-ID", _text(latest.get("site_id", 0))),
-        ("First registered", _text(age(s.get("first_registered")))),
-        ("Last registered", _text(age(s.get("last_registered")))),
-        ("TTL left", _text(age(s.get("ttl")))),
+        ("First registered", _text(ago(s.get("first_registered_at"), now))),
+        ("Last registered", _text(ago(s.get("last_registered_at"), now))),
+        ("TTL left", _text(age(s.get("ttl_s")))),
         ("Auth type", _text(s.get("auth", "-"))),
         (
             "Registration flags",
@@ -463,9 +540,9 @@ def site_blocks(s: dict[str, Any]) -> dict[str, Block]:
                     if r.get("via")
                     else r.get("registrant")
                 ),
-                _text(age(r.get("first_registered"))),
-                _text(age(r.get("last_registered"))),
-                _text(age(r.get("ttl"))),
+                _text(ago(r.get("first_registered_at"), now)),
+                _text(ago(r.get("last_registered_at"), now)),
+                _text(age(r.get("ttl_s"))),
                 _text(r.get("flags", ""), title=flags_title(r.get("flags", ""))),
                 rloc_set(r.get("rlocs", [])),
             ],
@@ -478,10 +555,10 @@ def site_blocks(s: dict[str, Any]) -> dict[str, Block]:
             RLOC_COLUMNS,
             _rloc_rows(s.get("rlocs", [])),
             "No RLOCs registered.",
-            "GET /api/sites",
+            "GET /api/v1/sites",
         ),
         "registrations": _table(
-            REG_COLUMNS, reg_rows, "No registrations.", "GET /api/sites"
+            REG_COLUMNS, reg_rows, "No registrations.", "GET /api/v1/sites"
         ),
     }
 
@@ -512,7 +589,7 @@ def lookup_block(result: dict[str, Any], where: str) -> Block:
             items += [
                 ("Answer", _text("negative map-cache entry")),
                 ("Prefix", _text(e["eid"], cls="eid")),
-                ("TTL left", _text(age(e.get("ttl")))),
+                ("TTL left", _text(age(e.get("ttl_s")))),
                 ("Action", _text(e.get("action") or "-")),
             ]
         else:
@@ -520,7 +597,7 @@ def lookup_block(result: dict[str, Any], where: str) -> Block:
                 ("RLOC Record", row[3]),
                 ("RLOC State", row[5]),
                 ("Unicast Priority/Weight", row[6]),
-                ("TTL left", _text(age(e.get("ttl")))),
+                ("TTL left", _text(age(e.get("ttl_s")))),
             ]
         items.append(("Map-Reply Source", _text(e.get("source"))))
         return _facts(items)
@@ -530,7 +607,7 @@ def lookup_block(result: dict[str, Any], where: str) -> Block:
                 ("Query", query),
                 ("Answer", _text("negative: no registration covers it")),
                 ("Negative prefix", _text(result.get("prefix"), cls="eid")),
-                ("TTL", _text(age(result.get("ttl")))),
+                ("TTL", _text(_minutes(result.get("ttl_min")))),
                 ("Action", _text(result.get("action"))),
             ]
         )
@@ -541,7 +618,7 @@ def lookup_block(result: dict[str, Any], where: str) -> Block:
             ("Longest match", _text(s["eid"], href=site_href(s["eid"]), cls="eid")),
             ("RLOC-set", rloc_set(s.get("rlocs", []))),
             ("Last registerer", _text(s.get("last_registerer"))),
-            ("TTL left", _text(age(s.get("ttl")))),
+            ("TTL left", _text(age(s.get("ttl_s")))),
             ("Registration flags", _text(s.get("flags", ""))),
         ]
     )
@@ -561,9 +638,14 @@ def _resolver_facts(answer: dict[str, Any]) -> list[tuple[str, Cell]]:
     return [
         ("Map-Resolver answer", _text("negative: no registration covers it")),
         ("Negative prefix", _text(answer.get("prefix"), cls="eid")),
-        ("TTL", _text(age(answer.get("ttl")))),
+        ("TTL", _text(_minutes(answer.get("ttl_min")))),
         ("Action", _text(answer.get("action"))),
     ]
+
+
+def _minutes(ttl_min: object) -> str:
+    """A record TTL (minutes on the wire) as `age` shows a duration."""
+    return age(ttl_min * 60.0) if isinstance(ttl_min, int | float) else "-"
 
 
 # ---------------------------------------------------------------- pages

@@ -20,7 +20,23 @@ from typing import Any, Final
 from decent.lab import GROUP_EID, NodeView
 
 COMPOSE_DIR: Final = Path(__file__).resolve().parents[2] / "compose"
-SUBNET: Final = "198.18.42.0/24"
+
+
+def compose_net() -> str:
+    """The lab's network, first three octets, as compose reads it: from the
+    environment, else from compose/.env (the one place it is set)."""
+    chosen = os.environ.get("DECENT_NET")
+    if chosen:
+        return chosen
+    for line in (COMPOSE_DIR / ".env").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "DECENT_NET":
+            return value.strip()
+    raise RuntimeError(f"no DECENT_NET in {COMPOSE_DIR / '.env'}")
+
+
+NET: Final = compose_net()
+SUBNET: Final = f"{NET}.0/24"
 NODES: Final = (1, 2, 3)
 #: Projects this suite starts are named with this prefix and the pid of the
 #: pytest (or benchmark) process, so leftovers of a killed run can be found.
@@ -34,7 +50,7 @@ class ComposeError(RuntimeError):
 
 def rloc(i: int) -> str:
     """Node i's static RLOC on the lab's bridge."""
-    return f"198.18.42.1{i}"
+    return f"{NET}.1{i}"
 
 
 def web_port(i: int) -> int:
@@ -333,7 +349,7 @@ class ComposeLab:
         rlocs = frozenset(rloc(i) for i in among)
         names = frozenset(f"n{i}" for i in among)
         return NodeView(
-            eids=frozenset(f"{i}.{i}.{i}.{i}/32" for i in among),
+            eids=frozenset(f"192.0.2.{i}/32" for i in among),
             names=names,
             members=rlocs,
             peer_rlocs=rlocs,

@@ -30,6 +30,7 @@ from typing import Any, Final
 import pytest
 
 from decent.lab import CONTROL_PORT, GROUP_EID, LabError, NetnsLab, read_pcap
+from decent.peer.display import time_value
 from decent.wire import DecodeError, MapNotify, decode
 from tests.e2e.hostile import (
     MAX_RECORDS,
@@ -186,7 +187,7 @@ def lookup_seconds(lab: NetnsLab, i: int) -> float:
     """One real Map-Request to node i for the next node's EID, timed."""
     j = i % len(NODES) + 1
     start = time.perf_counter()
-    reply = lab.lookup_over_udp(i, f"{j}.{j}.{j}.{j}", timeout=LATENCY_BOUND)
+    reply = lab.lookup_over_udp(i, f"192.0.2.{j}", timeout=LATENCY_BOUND)
     took = time.perf_counter() - start
     (record,) = reply.records
     assert [loc.address for loc in record.locators] == [lab.node(j).rloc], (i, reply)
@@ -264,15 +265,15 @@ def nonce_poisoning(lab: NetnsLab, host: Hostile, *, spoofed: bool) -> None:
                 SETTLE,
                 f"n{i} to have its challenge confirmed",
             )
-    confirmed = time.monotonic()
+    confirmed = time.time()
     n2 = str(lab.node(2).rloc)
 
     def n2_refreshed() -> bool:
-        age = time.monotonic() - confirmed
         for i in (1, 3):
             own = [c for _, c in children(lab, i) if c["registrant"] == n2]
-            # membership, name and 2.2.2.2/32
-            if len(own) < 3 or max(c["last_registered"] for c in own) >= age:
+            # membership, name and 192.0.2.2/32
+            last = [time_value(c["last_registered_at"]) or 0.0 for c in own]
+            if len(own) < 3 or min(last) <= confirmed:
                 return False
         return True
 
@@ -421,9 +422,9 @@ def reflection(lab: NetnsLab, host: Hostile) -> None:
     before = counters(lab, 1)
 
     def mix(v: IPv4Address) -> list[bytes]:
-        out = [plain_request("1.1.1.1/32", v, n) for n in range(1, 9)]
+        out = [plain_request("192.0.2.1/32", v, n) for n in range(1, 9)]
         out.append(plain_request("10.0.0.0/21", v, 9))  # narrowed, or dropped
-        out.append(ecm_request("2.2.2.2/32", v, VICTIM_PORT, 10, n1))
+        out.append(ecm_request("192.0.2.2/32", v, VICTIM_PORT, 10, n1))
         return out
 
     requests = {v: mix(v) for v in victims}
@@ -463,7 +464,12 @@ def reflection(lab: NetnsLab, host: Hostile) -> None:
     # addresses, so the replies go nowhere beyond n1's own namespace.
     many = [IPv4Address("127.88.0.0") + k for k in range(5000)]
     reflect(
-        s, n1, many, lambda v, r: plain_request("1.1.1.1/32", v, 1), rounds=1, rate=5000
+        s,
+        n1,
+        many,
+        lambda v, r: plain_request("192.0.2.1/32", v, 1),
+        rounds=1,
+        rate=5000,
     )
     lab.wait_until(quiet(lab, 1, "rx.map-request"), SETTLE, "n1 to catch up")
     state = lab.api(1, "/api/node")["state"]

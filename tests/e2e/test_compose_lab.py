@@ -103,7 +103,7 @@ class TestReplicate:
         for i in NODES:
             # Through the host-published port 127.0.0.1:808i.
             view = lab.view(i)
-            assert view.eids == {"1.1.1.1/32", "2.2.2.2/32", "3.3.3.3/32"}, i
+            assert view.eids == {"192.0.2.1/32", "192.0.2.2/32", "192.0.2.3/32"}, i
             assert view.names == {"n1", "n2", "n3"}, i
             assert view.members == {rloc(j) for j in NODES}, i
             assert view == want, i
@@ -114,13 +114,15 @@ class TestReplicate:
 
     def test_ping_crosses_the_overlay(self, lab: ComposeLab) -> None:
         lab.wait_until(lab.agree(), CONVERGE, "n1..n3 to agree")
-        for eid in ("2.2.2.2", "3.3.3.3"):
-            code, out = lab.exec(1, "ping", "-c", "3", "-W", "2", "-I", "1.1.1.1", eid)
-            assert code == 0, f"ping 1.1.1.1 -> {eid} failed:\n{out}"
+        for eid in ("192.0.2.2", "192.0.2.3"):
+            code, out = lab.exec(
+                1, "ping", "-c", "3", "-W", "2", "-I", "192.0.2.1", eid
+            )
+            assert code == 0, f"ping 192.0.2.1 -> {eid} failed:\n{out}"
             assert f"from {eid}" in out, out
         # The README's command, as a person types it (compose exec, no -I).
-        out = lab.compose("exec", "-T", "n1", "ping", "-c", "3", "-W", "2", "2.2.2.2")
-        assert "from 2.2.2.2" in out, out
+        out = lab.compose("exec", "-T", "n1", "ping", "-c", "3", "-W", "2", "192.0.2.2")
+        assert "from 192.0.2.2" in out, out
 
     def test_stopped_node_deregisters_and_is_dropped_at_once(
         self, lab: ComposeLab
@@ -196,5 +198,5 @@ class TestEveryComposeImplementation:
         lab.wait_until(lab.agree(), CONVERGE, "n1..n3 to agree")
         for i in NODES:
             assert lab.view(i) == lab.expected(), i
-        out = lab.compose("exec", "-T", "n1", "ping", "-c", "2", "-W", "2", "3.3.3.3")
-        assert "from 3.3.3.3" in out, out
+        out = lab.compose("exec", "-T", "n1", "ping", "-c", "2", "-W", "2", "192.0.2.3")
+        assert "from 192.0.2.3" in out, out

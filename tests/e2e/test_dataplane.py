@@ -21,8 +21,8 @@ from decent.wire import DataHeader, decapsulate, encapsulate
 pytestmark = pytest.mark.e2e
 MakeLab = Callable[..., NetnsLab]
 CONVERGE = 30.0
-V4 = {i: f"{i}.{i}.{i}.{i}" for i in (1, 2, 3)}
-V6 = {i: f"fd00::{i}" for i in (1, 2, 3)}
+V4 = {i: f"192.0.2.{i}" for i in (1, 2, 3)}
+V6 = {i: f"2001:db8::{i}" for i in (1, 2, 3)}
 
 
 def started(make_lab: MakeLab, **kw: Any) -> NetnsLab:
@@ -132,7 +132,7 @@ def test_every_eid_pings_every_other_over_the_overlay_only(
     }
     assert want <= pairs
     # Counters per map-cache entry and per RLOC (/api/map-cache).
-    entry = cache_entry(lab, 1, "[0]2.2.2.2/32")
+    entry = cache_entry(lab, 1, "[0]192.0.2.2/32")
     assert entry is not None
     assert entry["packet-count"] >= 2
     assert entry["byte-count"] >= 2 * 84
@@ -143,7 +143,7 @@ def test_every_eid_pings_every_other_over_the_overlay_only(
 _SERVER = """
 import hashlib, socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("2.2.2.2", 5001)); s.listen(1); print("ready", flush=True)
+s.bind(("192.0.2.2", 5001)); s.listen(1); print("ready", flush=True)
 c, _ = s.accept(); h = hashlib.sha256(); n = 0
 while True:
     b = c.recv(1 << 16)
@@ -156,7 +156,7 @@ _CLIENT = """
 import hashlib, random, socket
 data = random.Random(5).randbytes(50 * 1000 * 1000)
 c = socket.create_connection(
-    ("2.2.2.2", 5001), timeout=60, source_address=("1.1.1.1", 0)
+    ("192.0.2.2", 5001), timeout=60, source_address=("192.0.2.1", 0)
 )
 c.sendall(data); c.close()
 print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
@@ -199,7 +199,7 @@ def test_a_two_rloc_node_loses_one_and_the_flow_moves_to_the_other(
         lab.configure(i, dataplane={"probe_interval": probe})
     go(lab)
     assert ping(lab, 1, V4[2], 1).returncode == 0
-    entry = cache_entry(lab, 1, "[0]2.2.2.2/32")
+    entry = cache_entry(lab, 1, "[0]192.0.2.2/32")
     assert entry is not None
     assert sorted(r["address"] for r in entry["rlocs"]) == sorted(
         [str(lab.node(2).rloc), str(second)]
@@ -219,7 +219,7 @@ def test_a_two_rloc_node_loses_one_and_the_flow_moves_to_the_other(
     try:
 
         def counts() -> dict[str, int]:
-            entry = cache_entry(lab, 1, "[0]2.2.2.2/32")
+            entry = cache_entry(lab, 1, "[0]192.0.2.2/32")
             assert entry is not None
             return {r["address"]: r["packet-count"] for r in entry["rlocs"]}
 
@@ -280,7 +280,7 @@ def test_a_spoofed_4341_packet_from_a_stranger_is_dropped_and_counted(
 ) -> None:
     lab = started(make_lab, nodes=2)
     go(lab)
-    inner = _icmp_echo("1.1.1.1", "2.2.2.2")
+    inner = _icmp_echo("192.0.2.1", "192.0.2.2")
     before = lab.api(2, "/api/node")
     dropped = before["counters"].get("drop.unknown-rloc", 0)
     delivered = before["dataplane"]["decapsulated-packets"]
@@ -344,12 +344,12 @@ def test_an_unregistered_eid_gets_the_negative_action(
     assert len(negative) == 1
     assert negative[0]["packet-count"] >= 3
     assert node_counters(lab, 1).get("drop.negative", 0) >= 3
-    # n3: the echo requests crossed the bridge unencapsulated, from 3.3.3.3.
+    # n3: the echo requests crossed the bridge unencapsulated, from 192.0.2.3.
     assert node_counters(lab, 3).get("dataplane.native", 0) >= 3
     frames = pcap.read_bytes()
     assert pcap_frames(pcap) >= 3
-    assert IPv4Address("3.3.3.3").packed in frames
-    assert IPv4Address("1.1.1.1").packed not in frames
+    assert IPv4Address("192.0.2.3").packed in frames
+    assert IPv4Address("192.0.2.1").packed not in frames
 
 
 def test_an_eid_added_by_reload_is_reachable_and_a_removed_one_is_not(
@@ -384,7 +384,7 @@ def test_a_too_big_packet_gets_frag_needed_not_silence(make_lab: MakeLab) -> Non
     lab.configure(1, dataplane={"mtu": 1500})  # bigger than the underlay allows
     go(lab)
     result = lab.exec(
-        1, "ping", "-c", "2", "-M", "do", "-s", "1472", "-W", "2", "2.2.2.2"
+        1, "ping", "-c", "2", "-M", "do", "-s", "1472", "-W", "2", "192.0.2.2"
     )
     text = result.stdout + result.stderr
     # 1500 - 36 (outer IPv4, UDP, LISP) - 28 (RFC 8061: a 12-byte IV and
@@ -393,6 +393,6 @@ def test_a_too_big_packet_gets_frag_needed_not_silence(make_lab: MakeLab) -> Non
     assert node_counters(lab, 1).get("dataplane.icmp-too-big", 0) >= 1
     # What fits still goes through: 1436 - 28 (IPv4, ICMP) bytes of data.
     assert (
-        lab.exec(1, "ping", "-c", "1", "-M", "do", "-s", "1408", "2.2.2.2").returncode
+        lab.exec(1, "ping", "-c", "1", "-M", "do", "-s", "1408", "192.0.2.2").returncode
         == 0
     )

@@ -545,14 +545,14 @@ def test_a_node_registers_with_sha1_to_an_outside_map_server_and_resolves_throug
         # -- n1 registers its IP EIDs to the stub, signed with the stub's key.
         def registered() -> bool:
             return any(
-                r.verified and "1.1.1.1/32" in {x.prefix for x in r.records}
+                r.verified and "192.0.2.1/32" in {x.prefix for x in r.records}
                 for r in stub.registrations
             )
 
         lab.wait_until(registered, SETTLE, "n1's Map-Register at the stub")
         assert stub.malformed == []
         assert stub.registrations
-        own_eids = {"1.1.1.1/32", "fd00::1/128"}
+        own_eids = {"192.0.2.1/32", "2001:db8::1/128"}
         for reg in stub.registrations:
             assert IPv4Address(reg.source[0]) == n1, reg
             assert (reg.key_id, reg.alg_id, reg.auth_len) == (0, _SHA1, 20), reg

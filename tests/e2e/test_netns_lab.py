@@ -34,6 +34,7 @@ from decent.lab import (
     netns_unavailable,
     read_pcap,
 )
+from decent.peer.display import time_value
 from decent.wire import (
     DecodeError,
     EncapsulatedControlMessage,
@@ -67,7 +68,7 @@ def three_node_view(lab: AnyLab, among: tuple[int, ...] = (1, 2, 3)) -> NodeView
     rlocs = frozenset(str(lab.node(i).rloc) for i in among)
     names = frozenset(f"n{i}" for i in among)
     return NodeView(
-        eids=frozenset(f"{i}.{i}.{i}.{i}/32" for i in among),
+        eids=frozenset(f"192.0.2.{i}/32" for i in among),
         names=names,
         members=rlocs,
         peer_rlocs=rlocs,
@@ -172,7 +173,7 @@ def _remaining_lifetimes(lab: NetnsLab, i: int, gone: int) -> list[float]:
     for site in lab.api(i, "/api/sites"):
         for child in site["registrations"]:
             if child["registrant"] == rloc:
-                ttls.append(float(child["ttl"]))
+                ttls.append(float(child["ttl_s"]))
     return ttls
 
 
@@ -191,7 +192,7 @@ def test_killed_node_ages_out_after_the_ttl(make_lab: MakeLab) -> None:
     time.sleep(max(0.0, read_at + min(ttls) - 3.0 - time.monotonic()))
     for i in (1, 3):
         view = lab.view(i)
-        assert "2.2.2.2/32" in view.eids, f"n{i}"
+        assert "192.0.2.2/32" in view.eids, f"n{i}"
         assert "n2" in view.names, f"n{i}"
         assert str(lab.node(2).rloc) in view.members, f"n{i}"
     # ... and soon after the TTL it is gone everywhere.
@@ -223,13 +224,15 @@ def test_restarted_node_serves_lookups_from_its_snapshot(make_lab: MakeLab) -> N
     answered = time.monotonic() - started
     assert sites is not None, "n2 did not come back"
     held = {s["eid"]: s for s in sites}
-    for eid in ("[0]1.1.1.1/32", "[0]3.3.3.3/32", "[0]'n1'", "[0]'n3'"):
+    for eid in ("[0]192.0.2.1/32", "[0]192.0.2.3/32", "[0]'n1'", "[0]'n3'"):
         assert eid in held, f"{eid} missing {answered:.2f} s after the restart"
         # Restored, not freshly registered: the last registration is old.
-        assert held[eid]["last_registered"] > 1.0, held[eid]
+        last = time_value(held[eid]["last_registered_at"])
+        assert last is not None, held[eid]
+        assert time.time() - last > 1.0, held[eid]
     assert group_rle(lab, 2) == sorted(str(lab.node(i).rloc) for i in (1, 2, 3))
     # And the Map-Resolver answers from it over the wire.
-    reply = lab.lookup_over_udp(2, "1.1.1.1")
+    reply = lab.lookup_over_udp(2, "192.0.2.1")
     (record,) = reply.records
     assert [loc.address for loc in record.locators] == [lab.node(1).rloc]
 
@@ -312,7 +315,7 @@ def test_lab_traffic_dissects_cleanly(
     with lab.capture(tmp_path / f"{mode}.pcap") as pcap:
         lab.start_all()
         lab.wait_converged(CONVERGE)
-        found = lab.lookup_over_udp(1, "2.2.2.2")
+        found = lab.lookup_over_udp(1, "192.0.2.2")
         missing = lab.lookup_over_udp(1, "10.9.9.9")
         lab.stop(3)  # the TTL-0 deregistrations too
         lab.wait_until(agree(lab, (1, 2)), AT_ONCE, "n3's leave")

@@ -141,7 +141,7 @@ def test_nodes_joined_by_certificate_tokens_converge_and_a_revoked_node_is_dropp
     for i in (1, 2, 3):
         view = lab.view(i)
         assert {"n1", "n2", "n3"} <= view.names
-        assert {"1.1.1.1/32", "2.2.2.2/32", "3.3.3.3/32"} <= view.eids
+        assert {"192.0.2.1/32", "192.0.2.2/32", "192.0.2.3/32"} <= view.eids
     # A restarted member still refuses n4: the revocation was saved.
     assert lab.stop(2) == 0
     lab.start(2)
@@ -200,7 +200,7 @@ def test_a_rogue_with_the_group_key_but_no_certificate_cannot_hijack_an_eid(
     lab.wait_converged(CONVERGE)
     routed(lab)
     n2 = str(lab.node(2).rloc)
-    assert rlocs_of(lab, 1, "[0]2.2.2.2/32") == [n2]
+    assert rlocs_of(lab, 1, "[0]192.0.2.2/32") == [n2]
     rogue = Hostile(lab, "rogue")
     try:
         s = rogue.udp(0, CONTROL_PORT)
@@ -208,7 +208,7 @@ def test_a_rogue_with_the_group_key_but_no_certificate_cannot_hijack_an_eid(
         for certificate in (False, True):
             for _ in range(3):
                 data = _rogue_register(
-                    lab, "2.2.2.2/32", str(rogue.address), certificate=certificate
+                    lab, "192.0.2.2/32", str(rogue.address), certificate=certificate
                 )
                 for i in (1, 3):
                     s.sendto(data, (str(lab.node(i).rloc), CONTROL_PORT))
@@ -224,7 +224,7 @@ def test_a_rogue_with_the_group_key_but_no_certificate_cannot_hijack_an_eid(
     finally:
         rogue.close()
     for i in (1, 3):
-        assert rlocs_of(lab, i, "[0]2.2.2.2/32") == [n2], i
+        assert rlocs_of(lab, i, "[0]192.0.2.2/32") == [n2], i
         rejected = counters(lab, i, "reject.")
         print(f"n{i} rejected: {rejected}")
         assert any("signature" in k for k in rejected), rejected
@@ -232,8 +232,10 @@ def test_a_rogue_with_the_group_key_but_no_certificate_cannot_hijack_an_eid(
         peers = lab.api(i, "/api/peers")
         assert str(rogue.address) not in {p["rloc"] for p in peers}
     # Traffic for n2's EID still goes to n2, not to the rogue.
-    result = lab.exec(1, "ping", "-c", "3", "-i", "0.2", "-W", "2", "2.2.2.2")
+    result = lab.exec(1, "ping", "-c", "3", "-i", "0.2", "-W", "2", "192.0.2.2")
     assert result.returncode == 0, result.stdout
     assert " 0% packet loss" in result.stdout
-    entry = next(e for e in lab.api(1, "/api/map-cache") if e["eid"] == "[0]2.2.2.2/32")
+    entry = next(
+        e for e in lab.api(1, "/api/map-cache") if e["eid"] == "[0]192.0.2.2/32"
+    )
     assert [r["address"] for r in entry["rlocs"]] == [n2]

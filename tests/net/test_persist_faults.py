@@ -279,8 +279,8 @@ def test_a_node_on_a_full_disk_keeps_serving_and_stops_cleanly(
             stderr=subprocess.STDOUT,
         )
     try:
-        snapshot = "WARNING cannot write the registration snapshot"
-        reservation = "WARNING cannot write the nonce reservation"
+        snapshot = "WARNING decent.state: cannot write the registration snapshot"
+        reservation = "WARNING decent.state: cannot write the nonce reservation"
         _wait_for(snapshot, log, proc)
         _wait_for(reservation, log, proc)
         # LISP keeps serving: a Map-Request for its EID is answered.

@@ -158,8 +158,8 @@ async def test_three_nodes_converge_leave_and_restore(tmp_path: Path) -> None:
         node = await the_lab.api(2, "/api/node")
         sites = {s["eid"]: s for s in await the_lab.api(2, "/api/sites")}
         # Registered before this process started: it came from the snapshot.
-        assert sites["[0]1.1.1.1/32"]["last_registered"] > node["uptime"]
-        assert 0 < sites["[0]1.1.1.1/32"]["ttl"] < 60
+        assert sites["[0]1.1.1.1/32"]["last_registered_at"] < node["started_at"]
+        assert 0 < sites["[0]1.1.1.1/32"]["ttl_s"] < 60
 
 
 async def _has(the_lab: Lab, i: int, eid: str) -> bool:
@@ -247,7 +247,7 @@ async def test_sighup_applies_the_database_at_once_and_keeps_a_broken_file_out(
 
         await the_lab.until(moved, within=3.0)
         sites = {s["eid"]: s for s in await the_lab.api(1, "/api/sites")}
-        assert sites["[0]20.20.0.0/16"]["ttl"] <= 120
+        assert sites["[0]20.20.0.0/16"]["ttl_s"] <= 120
         assert "[0]'n2'" in sites  # the name and membership stay
 
         config.write_text("[node\nbroken")

@@ -6,11 +6,10 @@ import itertools
 from ipaddress import IPv4Address
 from pathlib import Path
 
-import pytest
-
 from decent.net.persist import StateDir
 from decent.net.status import JOIN_PERIODS, NOT_JOINED, NodeStatus
 from decent.peer.config import Limits
+from decent.peer.display import time_text
 from decent.peer.events import RegistrationRejected
 from decent.peer.mapping.push_config import decent_node_config
 from decent.peer.node import Node
@@ -48,10 +47,20 @@ def _node(
     return Node(cfg, nonce=lambda: next(_NONCES), now=now)
 
 
+#: The wall clock when the simulated clock reads 0 (2026-12-01T00:00:00Z).
+EPOCH = 1_796_083_200.0
+
+
+def _at(t: float) -> str:
+    """How NodeStatus shows the simulated time t."""
+    return time_text(EPOCH + t)
+
+
 def _status(net: SimNet, node: Node, **kw: object) -> NodeStatus:
     return NodeStatus(
         node,
         lambda: net.now,
+        wall=lambda: EPOCH + net.now,
         name="n",
         started=net.now,
         register_interval=PERIOD,
@@ -119,9 +128,7 @@ def test_members_that_accept_each_other_are_ok() -> None:
     for node, status in zip(nodes, statuses, strict=True):
         assert node.confirmed_at is not None, node.config.rlocs
         assert status.health() == {"ok": True, "status": "ok", "members": 3}
-        assert status.node_info()["confirmed"] == pytest.approx(
-            net.now - node.confirmed_at
-        )
+        assert status.node_info()["confirmed_at"] == _at(node.confirmed_at)
 
 
 def test_a_node_whose_only_seed_is_dead_joins_then_is_not_joined() -> None:
@@ -223,7 +230,7 @@ def test_a_restored_snapshot_is_stale_and_no_join(tmp_path: Path) -> None:
     # The restored membership shows, as before the restart...
     assert set(fresh.membership()) == set(IPS)
     info = status.node_info()
-    assert (info["stale"], info["restored"], info["confirmed"]) == (
+    assert (info["stale"], info["restored"], info["confirmed_at"]) == (
         True,
         restored,
         None,
@@ -283,10 +290,10 @@ def test_a_wrong_key_joiner_is_listed_in_the_rejections_of_its_seed() -> None:
     assert all(r["count"] >= 2 for r in shown)
     assert len(shown) == len({r["eid"] for r in shown})
     for r in shown:
-        assert 0 <= r["last"] <= r["first"] <= net.now
+        assert _at(0) <= r["first_at"] <= r["last_at"] <= _at(net.now)
     # Newest first.
-    lasts = [r["last"] for r in shown]
-    assert lasts == sorted(lasts)
+    lasts = [r["last_at"] for r in shown]
+    assert lasts == sorted(lasts, reverse=True)
 
 
 def test_rejections_are_bounded_by_refused_shown_newest_first() -> None:
@@ -300,10 +307,10 @@ def test_rejections_are_bounded_by_refused_shown_newest_first() -> None:
         status.note(RegistrationRejected(peer, "certificate-expired", eid, f"m{i}"))
     net.now = 10.0
     shown = status.rejections()
-    assert [(r["eid"], r["name"], r["last"]) for r in shown] == [
-        ("[0]10.0.0.4/32", "m4", 6.0),
-        ("[0]10.0.0.3/32", "m3", 7.0),
-        ("[0]10.0.0.2/32", "m2", 8.0),
+    assert [(r["eid"], r["name"], r["last_at"]) for r in shown] == [
+        ("[0]10.0.0.4/32", "m4", _at(4.0)),
+        ("[0]10.0.0.3/32", "m3", _at(3.0)),
+        ("[0]10.0.0.2/32", "m2", _at(2.0)),
     ]
     assert shown[0] == {
         "source": str(IPS[2]),
@@ -312,8 +319,8 @@ def test_rejections_are_bounded_by_refused_shown_newest_first() -> None:
         "eid": "[0]10.0.0.4/32",
         "name": "m4",
         "count": 1,
-        "first": 6.0,
-        "last": 6.0,
+        "first_at": "2026-12-01T00:00:04.000Z",
+        "last_at": "2026-12-01T00:00:04.000Z",
     }
     # An old offender again: it moves to the front, and the oldest goes.
     status.note(
@@ -322,10 +329,10 @@ def test_rejections_are_bounded_by_refused_shown_newest_first() -> None:
         )
     )
     shown = status.rejections()
-    assert [(r["name"], r["count"], r["first"], r["last"]) for r in shown] == [
-        ("m2", 2, 8.0, 0.0),
-        ("m4", 1, 6.0, 6.0),
-        ("m3", 1, 7.0, 7.0),
+    assert [(r["name"], r["count"], r["first_at"], r["last_at"]) for r in shown] == [
+        ("m2", 2, _at(2.0), _at(10.0)),
+        ("m4", 1, _at(4.0), _at(4.0)),
+        ("m3", 1, _at(3.0), _at(3.0)),
     ]
     # Without an EID (a Map-Register refused as a whole).
     status.note(RegistrationRejected(peer, "auth-failed"))
@@ -339,3 +346,27 @@ def test_a_rejection_moves_the_change_number() -> None:
     before = status.changes()
     status.note(RegistrationRejected((IPS[2], 4342), "auth-failed"))
     assert status.changes() == before + 1
+
+
+def test_times_are_wall_clock_rfc3339_and_steady_until_the_clock_is_set() -> None:
+    net = SimNet()
+    node = _node(0)
+    _add(net, node)
+    wall = [EPOCH]
+    status = NodeStatus(
+        node,
+        lambda: net.now,
+        name="n",
+        started=net.now,
+        register_interval=PERIOD,
+        wall=lambda: wall[0] + net.now,
+    )
+    net.advance(2.0)
+    info = status.node_info()
+    assert (info["started_at"], info["uptime_s"]) == ("2026-12-01T00:00:00.000Z", 2.0)
+    # A wall clock that jitters (NTP slewing) moves no time shown...
+    wall[0] += 0.3
+    assert status.node_info()["started_at"] == info["started_at"]
+    # ...one that is set follows it.
+    wall[0] += 3600
+    assert status.node_info()["started_at"] == "2026-12-01T01:00:00.300Z"

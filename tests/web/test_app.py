@@ -102,7 +102,7 @@ async def test_api_reports_the_whole_mapping_system(aiohttp_client: Any) -> None
     one = sites["[0]2.2.2.2/32"]
     assert one["registered"] is True
     assert one["last_registerer"] == "198.18.45.12"
-    assert 0 < one["ttl"] <= 180
+    assert 0 < one["ttl_s"] <= 180
     assert one["auth"] == "hmac-sha-256"
     assert one["rlocs"][0]["address"] == "198.18.45.12"
 
@@ -130,7 +130,7 @@ async def test_lookup_gives_match_negative_or_clear_error(aiohttp_client: Any) -
         "query": "[0]9.9.9.9/32",
         "found": False,
         "prefix": "[0]8.0.0.0/5",
-        "ttl": 60,
+        "ttl_min": 1,
         "action": "send-map-request",
     }
     name = await _get(client, "/api/lookup?eid='n2'")
@@ -151,7 +151,7 @@ async def test_lookup_gives_match_negative_or_clear_error(aiohttp_client: Any) -
         "resolver": {
             "found": False,
             "prefix": "[0]8.0.0.0/5",
-            "ttl": 60,
+            "ttl_min": 1,
             "action": "send-map-request",
         },
     }
@@ -172,6 +172,8 @@ async def test_clear_cache_and_revoke_are_the_only_routes_that_are_not_a_get() -
         ("POST", "/map-cache/clear"),
         ("POST", "/api/map-cache/clear"),
         ("POST", "/api/revoke"),
+        ("POST", "/api/v1/map-cache/clear"),
+        ("POST", "/api/v1/revoke"),
     }
     assert all(route.resource is not None for route in app.router.routes())
 

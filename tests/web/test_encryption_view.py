@@ -13,9 +13,9 @@ def _peer(rloc: str, encryption: str | None, me: bool = False) -> dict[str, Any]
         "rloc": rloc,
         "name": None,
         "self": me,
-        "first_seen": 1.0,
-        "last_heard": 1.0,
-        "ttl": 60.0,
+        "first_seen_at": "2026-12-05T16:25:49.000Z",
+        "last_heard_at": "2026-12-05T16:25:49.000Z",
+        "ttl_s": 60.0,
         "state": "current",
         "encryption": encryption,
     }
@@ -31,8 +31,8 @@ def test_the_peers_table_says_what_our_traffic_to_each_member_is() -> None:
             _peer("192.0.2.5", "-"),
         ]
     )
-    assert block["columns"][-1]["text"] == "Traffic"
-    cells = [row["cells"][-1] for row in block["rows"]]
+    traffic = [c["text"] for c in block["columns"]].index("Traffic")
+    cells = [row["cells"][traffic] for row in block["rows"]]
     assert [c["text"] for c in cells] == [
         "-",
         "encrypted",
@@ -53,7 +53,8 @@ def test_without_a_data_plane_there_is_no_traffic_column() -> None:
 
 def test_encryption_off_is_said_as_such() -> None:
     block = views.peers_table([_peer("192.0.2.2", "off")])
-    assert block["rows"][0]["cells"][-1]["text"] == "clear (encryption off)"
+    traffic = [c["text"] for c in block["columns"]].index("Traffic")
+    assert block["rows"][0]["cells"][traffic]["text"] == "clear (encryption off)"
 
 
 def test_decent_status_counts_peer_rlocs_by_state() -> None:

@@ -85,7 +85,7 @@ async def test_a_restored_snapshot_shows_a_stale_note_until_confirmed(
     # The restored registrations are shown (they are what the node answers).
     assert "[0]2.2.2.2/32" in page.blocks["sites"].column("EID-Prefix or (S,G)")
     node = await (await client.get("/api/node")).json()
-    assert (node["stale"], node["restored"], node["confirmed"]) == (
+    assert (node["stale"], node["restored"], node["confirmed_at"]) == (
         True,
         restored,
         None,

@@ -420,8 +420,8 @@ def test_cache_rows_without_traffic_fields_show_zero_and_negatives_their_action(
     row = views.cache_row(
         {
             "eid": "[0]8.0.0.0/5",
-            "uptime": 1.0,
-            "ttl": 59.0,
+            "uptime_s": 1.0,
+            "ttl_s": 59.0,
             "source": "map-reply",
             "negative": True,
             "action": "send-map-request",
@@ -584,7 +584,7 @@ async def test_map_cache_lookup_of_a_negative_entry(aiohttp_client):
         True,
         "send-map-request",
     )
-    assert 58 < entry["ttl"] <= 60
+    assert 58 < entry["ttl_s"] <= 60
     assert entry["rlocs"] == []
 
 

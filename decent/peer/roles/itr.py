@@ -176,10 +176,12 @@ class ItrRole:
             # Map-Notifies a key holder sends unasked could fill it otherwise.
             self.ctx.out.counters[C.CACHE_FULL] += 1
             return
+        old = self.ctx.cache.db.get(eid)
+        changed = old is None or old.record != rec
         entry = self.ctx.cache.install(eid, rec, source, now)
         self.ctx.timers.set(CacheExpiry(eid), entry.expires)
         self.ctx.out.counters[C.CACHE_INSTALLED] += 1
-        self.ctx.out.emit(MapCacheUpdated(eid, source, entry.negative))
+        self.ctx.out.emit(MapCacheUpdated(eid, source, entry.negative, changed))
         if eid == self.ctx.group_eid:
             assert self.watch is not None
             self.watch.membership_changed(now)

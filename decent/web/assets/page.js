@@ -94,29 +94,43 @@
   // The browser retries a dropped stream by itself, but gives up for good on
   // an error status: the server's 503 when it has too many live clients.
   const RETRY_CLOSED_MS = 30000;
+  // The server sends the model at least once a second (decent/web/live.py,
+  // `refresh`), so a connection silent for this long has a hung node behind
+  // it (SIGSTOP, a stuck loop): the stream stays open, but nothing is live.
+  const STALL_MS = 4000;
+  let lastHeard = Date.now();
+
+  function show(state, text) {
+    live.textContent = text;
+    live.className = state === "live" ? "live" : "live down " + state;
+    body.dataset.live = state;
+  }
 
   function connect() {
     const source = new EventSource("/events?" + params.toString());
     source.onopen = function () {
-      live.textContent = "live";
-      live.className = "live";
+      lastHeard = Date.now();
+      show("live", "live");
     };
     source.onmessage = function (event) {
+      lastHeard = Date.now();
       apply(JSON.parse(event.data));
-      live.textContent = "live";
-      live.className = "live";
+      show("live", "live");
     };
     source.onerror = function () {
       if (source.readyState === EventSource.CLOSED) {
-        live.textContent = "paused (server busy)";
-        live.className = "live down";
+        show("paused", "paused (server busy)");
         setTimeout(connect, RETRY_CLOSED_MS);
         return;
       }
-      live.textContent = "reconnecting";
-      live.className = "live down";
+      show("reconnecting", "reconnecting");
     };
   }
 
+  setInterval(function () {
+    if (body.dataset.live === "live" && Date.now() - lastHeard > STALL_MS) {
+      show("stalled", "stalled");
+    }
+  }, 500);
   connect();
 })();

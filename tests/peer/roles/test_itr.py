@@ -380,3 +380,13 @@ def test_smr_names_of_every_kind_are_looked_up_safely():
     )
     itr.receive_datagram(smr.encode(), PEER, 0.0)
     assert [e for _, e in itr.events(SmrReceived)] == [SmrReceived(v6_eid, PEER)]
+
+
+def test_a_refresh_with_the_same_record_is_marked_unchanged():
+    itr = Traced(itr_config())
+    eid = Eid.prefix("10.1.1.0/24")
+    for i, rloc in enumerate(("192.0.2.10", "192.0.2.10", "192.0.2.11")):
+        itr.itr.install(eid, record("10.1.1.0/24", rloc), "map-reply", float(i))
+        itr._collect(float(i))
+    # The log shows a change of mapping at INFO, a plain refresh at DEBUG.
+    assert [e.changed for _, e in itr.events(MapCacheUpdated)] == [True, False, True]

@@ -1,0 +1,1 @@
+"""Tests of the command-line clients in decent/client."""
