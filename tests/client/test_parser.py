@@ -203,7 +203,8 @@ def test_man_page_renders_without_warnings_and_names_every_command() -> None:
     for command in COMMANDS:
         assert f"decent {command} " in text, command
     assert "--log-format {text,json}" in text
-    assert "--mode {replicate,multicast}" in text and "--keep" in text
+    assert "--mode {replicate,multicast}" in text
+    assert "--keep" in text
     assert "SIGHUP" in text
     if shutil.which("man"):
         shown = subprocess.run(
