@@ -125,12 +125,17 @@ class Cipher:
         at = p - self.iv_len
         if self._gcm:
             _GCM_IV.pack_into(view, at, counter >> 64, counter & MAX_COUNTER)
-            nonce: memoryview | bytes = view[at:p]
+            nonce: memoryview | bytes = bytes(view[at:p])
         else:
             _CHACHA_IV.pack_into(view, at, counter)
             nonce = _CHACHA_NONCE.pack(counter)
+        # The plaintext is copied out first: cryptography >= 51 refuses
+        # input and output that overlap (it used to allow exact aliasing).
         self._aead.encrypt_into(
-            nonce, view[p : p + n], view[at - DATA_HEADER_LEN : p], view[p : p + n + 16]
+            nonce,
+            bytes(view[p : p + n]),
+            bytes(view[at - DATA_HEADER_LEN : p]),
+            view[p : p + n + 16],
         )
 
     def counter(self, view: memoryview, p: int) -> int:
@@ -146,10 +151,13 @@ class Cipher:
         plaintext is then view[p:end - 16]. False if the tag fails: the
         packet was forged, altered, or sealed under another key."""
         at = p - self.iv_len
-        nonce = view[at:p] if self._gcm else _CHACHA_NONCE.pack(counter)
+        nonce = bytes(view[at:p]) if self._gcm else _CHACHA_NONCE.pack(counter)
         try:
             self._aead.decrypt_into(
-                nonce, view[p:end], view[at - DATA_HEADER_LEN : p], view[p : end - 16]
+                nonce,
+                bytes(view[p:end]),
+                bytes(view[at - DATA_HEADER_LEN : p]),
+                view[p : end - 16],
             )
         except (InvalidTag, ValueError):  # ValueError: shorter than a tag
             return False
