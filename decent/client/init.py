@@ -167,14 +167,22 @@ def write_private(path: Path, text: str, *, force: bool = False) -> None:
     ClientError if it exists and not `force`, or cannot be written."""
     if path.exists() and not force:
         raise ClientError(f"{path} exists; pass --force to overwrite it", 2)
+    write_atomic(path, text, 0o600)
+
+
+def write_atomic(path: Path, text: str, mode: int) -> None:
+    """Write `text` to `path` with `mode` through a temporary file renamed
+    over it, so a crash leaves the old file or the new one. ClientError if
+    it cannot be written."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.unlink(missing_ok=True)
-        # 0600 from the start: the key is never readable by others, not even
-        # for the moment between creating and chmod.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # The mode from the start: a private file is never readable by
+        # others, not even for the moment between creating and chmod.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), mode)  # os.open's mode is cut by the umask
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import sysconfig
@@ -13,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 
 from decent.client.api import ClientError
+from decent.client.init import write_atomic
 from decent.config import ConfigError, load_config
 
 UNIT_NAME: Final = "decent.service"
@@ -92,25 +92,6 @@ def _state_dir(path: Path) -> str | None:
         return None
 
 
-def _write(path: Path, text: str) -> None:
-    """Write a public file (mode 0644) atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o644)  # os.open's mode is cut by the umask
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise ClientError(f"cannot write {path} ({exc.strerror or exc})") from None
-
-
 def _unit_for(args: argparse.Namespace, root: Path) -> tuple[str, str | None]:
     """The unit for --config, and a note if that config is not usable yet."""
     config = args.config
@@ -148,8 +129,8 @@ def cmd_service_install(args: argparse.Namespace, man_page: Callable[[], str]) -
     unit, note = _unit_for(args, root)
     unit_path = root / UNIT_DIR / UNIT_NAME
     man_path = root / MAN_DIR / "decent.1"
-    _write(unit_path, unit)
-    _write(man_path, man_page())
+    write_atomic(unit_path, unit, 0o644)
+    write_atomic(man_path, man_page(), 0o644)
     print(f"wrote {unit_path}")
     print(f"wrote {man_path}")
     if note:
