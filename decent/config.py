@@ -101,6 +101,13 @@ class Config:
     outside_map_resolvers: tuple[Addr, ...] = ()
     #: [decent] wire: how group registrations are written (WIRE_FORMS).
     wire_form: str = "rfc8060"
+    #: [decent] reliable: registrations over TCP sessions (draft-ietf-lisp-
+    #: map-server-reliable-transport); reliable_peers: per-peer exceptions.
+    reliable: bool = False
+    reliable_peers: tuple[tuple[IPAddress, bool], ...] = ()
+    #: [decent] reliable_keepalive: seconds a session may be silent before
+    #: TCP keepalive probes it (three unanswered probes end it).
+    reliable_keepalive: float = 15.0
     #: [trust] mesh_key: the mesh authority's Ed25519 public key (raw 32
     #: bytes); None: no node identities, the group key alone admits members.
     trust_mesh_key: bytes | None = None
@@ -155,6 +162,9 @@ _SECTIONS = {
         "map_reply_burst",
         "auth",
         "wire",
+        "reliable",
+        "reliable_peers",
+        "reliable_keepalive",
     },
     "limits": {f for f in Limits.__dataclass_fields__ if f != "underlay_mtu"},
     "database": {"eid", "ttl"},
@@ -453,6 +463,22 @@ def load_config(path: str | Path, *, now: float | None = None) -> Config:
             'use "rfc8060" (the default) or "lispers.net" (group registrations '
             "as lispers.net writes them)",
         )
+    reliable = decent.get("reliable", bool, False)
+    keepalive = decent.get("reliable_keepalive", float, 15.0)
+    if not 1.0 <= keepalive <= 7200.0:
+        raise decent.fail(
+            "reliable_keepalive", f"{keepalive:g} s out of range", "use 1 to 7200"
+        )
+    overrides = decent.get("reliable_peers", dict, {})
+    reliable_peers = []
+    for peer, on in overrides.items():
+        if not isinstance(on, bool):
+            raise decent.fail(
+                "reliable_peers",
+                f"{peer!r} = {on!r} is not true or false",
+                f'write "{peer}" = true (or false) in [decent.reliable_peers]',
+            )
+        reliable_peers.append((decent.address("reliable_peers", peer), on))
     sites = _sites(path, raw.get("site", []), iid)
     # Our socket speaks the group's family (roaming puts it first), or
     # without a group the first RLOC's.
@@ -511,6 +537,9 @@ def load_config(path: str | Path, *, now: float | None = None) -> Config:
         outside_map_servers=outside_servers,
         outside_map_resolvers=outside_resolvers,
         wire_form=wire_form,
+        reliable=reliable,
+        reliable_peers=tuple(reliable_peers),
+        reliable_keepalive=keepalive,
         web_limits=_web_limits(web),
         traffic_sample_seconds=_traffic_sample_seconds(web),
         trust_mesh_key=None if trust is None else trust[0],
@@ -941,6 +970,12 @@ def _limits(r: _Reader, *, underlay_mtu: int, own_registrations: int) -> Limits:
             )
         values[name] = value
     limits = Limits(**values)
+    if not 1_500 <= limits.max_frame <= 0xFFFF:
+        raise r.fail(
+            "max_frame",
+            f"{limits.max_frame} bytes cannot be a reliable-transport PDU limit",
+            "use 1500 to 65535 (the PDU Length field is 16 bits)",
+        )
     if limits.registrant_eids < own_registrations:
         raise r.fail(
             "registrant_eids",

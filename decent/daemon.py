@@ -20,6 +20,7 @@ from aiohttp import web
 
 from decent.config import Config, ConfigError, load_config
 from decent.net.persist import NodeKeyError, RevocationSaver, SnapshotSaver, StateDir
+from decent.net.reliable import ReliableShell
 from decent.net.roaming import AddressWatch, Roamer
 from decent.net.status import NodeStatus
 from decent.net.traffic import (
@@ -83,6 +84,8 @@ def node_config(
         outside_map_resolvers=cfg.outside_map_resolvers,
         wire_form=cfg.wire_form,
         trust=trust,
+        reliable=cfg.reliable,
+        reliable_peers=cfg.reliable_peers,
         # Without a data plane there is nothing to key: keyed probes are
         # answered without a key (RFC 8061 6), so peers know not to encrypt.
         encrypt=cfg.encrypt if cfg.dataplane else "off",
@@ -361,6 +364,10 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     shell.start()
+    streams = None
+    if cfg.reliable or any(on for _, on in cfg.reliable_peers):
+        streams = ReliableShell(shell, cfg.reliable_keepalive)
+        await streams.start()
     if tun is not None:
         try:
             tun.start()
@@ -405,6 +412,8 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
         finally:
             if tun is not None:
                 tun.close()
+            if streams is not None:
+                streams.close()
             shell.close()
             await runner.cleanup()
             log.info("node %s stopped", cfg.name)

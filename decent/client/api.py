@@ -129,6 +129,7 @@ def _status_text(
         "Peers",
         text_table(views.peers_table(peers, now)),
         "",
+        *_sessions(node.get("reliable")),
         *_dataplane_peers(node.get("dataplane", {}), now),
     ]
     kinds = sorted(
@@ -155,6 +156,15 @@ def _status_text(
         "drops: " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none")
     )
     return "\n".join(out)
+
+
+def _sessions(reliable: dict[str, Any] | None) -> list[str]:
+    """The reliable-transport sessions as the Peers page shows them, or one
+    line saying reliable transport is off."""
+    block = views.sessions_table(reliable)
+    if block.get("hidden"):
+        return ["Reliable transport: off ([decent] reliable)", ""]
+    return ["Reliable-transport sessions", text_table(block), ""]
 
 
 def _dataplane_line(dataplane: dict[str, Any]) -> list[str]:

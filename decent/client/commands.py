@@ -71,7 +71,8 @@ def add_client_commands(
         "status",
         help="the node, its peers, counts and health",
         description="Show what the node at --node says of itself: its RLOC, "
-        "group, uptime and health, its peers, the data plane per peer RLOC, "
+        "group, uptime and health, its peers, its reliable-transport "
+        "sessions, the data plane per peer RLOC, "
         "message counts and drops (GET /api/v1/node and /api/v1/peers).",
     )
     _client_options(p)

@@ -22,7 +22,7 @@ from decent.lab.common import (
 from decent.lab.loopback import LoopbackLab
 from decent.lab.main import lab_main
 from decent.lab.netns import NetnsLab
-from decent.lab.pcap import Datagram, ecm_map_request, read_pcap
+from decent.lab.pcap import Datagram, Frame, ecm_map_request, read_frames, read_pcap
 
 __all__ = [
     "CAPTURE_WAIT",
@@ -36,6 +36,7 @@ __all__ = [
     "STATE_DIR",
     "WEB_PORT",
     "Datagram",
+    "Frame",
     "LabError",
     "LabNode",
     "LoopbackLab",
@@ -47,5 +48,6 @@ __all__ = [
     "lab_main",
     "loss_program",
     "netns_unavailable",
+    "read_frames",
     "read_pcap",
 ]

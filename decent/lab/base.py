@@ -52,6 +52,9 @@ class LabNode:
     interface: str | None = None
     #: Raw TOML appended verbatim at the end of the config (more tables).
     extra: str = ""
+    #: More keys of its [decent] table (`reliable = true`, ...), written
+    #: after the ones the lab sets itself; `extra` cannot repeat that table.
+    decent: dict[str, object] = field(default_factory=dict)
     #: In a trust lab: [trust] mesh_key and certificate (base64), from the
     #: invite it joined with, and the EIDs that certificate grants.
     trust: tuple[str, str] | None = None
@@ -322,8 +325,9 @@ class _Lab:
             f"key = {_toml(self.key)}",
             f"ttl = {self.ttl_minutes}",
             f"register_interval = {float(n.register_interval)!r}",
-            "",
         ]
+        lines += [f"{k} = {_toml(v)}" for k, v in n.decent.items()]
+        lines.append("")
         if n.trust is not None:
             mesh_key, certificate = n.trust
             lines += [
@@ -357,10 +361,13 @@ class _Lab:
         dataplane: dict[str, object] | None = None,
         interface: str | None = None,
         extra: str | None = None,
+        decent: dict[str, object] | None = None,
     ) -> None:
         """Change what node i's next start writes into its config
-        (`dataplane` keys are added to its [dataplane] section; `interface`
-        names the RLOC by interface instead, "" goes back to `rloc`).
+        (`dataplane` keys are added to its [dataplane] section, `decent`
+        keys to its [decent] table, replacing those given before with the
+        same name; `interface` names the RLOC by interface instead, "" goes
+        back to `rloc`).
 
         `extra` is raw TOML appended verbatim at the end of the file, for
         sections the lab does not write itself (`[[site]]`, `[xtr]`); it
@@ -369,6 +376,15 @@ class _Lab:
         n = self.node(i)
         if extra is not None:
             n.extra = extra
+        if decent is not None:
+            taken = {"group", "mode", "seeds", "key", "ttl", "register_interval"}
+            clash = sorted(taken & set(decent))
+            if clash:
+                raise LabError(
+                    f"[decent] {', '.join(clash)}: the lab writes "
+                    f"{'that key' if len(clash) == 1 else 'those keys'} itself"
+                )
+            n.decent = {**n.decent, **decent}
         if interface is not None:
             n.interface = interface or None
         if admin_token is not None:

@@ -27,6 +27,9 @@ def ecm_map_request(
 
 
 # ---------------------------------------------------------------- captures
+_PROTOCOLS = (socket.IPPROTO_UDP, socket.IPPROTO_TCP)
+
+
 @dataclass(frozen=True, slots=True)
 class Datagram:
     """One captured IPv4/UDP datagram."""
@@ -39,9 +42,30 @@ class Datagram:
     payload: bytes
 
 
-def read_pcap(path: Path) -> list[Datagram]:
-    """The IPv4/UDP datagrams of a classic pcap file with Ethernet framing
-    (what `dumpcap -P` writes); everything else is skipped."""
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One captured IPv4 packet of UDP or TCP (or a fragment of one)."""
+
+    time: float
+    src: IPv4Address
+    dst: IPv4Address
+    #: socket.IPPROTO_UDP or IPPROTO_TCP.
+    proto: int
+    sport: int
+    dport: int
+    #: The transport payload (empty for a fragment).
+    payload: bytes
+    #: The IP packet's length, and its IP and transport headers' (what a
+    #: wire carries besides the payload, less the Ethernet header).
+    length: int
+    headers: int
+    fragment: bool = False
+
+
+def read_frames(path: Path) -> list[Frame]:
+    """The IPv4 UDP and TCP packets of a classic pcap file with Ethernet
+    framing (what `dumpcap -P` writes), without the capture's own markers;
+    everything else is skipped."""
     data = path.read_bytes()
     if len(data) < 24:
         return []
@@ -57,7 +81,7 @@ def read_pcap(path: Path) -> list[Datagram]:
     if linktype != 1:
         raise LabError(f"{path}: link type {linktype}, expected Ethernet (1)")
     record = struct.Struct(endian + "IIII")
-    out: list[Datagram] = []
+    out: list[Frame] = []
     pos = 24
     while pos + 16 <= len(data):
         sec, frac, caplen, _ = record.unpack_from(data, pos)
@@ -68,22 +92,33 @@ def read_pcap(path: Path) -> list[Datagram]:
         ip = frame[14:]
         ihl = (ip[0] & 0x0F) * 4
         total = int.from_bytes(ip[2:4], "big")
-        if ip[0] >> 4 != 4 or ip[9] != socket.IPPROTO_UDP or len(ip) < total:
+        proto = ip[9]
+        if ip[0] >> 4 != 4 or proto not in _PROTOCOLS or len(ip) < total:
             continue
+        when = sec + frac / (1e9 if nano else 1e6)
+        src, dst = IPv4Address(ip[12:16]), IPv4Address(ip[16:20])
         if int.from_bytes(ip[6:8], "big") & 0x3FFF:
-            continue  # a fragment: not one whole datagram
-        udp = ip[ihl:total]
-        sport, dport, length = struct.unpack("!HHH", udp[:6])
-        if dport == 9 and udp[8:length].startswith(MARKER):
+            out.append(Frame(when, src, dst, proto, 0, 0, b"", total, ihl, True))
+            continue
+        segment = ip[ihl:total]
+        sport, dport = struct.unpack("!HH", segment[:4])
+        if proto == socket.IPPROTO_UDP:
+            head, end = 8, int.from_bytes(segment[4:6], "big")
+        else:
+            head, end = (segment[12] >> 4) * 4, len(segment)
+        payload = bytes(segment[head:end])
+        if proto == socket.IPPROTO_UDP and dport == 9 and payload.startswith(MARKER):
             continue  # the capture's own start and end markers
         out.append(
-            Datagram(
-                sec + frac / (1e9 if nano else 1e6),
-                IPv4Address(ip[12:16]),
-                IPv4Address(ip[16:20]),
-                sport,
-                dport,
-                bytes(udp[8:length]),
-            )
+            Frame(when, src, dst, proto, sport, dport, payload, total, ihl + head)
         )
     return out
+
+
+def read_pcap(path: Path) -> list[Datagram]:
+    """The whole IPv4/UDP datagrams of a classic Ethernet pcap (read_frames)."""
+    return [
+        Datagram(f.time, f.src, f.dst, f.sport, f.dport, f.payload)
+        for f in read_frames(path)
+        if f.proto == socket.IPPROTO_UDP and not f.fragment
+    ]

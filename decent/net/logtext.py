@@ -40,10 +40,13 @@ from decent.peer.events import (
     RegisterAcknowledged,
     RegistrationAccepted,
     RegistrationExpired,
+    RegistrationNacked,
     RegistrationRejected,
     RegistrationRemoved,
     RevocationLearned,
     RlocsChanged,
+    SessionDown,
+    SessionUp,
     SmrReceived,
     UnauthenticatedAccepted,
 )
@@ -242,6 +245,39 @@ def _rlocs(e: RlocsChanged) -> str:
     return f"own RLOCs changed from {old} to {new}; registering again"
 
 
+def _session(peer: object, etr: bool) -> str:
+    """A reliable-transport session, named by who connected."""
+    return f"reliable-transport session {'to' if etr else 'from'} {peer}"
+
+
+@_form(SessionUp)
+def _session_up(e: SessionUp) -> str:
+    if e.etr:
+        return f"{_session(e.peer, True)} up: our registrations go over it"
+    return (
+        f"{_session(e.peer, False)} up: its registrations come over it, "
+        "held without timeout"
+    )
+
+
+@_form(SessionDown)
+def _session_down(e: SessionDown) -> str:
+    after = (
+        "registering to it over UDP again"
+        if e.etr
+        else "its registrations time out normally from now"
+    )
+    return f"{_session(e.peer, e.etr)} down ({e.reason or 'closed'}): {after}"
+
+
+@_form(RegistrationNacked)
+def _nacked(e: RegistrationNacked) -> str:
+    return (
+        f"registration of {e.eid} refused by {e.peer} over its "
+        f"reliable-transport session: {e.reason}"
+    )
+
+
 @_form(LinesSuppressed)
 def _suppressed(e: LinesSuppressed) -> str:
     return (
@@ -319,6 +355,9 @@ def event_level(event: Event) -> int:
         return logging.WARNING
     if isinstance(event, MessageDropped):
         return logging.WARNING if event.reason in HOSTILE_DROPS else logging.DEBUG
+    if isinstance(event, RegistrationNacked):
+        # A peer refused one of our EIDs: it is not reachable through it.
+        return logging.WARNING
     if isinstance(event, KeyStateChanged) and event.state == "refused":
         # A peer we must encrypt to and cannot: its traffic is dropped.
         return logging.WARNING

@@ -550,6 +550,12 @@ def snapshot_registrations(node: Node, mono_now: float, wall_now: float) -> byte
     for entry in node.registrations(ordered=False):
         children = []
         for child in entry.children.values():
+            expires = child.expires
+            if math.isinf(expires):
+                # Held by a reliable-transport session (no timeout while it
+                # is up): saved with what it gets should the session drop
+                # now. msgpack would write an infinity no restore can use.
+                expires = mono_now + node.ms.lifetime(child.record, child.ttl_timeout)
             children.append(
                 [
                     encode_record(child.record),
@@ -558,7 +564,7 @@ def snapshot_registrations(node: Node, mono_now: float, wall_now: float) -> byte
                     child.site_id,
                     wall_now - (mono_now - child.first),
                     wall_now - (mono_now - child.last),
-                    wall_now + (child.expires - mono_now),
+                    wall_now + (expires - mono_now),
                     child.flags,
                     child.alg_id,
                     child.ttl_timeout,

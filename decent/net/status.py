@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Final
 
 from decent.peer.display import locator_dict, time_text
@@ -24,9 +25,12 @@ from decent.peer.events import (
     RegisterAcknowledged,
     RegistrationAccepted,
     RegistrationExpired,
+    RegistrationNacked,
     RegistrationRejected,
     RegistrationRemoved,
     RlocsChanged,
+    SessionDown,
+    SessionUp,
 )
 from decent.peer.mapcache import CacheEntry
 from decent.peer.mapserver import SiteEntry
@@ -43,8 +47,9 @@ from decent.wire import (
 AUTH_NAMES = {0: "none", 1: "hmac-sha-1", 2: "hmac-sha-256", 3: "hmac-sha-256-hkdf"}
 #: The events after which the pages show something else: registrations
 #: (refreshes move their ages), merged sets, the map-cache and its
-#: locators' state, our acknowledged Map-Registers, our own RLOCs, and
-#: refused registrations (the Peers page lists them).
+#: locators' state, our acknowledged Map-Registers, our own RLOCs,
+#: refused registrations (the Peers page lists them), and reliable-transport
+#: sessions coming and going or refusing one of our EIDs.
 PAGE_EVENTS = (
     RegistrationAccepted,
     RegistrationRemoved,
@@ -58,6 +63,9 @@ PAGE_EVENTS = (
     RegisterAcknowledged,
     RlocsChanged,
     RegistrationRejected,
+    SessionUp,
+    SessionDown,
+    RegistrationNacked,
 )
 #: A node no member has accepted after this many registration periods from
 #: its start is "not joined": by then it registered to its seeds three
@@ -119,6 +127,28 @@ _NO_TRAFFIC: Final[dict[str, Any]] = {
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _held(expires: float) -> bool:
+    """Whether a registration is held by a reliable-transport session: it
+    has no timeout while the session is up (`expires` is infinite)."""
+    return math.isinf(expires)
+
+
+def _left(expires: float, now: float) -> float | None:
+    """`ttl_s`: seconds until `expires`, None while a session holds it."""
+    return None if _held(expires) else round(expires - now, 3)
+
+
+def _deadline(expires: float) -> float | None:
+    """`expires` for an `_at` field: None while a session holds it (JSON
+    has no infinity, and no time to show)."""
+    return None if _held(expires) else expires
+
+
+def _address_key(text: str) -> tuple[int, int]:
+    address = ip_address(text)
+    return address.version, int(address)
 
 
 class NodeStatus:
@@ -323,8 +353,38 @@ class NodeStatus:
             "refused": self.refused(),
             "socket_errors": dict(self.errors()),
             "dataplane": self.dataplane_view(),
+            "reliable": self.reliable(),
             "state": sizes,
         }
+
+    def reliable(self) -> dict[str, Any]:
+        """Reliable transport (TCP registrations): whether it is on, with
+        any peer, and each session, by peer, ours to it first. `up_s` is
+        how long a session has been up (null before), `up_since_at` when
+        it came up; `registrations_held` what it registered with us (no
+        timeout while it lasts), `registrations_sent` ours the peer holds,
+        `refused` ours the peer refused (NACKed)."""
+        cfg, now = self.node.config, self.clock()
+        at = self._times()
+        enabled = cfg.reliable or any(on for _, on in cfg.reliable_peers)
+        sessions = self.node.reliable.describe(now)
+        names = {str(k): v for k, v in self.names().items()} if sessions else {}
+        rows: list[dict[str, Any]] = []
+        for s in sessions:
+            peer = str(s["peer"])
+            up = s.get("up_s")
+            rows.append(
+                {
+                    **s,
+                    "peer": peer,
+                    "name": names.get(peer),
+                    "up_since_at": (
+                        at(now - up) if isinstance(up, int | float) else None
+                    ),
+                }
+            )
+        rows.sort(key=lambda r: (_address_key(r["peer"]), r["direction"] != "to-peer"))
+        return {"enabled": enabled, "sessions": rows}
 
     def refused(self) -> list[dict[str, Any]]:
         """Registrants refused lately for a quota or their rate, newest first."""
@@ -371,6 +431,8 @@ class NodeStatus:
         at = self._times()
         children = sorted(entry.children.values(), key=lambda c: c.first)
         latest = max(children, key=lambda c: c.last)
+        # The entry lives as long as its longest-lived child.
+        expires = max(c.expires for c in children)
         eid = entry.eid
         return {
             "site": entry.site,
@@ -381,8 +443,9 @@ class NodeStatus:
             "first_registered_at": at(entry.first_registered),
             "last_registered_at": at(entry.last_registered),
             "last_registerer": f"{entry.last_registerer[0]}",
-            "ttl_s": round(max(c.expires for c in children) - now, 3),
-            "expires_at": at(max(c.expires for c in children)),
+            "ttl_s": _left(expires, now),
+            "expires_at": at(_deadline(expires)),
+            "held_by_session": _held(expires),
             "record_ttl_min": entry.record.ttl,
             "flags": latest.flags,
             "merge": entry.merge,
@@ -398,8 +461,9 @@ class NodeStatus:
                     "via": None if c.via is None else str(c.via),
                     "first_registered_at": at(c.first),
                     "last_registered_at": at(c.last),
-                    "ttl_s": round(c.expires - now, 3),
-                    "expires_at": at(c.expires),
+                    "ttl_s": _left(c.expires, now),
+                    "expires_at": at(_deadline(c.expires)),
+                    "held_by_session": _held(c.expires),
                     "flags": c.flags,
                     "rlocs": [locator_dict(loc, names) for loc in c.record.locators],
                 }
@@ -433,7 +497,12 @@ class NodeStatus:
             times = heard.get(member)
             rloc = str(member)
             row = traffic.get(rloc, {})
-            aging = times is None or now - times[1] > 1.5 * self.register_interval
+            held = times is not None and _held(times[2])
+            # A member registered over a session is refreshed only when
+            # something changes: its silence is no sign of age.
+            aging = times is None or (
+                not held and now - times[1] > 1.5 * self.register_interval
+            )
             out.append(
                 {
                     "rloc": rloc,
@@ -442,7 +511,8 @@ class NodeStatus:
                     "eids": eids.get(member, []),
                     "first_seen_at": None if times is None else at(times[0]),
                     "last_heard_at": None if times is None else at(times[1]),
-                    "ttl_s": None if times is None else round(times[2] - now, 3),
+                    "ttl_s": None if times is None else _left(times[2], now),
+                    "held_by_session": held,
                     "state": "aging-out" if aging else "current",
                     # RFC 8061: what our traffic to this member is, once
                     # the data plane has sent it any ("-" before); None
@@ -541,8 +611,8 @@ class NodeStatus:
             "eid": str(entry.eid),
             "created_at": at(entry.created),
             "uptime_s": round(now - entry.created, 3),
-            "ttl_s": round(entry.expires - now, 3),
-            "expires_at": at(entry.expires),
+            "ttl_s": _left(entry.expires, now),
+            "expires_at": at(_deadline(entry.expires)),
             "record_ttl_min": entry.record.ttl,
             "source": entry.source,
             "negative": entry.negative,

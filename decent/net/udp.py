@@ -214,6 +214,9 @@ class NodeShell:
         #: Called at the end of every flush (the data plane sends what a
         #: control input released, e.g. packets waiting for a mapping).
         self.after_flush: Callable[[], None] | None = None
+        #: Called in every flush: the reliable-transport sessions' shell
+        #: (decent.net.reliable) writes what the node queued on them.
+        self.streams: Callable[[], None] | None = None
         self.riders: list[Rider] = []
         self._addr_memo: dict[str, IPAddress] = {}
         self._host_memo: dict[IPAddress, str] = {}
@@ -364,6 +367,8 @@ class NodeShell:
                 None if when is None else self.loop.call_at(when, self._on_timer)
             )
             self._timer_at = when
+        if self.streams is not None:
+            self.streams()
         if self.after_flush is not None:
             self.after_flush()
 

@@ -118,6 +118,24 @@ class Limits:
     #: Peer RLOCs whose packets and bytes are counted; past it, the one idle
     #: longest goes (counted under dataplane.traffic-evicted).
     max_traffic_peers: int = 4_096
+    # ---- Reliable-transport sessions (decent.peer.transport)
+    #: TCP sessions held at once, both directions together.
+    max_sessions: int = 256
+    #: Sessions one peer may hold to us; a newer one replaces the oldest
+    #: (a peer that restarted reconnects before its old session times out).
+    sessions_per_peer: int = 1
+    #: The largest PDU accepted, in bytes (at most 65,535, the Length field).
+    max_frame: int = 16_384
+    #: Bytes queued for one peer before its session is reset (it stopped
+    #: reading): a 5,000-EID registration round is about 250 KB.
+    session_write_queue: int = 4 << 20
+    #: PDUs a second one session may send us, and the burst (a registration
+    #: round's ACKs, one per EID, arrive at once).
+    session_frame_rate: float = 20_000.0
+    session_frame_burst: float = 131_072.0
+    #: Unusable PDUs (unknown type, bad body) answered with an Error
+    #: Notification before the session is reset.
+    session_errors: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +284,17 @@ class NodeConfig:
         {AlgorithmId.HMAC_SHA_1_96, AlgorithmId.HMAC_SHA_256_128}
     )
     limits: Limits = Limits()
+    # ---- Reliable transport (draft-ietf-lisp-map-server-reliable-transport)
+    #: Register over a TCP session to each peer that accepts one, and
+    #: accept sessions from peers; off by default.
+    reliable: bool = False
+    #: Per-peer exceptions to `reliable`, (peer RLOC, on or off).
+    reliable_peers: tuple[tuple[IPv4Address | IPv6Address, bool], ...] = ()
+    #: Seconds after our UDP Map-Register with the r bit before we connect
+    #: (it must have reached the peer: it authorises the connection), and
+    #: the longest back-off between failed attempts.
+    reliable_connect_delay: float = 1.0
+    reliable_retry_max: float = 60.0
     #: Node identities: with it, every group registration is signed and
     #: checked against its signer's certificate; without it, the group key
     #: alone decides who may register what.
@@ -304,6 +333,13 @@ class NodeConfig:
             if outside.address[0] == ms[0]:
                 return outside.key, outside.alg
         return self.register_key, self.register_alg
+
+    def reliable_with(self, peer: IPv4Address | IPv6Address) -> bool:
+        """Whether registrations with peer go over a reliable session."""
+        for addr, on in self.reliable_peers:
+            if addr == peer:
+                return on
+        return self.reliable
 
     def rloc_for(self, version: int) -> IPv4Address | IPv6Address | None:
         for rloc in self.rlocs:

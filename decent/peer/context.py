@@ -138,6 +138,13 @@ class Registrar(Protocol):
     def register_soon(self, now: float) -> None: ...
 
 
+class SessionGate(Protocol):
+    """Hears which ETRs authenticated a UDP Map-Register with the r bit
+    (the reliable-transport sessions, decent.peer.transport)."""
+
+    def authorize(self, peer: IPAddress, now: float) -> None: ...
+
+
 class MembershipWatch(Protocol):
     """Hears that the group's registration or cached RLE changed (the
     mapping system)."""
@@ -179,3 +186,13 @@ class Carrier(Protocol):
 def authentic(config: NodeConfig, alg_id: int, raw: bytes, key: bytes) -> bool:
     """A Map-Notify(-Ack) signed with `key` by an algorithm we accept."""
     return alg_id in config.auth_algorithms and check_auth(raw, key)
+
+
+def register_record(
+    mapping: DatabaseMapping, ttl_zero: bool = False, wire_form: str = "rfc8060"
+) -> MapRecord:
+    """A database mapping as a Map-Register EID-record (TTL 0 deregisters).
+    lispers.net writes a group EID's Multicast-Info with two pad bytes."""
+    addr, mask = eid_on_wire(mapping.eid, wire_form)
+    ttl = 0 if ttl_zero else mapping.ttl
+    return MapRecord(addr, mask, mapping.locators, ttl, authoritative=True)

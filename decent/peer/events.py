@@ -155,6 +155,34 @@ class RlocsChanged:
     new: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class SessionUp:
+    """A reliable-transport session began its registration exchange:
+    `etr` when we connected (we register over it), else the peer did."""
+
+    peer: IPAddress
+    etr: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDown:
+    """A reliable-transport session ended; registrations fall back to UDP
+    and to timer-based expiry."""
+
+    peer: IPAddress
+    etr: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationNacked:
+    """A Map-Server refused one of our registrations on a session."""
+
+    peer: IPAddress
+    eid: Eid
+    reason: str
+
+
 Event = (
     MessageDropped
     | RegistrationRejected
@@ -175,4 +203,7 @@ Event = (
     | LocatorStateChanged
     | KeyStateChanged
     | RlocsChanged
+    | SessionUp
+    | SessionDown
+    | RegistrationNacked
 )

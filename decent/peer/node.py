@@ -37,15 +37,16 @@ from decent.peer.events import Event, RlocsChanged
 from decent.peer.mapcache import CacheEntry, MapCache
 from decent.peer.mapdb import MapDB
 from decent.peer.mapping.push import PushMapping
-from decent.peer.mapserver import MapServer, RegisterIntent, Registration, SiteEntry
+from decent.peer.mapserver import MapServer, Registration, SiteEntry
 from decent.peer.replay import Slot
-from decent.peer.roaming import moved_addrs, moved_locators, versions
-from decent.peer.roles.etr import EtrRole, register_record
+from decent.peer.roaming import moved_addrs, moved_locators, register_locally, versions
+from decent.peer.roles.etr import EtrRole
 from decent.peer.roles.itr import ItrRole
 from decent.peer.roles.keys import KeyRole
 from decent.peer.roles.mr import MapResolverRole
 from decent.peer.roles.ms import MapServerRole, Refusal
 from decent.peer.roles.probe import ProbeRole
+from decent.peer.transport.role import ReliableRole
 from decent.wire import (
     DECENT_CONTROL_IID,
     Action,
@@ -120,8 +121,19 @@ class Node:
         self.map_server.registrar = self.etr
         self.map_server.writer = self.itr
         self.mapping.bind(self._replicated, self.etr, self.itr)
+        #: Reliable-transport sessions; the shell moves their bytes.
+        self.reliable = ReliableRole(ctx, self.etr, self.map_server, self.mapping)
+        self.map_server.sessions = self.reliable
+        self.etr.registered = self.reliable.registered
         self._timer_owners: dict[type, Callable[[Hashable, float], None]] = {}
-        roles = (self.etr, self.map_server, self.itr, self.probe, self.keys)
+        roles = (
+            self.etr,
+            self.map_server,
+            self.itr,
+            self.probe,
+            self.keys,
+            self.reliable,
+        )
         for role in (*roles, self.mapping):
             for key in role.timer_keys:
                 self._timer_owners[key] = role.handle_timer
@@ -358,31 +370,9 @@ class Node:
         self.counters[C.RLOCS_CHANGED] += 1
         self._out.emit(RlocsChanged(tuple(map(str, old)), tuple(map(str, new))))
         if any(ctx.own(ms[0]) for ms in ctx.config.map_servers):
-            self._register_locally(now)
+            register_locally(ctx, self.map_server.apply, now)
         self.etr.moved(now)
         self._run_loopback(now)
-
-    def _register_locally(self, now: float) -> None:
-        """Put our new registrations into our own Map-Server at once: the
-        membership it holds decides where the group's copies go next, and
-        our old RLOC must not be among them (nor linger for our own ITR)."""
-        config = self.config
-        src = (config.rlocs[0], config.control_port)
-        for _, mapping in list(self.database.items()):
-            site = self.ms.site_for(mapping.eid)
-            if site is None:
-                continue
-            msg = MapRegister(
-                0,
-                (register_record(mapping),),
-                proxy_reply=mapping.proxy_reply,
-                ttl_timeout=True,
-                merge=mapping.merge,
-                xtr_id=config.xtr_id,
-                site_id=config.site_id,
-            )
-            intent = RegisterIntent.from_register(msg)
-            self.map_server.apply(intent, [mapping.eid], site, src, now)
 
     def deregister(self, now: float, eids: Iterable[Eid] | None = None) -> None:
         """Send TTL-0 Map-Registers so Map-Servers drop our mappings at once
@@ -443,7 +433,14 @@ class Node:
             self._looping = False
 
     def _sweep(self, now: float) -> None:
-        for role in (self.etr, self.mapping, self.resolver, self.map_server, self.itr):
+        for role in (
+            self.etr,
+            self.mapping,
+            self.resolver,
+            self.map_server,
+            self.itr,
+            self.reliable,
+        ):
             role.sweep(now)
         self._ctx.timers.set(Sweep(), now + self.config.recent_itr_window)
 
@@ -537,8 +534,8 @@ class Node:
         sizes = {"timers": len(self._ctx.timers)}
         for role in (self.itr, self.etr, self.map_server, self.probe, self.resolver):
             sizes.update(role.sizes())
-        sizes.update(self.keys.sizes())
-        sizes.update(self.mapping.sizes())
+        for part in (self.keys, self.mapping, self.reliable):
+            sizes.update(part.sizes())
         if self._ctx.trust is not None:
             sizes.update(self._ctx.trust.sizes())
         return {

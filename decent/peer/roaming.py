@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv6Address
 
-from decent.peer.config import Addr, rloc_order
-from decent.wire import Address, AfiList, IPAddress, Locator, Rle, RleEntry
+from decent.peer.config import Addr, Site, rloc_order
+from decent.peer.context import Ctx, register_record
+from decent.peer.mapserver import RegisterIntent
+from decent.wire import (
+    Address,
+    AfiList,
+    Eid,
+    IPAddress,
+    Locator,
+    MapRegister,
+    Rle,
+    RleEntry,
+)
 
 
 def versions(addrs: Iterable[IPAddress]) -> set[int]:
@@ -88,3 +99,30 @@ def moved_rle(rle: Rle, old: tuple[IPAddress, ...], new: tuple[IPAddress, ...]) 
         if moved is not None and moved not in entries:
             entries[moved] = dataclasses.replace(entry, address=moved)
     return Rle(tuple(entries.values()))
+
+
+#: The Map-Server role's `apply` (decent.peer.roles.ms).
+Apply = Callable[[RegisterIntent, list[Eid], Site, Addr, float], None]
+
+
+def register_locally(ctx: Ctx, apply: Apply, now: float) -> None:
+    """Put our new registrations into our own Map-Server at once: the
+    membership it holds decides where the group's copies go next, and our
+    old RLOC must not be among them (nor linger for our own ITR)."""
+    config = ctx.config
+    src = (config.rlocs[0], config.control_port)
+    for _, mapping in list(ctx.database.items()):
+        site = ctx.ms.site_for(mapping.eid)
+        if site is None:
+            continue
+        msg = MapRegister(
+            0,
+            (register_record(mapping),),
+            proxy_reply=mapping.proxy_reply,
+            ttl_timeout=True,
+            merge=mapping.merge,
+            xtr_id=config.xtr_id,
+            site_id=config.site_id,
+        )
+        intent = RegisterIntent.from_register(msg)
+        apply(intent, [mapping.eid], site, src, now)

@@ -11,6 +11,7 @@ from decent.web.views import FLAGS, Block, Cell, Model
 SECTIONS: Final = {
     "sites": ("Site information", "/sites"),
     "peers": ("Peers", "/peers"),
+    "sessions": ("Reliable-transport sessions", "/peers"),
     "refused": ("Refused registrants (over a quota or their rate)", "/peers"),
     "rejections": ("Recent rejections", "/peers"),
     "map-cache": ("Map-cache", "/map-cache"),
@@ -130,7 +131,11 @@ def flags_legend() -> str:
 
 
 def section(name: str, model: Model, lookup_value: str = "") -> str:
+    """One section of a page; "" for a `hidden` block (a feature that is
+    off, such as reliable transport), which the page then leaves out."""
     heading, url = SECTIONS[name]
+    if model["blocks"][name].get("hidden"):
+        return ""
     extra_top = ""
     extra_bottom = ""
     if name == "sites":

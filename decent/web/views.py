@@ -95,6 +95,30 @@ def size_text(n: object) -> str:
     return f"{value:.2f} {units[step]}"
 
 
+#: What a TTL-left cell says of a registration held by a reliable-transport
+#: session (`held_by_session`): no countdown, it lasts as long as the session.
+SESSION_TTL: Final = "session"
+SESSION_TTL_TITLE: Final = (
+    "held by a reliable-transport session: no timeout while it is up; "
+    "if it drops, the registration lives its normal lifetime from then"
+)
+
+
+def ttl_text(d: dict[str, Any], unknown: str = "never") -> str:
+    """A `ttl_s` as `age` shows it, "session" while a session holds the
+    registration, `unknown` when there is none."""
+    if d.get("held_by_session"):
+        return SESSION_TTL
+    ttl = d.get("ttl_s")
+    return unknown if ttl is None else age(ttl)
+
+
+def _ttl(d: dict[str, Any], unknown: str = "never") -> Cell:
+    if d.get("held_by_session"):
+        return _text(SESSION_TTL, title=SESSION_TTL_TITLE, cls="ok")
+    return _text(ttl_text(d, unknown))
+
+
 def rtt_text(ms: object) -> str:
     return f"{ms:.2f} ms" if isinstance(ms, int | float) else "-"
 
@@ -233,7 +257,7 @@ def sites_table(sites: list[dict[str, Any]], now: float | None = None) -> Block:
                     _text(s.get("last_registerer")),
                     _text(ago(s.get("last_registered_at"), now)),
                     _text(ago(s.get("first_registered_at"), now)),
-                    _text(age(s.get("ttl_s"))),
+                    _ttl(s),
                     _text(s.get("flags", ""), title=flags_title(s.get("flags", ""))),
                     rloc_set(s.get("rlocs", [])),
                 ],
@@ -279,7 +303,7 @@ def peers_table(peers: list[dict[str, Any]], now: float | None = None) -> Block:
                     _text(p.get("name") or "-"),
                     _text(ago(p.get("first_seen_at"), now)),
                     _text(ago(p.get("last_heard_at"), now)),
-                    _text(age(p.get("ttl_s")) if p.get("ttl_s") is not None else "-"),
+                    _ttl(p, "-"),
                     _text(state, cls="ok" if state == "current" else "warn"),
                     *(_traffic_cells(p, now) if traffic else []),
                 ],
@@ -407,6 +431,88 @@ def rejections_table(
     )
 
 
+SESSIONS_COLUMNS: Final = [
+    _text("Peer"),
+    _text("Name"),
+    _text(
+        "Direction",
+        title="to peer: we connected and register our EIDs over it; "
+        "from peer: the peer connected and registers its EIDs with us",
+    ),
+    _text("State"),
+    _text("Up", title="how long the session has been up"),
+    _text("Messages in/out", title="transport messages received / sent"),
+    _text("Bytes in/out"),
+    _text(
+        "Registrations held",
+        title="the peer's registrations this session holds here: no "
+        "timeout while it is up",
+    ),
+    _text("Registrations sent", title="our registrations the peer holds"),
+    _text("Refused", title="our EIDs the peer refused (NACKed)"),
+]
+_DIRECTIONS: Final = {
+    "to-peer": "to peer (we register)",
+    "from-peer": "from peer (it registers)",
+}
+_SESSION_CLASS: Final = {
+    "up": "ok",
+    "connecting": "warn",
+    "open": "warn",
+    "closed": "bad",
+}
+SESSIONS_EMPTY: Final = (
+    "No session yet: one opens once the peer has authenticated a UDP "
+    "Map-Register with the r bit (ours to it, or its to us)."
+)
+#: The reliable-transport section when it is off: not on the page at all.
+SESSIONS_OFF: Final = "Reliable transport (TCP registrations) is off."
+
+
+def session_row(s: dict[str, Any]) -> dict[str, Any]:
+    up = s.get("up_s")
+    state = str(s.get("state", "-"))
+    direction = str(s.get("direction", "-"))
+    refused = s.get("refused", 0)
+    return {
+        "cls": "",
+        "cells": [
+            _text(s.get("peer")),
+            _text(s.get("name") or "-"),
+            _text(_DIRECTIONS.get(direction, direction)),
+            _text(state, cls=_SESSION_CLASS.get(state, "")),
+            _text("-" if up is None else age(up)),
+            _text(
+                f"{s.get('messages_in', 0):,} / {s.get('messages_out', 0):,}",
+                cls="num",
+            ),
+            _text(
+                f"{size_text(s.get('bytes_in', 0))} / "
+                f"{size_text(s.get('bytes_out', 0))}",
+                cls="num",
+            ),
+            _text(f"{s.get('registrations_held', 0):,}", cls="num"),
+            _text(f"{s.get('registrations_sent', 0):,}", cls="num"),
+            _text(f"{refused:,}", cls="num warn" if refused else "num"),
+        ],
+    }
+
+
+def sessions_table(reliable: dict[str, Any] | None) -> Block:
+    """The reliable-transport sessions (`reliable` of /api/v1/node); while
+    reliable transport is off, a `hidden` notice saying so (the page leaves
+    the section out, the CLI prints the line)."""
+    reliable = reliable or {}
+    if not reliable.get("enabled"):
+        return {**notice(SESSIONS_OFF), "hidden": True}
+    return _table(
+        SESSIONS_COLUMNS,
+        [session_row(s) for s in reliable.get("sessions", [])],
+        SESSIONS_EMPTY,
+        "GET /api/v1/node (reliable)",
+    )
+
+
 CACHE_COLUMNS: Final = [
     _text("EID-Prefix or (S,G)"),
     _text("Uptime"),
@@ -520,7 +626,7 @@ def site_blocks(s: dict[str, Any], now: float | None = None) -> dict[str, Block]
         ("Site-ID", _text(latest.get("site_id", 0))),
         ("First registered", _text(ago(s.get("first_registered_at"), now))),
         ("Last registered", _text(ago(s.get("last_registered_at"), now))),
-        ("TTL left", _text(age(s.get("ttl_s")))),
+        ("TTL left", _ttl(s)),
         ("Auth type", _text(s.get("auth", "-"))),
         (
             "Registration flags",
@@ -542,7 +648,7 @@ def site_blocks(s: dict[str, Any], now: float | None = None) -> dict[str, Block]
                 ),
                 _text(ago(r.get("first_registered_at"), now)),
                 _text(ago(r.get("last_registered_at"), now)),
-                _text(age(r.get("ttl_s"))),
+                _ttl(r),
                 _text(r.get("flags", ""), title=flags_title(r.get("flags", ""))),
                 rloc_set(r.get("rlocs", [])),
             ],
@@ -618,7 +724,7 @@ def lookup_block(result: dict[str, Any], where: str) -> Block:
             ("Longest match", _text(s["eid"], href=site_href(s["eid"]), cls="eid")),
             ("RLOC-set", rloc_set(s.get("rlocs", []))),
             ("Last registerer", _text(s.get("last_registerer"))),
-            ("TTL left", _text(age(s.get("ttl_s")))),
+            ("TTL left", _ttl(s)),
             ("Registration flags", _text(s.get("flags", ""))),
         ]
     )
@@ -651,9 +757,9 @@ def _minutes(ttl_min: object) -> str:
 # ---------------------------------------------------------------- pages
 #: The live views and the blocks each shows.
 VIEWS: Final = {
-    "overview": ("sites", "peers", "map-cache"),
+    "overview": ("sites", "peers", "sessions", "map-cache"),
     "sites": ("sites",),
-    "peers": ("peers", "refused", "rejections"),
+    "peers": ("peers", "sessions", "refused", "rejections"),
     "map-cache": ("map-cache",),
     "site": ("facts", "rlocs", "registrations"),
 }
@@ -666,13 +772,16 @@ def find_site(status: Source, eid: str) -> dict[str, Any] | None:
 def build(status: Source, view: str, eid: str = "") -> Model:
     """The model of one live view (KeyError for an unknown view)."""
     blocks: dict[str, Block] = {}
+    info = status.node_info()
     for name in VIEWS[view]:
         if name == "sites":
             blocks[name] = sites_table(status.sites())
         elif name == "peers":
             blocks[name] = peers_table(status.peers())
+        elif name == "sessions":
+            blocks[name] = sessions_table(info.get("reliable"))
         elif name == "refused":
-            blocks[name] = refused_table(status.node_info().get("refused", []))
+            blocks[name] = refused_table(info.get("refused", []))
         elif name == "rejections":
             blocks[name] = rejections_table(status.rejections())
         elif name == "map-cache":
@@ -687,4 +796,4 @@ def build(status: Source, view: str, eid: str = "") -> Model:
             blocks["registrations"] = notice("")
         else:
             blocks.update(site_blocks(entry))
-    return {"header": header(status.node_info()), "blocks": blocks}
+    return {"header": header(info), "blocks": blocks}

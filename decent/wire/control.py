@@ -48,7 +48,11 @@ REP_SECURITY: Final = 0x02000000
 REG_PROXY_REPLY: Final = 0x08000000
 REG_SECURITY: Final = 0x04000000
 REG_XTR_ID: Final = 0x02000000
-REG_ENCRYPTED: Final = 0x00002000
+#: The r bit (draft-ietf-lisp-map-server-reliable-transport): the ETR wants a
+#: reliable-transport session. lispers.net sets the same bit for a body
+#: encrypted after the first word (protocol-notes gotcha 7).
+REG_RELIABLE: Final = 0x00002000
+REG_ENCRYPTED: Final = REG_RELIABLE
 REG_EID_NOTIFY: Final = 0x00001000
 REG_TTL_TIMEOUT: Final = 0x00000800
 REG_MERGE: Final = 0x00000400
@@ -299,6 +303,8 @@ class MapRegister(_Authenticated):
     want_map_notify: bool = False
     xtr_id: int | None = None
     site_id: int = 0
+    #: The r bit: asks for a reliable-transport session (TCP 4342).
+    reliable: bool = False
 
     def __post_init__(self) -> None:
         check_uint("nonce", self.nonce, 64)
@@ -313,6 +319,7 @@ class MapRegister(_Authenticated):
             | (REG_PROXY_REPLY if self.proxy_reply else 0)
             | (REG_SECURITY if self.security_capable else 0)
             | (REG_XTR_ID if self.xtr_id is not None else 0)
+            | (REG_RELIABLE if self.reliable else 0)
             | (REG_EID_NOTIFY if self.eid_notify else 0)
             | (REG_TTL_TIMEOUT if self.ttl_timeout else 0)
             | (REG_MERGE if self.merge else 0)
@@ -328,11 +335,6 @@ class MapRegister(_Authenticated):
 
     @classmethod
     def decode_body(cls, first: int, r: Reader) -> MapRegister:
-        if first & REG_ENCRYPTED:
-            # Bit 18 is lispers.net's "encrypted body" (and the reliable-
-            # transport draft's r bit); the body is not parseable without the
-            # lisp-crypto key, so refuse it plainly rather than misparse it.
-            raise r.fail("Map-Register bit 18 (lispers.net encryption) is set")
         nonce = r.u64()
         key_id, alg_id, auth_data = _read_auth(r)
         records = tuple(MapRecord.read(r) for _ in range(first & 0xFF))
@@ -351,6 +353,7 @@ class MapRegister(_Authenticated):
             bool(first & REG_WANT_MAP_NOTIFY),
             xtr_id,
             site_id,
+            bool(first & REG_RELIABLE),
         )
 
 
@@ -593,6 +596,16 @@ _DECODERS: Final[dict[int, Callable[[int, Reader], ControlMessage]]] = {
 }
 
 
+# Bit 18 of a Map-Register is the draft's r bit, and lispers.net's e bit for a
+# ChaCha20-encrypted body (protocol-notes gotcha 7). We parse it as r; when
+# that fails, the log should say the likelier cause.
+_BIT_18_REGISTER: Final = 0xF0000000 | REG_RELIABLE
+_BIT_18_REGISTER_SET: Final = (MessageType.MAP_REGISTER << 28) | REG_RELIABLE
+_ENCRYPTED_HINT: Final = (
+    "; Map-Register bit 18 (reliable-transport r) is set, so this may be a "
+    "lispers.net encrypted body (its e bit), which needs the lisp-crypto key"
+)
+
 _REQUEST_HEAD: Final = struct.Struct("!IQH")  # first word, nonce, source AFI
 _AFI: Final = struct.Struct("!H")
 _RECORD_HEAD: Final = struct.Struct("!BBH")  # flags, mask length, AFI
@@ -678,9 +691,14 @@ def decode(data: bytes) -> ControlMessage:
         raise DecodeError(f"unsupported LISP message type {first >> 28} at offset 0")
     try:
         msg = decoder(first, r)
-    except DecodeError:
+        r.finish()
+    except DecodeError as exc:
+        if first & _BIT_18_REGISTER == _BIT_18_REGISTER_SET:
+            raise DecodeError(f"{exc}{_ENCRYPTED_HINT}") from exc
         raise
     except ValueError as exc:  # a constructor refused a decoded field
-        raise DecodeError(f"{exc} (before offset {r.pos})") from exc
-    r.finish()
+        hint = (
+            _ENCRYPTED_HINT if first & _BIT_18_REGISTER == _BIT_18_REGISTER_SET else ""
+        )
+        raise DecodeError(f"{exc} (before offset {r.pos}){hint}") from exc
     return msg

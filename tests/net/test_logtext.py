@@ -51,6 +51,7 @@ from decent.peer.events import (
     UnauthenticatedAccepted,
 )
 from decent.wire import Eid
+from tests.net.test_reliable_status import RELIABLE_GOLDEN
 
 #: The documented text line (README "Logs").
 TEXT_LINE = re.compile(
@@ -151,6 +152,8 @@ GOLDEN: dict[type, tuple[object, str]] = {
         "own RLOCs changed from 198.18.45.11 to 198.18.46.11, 198.18.47.11; "
         "registering again",
     ),
+    # Reliable transport's three, kept with its tests.
+    **RELIABLE_GOLDEN,
 }
 
 

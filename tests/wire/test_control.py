@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 from ipaddress import IPv4Address, IPv6Address
 from typing import cast
 
@@ -22,6 +24,7 @@ from decent.wire import (
     MapRequest,
     RequestRecord,
     decode,
+    map_notify_for,
 )
 from decent.wire.afi import DistinguishedName
 from decent.wire.buffer import Reader
@@ -142,6 +145,7 @@ def test_pubsub_request_sets_the_record_n_bit_and_trailer() -> None:
         ({"proxy_reply": True}, 0x08000000),
         ({"security_capable": True}, 0x04000000),
         ({"xtr_id": 1}, 0x02000000),
+        ({"reliable": True}, 0x00002000),
         ({"eid_notify": True}, 0x00001000),
         ({"ttl_timeout": True}, 0x00000800),
         ({"merge": True}, 0x00000400),
@@ -155,11 +159,74 @@ def test_map_register_flags_sit_where_rfc_9301_puts_them(
     assert int.from_bytes(msg.encode()[:4], "big") == (3 << 28) | mask
 
 
-def test_map_register_with_lispers_encryption_bit_is_refused() -> None:
-    raw = bytearray(MapRegister(nonce=1, records=()).encode())
-    raw[2] |= 0x20
-    with pytest.raises(DecodeError, match="bit 18"):
-        decode(bytes(raw))
+# Bit 18: the reliable-transport r bit, and lispers.net's encrypted-body e bit
+# (protocol-notes gotcha 7).
+#        type|flags|count  nonce              key alg auth-len
+R_BIT = "30 00 20 00       00 00 00 00 00 00 00 01  00 00 0000"
+
+
+def test_map_register_bit_18_decodes_as_the_reliable_transport_r_bit() -> None:
+    raw = bytes.fromhex(R_BIT)
+    assert decode(raw) == MapRegister(nonce=1, records=(), reliable=True)
+    assert MapRegister(nonce=1, records=(), reliable=True).encode() == raw
+
+
+@PROPS
+@given(ws.map_registers())
+def test_every_reliable_map_register_round_trips(msg: MapRegister) -> None:
+    reliable = dataclasses.replace(msg, reliable=True)
+    assert decode(reliable.encode()) == reliable
+
+
+# A lispers.net e-bit Map-Register: P, I, M, r/e set, one record, then the
+# ChaCha20 ciphertext of everything after the first word (fixed bytes here).
+_CIPHERTEXT = hashlib.sha256(b"lispers.net ciphertext").digest() * 3
+
+
+def test_lispers_encrypted_map_register_is_refused_naming_the_e_bit() -> None:
+    with pytest.raises(DecodeError, match=r"lispers\.net encrypted body"):
+        decode(bytes.fromhex("3a002101") + _CIPHERTEXT)
+
+
+def test_a_bit_18_register_failing_on_trailing_bytes_names_the_e_bit() -> None:
+    raw = bytes.fromhex(R_BIT) + b"\x00"
+    with pytest.raises(DecodeError, match=r"trailing.*lispers\.net encrypted body"):
+        decode(raw)
+
+
+def test_a_failure_without_bit_18_does_not_mention_encryption() -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode(bytes.fromhex("3a000101") + _CIPHERTEXT)
+    assert "lispers.net" not in str(caught.value)
+
+
+@PROPS
+@given(st.binary(max_size=120))
+def test_bit_18_registers_decode_or_fail_naming_the_e_bit(body: bytes) -> None:
+    try:
+        msg = decode(bytes.fromhex("30002000") + body)
+    except DecodeError as exc:
+        reason = str(exc)
+    else:
+        assert isinstance(msg, MapRegister)
+        assert msg.reliable
+        return
+    assert "lispers.net encrypted body" in reason
+
+
+def test_the_map_notify_for_a_reliable_register_has_no_bit_18() -> None:
+    # RFC 9301 5.7: Map-Notify bit 18 is reserved; the r bit stays behind.
+    register = MapRegister(
+        nonce=7,
+        records=(MapRecord(A, 32),),
+        alg_id=2,
+        auth_data=bytes(32),
+        want_map_notify=True,
+        reliable=True,
+    ).signed(b"key")
+    notify = map_notify_for(register.encode(), b"key")
+    assert int.from_bytes(notify[:4], "big") == (4 << 28) | 1
+    assert decode(notify) == MapNotify(7, register.records).signed(b"key")
 
 
 def test_map_reply_probe_and_echo_nonce_bits() -> None:

@@ -449,3 +449,181 @@ def assert_clean(
     if report:
         raise AssertionError("tshark findings:\n" + "\n".join(report))
     return dissections
+
+
+# ---------------------------------------------------------------- TCP streams
+# The reliable transport (protocol-notes section 6) runs over one TCP
+# connection; tshark reassembles its PDUs across segments, so a stream is
+# dissected as a whole pcap rather than datagram by datagram.
+
+TCP_CLIENT_PORT: Final = 40000
+_CLIENT_ISN: Final = 0x10000000
+_SERVER_ISN: Final = 0x20000000
+_TCP_SYN: Final = 0x02
+_TCP_ACK: Final = 0x10
+_TCP_PSH: Final = 0x08
+_ETHERTYPE_IPV4: Final = b"\x08\x00"
+_CLIENT_MAC: Final = bytes.fromhex("020000000001")
+_SERVER_MAC: Final = bytes.fromhex("020000000002")
+_HANDSHAKE_FRAMES: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class TcpPdu:
+    """One lisp-tcp PDU tshark reassembled from a stream."""
+
+    #: Index into the segments given to dissect_tcp_stream of the segment
+    #: that completed this PDU.
+    segment: int
+    #: The layer's own line, e.g. "... (Reliable Transport), Msg: 2,
+    #: Registration ACK for 10.1.0.0/16".
+    summary: str
+    #: (field name, showname) of every field in the layer, in tree order.
+    fields: tuple[tuple[str, str], ...]
+
+    def shown(self, name: str) -> list[str]:
+        """The shownames of the fields called `name`."""
+        return [shown for field, shown in self.fields if field == name]
+
+
+@dataclass(frozen=True, slots=True)
+class TcpDissection:
+    """What tshark made of one TCP connection carrying lisp-tcp PDUs."""
+
+    pdus: tuple[TcpPdu, ...]
+    #: "segment N: marker" for every `_ws.malformed` marker.
+    malformed: tuple[str, ...]
+    #: Expert infos of severity warning or error, anywhere in the capture.
+    experts: tuple[Expert, ...]
+
+    @property
+    def errors(self) -> list[Expert]:
+        return [e for e in self.experts if e.severity == "error"]
+
+
+def _tcp_frame(
+    from_client: bool, seq: int, ack: int, flags: int, payload: bytes, ident: int
+) -> bytes:
+    """Ethernet + IPv4 + TCP (no options) with valid checksums."""
+    src, dst = (SRC_ADDR, DST_ADDR) if from_client else (DST_ADDR, SRC_ADDR)
+    sport, dport = (TCP_CLIENT_PORT, CONTROL_PORT)
+    if not from_client:
+        sport, dport = dport, sport
+    tcp = bytearray(
+        sport.to_bytes(2, "big")
+        + dport.to_bytes(2, "big")
+        + seq.to_bytes(4, "big")
+        + ack.to_bytes(4, "big")
+        + bytes((5 << 4, flags))
+        + (0xFFFF).to_bytes(2, "big")  # window
+        + b"\0\0\0\0"  # checksum, urgent pointer
+    )
+    tcp_length = len(tcp) + len(payload)
+    if 20 + tcp_length > 0xFFFF:
+        raise ValueError(f"segment of {len(payload)} bytes does not fit in IPv4")
+    pseudo = src.packed + dst.packed + b"\x00\x06" + tcp_length.to_bytes(2, "big")
+    tcp[16:18] = _checksum(pseudo + bytes(tcp) + payload).to_bytes(2, "big")
+    ip = bytearray(
+        b"\x45\x00"
+        + (20 + tcp_length).to_bytes(2, "big")
+        + ident.to_bytes(2, "big")
+        + b"\x40\x00\x40\x06\x00\x00"
+        + src.packed
+        + dst.packed
+    )
+    ip[10:12] = _checksum(bytes(ip)).to_bytes(2, "big")
+    macs = _SERVER_MAC + _CLIENT_MAC if from_client else _CLIENT_MAC + _SERVER_MAC
+    return macs + _ETHERTYPE_IPV4 + bytes(ip) + bytes(tcp) + payload
+
+
+def tcp_stream_frames(segments: Sequence[tuple[bool, bytes]]) -> list[bytes]:
+    """Ethernet frames of one connection 192.0.2.1:40000 -> 192.0.2.2:4342: the
+    three-way handshake, then each (from_client, payload) segment in order,
+    with sequence numbers advancing and every segment acknowledging all the
+    peer sent before it."""
+    frames = [
+        _tcp_frame(True, _CLIENT_ISN, 0, _TCP_SYN, b"", 1),
+        _tcp_frame(False, _SERVER_ISN, _CLIENT_ISN + 1, _TCP_SYN | _TCP_ACK, b"", 1),
+        _tcp_frame(True, _CLIENT_ISN + 1, _SERVER_ISN + 1, _TCP_ACK, b"", 2),
+    ]
+    next_seq = {True: _CLIENT_ISN + 1, False: _SERVER_ISN + 1}
+    ident = {True: 3, False: 2}
+    for from_client, payload in segments:
+        if not payload:
+            raise ValueError("every segment carries data")
+        seq = next_seq[from_client]
+        ack = next_seq[not from_client]
+        frames.append(
+            _tcp_frame(
+                from_client, seq, ack, _TCP_PSH | _TCP_ACK, payload, ident[from_client]
+            )
+        )
+        next_seq[from_client] = (seq + len(payload)) & 0xFFFFFFFF
+        ident[from_client] += 1
+    return frames
+
+
+def _pcap(frames: Iterable[bytes]) -> bytes:
+    """A classic little-endian pcap (LINKTYPE_ETHERNET), one millisecond apart."""
+    out = bytearray(
+        (0xA1B2C3D4).to_bytes(4, "little")
+        + (2).to_bytes(2, "little")
+        + (4).to_bytes(2, "little")
+        + bytes(8)  # thiszone, sigfigs
+        + (0xFFFF).to_bytes(4, "little")
+        + (1).to_bytes(4, "little")
+    )
+    for i, frame in enumerate(frames):
+        out += (1_700_000_000).to_bytes(4, "little") + (i * 1000).to_bytes(4, "little")
+        out += len(frame).to_bytes(4, "little") * 2 + frame
+    return bytes(out)
+
+
+def dissect_tcp_stream(segments: Sequence[tuple[bool, bytes]]) -> TcpDissection:
+    """Dissect one TCP connection (see tcp_stream_frames) with tshark's lisp-tcp
+    dissector on port 4342, in one tshark run with checksum checks on."""
+    tshark = _tool("tshark")
+    with tempfile.TemporaryDirectory(prefix="decent-tshark-tcp-") as tmp:
+        tmpdir = Path(tmp)
+        env = {**os.environ, "WIRESHARK_CONFIG_DIR": str(tmpdir)}
+        pcap = tmpdir / "stream.pcap"
+        pcap.write_bytes(_pcap(tcp_stream_frames(segments)))
+        out = _run(
+            [
+                tshark,
+                "-n",
+                "-r",
+                str(pcap),
+                "-d",
+                f"tcp.port=={CONTROL_PORT},lisp-tcp",
+                "-T",
+                "pdml",
+                "-o",
+                "ip.check_checksum:TRUE",
+                "-o",
+                "tcp.check_checksum:TRUE",
+            ],
+            env,
+        )
+    packets = ET.fromstring(out).findall("packet")
+    if len(packets) != _HANDSHAKE_FRAMES + len(segments):
+        raise TsharkError(
+            f"tshark returned {len(packets)} frames for "
+            f"{_HANDSHAKE_FRAMES + len(segments)}"
+        )
+    pdus: list[TcpPdu] = []
+    malformed: list[str] = []
+    experts: list[Expert] = []
+    for index, packet in enumerate(packets):
+        segment = index - _HANDSHAKE_FRAMES
+        malformed.extend(f"segment {segment}: {m}" for m in _malformed(packet))
+        experts.extend(_experts(packet))
+        for proto in packet.iter("proto"):
+            if proto.get("name") != "lisp-tcp":
+                continue
+            fields = tuple(
+                (f.get("name") or "", f.get("showname") or f.get("show") or "")
+                for f in _fields(proto)
+            )
+            pdus.append(TcpPdu(segment, proto.get("showname") or "", fields))
+    return TcpDissection(tuple(pdus), tuple(malformed), tuple(experts))

@@ -84,6 +84,9 @@ class PushMapping:
         self.deliver: Deliver | None = None
         self.registrar: Registrar | None = None
         self.cache_writer: CacheWriter | None = None
+        #: Members that hold our registrations over a reliable-transport
+        #: session (decent.peer.transport keeps this up to date).
+        self.by_session: set[IPAddress] = set()
 
     def start(self, now: float) -> None:
         config = self.ctx.config
@@ -172,6 +175,9 @@ class PushMapping:
     ) -> None:
         ctx = self.ctx
         group = ctx.config.group
+        # Peers that hold our registrations over a reliable session get
+        # them there, and no periodic UDP copy (the draft's point).
+        skip = self.by_session if kind == "map-register" else set()
         unicast = [t for t in targets if t[0] != group]
         if len(unicast) != len(targets):
             if ctx.config.group_mode == "multicast":
@@ -179,9 +185,10 @@ class PushMapping:
                 # would only drop a unicast duplicate as a replayed nonce.
                 members = set(self.membership())
                 unicast = [t for t in unicast if ctx.own(t[0]) or t[0] not in members]
-            self.send_to_group(data, kind, {t[0] for t in unicast})
+            self.send_to_group(data, kind, {t[0] for t in unicast} | skip)
         for ms in unicast:
-            ctx.out.send(data, ms, kind)
+            if ms[0] not in skip:
+                ctx.out.send(data, ms, kind)
 
     def send_to_group(self, data: bytes, kind: str, skip: set[IPAddress]) -> None:
         """RFC 9962 4.1: one message for every member. Natively to G on a
@@ -193,7 +200,9 @@ class PushMapping:
         assert group is not None
         port = config.control_port
         if config.group_mode == "multicast":
-            ctx.out.send(data, (group, port), kind)
+            others = {m for m in self.membership() if not ctx.own(m)}
+            if not others or not others <= skip:
+                ctx.out.send(data, (group, port), kind)
             return
         own = config.rloc_for(group.version)
         if own is None:

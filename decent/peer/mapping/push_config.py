@@ -90,6 +90,8 @@ def decent_node_config(
     outside_map_servers: tuple[OutsideMapServer, ...] = (),
     outside_map_resolvers: tuple[Addr, ...] = (),
     wire_form: str = "rfc8060",
+    reliable: bool = False,
+    reliable_peers: tuple[tuple[IPAddress, bool], ...] = (),
     trust: TrustConfig | None = None,
     encrypt: str = "off",
     cipher_suite: int = 5,
@@ -209,4 +211,6 @@ def decent_node_config(
         outside_map_resolvers=outside_map_resolvers if group is not None else (),
         wire_form=wire_form,
         trust=trust,
+        reliable=reliable,
+        reliable_peers=reliable_peers,
     )

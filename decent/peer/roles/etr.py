@@ -11,7 +11,7 @@ SMRs the ITRs that recently sent to it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -22,7 +22,7 @@ from decent.peer.context import (
     CacheWriter,
     Ctx,
     authentic,
-    eid_on_wire,
+    register_record,
 )
 from decent.peer.events import RegisterAcknowledged
 from decent.peer.mapping.system import MappingSystem
@@ -111,6 +111,9 @@ class EtrRole:
         # 5 minutes, so a registration lost on the way is soon repeated.
         self.quick_until = now + config.quick_register_period
         self._bootstrap_backoff = 0.5
+        #: Called after each registration round and each deregistration: the
+        #: reliable-transport sessions send what changed (decent.peer.transport).
+        self.registered: Callable[[float], None] | None = None
         if self._registers():
             ctx.timers.set(RegisterTick(), now)
 
@@ -162,6 +165,8 @@ class EtrRole:
         self._register(chosen, now, ttl_zero=True)
         for mapping in chosen:
             database.remove(mapping.eid)
+        if self.registered is not None:
+            self.registered(now)
 
     def note_itr(self, eid: Eid, rloc: IPAddress, now: float) -> None:
         """Record that an ITR at rloc recently sent us traffic for eid, so a
@@ -307,6 +312,8 @@ class EtrRole:
             (self.ctx.out.nonce() % 1000) / 1000.0 * self.ctx.config.register_jitter
         )
         self.ctx.timers.set(RegisterTick(), now + interval * (1.0 - jitter))
+        if self.registered is not None:
+            self.registered(now)
 
     def _register(
         self,
@@ -385,11 +392,56 @@ class EtrRole:
         body: bytes | None = None,
     ) -> None:
         """Send one Map-Register. `body` is the records' encoding if known."""
-        proxy, merge, want_notify = flags
-        self.register_nonce = (self.register_nonce + 1) & MASK64
+        want_notify = flags[2]
         if targets is None:
             targets = self.mapping.register_targets()
-        key, alg = self.ctx.config.credentials(targets[0])
+        data = self._register_bytes(records, flags, targets[0], body)
+        self.mapping.send_register(data, targets)
+        if want_notify:
+            # RFC 9301 5.7: retransmit after 1 s, doubling up to 60 s.
+            self._pending_registers[self.register_nonce] = _PendingRegister(
+                records, flags, set(targets), attempt
+            )
+            self.ctx.timers.set(
+                RegisterRetry(self.register_nonce), now + min(2.0**attempt, 60.0)
+            )
+
+    def session_registers(
+        self, mappings: list[DatabaseMapping], ttl_zero: bool = False
+    ) -> Iterable[tuple[tuple[DatabaseMapping, ...], bytes]]:
+        """Our group Map-Registers for a reliable-transport session, with the
+        mappings each carries: signed like the UDP ones, but asking for no
+        Map-Notify (the session's ACKs acknowledge them)."""
+        self._registered.update(m.eid for m in mappings)
+        config = self.ctx.config
+        by_record = {
+            register_record(m, ttl_zero, config.wire_form): m for m in mappings
+        }
+        groups: dict[tuple[bool, bool, bool], list[MapRecord]] = {}
+        for record, m in by_record.items():
+            groups.setdefault((m.proxy_reply, m.merge, False), []).append(record)
+        for flags, records in groups.items():
+            for batch, body in self._batches(records, self._signature_room()):
+                data = self._register_bytes(batch, flags, None, body)
+                yield tuple(by_record[r] for r in batch), data
+
+    def _register_bytes(
+        self,
+        records: tuple[MapRecord, ...],
+        flags: tuple[bool, bool, bool],
+        target: Addr | None,
+        body: bytes | None,
+    ) -> bytes:
+        """One signed Map-Register, with the next nonce (target None: for a
+        session). Its r bit asks the group for sessions when we want them."""
+        proxy, merge, want_notify = flags
+        self.register_nonce = (self.register_nonce + 1) & MASK64
+        config = self.ctx.config
+        reliable = target in config.map_servers and (
+            config.reliable or any(on for _, on in config.reliable_peers)
+        )
+        target = target or config.map_servers[0]
+        key, alg = config.credentials(target)
         alg = alg if key else AlgorithmId.NONE
         auth = bytes(AUTH_LENGTH[alg]) if key else b""
         head = MapRegister(
@@ -402,19 +454,17 @@ class EtrRole:
             ttl_timeout=True,
             merge=merge,
             want_map_notify=want_notify,
-            xtr_id=self.ctx.config.xtr_id,
-            site_id=self.ctx.config.site_id,
+            xtr_id=config.xtr_id,
+            site_id=config.site_id,
+            reliable=reliable and bool(key),
         )
         trust = self.ctx.trust
-        outside = {ms.address for ms in self.ctx.config.outside_map_servers}
-        if trust is not None and targets[0] not in outside:
+        outside = {ms.address for ms in config.outside_map_servers}
+        if trust is not None and target not in outside:
             # Group registrations carry our certificate and signature
             # (decent.peer.trust); outside Map-Servers know nothing of them.
             records = trust.sign(
-                self.register_nonce,
-                self.ctx.config.xtr_id,
-                self.ctx.config.site_id,
-                records,
+                self.register_nonce, config.xtr_id, config.site_id, records
             )
             body = None
         # What MapRegister(records).signed(key).encode() gives, with each
@@ -422,17 +472,7 @@ class EtrRole:
         if body is None:
             body = b"".join(encode_record(r) for r in records)
         data = map_register_bytes(head, len(records), body)
-        if key:
-            data = sign_bytes(data, key)
-        self.mapping.send_register(data, targets)
-        if want_notify:
-            # RFC 9301 5.7: retransmit after 1 s, doubling up to 60 s.
-            self._pending_registers[self.register_nonce] = _PendingRegister(
-                records, flags, set(targets), attempt
-            )
-            self.ctx.timers.set(
-                RegisterRetry(self.register_nonce), now + min(2.0**attempt, 60.0)
-            )
+        return sign_bytes(data, key) if key else data
 
     def _register_retry(self, nonce: int, now: float) -> None:
         """RFC 9301 5.7: no Map-Notify yet, so send again, with a fresh nonce
@@ -504,13 +544,3 @@ class EtrRole:
             "pending_registers": len(self._pending_registers),
             "recent_itrs": len(self.recent_itrs),
         }
-
-
-def register_record(
-    mapping: DatabaseMapping, ttl_zero: bool = False, wire_form: str = "rfc8060"
-) -> MapRecord:
-    """A database mapping as a Map-Register EID-record (TTL 0 deregisters).
-    lispers.net writes a group EID's Multicast-Info with two pad bytes."""
-    addr, mask = eid_on_wire(mapping.eid, wire_form)
-    ttl = 0 if ttl_zero else mapping.ttl
-    return MapRecord(addr, mask, mapping.locators, ttl, authoritative=True)

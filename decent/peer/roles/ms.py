@@ -1,16 +1,16 @@
 """The Map-Server role: registrations, nonce challenges, Map-Notifies.
 
-It takes Map-Registers and Map-Notify-Acks, keeps the registrations in
-the MapServer store (decent.peer.mapserver), expires them, tells the
-members of merged entries their new RLE, and refuses registrants over
-their quotas or rate. The store's `apply` reports each change; this role
-acts on it: timers, events, notifies, and the mapping system's word that
-the group changed.
+It takes Map-Registers and Map-Notify-Acks, keeps the registrations in the
+MapServer store (decent.peer.mapserver), expires them, tells the members of
+merged entries their new RLE, and refuses registrants over their quotas or
+rate. It acts on each change the store reports: timers, events, notifies,
+and the mapping system's word that the group changed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ from decent.peer.context import (
     Ctx,
     MembershipWatch,
     Registrar,
+    SessionGate,
     authentic,
     eid_on_wire,
 )
@@ -122,6 +123,7 @@ class MapServerRole:
         self.carrier: Carrier | None = None
         self.registrar: Registrar | None = None
         self.writer: CacheWriter | None = None
+        self.sessions: SessionGate | None = None
 
     # ------------------------------------------------------------ Map-Register
     def on_register(
@@ -131,20 +133,23 @@ class MapServerRole:
         src: Addr,
         now: float,
         via: IPAddress | None = None,
-    ) -> None:
-        """A Map-Register from src; `via` names the member that accepted it
-        from a plain xTR at src and carried it on to us (on_relayed)."""
+        took: list[tuple[Eid, ChildKey]] | None = None,
+    ) -> str:
+        """A Map-Register from src: "" when accepted, else why not. `via`
+        names the member that carried a plain xTR's on to us (on_relayed);
+        `took`, given for a reliable-transport session's (no Map-Notify
+        then), gets each (EID, registrant) stored or removed."""
         ms, out = self.ctx.ms, self.ctx.out
         eids = [Eid.from_wire(r.eid, r.mask_len) for r in msg.records]
         site, reason = ms.authorize(msg, raw, eids)
         if site is None:
             out.reject(src, reason, eids[0] if eids else None)
-            return
+            return reason
         if via is not None and not site.relay:
             # A member may carry on only what plain xTRs registered to it:
             # not a group registration in another member's name.
             out.reject(src, "relay-refused", eids[0])
-            return
+            return "relay-refused"
         revocations: tuple[Revocation, ...] = ()
         if site.signed:
             trust = self.ctx.trust
@@ -162,7 +167,7 @@ class MapServerRole:
             if judged.reason:
                 cert = judged.certificate
                 out.reject(src, judged.reason, eids[0], cert.name if cert else None)
-                return
+                return judged.reason
             # The signature locator is for us, not for the mapping.
             msg = dataclasses.replace(msg, records=judged.records)
             revocations = judged.revocations
@@ -178,19 +183,20 @@ class MapServerRole:
                 if verdict is not Verdict.DUPLICATE and msg.alg_id and via is None:
                     held = HeldRegister(msg, raw, tuple(eids), site)
                     self._challenge(held, slot, src, now)
-                return
+                return verdict.reason
         who = slot[1]
         if not self._register_buckets.take((who, src[0]), now, len(msg.records)):
             self._refuse(who, src, "registrant-rate", eids[0], now)
-            return
+            return "registrant-rate"
         if not site.relaxed_nonces:
             if not replay.room_for(slot, src[0], ms.holds):
                 self._refuse(who, src, "nonce-marks-full", eids[0], now)
-                return
+                return "nonce-marks-full"
             replay.accept(slot, src[0], msg.nonce, now)
-        self._accepted(msg, raw, eids, site, src, now, via)
+        self._accepted(msg, raw, eids, site, src, now, via, took)
         for rev in revocations:
             self.learn(rev, now)
+        return ""
 
     def on_relayed(
         self,
@@ -206,11 +212,9 @@ class MapServerRole:
         if not self.carrier.vouches(src[0]):
             self.ctx.out.drop(src, "relay-not-member")
             return
-        # The HMAC covers the registrant's bytes as sent, so take those, not
-        # a re-encoding of what was decoded.
+        # The HMAC covers the registrant's bytes as sent, not a re-encoding.
         raw = decode_udp_packet(data[4:]).payload
-        xtr = (ecm.inner_src, ecm.inner_sport)
-        self.on_register(inner, raw, xtr, now, via=src[0])
+        self.on_register(inner, raw, (ecm.inner_src, ecm.inner_sport), now, src[0])
 
     def _challenge(self, held: HeldRegister, slot: Slot, src: Addr, now: float) -> None:
         """Ask the registrant to confirm a Map-Register refused for its nonce
@@ -250,8 +254,7 @@ class MapServerRole:
     def _refuse(
         self, who: ChildKey, src: Addr, reason: str, eid: Eid | None, now: float
     ) -> None:
-        """A registrant went over a quota or its rate: say so, and keep it in
-        the (bounded) table the status page shows."""
+        """Over a quota or rate: say so, and show it (bounded table)."""
         self.ctx.out.reject(src, reason, eid)
         key = (who, reason)
         seen = self._refused.pop(key, None)
@@ -275,12 +278,16 @@ class MapServerRole:
         src: Addr,
         now: float,
         via: IPAddress | None = None,
+        took: list[tuple[Eid, ChildKey]] | None = None,
     ) -> None:
         out = self.ctx.out
         if msg.alg_id == 0:
             out.counters[C.ACCEPT_UNAUTHENTICATED] += 1
             out.emit(UnauthenticatedAccepted(src, site.name))
-        self.apply(RegisterIntent.from_register(msg, via), eids, site, src, now)
+        elif msg.reliable and via is None and took is None and self.sessions:
+            # A session only from an ETR whose UDP r-bit register we checked.
+            self.sessions.authorize(src[0], now)
+        self.apply(RegisterIntent.from_register(msg, via), eids, site, src, now, took)
         if via is not None:
             out.counters[C.RELAYED_ACCEPTED] += 1
             return
@@ -290,15 +297,20 @@ class MapServerRole:
             assert self.carrier is not None
             out.counters[C.RELAYED_SENT] += 1
             self.carrier.relay_register(raw, src)
-        if msg.want_map_notify:
-            # RFC 9301 5.7: the Map-Notify acknowledges with the registration's
-            # nonce and records, authenticated with the site key; it is sent
+        if msg.want_map_notify and took is None:
+            # RFC 9301 5.7: nonce and records, signed with the site key, and
             # only for a Map-Register that passed authentication.
             key = site.key(msg.key_id) if msg.alg_id else None
             out.send(map_notify_for(raw, key), src, "map-notify")
 
     def apply(
-        self, msg: RegisterIntent, eids: list[Eid], site: Site, src: Addr, now: float
+        self,
+        msg: RegisterIntent,
+        eids: list[Eid],
+        site: Site,
+        src: Addr,
+        now: float,
+        took: list[tuple[Eid, ChildKey]] | None = None,
     ) -> None:
         """Store an authorized registration and act on what it changed."""
         ctx = self.ctx
@@ -307,6 +319,8 @@ class MapServerRole:
             if ch.refused:
                 self._refuse(ch.child, src, ch.refused, ch.eid, now)
                 continue
+            if took is not None:
+                took.append((ch.eid, ch.child))
             self.version += 1
             timer = ExpireChild(ch.eid, ch.child)
             if ch.removed:
@@ -341,10 +355,11 @@ class MapServerRole:
         ctx = self.ctx
         ch = ctx.ms.expire(eid, child, now)
         if ch is None:
-            # Renewed since the timer was armed: wait for the new expiry.
+            # Renewed since: wait for the new expiry (none while pinned by a
+            # reliable-transport session, decent.peer.transport).
             entry = ctx.ms.db.get(eid)
             renewed = None if entry is None else entry.children.get(child)
-            if renewed is not None:
+            if renewed is not None and renewed.expires != math.inf:
                 ctx.timers.set(ExpireChild(eid, child), renewed.expires)
             return
         self.version += 1

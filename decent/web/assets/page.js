@@ -84,7 +84,10 @@
     const blocks = model.blocks || {};
     Object.keys(blocks).forEach(function (name) {
       const node = document.getElementById("b-" + name);
-      if (node) node.replaceChildren.apply(node, blockNodes(blocks[name]));
+      if (!node) return;  // a section the server left out (a feature off)
+      node.replaceChildren.apply(node, blockNodes(blocks[name]));
+      const section = node.closest("section");
+      if (section) section.hidden = Boolean(blocks[name].hidden);
     });
     body.dataset.updates = String(Number(body.dataset.updates || "0") + 1);
   }

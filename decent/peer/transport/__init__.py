@@ -1,0 +1,1 @@
+"""Reliable-transport sessions for registrations: the stream and the protocol."""
