@@ -365,7 +365,7 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
     gc.set_threshold(*GC_THRESHOLDS)
     shell.start()
     streams = None
-    if cfg.reliable or any(on for _, on in cfg.reliable_peers):
+    if node.config.reliable_anywhere:
         streams = ReliableShell(shell, cfg.reliable_keepalive)
         await streams.start()
     if tun is not None:

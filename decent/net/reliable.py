@@ -178,11 +178,9 @@ class ReliableShell:
         for sid in reliable.pending():
             conn = self.connections.get(sid)
             session = reliable.sessions.get(sid)
-            connecting = conn is None and session is not None
-            if (connecting or (conn is not None and conn.paused)) and (
-                session is not None and session.state != "closed"
-            ):
-                reliable.hold_output(sid)  # not connected yet, or backed up
+            waiting = conn is None or conn.paused  # not connected yet, backed up
+            if waiting and session is not None and session.state != "closed":
+                reliable.hold_output(sid)
                 continue
             data, reason = reliable.drain(sid)
             if conn is None or conn.transport is None:

@@ -10,7 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final
 
 from decent.peer.display import locator_dict, time_text
@@ -144,11 +144,6 @@ def _deadline(expires: float) -> float | None:
     """`expires` for an `_at` field: None while a session holds it (JSON
     has no infinity, and no time to show)."""
     return None if _held(expires) else expires
-
-
-def _address_key(text: str) -> tuple[int, int]:
-    address = ip_address(text)
-    return address.version, int(address)
 
 
 class NodeStatus:
@@ -366,25 +361,19 @@ class NodeStatus:
         `refused` ours the peer refused (NACKed)."""
         cfg, now = self.node.config, self.clock()
         at = self._times()
-        enabled = cfg.reliable or any(on for _, on in cfg.reliable_peers)
         sessions = self.node.reliable.describe(now)
         names = {str(k): v for k, v in self.names().items()} if sessions else {}
-        rows: list[dict[str, Any]] = []
-        for s in sessions:
-            peer = str(s["peer"])
-            up = s.get("up_s")
-            rows.append(
-                {
-                    **s,
-                    "peer": peer,
-                    "name": names.get(peer),
-                    "up_since_at": (
-                        at(now - up) if isinstance(up, int | float) else None
-                    ),
-                }
-            )
-        rows.sort(key=lambda r: (_address_key(r["peer"]), r["direction"] != "to-peer"))
-        return {"enabled": enabled, "sessions": rows}
+        rows = [
+            {
+                **s,
+                "name": names.get(str(s["peer"])),
+                "up_since_at": (
+                    at(now - s["up_s"]) if isinstance(s["up_s"], int | float) else None
+                ),
+            }
+            for s in sessions
+        ]
+        return {"enabled": cfg.reliable_anywhere, "sessions": rows}
 
     def refused(self) -> list[dict[str, Any]]:
         """Registrants refused lately for a quota or their rate, newest first."""

@@ -334,6 +334,11 @@ class NodeConfig:
                 return outside.key, outside.alg
         return self.register_key, self.register_alg
 
+    @property
+    def reliable_anywhere(self) -> bool:
+        """Whether reliable transport is on with any peer at all."""
+        return self.reliable or any(on for _, on in self.reliable_peers)
+
     def reliable_with(self, peer: IPv4Address | IPv6Address) -> bool:
         """Whether registrations with peer go over a reliable session."""
         for addr, on in self.reliable_peers:

@@ -57,6 +57,10 @@ _MIN: Final = 60.0
 _REFRESHES_PER_LIFETIME: Final = 3
 
 
+#: A Map-Register's P, M and want-Map-Notify bits.
+Flags = tuple[bool, bool, bool]
+
+
 @dataclass(frozen=True, slots=True)
 class RegisterTick:
     """Time for the ETR's periodic (or quick) registration."""
@@ -75,7 +79,7 @@ class SmrAgain:
 @dataclass(slots=True)
 class _PendingRegister:
     records: tuple[MapRecord, ...]
-    flags: tuple[bool, bool, bool]
+    flags: Flags
     #: Map-Servers whose Map-Notify has not arrived yet.
     awaiting: set[Addr]
     attempt: int = 0
@@ -324,17 +328,9 @@ class EtrRole:
     ) -> None:
         self._registered.update(m.eid for m in mappings)
         config = self.ctx.config
-        wire_form = config.wire_form
         if config.map_servers:
-            groups: dict[tuple[bool, bool, bool], list[MapRecord]] = {}
-            for m in mappings:
-                flags = (m.proxy_reply, m.merge, m.want_map_notify and not ttl_zero)
-                record = register_record(m, ttl_zero, wire_form)
-                groups.setdefault(flags, []).append(record)
-            for flags, records in groups.items():
-                room = self._signature_room()
-                for batch, body in self._batches(records, room):
-                    self._send_register(batch, flags, now, attempt=attempt, body=body)
+            for flags, batch, body, _ in self._group_batches(mappings, ttl_zero, True):
+                self._send_register(batch, flags, now, attempt=attempt, body=body)
         # An outside Map-Server holds our EID-prefixes, not the group's
         # membership nor our name, and acknowledges each Map-Register (RFC
         # 9301 5.7: retransmitted until it does).
@@ -385,7 +381,7 @@ class EtrRole:
     def _send_register(
         self,
         records: tuple[MapRecord, ...],
-        flags: tuple[bool, bool, bool],
+        flags: Flags,
         now: float,
         targets: tuple[Addr, ...] | None = None,
         attempt: int = 0,
@@ -413,22 +409,32 @@ class EtrRole:
         mappings each carries: signed like the UDP ones, but asking for no
         Map-Notify (the session's ACKs acknowledge them)."""
         self._registered.update(m.eid for m in mappings)
-        config = self.ctx.config
-        by_record = {
-            register_record(m, ttl_zero, config.wire_form): m for m in mappings
-        }
-        groups: dict[tuple[bool, bool, bool], list[MapRecord]] = {}
-        for record, m in by_record.items():
-            groups.setdefault((m.proxy_reply, m.merge, False), []).append(record)
-        for flags, records in groups.items():
-            for batch, body in self._batches(records, self._signature_room()):
-                data = self._register_bytes(batch, flags, None, body)
-                yield tuple(by_record[r] for r in batch), data
+        for flags, batch, body, carried in self._group_batches(mappings, ttl_zero):
+            yield carried, self._register_bytes(batch, flags, None, body)
+
+    def _group_batches(
+        self, mappings: list[DatabaseMapping], ttl_zero: bool, notify: bool = False
+    ) -> Iterable[
+        tuple[Flags, tuple[MapRecord, ...], bytes, tuple[DatabaseMapping, ...]]
+    ]:
+        """Our group registrations of `mappings`, grouped by the flags they
+        need (a Map-Notify asked for only with `notify`) and packed into
+        Map-Register bodies: (flags, records, their encoding, mappings)."""
+        wire_form = self.ctx.config.wire_form
+        groups: dict[Flags, dict[MapRecord, DatabaseMapping]] = {}
+        for m in mappings:
+            want = notify and m.want_map_notify and not ttl_zero
+            record = register_record(m, ttl_zero, wire_form)
+            groups.setdefault((m.proxy_reply, m.merge, want), {})[record] = m
+        room = self._signature_room()
+        for flags, of in groups.items():
+            for batch, body in self._batches(list(of), room):
+                yield flags, batch, body, tuple(of[r] for r in batch)
 
     def _register_bytes(
         self,
         records: tuple[MapRecord, ...],
-        flags: tuple[bool, bool, bool],
+        flags: Flags,
         target: Addr | None,
         body: bytes | None,
     ) -> bytes:
@@ -437,9 +443,7 @@ class EtrRole:
         proxy, merge, want_notify = flags
         self.register_nonce = (self.register_nonce + 1) & MASK64
         config = self.ctx.config
-        reliable = target in config.map_servers and (
-            config.reliable or any(on for _, on in config.reliable_peers)
-        )
+        reliable = target in config.map_servers and config.reliable_anywhere
         target = target or config.map_servers[0]
         key, alg = config.credentials(target)
         alg = alg if key else AlgorithmId.NONE

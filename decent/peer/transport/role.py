@@ -45,6 +45,7 @@ from decent.peer.config import Addr, ChildKey, DatabaseMapping
 from decent.peer.context import Ctx
 from decent.peer.events import RegistrationNacked, SessionDown, SessionUp
 from decent.peer.mapping.push import PushMapping
+from decent.peer.mapserver import Registration
 from decent.peer.roles.etr import EtrRole
 from decent.peer.roles.ms import ExpireChild, MapServerRole
 from decent.peer.transport.session import Session
@@ -224,8 +225,10 @@ class ReliableRole:
     def registered(self, now: float) -> None:
         """After one of the ETR's registration rounds: send what changed over
         every session that is up, and plan sessions to peers without one."""
-        for sid in list(self._sent):
-            self._sync(self.sessions[sid], None, now)
+        if self._sent:
+            current = dict(self.ctx.database.items())
+            for sid in list(self._sent):
+                self._sync(self.sessions[sid], current, None, now)
         config = self.ctx.config
         if not config.database:
             return
@@ -253,12 +256,15 @@ class ReliableRole:
         self._connects.append((session.sid, peer))
 
     def _sync(
-        self, session: Session, refresh: RegistrationRefresh | None, now: float
+        self,
+        session: Session,
+        current: dict[Eid, DatabaseMapping],
+        refresh: RegistrationRefresh | None,
+        now: float,
     ) -> None:
-        """Send the registrations a refresh asks for, or (None) those that
-        changed since we last sent them on this session."""
+        """Send the registrations of `current` (our database) a refresh asks
+        for, or (None) those that changed since we last sent them here."""
         sent = self._sent[session.sid]
-        current = dict(self.ctx.database.items())
         if refresh is None:
             changed = [m for e, m in current.items() if sent.get(e) != m]
             gone = [m for e, m in sent.items() if e not in current]
@@ -293,7 +299,7 @@ class ReliableRole:
                 self._retry.pop(session.peer, None)
                 self._sent[sid], self._nacked[sid] = {}, {}
                 self.mapping.by_session.add(session.peer)
-            self._sync(session, body, now)
+            self._sync(session, dict(self.ctx.database.items()), body, now)
         elif isinstance(body, RegistrationAck) and sid in self._nacked:
             self.ctx.out.counters[C.RX + "session-ack"] += 1
             self._nacked[sid].pop(body.eid, None)
@@ -310,8 +316,11 @@ class ReliableRole:
             # Map-Notify: taken for the group's membership only, the one
             # merged set a Map-Server tells its registrants about.
             rec = body.record
-            eid = Eid.from_wire(rec.eid, rec.mask_len)
-            if eid != self.ctx.group_eid:
+            try:
+                eid = Eid.from_wire(rec.eid, rec.mask_len)
+            except ValueError:
+                eid = None
+            if eid is None or eid != self.ctx.group_eid:
                 self.ctx.out.counters[C.DROP + "session-notification"] += 1
                 return
             assert self.map_server.writer is not None
@@ -344,12 +353,8 @@ class ReliableRole:
         except ValueError:
             reason = "unusable-field"
         held = self._held[session.sid]
-        ms = self.ctx.ms
-        stored = set()
         for eid, child in took:
-            stored.add(eid)
-            entry = ms.db.get(eid)
-            registration = None if entry is None else entry.children.get(child)
+            registration = self._registration(eid, child)
             if registration is None:
                 held.discard((eid, child))
                 continue
@@ -358,13 +363,16 @@ class ReliableRole:
             registration.expires = inf
             held.add((eid, child))
             self.ctx.timers.cancel(ExpireChild(eid, child))
+        # Stored and removed (TTL 0) alike are in `took`; what is not was
+        # refused, for the message's reason or (alone) a quota.
+        taken = {eid for eid, _ in took}
         code = _NACK_REASONS.get(reason, NackReason.UNDEFINED)
         for rec in body.records:
             try:
                 eid = Eid.from_wire(rec.eid, rec.mask_len)
             except ValueError:
                 continue
-            if eid in stored or (not reason and rec.ttl == 0):
+            if eid in taken:
                 ack = RegistrationAck(eid).body()
                 self._send(session, TransportType.REGISTRATION_ACK, ack, now)
             else:
@@ -375,13 +383,16 @@ class ReliableRole:
         """A session ended: what it registered times out normally from now."""
         ms, timers = self.ctx.ms, self.ctx.timers
         for eid, child in self._held.pop(sid, ()):
-            entry = ms.db.get(eid)
-            registration = None if entry is None else entry.children.get(child)
+            registration = self._registration(eid, child)
             if registration is not None and registration.expires == inf:
                 registration.expires = now + ms.lifetime(
                     registration.record, registration.ttl_timeout
                 )
                 timers.set(ExpireChild(eid, child), registration.expires)
+
+    def _registration(self, eid: Eid, child: ChildKey) -> Registration | None:
+        entry = self.ctx.ms.db.get(eid)
+        return None if entry is None else entry.children.get(child)
 
     # ============================================================ both sides
     def _new(self, peer: IPAddress, etr: bool, now: float) -> Session:
@@ -439,9 +450,10 @@ class ReliableRole:
             self._nacked.pop(sid, None)
             self.mapping.by_session.discard(session.peer)
             config = self.ctx.config
-            delay, _ = self._retry.get(session.peer, (config.reliable_connect_delay, 0))
-            if session.up_since is not None:
-                delay = config.reliable_connect_delay
+            # Back-off doubles while attempts fail; one that came up starts over.
+            delay = config.reliable_connect_delay
+            if session.up_since is None:
+                delay = self._retry.get(session.peer, (delay, 0.0))[0]
             self._retry[session.peer] = (min(2 * delay, config.reliable_retry_max), now)
             # Back to UDP at once: it keeps the peer's copy alive, and it
             # authorises our next session (the draft).
@@ -474,7 +486,8 @@ class ReliableRole:
         }
 
     def describe(self, now: float) -> list[dict[str, object]]:
-        """Each session for the status page and the API."""
+        """Each session for the status page and the API, by peer, ours to
+        it first."""
         return [
             {
                 "peer": str(s.peer),
@@ -489,5 +502,9 @@ class ReliableRole:
                 "registrations_sent": len(self._sent.get(s.sid, {})),
                 "refused": len(self._nacked.get(s.sid, {})),
             }
-            for s in self.sessions.values()
+            # By peer, ours to it first.
+            for s in sorted(
+                self.sessions.values(),
+                key=lambda s: (s.peer.version, s.peer.packed, not s.etr),
+            )
         ]
