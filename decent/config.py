@@ -16,6 +16,7 @@ from typing import Any
 
 from decent.peer.config import (
     ENCRYPT_MODES,
+    NAT_MODES,
     WIRE_FORMS,
     Addr,
     AllowedPrefix,
@@ -108,6 +109,16 @@ class Config:
     #: [decent] reliable_keepalive: seconds a session may be silent before
     #: TCP keepalive probes it (three unanswered probes end it).
     reliable_keepalive: float = 15.0
+    #: [decent] nat: "auto" finds out whether we are behind a NAT and then
+    #: registers through a relay member; relay: offer to be one for others;
+    #: nat_keepalive / nat_recheck: seconds between keepalives to our relay,
+    #: and between checks while we are reachable directly.
+    nat: str = "auto"
+    relay: bool = False
+    nat_keepalive: float = 20.0
+    nat_recheck: float = 600.0
+    #: [node] advertise: addresses a static NAT or port forward gives us.
+    advertise: tuple[IPAddress, ...] = ()
     #: [trust] mesh_key: the mesh authority's Ed25519 public key (raw 32
     #: bytes); None: no node identities, the group key alone admits members.
     trust_mesh_key: bytes | None = None
@@ -145,6 +156,7 @@ _SECTIONS = {
         "log_rate",
         "log_burst",
         "mobile",
+        "advertise",
     },
     "decent": {
         "group",
@@ -165,6 +177,10 @@ _SECTIONS = {
         "reliable",
         "reliable_peers",
         "reliable_keepalive",
+        "nat",
+        "relay",
+        "nat_keepalive",
+        "nat_recheck",
     },
     "limits": {f for f in Limits.__dataclass_fields__ if f != "underlay_mtu"},
     "database": {"eid", "ttl"},
@@ -479,6 +495,22 @@ def load_config(path: str | Path, *, now: float | None = None) -> Config:
                 f'write "{peer}" = true (or false) in [decent.reliable_peers]',
             )
         reliable_peers.append((decent.address("reliable_peers", peer), on))
+    nat = decent.get("nat", str, "auto")
+    if nat not in NAT_MODES:
+        raise decent.fail(
+            "nat",
+            f"{nat!r} is not a NAT mode",
+            'use "auto" (find out, and go through a relay behind a NAT) or "off"',
+        )
+    nat_keepalive = decent.get("nat_keepalive", float, 20.0)
+    nat_recheck = decent.get("nat_recheck", float, 600.0)
+    for setting, value in (
+        ("nat_keepalive", nat_keepalive),
+        ("nat_recheck", nat_recheck),
+    ):
+        if not 1.0 <= value <= 86_400.0:
+            raise decent.fail(setting, f"{value:g} s out of range", "use 1 to 86400")
+    advertise = _advertise(node, rlocs, interface, decent.port("data_port", 4341))
     sites = _sites(path, raw.get("site", []), iid)
     # Our socket speaks the group's family (roaming puts it first), or
     # without a group the first RLOC's.
@@ -540,12 +572,64 @@ def load_config(path: str | Path, *, now: float | None = None) -> Config:
         reliable=reliable,
         reliable_peers=tuple(reliable_peers),
         reliable_keepalive=keepalive,
+        nat=nat,
+        relay=decent.get("relay", bool, False),
+        nat_keepalive=nat_keepalive,
+        nat_recheck=nat_recheck,
+        advertise=advertise,
         web_limits=_web_limits(web),
         traffic_sample_seconds=_traffic_sample_seconds(web),
         trust_mesh_key=None if trust is None else trust[0],
         trust_certificate=None if trust is None else trust[1].encode(),
         **dp,
     )
+
+
+def _advertise(
+    node: _Reader, rlocs: tuple[IPAddress, ...], interface: str | None, port: int
+) -> tuple[IPAddress, ...]:
+    """[node] advertise: "203.0.113.5", "203.0.113.5:4341", "[2001:db8::5]:4341"
+    or a list of them, at most one per family, each of a family we have an
+    RLOC of. A LISP locator carries no port, so the forward must keep ours."""
+    raw = node.table.get("advertise", [])
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise node.fail(
+            "advertise", f"{raw!r} is not an address", 'write advertise = "203.0.113.5"'
+        )
+    if items and interface:
+        raise node.fail(
+            "advertise",
+            "an advertised address is for a fixed RLOC, not one that roams",
+            "set rloc instead of interface, or remove advertise",
+        )
+    out: dict[int, IPAddress] = {}
+    for item in items:
+        host, sep, port_text = item.rpartition(":")
+        if not sep or "]" in port_text or (":" in host and not host.startswith("[")):
+            host, port_text = item, ""
+        if port_text and port_text != str(port):
+            raise node.fail(
+                "advertise",
+                f"{item!r}: port {port_text} is not our data port {port}",
+                f"forward ports {port} and {port + 1} unchanged (a LISP locator "
+                "carries no port), and write the address alone",
+            )
+        address = node.address("advertise", host.strip("[]"))
+        if address.version in out:
+            raise node.fail(
+                "advertise",
+                f"two IPv{address.version} addresses",
+                "give one per family",
+            )
+        if not any(r.version == address.version for r in rlocs):
+            raise node.fail(
+                "advertise",
+                f"{address} is IPv{address.version} and no RLOC is",
+                "advertise an address of your RLOC's family",
+            )
+        out[address.version] = address
+    return tuple(out.values())
 
 
 def _check_keys(path: Path, raw: dict[str, Any]) -> None:

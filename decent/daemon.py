@@ -86,6 +86,11 @@ def node_config(
         trust=trust,
         reliable=cfg.reliable,
         reliable_peers=cfg.reliable_peers,
+        nat=cfg.nat,
+        relay=cfg.relay,
+        nat_keepalive=cfg.nat_keepalive,
+        nat_recheck=cfg.nat_recheck,
+        advertise=cfg.advertise,
         # Without a data plane there is nothing to key: keyed probes are
         # answered without a key (RFC 8061 6), so peers know not to encrypt.
         encrypt=cfg.encrypt if cfg.dataplane else "off",

@@ -207,8 +207,9 @@ def test_status_human_and_json(live: Live) -> None:
         r"uptime \d+:\d\d:\d\d  health ok \(2 members\)  xtr-id [0-9a-f]{32}", lines[1]
     )
     assert lines[2] == "holds 5 registrations, 2 peers, 1 map-cache entries"
-    assert lines[4] == "Peers"
-    assert lines[5].split() == [
+    assert lines[3] == "reachability reached directly"
+    assert lines[5] == "Peers"
+    assert lines[6].split() == [
         "RLOC",
         "Name",
         "First",
@@ -219,9 +220,9 @@ def test_status_human_and_json(live: Live) -> None:
         "left",
         "State",
     ]
-    assert lines[6].startswith("127.0.62.1 (this node)  n1")
-    assert lines[7].startswith("127.0.62.2")
-    assert lines[7].split()[1] == "n2"
+    assert lines[7].startswith("127.0.62.1 (this node)  n1")
+    assert lines[8].startswith("127.0.62.2")
+    assert lines[8].split()[1] == "n2"
     assert "map-register" in human.stdout
     assert lines[-1].startswith("drops: ")
     data = json.loads(decent("status", "--json", "--node", live.urls[0]).stdout)

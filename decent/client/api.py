@@ -123,12 +123,14 @@ def _status_text(
         f"  instance-id {node.get('instance_id', 0)}",
         f"uptime {h['uptime']}  health {h['health']}  xtr-id {node.get('xtr_id')}",
         f"holds {h['counts']}",
+        *([f"reachability {h['reach']}"] if node.get("nat") is not None else []),
         *([f"stale: {h['stale']}"] if h["stale"] else []),
         *_dataplane_line(node.get("dataplane", {})),
         "",
         "Peers",
         text_table(views.peers_table(peers, now)),
         "",
+        *_reachability(node),
         *_sessions(node.get("reliable")),
         *_dataplane_peers(node.get("dataplane", {}), now),
     ]
@@ -156,6 +158,34 @@ def _status_text(
         "drops: " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none")
     )
     return "\n".join(out)
+
+
+def facts_text(block: views.Block) -> str:
+    """A page's facts (views model) as aligned "label  value" lines."""
+    items = [(str(i["label"]), cell_text(i["value"]) or "-") for i in block["items"]]
+    width = max((len(label) for label, _ in items), default=0)
+    return "\n".join(f"{label.ljust(width)}  {value}" for label, value in items)
+
+
+def _reachability(node: dict[str, Any]) -> list[str]:
+    """NAT traversal as the Peers page shows it: this node's side, each
+    member's reachability, and the members we relay for (when we offer
+    to); one line when the node does not report it."""
+    nat = node.get("nat")
+    facts = views.nat_facts(nat)
+    if facts.get("hidden"):
+        return ["Reachability: not reported by this node", ""]
+    out = [
+        "Reachability",
+        facts_text(facts),
+        "",
+        text_table(views.reach_table(nat, str(node.get("name") or ""))),
+        "",
+    ]
+    clients = views.clients_table(nat)
+    if not clients.get("hidden"):
+        out += ["Relay clients", text_table(clients), ""]
+    return out
 
 
 def _sessions(reliable: dict[str, Any] | None) -> list[str]:

@@ -71,8 +71,10 @@ def add_client_commands(
         "status",
         help="the node, its peers, counts and health",
         description="Show what the node at --node says of itself: its RLOC, "
-        "group, uptime and health, its peers, its reliable-transport "
-        "sessions, the data plane per peer RLOC, "
+        "group, uptime and health, its peers, how it and each member are "
+        "reached (NAT traversal: directly or through a relay, and the members "
+        "it relays for), its reliable-transport sessions, the data plane per "
+        "peer RLOC, "
         "message counts and drops (GET /api/v1/node and /api/v1/peers).",
     )
     _client_options(p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from types import TracebackType
 from typing import IO, Any, Final
 
 from decent.config import ConfigError, load_config
-from decent.lab.common import GROUP, GROUP_EID, KEY, LabError
+from decent.lab.common import GROUP, KEY, LabError
 
 _HTTP: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -55,6 +56,9 @@ class LabNode:
     #: More keys of its [decent] table (`reliable = true`, ...), written
     #: after the ones the lab sets itself; `extra` cannot repeat that table.
     decent: dict[str, object] = field(default_factory=dict)
+    #: More keys of its [node] table, written after the ones the lab sets
+    #: itself (name, where its RLOC is, state_dir, log_level).
+    node: dict[str, object] = field(default_factory=dict)
     #: In a trust lab: [trust] mesh_key and certificate (base64), from the
     #: invite it joined with, and the EIDs that certificate grants.
     trust: tuple[str, str] | None = None
@@ -134,6 +138,16 @@ class _Lab:
         #: The group key every node's config carries (the mesh's own in a
         #: trust lab, made by `decent mesh create`).
         self.key = KEY
+        #: The group every node's config names; a lab whose underlay is
+        #: IPv6 sets an IPv6 group (the config wants an RLOC of its family).
+        self.group = GROUP
+
+    @property
+    def group_eid(self) -> str:
+        """The membership EID of `group`, as /api/sites shows it."""
+        group = ipaddress.ip_address(self.group)
+        source = "0.0.0.0/0" if group.version == 4 else "::/0"
+        return f"[0]({source}, {group}/{group.max_prefixlen})"
 
     @property
     def workdir(self) -> Path:
@@ -244,7 +258,7 @@ class _Lab:
             return
         self.decent_cli(
             *("mesh", "create", "lab", "--dir", str(self.mesh_dir)),
-            *("--group", GROUP, "--mode", self.mode, "--json"),
+            *("--group", self.group, "--mode", self.mode, "--json"),
         )
         self._say(f"mesh authority made in {self.mesh_dir}; it invites every node")
         with (self.mesh_dir / "mesh.toml").open("rb") as f:
@@ -314,9 +328,12 @@ class _Lab:
             where,
             f"state_dir = {_toml(str(self.state_dir(i)))}",
             f"log_level = {_toml(self.log_level)}",
+        ]
+        lines += [f"{k} = {_toml(v)}" for k, v in n.node.items()]
+        lines += [
             "",
             "[decent]",
-            f"group = {_toml(GROUP)}",
+            f"group = {_toml(self.group)}",
             f"mode = {_toml(self.mode)}",
         ]
         if n.seeds:
@@ -362,12 +379,13 @@ class _Lab:
         interface: str | None = None,
         extra: str | None = None,
         decent: dict[str, object] | None = None,
+        node: dict[str, object] | None = None,
     ) -> None:
         """Change what node i's next start writes into its config
         (`dataplane` keys are added to its [dataplane] section, `decent`
-        keys to its [decent] table, replacing those given before with the
-        same name; `interface` names the RLOC by interface instead, "" goes
-        back to `rloc`).
+        keys to its [decent] table, `node` keys to its [node] table,
+        replacing those given before with the same name; `interface` names
+        the RLOC by interface instead, "" goes back to `rloc`).
 
         `extra` is raw TOML appended verbatim at the end of the file, for
         sections the lab does not write itself (`[[site]]`, `[xtr]`); it
@@ -385,6 +403,15 @@ class _Lab:
                     f"{'that key' if len(clash) == 1 else 'those keys'} itself"
                 )
             n.decent = {**n.decent, **decent}
+        if node is not None:
+            taken = {"name", "rloc", "rlocs", "interface", "state_dir", "log_level"}
+            clash = sorted(taken & set(node))
+            if clash:
+                raise LabError(
+                    f"[node] {', '.join(clash)}: the lab writes "
+                    f"{'that key' if len(clash) == 1 else 'those keys'} itself"
+                )
+            n.node = {**n.node, **node}
         if interface is not None:
             n.interface = interface or None
         if admin_token is not None:
@@ -527,7 +554,7 @@ class _Lab:
         for site in sites:
             eid = site["eid"]
             if site.get("group") is not None:
-                if eid == GROUP_EID:
+                if eid == self.group_eid:
                     for loc in site["rlocs"]:
                         members.update(e["address"] for e in loc.get("rle", []))
             elif eid.startswith("[0]'") and eid.endswith("'"):

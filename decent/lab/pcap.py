@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 from decent.lab.common import CONTROL_PORT, MARKER, LabError
@@ -44,11 +44,11 @@ class Datagram:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One captured IPv4 packet of UDP or TCP (or a fragment of one)."""
+    """One captured IP packet of UDP or TCP (or an IPv4 fragment of one)."""
 
     time: float
-    src: IPv4Address
-    dst: IPv4Address
+    src: IPv4Address | IPv6Address
+    dst: IPv4Address | IPv6Address
     #: socket.IPPROTO_UDP or IPPROTO_TCP.
     proto: int
     sport: int
@@ -63,9 +63,9 @@ class Frame:
 
 
 def read_frames(path: Path) -> list[Frame]:
-    """The IPv4 UDP and TCP packets of a classic pcap file with Ethernet
-    framing (what `dumpcap -P` writes), without the capture's own markers;
-    everything else is skipped."""
+    """The UDP and TCP packets of a classic pcap file with Ethernet framing
+    (what `dumpcap -P` writes), IPv4 and IPv6 (without extension headers),
+    without the capture's own markers; everything else is skipped."""
     data = path.read_bytes()
     if len(data) < 24:
         return []
@@ -87,17 +87,24 @@ def read_frames(path: Path) -> list[Frame]:
         sec, frac, caplen, _ = record.unpack_from(data, pos)
         frame = data[pos + 16 : pos + 16 + caplen]
         pos += 16 + caplen
-        if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00":
-            continue
-        ip = frame[14:]
-        ihl = (ip[0] & 0x0F) * 4
-        total = int.from_bytes(ip[2:4], "big")
-        proto = ip[9]
-        if ip[0] >> 4 != 4 or proto not in _PROTOCOLS or len(ip) < total:
-            continue
         when = sec + frac / (1e9 if nano else 1e6)
-        src, dst = IPv4Address(ip[12:16]), IPv4Address(ip[16:20])
-        if int.from_bytes(ip[6:8], "big") & 0x3FFF:
+        kind, ip = frame[12:14], frame[14:]
+        src: IPv4Address | IPv6Address
+        dst: IPv4Address | IPv6Address
+        if kind == b"\x08\x00" and len(ip) >= 28 and ip[0] >> 4 == 4:
+            ihl, proto = (ip[0] & 0x0F) * 4, ip[9]
+            total = int.from_bytes(ip[2:4], "big")
+            src, dst = IPv4Address(ip[12:16]), IPv4Address(ip[16:20])
+            fragment = bool(int.from_bytes(ip[6:8], "big") & 0x3FFF)
+        elif kind == b"\x86\xdd" and len(ip) >= 48:
+            ihl, total, proto = 40, 40 + int.from_bytes(ip[4:6], "big"), ip[6]
+            src, dst = IPv6Address(ip[8:24]), IPv6Address(ip[24:40])
+            fragment = False
+        else:
+            continue
+        if proto not in _PROTOCOLS or len(ip) < total:
+            continue
+        if fragment:
             out.append(Frame(when, src, dst, proto, 0, 0, b"", total, ihl, True))
             continue
         segment = ip[ihl:total]
@@ -120,5 +127,8 @@ def read_pcap(path: Path) -> list[Datagram]:
     return [
         Datagram(f.time, f.src, f.dst, f.sport, f.dport, f.payload)
         for f in read_frames(path)
-        if f.proto == socket.IPPROTO_UDP and not f.fragment
+        if f.proto == socket.IPPROTO_UDP
+        and not f.fragment
+        and isinstance(f.src, IPv4Address)
+        and isinstance(f.dst, IPv4Address)
     ]

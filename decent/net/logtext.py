@@ -35,6 +35,7 @@ from decent.peer.events import (
     MapRequestFailed,
     MergedSetChanged,
     MessageDropped,
+    NatChanged,
     NotifyAcknowledged,
     NotifyGaveUp,
     RegisterAcknowledged,
@@ -43,6 +44,7 @@ from decent.peer.events import (
     RegistrationNacked,
     RegistrationRejected,
     RegistrationRemoved,
+    RelayClientChanged,
     RevocationLearned,
     RlocsChanged,
     SessionDown,
@@ -276,6 +278,25 @@ def _nacked(e: RegistrationNacked) -> str:
         f"registration of {e.eid} refused by {e.peer} over its "
         f"reliable-transport session: {e.reason}"
     )
+
+
+@_form(NatChanged)
+def _nat(e: NatChanged) -> str:
+    if e.state == "relayed":
+        return (
+            f"behind NAT (peers see {e.global_address}): registering and "
+            f"reachable through relay {e.relay}"
+        )
+    if e.state == "no-relay":
+        return f"behind NAT (peers see {e.global_address}) and no relay answers"
+    return "reachable directly: no NAT between us and our peers"
+
+
+@_form(RelayClientChanged)
+def _relay_client(e: RelayClientChanged) -> str:
+    if e.up:
+        return f"relaying for the member behind NAT at {e.binding}"
+    return f"no longer relaying for {e.binding}: silent for three keepalives"
 
 
 @_form(LinesSuppressed)

@@ -197,7 +197,7 @@ class ReliableShell:
     async def _connect(self, sid: int, peer: IPAddress) -> None:
         shell = self.node_shell
         cfg = shell.node.config
-        own = cfg.rloc_for(peer.version)
+        own = cfg.local_for(peer.version)
         try:
             if own is None:
                 raise OSError("no RLOC of the peer's family")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final
 
+from decent.peer.config import rloc_order
 from decent.peer.display import locator_dict, time_text
 from decent.peer.events import (
     Event,
@@ -22,17 +23,20 @@ from decent.peer.events import (
     MapCacheExpired,
     MapCacheUpdated,
     MergedSetChanged,
+    NatChanged,
     RegisterAcknowledged,
     RegistrationAccepted,
     RegistrationExpired,
     RegistrationNacked,
     RegistrationRejected,
     RegistrationRemoved,
+    RelayClientChanged,
     RlocsChanged,
     SessionDown,
     SessionUp,
 )
 from decent.peer.mapcache import CacheEntry
+from decent.peer.mapping.nat import RELAY_PRIORITY
 from decent.peer.mapserver import SiteEntry
 from decent.peer.node import Node
 from decent.wire import (
@@ -66,6 +70,8 @@ PAGE_EVENTS = (
     SessionUp,
     SessionDown,
     RegistrationNacked,
+    NatChanged,
+    RelayClientChanged,
 )
 #: A node no member has accepted after this many registration periods from
 #: its start is "not joined": by then it registered to its seeds three
@@ -215,8 +221,13 @@ class NodeStatus:
         out: dict[IPAddress, str] = {}
         for entry in self.node.registrations(ordered=False):
             name = entry.eid.address
-            if isinstance(name, DistinguishedName):
-                for loc in entry.record.locators:
+            locators = entry.record.locators
+            # A member behind NAT names its relay's address and its NAT's:
+            # neither is its own (decent.peer.mapping.nat).
+            if isinstance(name, DistinguishedName) and all(
+                loc.priority != 255 for loc in locators
+            ):
+                for loc in locators:
                     if loc.rloc is not None:
                         out.setdefault(loc.rloc, name.name)
         return out
@@ -349,6 +360,7 @@ class NodeStatus:
             "socket_errors": dict(self.errors()),
             "dataplane": self.dataplane_view(),
             "reliable": self.reliable(),
+            "nat": self.nat(),
             "state": sizes,
         }
 
@@ -374,6 +386,38 @@ class NodeStatus:
             for s in sessions
         ]
         return {"enabled": cfg.reliable_anywhere, "sessions": rows}
+
+    def nat(self) -> dict[str, Any]:
+        """NAT traversal: how we are reached (`state` "direct", "relayed",
+        "no-relay", "checking" or "off"; our `relay`, and `global_address`, the
+        address and port peers see us from), whether we offer to relay and
+        whom we carry (`clients`), and how each member with a name is
+        reached (`members`: "direct", or "relayed" `via` a relay with the
+        `global` address its NAT gives it, from its registration)."""
+        nat, cfg, now = self.node.nat, self.node.config, self.clock()
+        relays = {*nat.relay_list(), *nat.relays}
+        return {
+            "mode": cfg.nat,
+            "state": nat.state,
+            "relay": None if nat.relay is None else str(nat.relay),
+            "global_address": (
+                None if nat.seen is None else f"{nat.seen[0]}:{nat.seen[1]}"
+            ),
+            "advertised": [str(a) for a in cfg.advertise],
+            "offers_relay": cfg.relay,
+            "relays_known": [str(r) for r in sorted(relays, key=rloc_order)],
+            "clients": [
+                {
+                    "binding": f"{c.binding[0]}:{c.binding[1]}",
+                    "private": str(c.private),
+                    "eids": sorted(str(e) for e in c.eids),
+                    "idle_s": round(now - c.seen, 1),
+                    "up_s": round(now - c.since, 1),
+                }
+                for c in nat.clients.values()
+            ],
+            "members": [_reach(e) for e in self.node.registrations() if e.eid.is_name],
+        }
 
     def refused(self) -> list[dict[str, Any]]:
         """Registrants refused lately for a quota or their rate, newest first."""
@@ -661,3 +705,20 @@ class NodeStatus:
             del answer["query"]
             return {"query": str(eid), "found": False, "resolver": answer}
         return {"query": str(eid), "found": True, "entry": self.cache_entry(entry)}
+
+
+def _reach(entry: SiteEntry) -> dict[str, Any]:
+    """How a member is reached, from its name's registration: a member
+    behind NAT registers its relay at priority 1 and the address its NAT
+    gives it at 255 (decent.peer.mapping.nat); a relay its RLOCs at 254."""
+    locators = entry.record.locators
+    usable = [str(loc.rloc) for loc in locators if loc.priority < 255 and loc.rloc]
+    nat = [str(loc.rloc) for loc in locators if loc.priority == 255 and loc.rloc]
+    return {
+        "name": getattr(entry.eid.address, "name", str(entry.eid.address)),
+        "reach": "relayed" if nat else "direct",
+        "via": usable[0] if nat and usable else None,
+        "global": nat[0] if nat else None,
+        "relay": any(loc.priority == RELAY_PRIORITY for loc in locators),
+        "rlocs": usable,
+    }

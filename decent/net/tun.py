@@ -787,9 +787,15 @@ class TunShell:
     def flush_packets(self) -> None:
         dp = self.dp
         pools = [r.pool for r in self._rlocs]
+        rlocs = self._rlocs
         for payload, (addr, src, flow) in dp.packets_to_send():
+            # A flow of -1 leaves from the data socket itself: a NAT lets in
+            # only what comes from where its member's binding goes.
+            sock = rlocs[src].data if flow < 0 else pools[src][flow % SOURCE_PORTS]
+            if sock is None:
+                continue
             try:
-                pools[src][flow % SOURCE_PORTS].sendto(payload, addr)
+                sock.sendto(payload, addr)
             except OSError as exc:
                 self._error("send", exc)
         for packet in dp.packets_to_tun():

@@ -357,8 +357,10 @@ class NodeShell:
         node = self.node
         now = self.loop.time()
         self._send(node.datagrams_to_send())
+        self._send(node.data_datagrams_to_send(), from_data=True)
         while self._report(now):
             self._send(node.datagrams_to_send())
+            self._send(node.data_datagrams_to_send(), from_data=True)
         when = node.get_timer()
         if when != self._timer_at:
             if self._timer is not None:
@@ -372,12 +374,16 @@ class NodeShell:
         if self.after_flush is not None:
             self.after_flush()
 
-    def _send(self, datagrams: list[tuple[bytes, Addr]]) -> None:
+    def _send(
+        self, datagrams: list[tuple[bytes, Addr]], from_data: bool = False
+    ) -> None:
+        """Send from our data port what goes to a data port, or what the
+        node asks to (`from_data`: through a NAT binding to any port)."""
         data_port = self.node.config.data_port
         control, data_sock = self.sockets.control, self.sockets.data
         hosts = self._host_memo
         for payload, (ip, port) in datagrams:
-            sock = data_sock if port == data_port else control
+            sock = data_sock if from_data or port == data_port else control
             host = hosts.get(ip)
             if host is None:  # str(IPv4Address) costs a microsecond a reply
                 if len(hosts) > 4096:

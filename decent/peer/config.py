@@ -17,6 +17,7 @@ GROUP_MODES = ("replicate", "multicast")
 #: How group registrations are written: RFC 8060's LCAFs, or as lispers.net
 #: writes them (a padded Multicast-Info, the RLE inside an AFI list).
 WIRE_FORMS = ("rfc8060", "lispers.net")
+NAT_MODES = ("auto", "off")
 
 
 def rloc_order(addr: object) -> tuple[int, int]:
@@ -136,6 +137,16 @@ class Limits:
     #: Unusable PDUs (unknown type, bad body) answered with an Error
     #: Notification before the session is reset.
     session_errors: int = 16
+    # ---- NAT traversal (decent.peer.mapping.nat)
+    #: Members behind NAT a relay carries at once; each costs one binding
+    #: and a copy of every replicated control message.
+    relay_clients: int = 256
+    #: Registrations a relay keeps to hand a new client at once (the last
+    #: Map-Register per registrant and first EID; about 1 KB each).
+    relay_held: int = 8_192
+    #: Info-Requests a second we answer per source address, and the burst.
+    info_rate: float = 10.0
+    info_burst: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +310,21 @@ class NodeConfig:
     #: checked against its signer's certificate; without it, the group key
     #: alone decides who may register what.
     trust: TrustConfig | None = None
+    # ---- NAT traversal (draft-ermagan-lisp-nat-traversal; decent's design)
+    #: "auto": ask peers with Info-Requests whether we are behind a NAT and,
+    #: if so, register and receive through a relay member; "off": never.
+    nat: str = "off"
+    #: Offer ourselves as a relay (an RTR) to members behind NAT.
+    relay: bool = False
+    #: Seconds between keepalives to our relay (below common 30 s UDP NAT
+    #: timeouts); three unanswered ones and we change relay.
+    nat_keepalive: float = 20.0
+    #: Seconds between NAT checks while we find ourselves directly reachable.
+    nat_recheck: float = 600.0
+    #: Addresses a static NAT or port forward gives us (one per family at
+    #: most): registered, and named as ours, in place of our RLOC of that
+    #: family, which our sockets still bind.
+    advertise: tuple[IPv4Address | IPv6Address, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.rlocs:
@@ -309,6 +335,8 @@ class NodeConfig:
             raise ValueError(f"wire_form must be one of {WIRE_FORMS}")
         if self.group is not None and not self.group.is_multicast:
             raise ValueError(f"group {self.group} is not a multicast address")
+        if self.nat not in NAT_MODES:
+            raise ValueError(f"nat must be one of {NAT_MODES}")
         if self.encrypt not in ENCRYPT_MODES:
             raise ValueError(f"encrypt must be one of {ENCRYPT_MODES}")
         if self.cipher_suite not in (5, 6):
@@ -347,10 +375,16 @@ class NodeConfig:
         return self.reliable
 
     def rloc_for(self, version: int) -> IPv4Address | IPv6Address | None:
-        for rloc in self.rlocs:
+        """Our address of this family as peers see it: the advertised one
+        (a static NAT or port forward in front of us), else our RLOC."""
+        for rloc in (*self.advertise, *self.rlocs):
             if rloc.version == version:
                 return rloc
         return None
+
+    def local_for(self, version: int) -> IPv4Address | IPv6Address | None:
+        """Our own RLOC of this family, the address our sockets bind."""
+        return next((r for r in self.rlocs if r.version == version), None)
 
 
 #: RFC 8061 data-plane encryption policies (NodeConfig.encrypt).

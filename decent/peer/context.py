@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Final, Protocol
 
 from decent.peer import counters as C
@@ -21,13 +21,17 @@ from decent.peer.mapserver import MapServer
 from decent.peer.timers import Deadlines
 from decent.peer.trust import Trust
 from decent.wire import (
+    DECENT_CONTROL_IID,
     Address,
+    DataHeader,
     Eid,
     IPAddress,
     MapRecord,
     MapRequest,
     MulticastInfo,
+    UdpPacket,
     check_auth,
+    encapsulate,
 )
 
 MASK64: Final = (1 << 64) - 1
@@ -47,6 +51,14 @@ class Outbox:
         self._nonce = nonce
         self.counters: Counter[str] = Counter()
         self.datagrams: list[tuple[bytes, Addr]] = []
+        #: Datagrams to send from our data port (4341): control carried as
+        #: LISP data, through a NAT binding (decent.peer.mapping.nat).
+        self.data_datagrams: list[tuple[bytes, Addr]] = []
+        #: NAT bindings of the members we relay for, each with the inner
+        #: (source, destination, port) of control we send it: a NAT lets in
+        #: only what comes back on the binding the member opened, so every
+        #: message for it goes there as LISP data.
+        self.bindings: dict[Addr, tuple[IPAddress, IPAddress, int]] = {}
         self.events: deque[Event] = deque(maxlen=EVENTS_KEPT)
         #: Our own Map-Resolver's address when the node resolves in-process:
         #: what goes there comes back through `loopback` (Node runs it).
@@ -58,7 +70,25 @@ class Outbox:
         if dest == self.loopback_addr and kind in LOOPBACK_KINDS:
             self.loopback.append(data)
             return
+        inner = self.bindings.get(dest)
+        if inner is not None:
+            self.data_datagrams.append((self.in_data(data, *inner), dest))
+            return
         self.datagrams.append((data, dest))
+
+    def send_data(self, data: bytes, dest: Addr, kind: str) -> None:
+        """Send from our data port: a whole LISP data packet."""
+        self.counters[C.TX + kind] += 1
+        self.data_datagrams.append((data, dest))
+
+    def in_data(self, data: bytes, src: IPAddress, dst: IPAddress, port: int) -> bytes:
+        """A control message as LISP data with the control instance ID,
+        as RFC 9962 replicates and a NAT-traversal RTR relays (ermagan 4.5)."""
+        inner = UdpPacket(src, dst, port, port, data).encode()
+        header = DataHeader(
+            nonce=self.nonce() & 0xFFFFFF, instance_id=DECENT_CONTROL_IID
+        )
+        return encapsulate(header, inner)
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
@@ -102,6 +132,9 @@ class Ctx:
         self.ms = ms
         self.cache = cache
         self.database = database
+        #: The address our NAT gives us, while we are behind one (NAT
+        #: traversal, decent.peer.mapping.nat, keeps it).
+        self.behind_nat: IPAddress | None = None
         #: Node identities (decent.peer.trust), when the mesh has them.
         self.trust = (
             None
@@ -110,7 +143,16 @@ class Ctx:
         )
 
     def own(self, addr: object) -> bool:
-        return addr in self.config.rlocs
+        return addr in self.config.rlocs or addr in self.config.advertise
+
+    def itr_rloc(self, version: int) -> IPAddress | None:
+        """The ITR-RLOC for our Map-Requests: where an answer reaches us. Behind
+        NAT, the address our NAT gives us (the answer goes to it, at the port
+        the request came from, so the NAT lets it in)."""
+        behind = self.behind_nat
+        if behind is not None and behind.version == version:
+            return behind
+        return self.config.rloc_for(version)
 
 
 # ---------------------------------------------------------------- what roles ask
@@ -124,6 +166,10 @@ class CacheWriter(Protocol):
     """Puts a mapping into the map-cache (the ITR)."""
 
     def install(self, eid: Eid, rec: MapRecord, source: str, now: float) -> None: ...
+
+    def refresh(self, eid: Eid, now: float) -> None:
+        """A registration we hold changed: re-resolve a cached mapping of it."""
+        ...
 
 
 class ItrNotes(Protocol):
@@ -181,6 +227,20 @@ class Carrier(Protocol):
     def relay_register(self, data: bytes, registrant: Addr) -> None: ...
 
     def vouches(self, rloc: IPAddress) -> bool: ...
+
+    def relayed_by(self, via: IPAddress) -> bool: ...
+
+    def accepted(
+        self,
+        src: Addr,
+        raw: bytes,
+        records: Iterable[tuple[Eid, MapRecord]],
+        now: float,
+    ) -> bool:
+        """A Map-Register (raw) of (EID, record) pairs from src was accepted:
+        True when src is a member behind NAT whose registrations go on
+        through us."""
+        ...
 
 
 def authentic(config: NodeConfig, alg_id: int, raw: bytes, key: bytes) -> bool:

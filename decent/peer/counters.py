@@ -31,6 +31,12 @@ ACCEPT_UNAUTHENTICATED: Final = "accept.unauthenticated"
 #: Plain xTRs' Map-Registers carried on to the group, and taken from it.
 RELAYED_SENT: Final = "relay.sent"
 RELAYED_ACCEPTED: Final = "relay.accepted"
+#: NAT traversal (decent.peer.mapping.nat): our relay stopped answering;
+#: a client's NAT gave it a new binding; packets relayed to clients.
+NAT_RELAY_FAILED: Final = "nat.relay-failed"
+NAT_REBOUND: Final = "nat.rebound"
+RELAY_FORWARDED: Final = "relay.forwarded"
+RELAY_CONTROL: Final = "relay.control"
 #: Mesh-signed revocations of node certificates taken (decent.peer.trust).
 REVOCATION_LEARNED: Final = "revocation.learned"
 NOTIFY_GAVE_UP: Final = "notify.gave-up"

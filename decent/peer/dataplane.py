@@ -53,8 +53,8 @@ from decent.peer.events import (
 from decent.peer.mapcache import CacheEntry, LocatorState
 from decent.peer.missqueue import MissQueue
 from decent.peer.node import Node
+from decent.peer.pathmtu import PathMtu
 from decent.peer.peerstats import PeerStats
-from decent.peer.ratelimit import Bucket
 from decent.peer.registered import registered_rlocs, routed_prefixes
 from decent.peer.sealing import CLEAR_AT, P, Sealing
 from decent.wire import DECENT_CONTROL_IID, Action, Eid, IPAddress
@@ -70,7 +70,6 @@ from decent.wire.data import (
     peek_lsbs,
     stamp_into,
 )
-from decent.wire.icmp import is_icmp_error, too_big
 
 #: Bytes the shell leaves free in front of an inner packet: the LISP header
 #: and the longest IV. The inner packet always starts there (P).
@@ -87,6 +86,9 @@ _V6_LINK_LOCAL: Final = 0xFE80 >> 6
 
 Route = tuple[tuple[str, int], int, int]
 """Where an encapsulated packet goes: (host, port), our RLOC index, flow hash."""
+#: The flow hash of a packet relayed to a member behind NAT: it must leave
+#: from our data port itself, where the member's NAT binding goes.
+RELAYED: Final = -1
 Encap = tuple[tuple[str, int], int, int, int, int]
 """A Route and the span of the buffer to send: (..., start, end)."""
 
@@ -126,7 +128,7 @@ class DataPlane:
         self.headroom, self.tailroom = HEADROOM, TAILROOM
         mtu = self.config.underlay_mtu
         sealed = MAX_IV_LEN + TAG_LEN if node.config.encrypt != "off" else 0
-        self._limit = {v: mtu - h - sealed for v, h in OVERHEAD.items()}
+        limit = {v: mtu - h - sealed for v, h in OVERHEAD.items()}
         self._allowed: frozenset[str] = frozenset()
         self._allowed_version = -1
         self._addr_memo: dict[str, IPAddress] = {}
@@ -141,10 +143,12 @@ class DataPlane:
             self._stamp,
             self.on_install,
         )
-        #: RFC 1812 4.3.2.8: the ICMP errors we generate are rate-limited.
-        self._icmp = Bucket(cfg.icmp_rate, cfg.icmp_rate, 0.0)
         self._to_send: list[tuple[bytes, Route]] = []
         self._to_tun: list[bytes] = []
+        self._mtu = PathMtu(
+            limit, cfg.icmp_rate, self._counters, lambda p: self._to_tun.append(p)
+        )
+        self._limit = limit
         self._to_native: list[bytes] = []
         #: Hot-path totals (plain ints: a Counter costs a dict update each).
         self.encapsulated = 0
@@ -297,13 +301,16 @@ class DataPlane:
             addr = self._resolve_sockaddr(state)
         family = state.family
         if not family:
-            self._counters[C.DROP_OWN_RLOC] += 1
+            if not self._relay(buf, P, P + n, version, dst):
+                self._counters[C.DROP_OWN_RLOC] += 1
             return None
         src = self._src.get(family)
         if src is None:
             self._counters[C.DROP_NO_SOURCE_RLOC] += 1
             return None
-        if n > self._limit[family] and self._too_big(buf, n, version, family, now):
+        if n > self._limit[family] and self._mtu.refuse(
+            buf, P, n, version, family, now
+        ):
             return None
         start = self.sealing.seal(buf, n, addr[0], entry.eid, self._rlocs[src], now)
         if start < 0:
@@ -324,6 +331,19 @@ class DataPlane:
         if sent is not None:
             addr, src, flow, start, end = sent
             self._to_send.append((bytes(buf[start:end]), (addr, src, flow)))
+
+    def _relay(self, buf: bytearray, p: int, end: int, version: int, dst: int) -> bool:
+        """As a relay: a packet for a member behind NAT goes on over its
+        binding (draft-ermagan-lisp-nat-traversal 5.3, 4)."""
+        to = self.node.nat.route(self.iid, version, dst)
+        src = None if to is None else self._src.get(to[0].version)
+        if to is None or src is None:
+            return False
+        self._stamp(buf, p - DATA_HEADER_LEN, 0)
+        route = ((str(to[0]), to[1]), src, RELAYED)
+        self._to_send.append((bytes(buf[p - DATA_HEADER_LEN : end]), route))
+        self._counters[C.RELAY_FORWARDED] += 1
+        return True
 
     def _stamp(self, buf: bytearray, at: int, key_id: int) -> None:
         """Write the LISP header (RFC 9300 5.3, KK = key_id) at buf[at:]."""
@@ -351,7 +371,9 @@ class DataPlane:
             if src is None:
                 self._counters[C.DROP_NO_SOURCE_RLOC] += 1
                 return None
-            if n > self._limit[family] and self._too_big(buf, n, version, family, now):
+            if n > self._limit[family] and self._mtu.refuse(
+                buf, P, n, version, family, now
+            ):
                 return None
             host = str(cfg.petr)
             start = self.sealing.seal(buf, n, host, entry.eid, self._rlocs[src], now)
@@ -362,13 +384,8 @@ class DataPlane:
             self._counters[C.DATAPLANE_PETR] += 1
             self.traffic.sent(host, n, now)
             end = P + n + (start != CLEAR_AT) * TAG_LEN
-            return (
-                (host, self.data_port),
-                src,
-                flow_hash(buf, n, version, P),
-                start,
-                end,
-            )
+            flow = flow_hash(buf, n, version, P)
+            return (host, self.data_port), src, flow, start, end
         entry.packets += 1
         entry.bytes += n
         if cfg.negative_action == "native":
@@ -399,30 +416,6 @@ class DataPlane:
     def on_request_failed(self, eid: Eid) -> None:
         """The Map-Resolver never answered: drop what waited for eid."""
         self._waiting.drop(eid)
-
-    def _too_big(
-        self, buf: bytearray, n: int, version: int, family: int, now: float
-    ) -> bool:
-        """RFC 9300 7.1 (stateless MTU): an IPv6 packet, or IPv4 with DF set,
-        that will not fit once encapsulated is dropped (True) and its sender
-        told the size that fits. IPv4 without DF goes on (False): the kernel
-        fragments the outer packet."""
-        if version == 4 and not buf[P + 6] & 0x40:
-            self._counters[C.DATAPLANE_OUTER_FRAGMENTED] += 1
-            return False
-        self._counters[C.DROP_TOO_BIG] += 1
-        packet = bytes(buf[P : P + n])
-        if is_icmp_error(packet):
-            return True
-        if not self._icmp.take(now):
-            self._counters[C.DATAPLANE_ICMP_RATE_LIMITED] += 1
-            return True
-        # From the destination the packet was for: an error "from" one of
-        # our own addresses, arriving on the TUN, is a martian to the kernel.
-        source = packet[16:20] if version == 4 else packet[24:40]
-        self._to_tun.append(too_big(packet, source, self._limit[family]))
-        self._counters[C.DATAPLANE_ICMP_TOO_BIG] += 1
-        return True
 
     # ============================================================ ETR
     def decap(
@@ -475,7 +468,8 @@ class DataPlane:
             return None
         own = self._own_lookup(iid, version, dst)
         if own is None:
-            self._counters[C.DROP_NOT_OUR_EID] += 1
+            if not self._relay(buf, p, n, version, dst):
+                self._counters[C.DROP_NOT_OUR_EID] += 1
             return None
         lsbs = peek_lsbs(buf)
         if lsbs is not None:

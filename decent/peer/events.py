@@ -183,6 +183,25 @@ class RegistrationNacked:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class NatChanged:
+    """What we know of our own reachability changed: `state` is "direct",
+    "relayed" (through `relay`; peers see us at `global_address`, our NAT's
+    address and port) or "no-relay" (behind NAT, no relay to use)."""
+
+    state: str
+    relay: IPAddress | None
+    global_address: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RelayClientChanged:
+    """As a relay: a member behind NAT began (`up`) or stopped using us."""
+
+    binding: str
+    up: bool
+
+
 Event = (
     MessageDropped
     | RegistrationRejected
@@ -206,4 +225,6 @@ Event = (
     | SessionUp
     | SessionDown
     | RegistrationNacked
+    | NatChanged
+    | RelayClientChanged
 )

@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 Inputs are `receive_datagram(data, addr, now)`, `handle_timer(now)` and the
 local calls (`request`, `set_locators`, `deregister`, ...). Every input may
-queue datagrams and events; the shell then drains `datagrams_to_send()` and
-`next_event()` and re-arms its timer from `get_timer()`. `now` is monotonic
+queue datagrams and events; the shell then drains `datagrams_to_send()` (and
+`data_datagrams_to_send()`, sent from the data port) and `next_event()`, and
+re-arms its timer from `get_timer()`. `now` is monotonic
 seconds; nonces come from the injected `nonce` callable. Nothing a peer sends
 makes an input raise: malformed, unauthenticated or unexpected datagrams are
 dropped, counted under `drop.<reason>` or `reject.<reason>`, and reported as
@@ -53,6 +54,8 @@ from decent.wire import (
     DecodeError,
     Eid,
     EncapsulatedControlMessage,
+    InfoReply,
+    InfoRequest,
     IPAddress,
     Locator,
     MapNotify,
@@ -104,6 +107,7 @@ class Node:
         ctx = self._ctx = Ctx(config, self._out, self.ms, self.cache, self.database)
         self._timers = ctx.timers
         self.mapping = PushMapping(ctx)
+        self.nat = self.mapping.nat
         self.itr = ItrRole(ctx, self.mapping)
         # The timers are set in this order (ETR, prober, sweep, group): equal
         # deadlines run in the order they were set.
@@ -125,16 +129,12 @@ class Node:
         self.reliable = ReliableRole(ctx, self.etr, self.map_server, self.mapping)
         self.map_server.sessions = self.reliable
         self.etr.registered = self.reliable.registered
+        self.etr.rewrite = self.nat.rewrite
+        self.nat.moved = self.etr.moved
+        self.mapping.version = lambda: self.map_server.version
         self._timer_owners: dict[type, Callable[[Hashable, float], None]] = {}
-        roles = (
-            self.etr,
-            self.map_server,
-            self.itr,
-            self.probe,
-            self.keys,
-            self.reliable,
-        )
-        for role in (*roles, self.mapping):
+        roles = (self.etr, self.map_server, self.itr, self.probe, self.keys)
+        for role in (*roles, self.reliable, self.mapping):
             for key in role.timer_keys:
                 self._timer_owners[key] = role.handle_timer
         self._handlers: dict[type, _Handler] = {
@@ -145,6 +145,8 @@ class Node:
             MapNotifyAck: self._on_notify_ack,
             MapNotify: self._on_notify,
             MapReferral: self._on_referral,
+            InfoRequest: self.nat.on_control,
+            InfoReply: self.nat.on_control,
         }
         self._out.loopback_addr = self._loopback_target()
         self._looping = False
@@ -171,6 +173,11 @@ class Node:
     def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
         """Drain the datagrams queued by earlier inputs: (payload, destination)."""
         out, self._out.datagrams = self._out.datagrams, []
+        return out
+
+    def data_datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
+        """Drain the datagrams to send from our data port (NAT bindings)."""
+        out, self._out.data_datagrams = self._out.data_datagrams, []
         return out
 
     def next_event(self) -> Event | None:
@@ -367,6 +374,7 @@ class Node:
                     eid, dataclasses.replace(mapping, locators=locators)
                 )
         self.mapping.rlocs_changed(old, new)
+        self.nat.recheck(now)
         self.counters[C.RLOCS_CHANGED] += 1
         self._out.emit(RlocsChanged(tuple(map(str, old)), tuple(map(str, new))))
         if any(ctx.own(ms[0]) for ms in ctx.config.map_servers):
@@ -433,15 +441,10 @@ class Node:
             self._looping = False
 
     def _sweep(self, now: float) -> None:
-        for role in (
-            self.etr,
-            self.mapping,
-            self.resolver,
-            self.map_server,
-            self.itr,
-            self.reliable,
-        ):
+        for role in (self.etr, self.mapping, self.resolver, self.map_server):
             role.sweep(now)
+        self.itr.sweep(now)
+        self.reliable.sweep(now)
         self._ctx.timers.set(Sweep(), now + self.config.recent_itr_window)
 
     # ============================================================ read API

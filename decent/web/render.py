@@ -11,11 +11,16 @@ from decent.web.views import FLAGS, Block, Cell, Model
 SECTIONS: Final = {
     "sites": ("Site information", "/sites"),
     "peers": ("Peers", "/peers"),
+    "reach": ("Reachability", "/peers"),
+    "relay-clients": ("Relay clients (members behind NAT we relay for)", "/peers"),
     "sessions": ("Reliable-transport sessions", "/peers"),
     "refused": ("Refused registrants (over a quota or their rate)", "/peers"),
     "rejections": ("Recent rejections", "/peers"),
     "map-cache": ("Map-cache", "/map-cache"),
 }
+#: Blocks shown at the top of another's section rather than in their own:
+#: this node's reachability above the members'.
+INSIDE: Final = {"nat": "reach"}
 NAV: Final = (
     ("/", "Overview"),
     ("/sites", "Sites"),
@@ -32,7 +37,10 @@ HEADER_FIELDS: Final = (
     ("uptime", "Uptime"),
     ("health", "Health"),
     ("counts", "Holds"),
+    ("reach", "Reachability"),
 )
+#: Header fields whose value carries a class (ok, warn, bad) of its own.
+HEADER_CLASSES: Final = {"reach": "reach_cls"}
 EID_HINT: Final = "1.1.1.1, 10.0.0.0/8, [iid]address, 'name' or S->G"
 
 
@@ -132,17 +140,24 @@ def flags_legend() -> str:
 
 def section(name: str, model: Model, lookup_value: str = "") -> str:
     """One section of a page; "" for a `hidden` block (a feature that is
-    off, such as reliable transport), which the page then leaves out."""
+    off, such as reliable transport), which the page then leaves out, and
+    for a block shown `INSIDE` another's section."""
+    if name in INSIDE:
+        return ""
     heading, url = SECTIONS[name]
     if model["blocks"][name].get("hidden"):
         return ""
-    extra_top = ""
+    extra_top = "".join(
+        block(inner, model["blocks"][inner])
+        for inner, host in INSIDE.items()
+        if host == name and inner in model["blocks"]
+    )
     extra_bottom = ""
     if name == "sites":
-        extra_top = lookup_form("sites", lookup_value)
+        extra_top += lookup_form("sites", lookup_value)
         extra_bottom = flags_legend()
     elif name == "map-cache":
-        extra_top = lookup_form("map-cache", lookup_value) + clear_form()
+        extra_top += lookup_form("map-cache", lookup_value) + clear_form()
     return (
         f'<section id="s-{e(name)}"><h2><a href="{e(url)}">{e(heading)}</a></h2>'
         f"{extra_top}{block(name, model['blocks'][name])}{extra_bottom}</section>"
@@ -167,9 +182,12 @@ def page(
     """
     h: dict[str, Any] = model["header"]
     health = "ok" if h.get("health_ok") else "bad"
+    classes = {"health": health} | {
+        key: str(h.get(cls) or "") for key, cls in HEADER_CLASSES.items()
+    }
     fields = "".join(
         f'<div><dt>{e(label)}</dt><dd id="h-{e(key)}"'
-        + (f' class="{health}"' if key == "health" else "")
+        + _attrs(class_=classes.get(key))
         + f">{e(h.get(key, ''))}</dd></div>"
         for key, label in HEADER_FIELDS
     )

@@ -219,6 +219,8 @@ def header(node: dict[str, Any]) -> dict[str, Any]:
             f"{counts.get('peers', 0)} peers, "
             f"{counts.get('map_cache', 0)} map-cache entries"
         ),
+        "reach": reach_text(node.get("nat")),
+        "reach_cls": reach_class(node.get("nat")),
     }
 
 
@@ -513,6 +515,167 @@ def sessions_table(reliable: dict[str, Any] | None) -> Block:
     )
 
 
+# ---------------------------------------------------------------- NAT traversal
+#: How this node's reachability line stands out, by `state` of `nat` in
+#: /api/v1/node: green when reached directly, amber while it checks, red
+#: behind a NAT with no relay (unreachable but from where it sends).
+_REACH_CLASS: Final = {"direct": "ok", "checking": "warn", "no-relay": "bad"}
+#: What the page says while the node does not report `nat` (an older decent).
+NAT_MISSING: Final = "This node does not report NAT traversal."
+REACH_COLUMNS: Final = [
+    _text("Name"),
+    _text(
+        "Reached",
+        title="direct: at its RLOCs; relayed via R: it is behind a NAT, and "
+        "what is for it goes to its relay R, which passes it on",
+    ),
+    _text(
+        "Global address (NAT)",
+        title="the address its NAT gives it: registered at priority 255, "
+        "never sent to; its packets from there are accepted",
+    ),
+    _text("Offers relay", title="whether it relays for members behind NAT"),
+    _text("RLOCs", title="the RLOCs it is reached at"),
+]
+REACH_EMPTY: Final = "No member has registered its name yet."
+CLIENTS_COLUMNS: Final = [
+    _text("Binding", title="the address and port its NAT gives it: we send there"),
+    _text("Private address", title="its own RLOC, behind the NAT"),
+    _text("EIDs", title="the EIDs it registered through us"),
+    _text("Idle", title="time since we last heard from it over the binding"),
+    _text("Up", title="how long we have been relaying for it"),
+]
+CLIENTS_EMPTY: Final = "No member behind NAT relays through this node yet."
+#: The relay clients section of a node that does not offer to relay.
+CLIENTS_OFF: Final = "This node does not offer to relay ([decent] relay)."
+
+
+def reach_text(nat: dict[str, Any] | None) -> str:
+    """This node's reachability in one line: "reached directly", "behind
+    NAT, relayed via R (seen as A:P)", "behind NAT, no relay found",
+    "checking for a NAT" or "NAT traversal off"; "-" when not reported.
+    A relay with clients says how many it carries."""
+    if nat is None:
+        return "-"
+    state = nat.get("state")
+    seen = nat.get("global_address")
+    seen_text = f" (seen as {seen})" if seen else ""
+    if state == "direct":
+        advertised = ", ".join(str(a) for a in nat.get("advertised") or ())
+        text = "reached directly" + (f" (as {advertised})" if advertised else "")
+    elif state == "relayed":
+        text = f"behind NAT, relayed via {nat.get('relay') or '-'}{seen_text}"
+    elif state == "no-relay":
+        text = f"behind NAT{seen_text}, no relay found"
+    elif state == "checking":
+        text = "checking for a NAT"
+    elif state == "off":
+        text = "NAT traversal off"
+    else:
+        text = str(state or "-")
+    clients = len(nat.get("clients") or ())
+    if clients:
+        text += f", relay for {clients} member{'s' if clients != 1 else ''}"
+    return text
+
+
+def reach_class(nat: dict[str, Any] | None) -> str:
+    """The CSS class of `reach_text`: ok directly, bad with no relay."""
+    return "" if nat is None else _REACH_CLASS.get(str(nat.get("state")), "")
+
+
+def nat_facts(nat: dict[str, Any] | None) -> Block:
+    """This node's side of NAT traversal (`nat` of /api/v1/node), as facts
+    shown above the members' reachability; a `hidden` notice when the node
+    does not report it."""
+    if nat is None:
+        return {**notice(NAT_MISSING), "hidden": True}
+    clients = len(nat.get("clients") or ())
+    offers = "yes" if nat.get("offers_relay") else "no"
+    if nat.get("offers_relay"):
+        offers += f" ({clients} client{'s' if clients != 1 else ''})"
+    advertised = [str(a) for a in nat.get("advertised") or ()]
+    return _facts(
+        [
+            ("This node", _text(reach_text(nat), cls=reach_class(nat))),
+            ("NAT traversal", _text(nat.get("mode") or "-")),
+            ("Relay", _text(nat.get("relay") or "-")),
+            (
+                "Global address (NAT)",
+                _text(
+                    nat.get("global_address") or "-",
+                    title="the address and port peers see us from",
+                ),
+            ),
+            ("Advertised", _lines(advertised)),
+            ("Offers to relay", _text(offers)),
+            ("Relays known", _lines(str(r) for r in nat.get("relays_known") or ())),
+        ]
+    )
+
+
+def reach_row(m: dict[str, Any], own: str = "") -> dict[str, Any]:
+    relayed = m.get("reach") == "relayed"
+    via = m.get("via")
+    if relayed:
+        reached = f"relayed via {via}" if via else "relayed (no relay listed)"
+    else:
+        reached = str(m.get("reach") or "-")
+    name = str(m.get("name") or "-")
+    return {
+        "cls": "",
+        "cells": [
+            _text(name + (" (this node)" if own and name == own else "")),
+            _text(reached, cls="" if relayed else "ok"),
+            _text(m.get("global") or "-"),
+            _text("yes" if m.get("relay") else "no"),
+            _lines(str(r) for r in m.get("rlocs") or ()),
+        ],
+    }
+
+
+def reach_table(nat: dict[str, Any] | None, own: str = "") -> Block:
+    """How each member with a name is reached (`nat.members`): directly, or
+    relayed via a relay, with the address its NAT gives it; `own` marks
+    this node's row. `hidden` while the node does not report it."""
+    if nat is None:
+        return {**notice(NAT_MISSING), "hidden": True}
+    return _table(
+        REACH_COLUMNS,
+        [reach_row(m, own) for m in nat.get("members") or ()],
+        REACH_EMPTY,
+        "GET /api/v1/node (nat)",
+    )
+
+
+def client_row(c: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cls": "",
+        "cells": [
+            _text(c.get("binding")),
+            _text(c.get("private")),
+            _lines((str(e) for e in c.get("eids") or ()), cls="eid"),
+            _text(age(c.get("idle_s"))),
+            _text(age(c.get("up_s"))),
+        ],
+    }
+
+
+def clients_table(nat: dict[str, Any] | None) -> Block:
+    """The members behind NAT this node relays for (`nat.clients`); a
+    `hidden` notice when it does not offer to relay and carries none."""
+    nat = nat or {}
+    clients = nat.get("clients") or []
+    if not nat.get("offers_relay") and not clients:
+        return {**notice(CLIENTS_OFF), "hidden": True}
+    return _table(
+        CLIENTS_COLUMNS,
+        [client_row(c) for c in clients],
+        CLIENTS_EMPTY,
+        "GET /api/v1/node (nat)",
+    )
+
+
 CACHE_COLUMNS: Final = [
     _text("EID-Prefix or (S,G)"),
     _text("Uptime"),
@@ -759,7 +922,15 @@ def _minutes(ttl_min: object) -> str:
 VIEWS: Final = {
     "overview": ("sites", "peers", "sessions", "map-cache"),
     "sites": ("sites",),
-    "peers": ("peers", "sessions", "refused", "rejections"),
+    "peers": (
+        "peers",
+        "nat",
+        "reach",
+        "relay-clients",
+        "sessions",
+        "refused",
+        "rejections",
+    ),
     "map-cache": ("map-cache",),
     "site": ("facts", "rlocs", "registrations"),
 }
@@ -780,6 +951,12 @@ def build(status: Source, view: str, eid: str = "") -> Model:
             blocks[name] = peers_table(status.peers())
         elif name == "sessions":
             blocks[name] = sessions_table(info.get("reliable"))
+        elif name == "nat":
+            blocks[name] = nat_facts(info.get("nat"))
+        elif name == "reach":
+            blocks[name] = reach_table(info.get("nat"), str(info.get("name") or ""))
+        elif name == "relay-clients":
+            blocks[name] = clients_table(info.get("nat"))
         elif name == "refused":
             blocks[name] = refused_table(info.get("refused", []))
         elif name == "rejections":

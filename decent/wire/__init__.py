@@ -57,6 +57,13 @@ from decent.wire.data import (
 from decent.wire.eid import Eid, address_text, parse_eid
 from decent.wire.errors import DecodeError
 from decent.wire.ip import UdpPacket, decode_udp_packet
+from decent.wire.nat import (
+    MAX_RTRS,
+    InfoReply,
+    InfoRequest,
+    NatTraversal,
+    info_authentic,
+)
 from decent.wire.records import (
     Action,
     Locator,
@@ -115,6 +122,7 @@ __all__ = [
     "LISP_CONTROL_PORT",
     "LISP_DATA_PORT",
     "MAX_PDU",
+    "MAX_RTRS",
     "NO_ADDRESS",
     "REVOKED_PREFIX",
     "SIGNATURE_KEY",
@@ -133,6 +141,8 @@ __all__ = [
     "ErrorCode",
     "ErrorNotification",
     "IPAddress",
+    "InfoReply",
+    "InfoRequest",
     "InnerMessage",
     "InstanceId",
     "KeyValue",
@@ -149,6 +159,7 @@ __all__ = [
     "MessageType",
     "MulticastInfo",
     "NackReason",
+    "NatTraversal",
     "NoAddress",
     "ReferralAction",
     "ReferralRecord",
@@ -181,6 +192,7 @@ __all__ = [
     "find_signature",
     "flow_hash",
     "generate_private_key",
+    "info_authentic",
     "issue_certificate",
     "issue_revocation",
     "map_notify_for",

@@ -33,6 +33,9 @@ class Afi(IntEnum):
 class LcafType(IntEnum):
     AFI_LIST = 1
     INSTANCE_ID = 2
+    #: Read only as an Info-Reply's last field (wire/nat.py); anywhere else it
+    #: stays an UnknownLcaf.
+    NAT_TRAVERSAL = 7
     MULTICAST_INFO = 9
     SECURITY_KEY = 11
     RLE = 13

@@ -16,6 +16,7 @@ from decent.wire.buffer import Reader, Writer, check_uint
 from decent.wire.errors import DecodeError
 from decent.wire.ip import UdpPacket, decode_udp_packet
 from decent.wire.limits import MAX_ITR_RLOCS, MAX_MESSAGE_LEN, MAX_RECORDS
+from decent.wire.nat import InfoReply, InfoRequest, decode_info_body
 from decent.wire.records import MapRecord, ReferralRecord
 
 
@@ -26,6 +27,7 @@ class MessageType(IntEnum):
     MAP_NOTIFY = 4
     MAP_NOTIFY_ACK = 5
     MAP_REFERRAL = 6
+    INFO = 7
     ENCAPSULATED_CONTROL = 8
 
 
@@ -581,7 +583,14 @@ def map_notify_for(register: bytes, key: bytes | None) -> bytes:
 
 
 InnerMessage = (
-    MapRequest | MapReply | MapRegister | MapNotify | MapNotifyAck | MapReferral
+    MapRequest
+    | MapReply
+    | MapRegister
+    | MapNotify
+    | MapNotifyAck
+    | MapReferral
+    | InfoRequest
+    | InfoReply
 )
 ControlMessage = InnerMessage | EncapsulatedControlMessage
 
@@ -592,6 +601,7 @@ _DECODERS: Final[dict[int, Callable[[int, Reader], ControlMessage]]] = {
     MessageType.MAP_NOTIFY: MapNotify.decode_body,
     MessageType.MAP_NOTIFY_ACK: MapNotifyAck.decode_body,
     MessageType.MAP_REFERRAL: MapReferral.decode_body,
+    MessageType.INFO: decode_info_body,
     MessageType.ENCAPSULATED_CONTROL: EncapsulatedControlMessage.decode_body,
 }
 

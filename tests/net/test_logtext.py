@@ -38,6 +38,7 @@ from decent.peer.events import (
     MapRequestFailed,
     MergedSetChanged,
     MessageDropped,
+    NatChanged,
     NotifyAcknowledged,
     NotifyGaveUp,
     RegisterAcknowledged,
@@ -45,6 +46,7 @@ from decent.peer.events import (
     RegistrationExpired,
     RegistrationRejected,
     RegistrationRemoved,
+    RelayClientChanged,
     RevocationLearned,
     RlocsChanged,
     SmrReceived,
@@ -151,6 +153,15 @@ GOLDEN: dict[type, tuple[object, str]] = {
         RlocsChanged(("198.18.45.11",), ("198.18.46.11", "198.18.47.11")),
         "own RLOCs changed from 198.18.45.11 to 198.18.46.11, 198.18.47.11; "
         "registering again",
+    ),
+    NatChanged: (
+        NatChanged("relayed", IPv4Address("198.18.45.1"), "198.18.45.101:4341"),
+        "behind NAT (peers see 198.18.45.101:4341): registering and reachable "
+        "through relay 198.18.45.1",
+    ),
+    RelayClientChanged: (
+        RelayClientChanged("198.18.45.101:4341", True),
+        "relaying for the member behind NAT at 198.18.45.101:4341",
     ),
     # Reliable transport's three, kept with its tests.
     **RELIABLE_GOLDEN,

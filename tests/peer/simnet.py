@@ -33,6 +33,56 @@ def addr(ip: str, port: int = 4342) -> Addr:
 
 
 @dataclass(eq=False)
+class Nat:
+    """A home router's NAT (Linux MASQUERADE with conntrack): traffic from
+    `inside` to anywhere else leaves from `public` on a port mapped per
+    inside address and port; traffic back is let in only from the remote
+    it went to, while the entry lasts (`timeout` seconds, refreshed both
+    ways). `flush()` forgets every entry and mapping, as `conntrack -F`.
+    With `forward`, ports 4341 and 4342 of `public` lead to that inside
+    address (a port forward, as a home router's DNAT rule makes)."""
+
+    inside: set[IP]
+    public: IP
+    timeout: float = 30.0
+    forward: IP | None = None
+    flushes: int = 0
+    dropped: int = 0
+    _ports: dict[Addr, int] = field(default_factory=dict)
+    _back: dict[int, Addr] = field(default_factory=dict)
+    _conns: dict[tuple[int, Addr], float] = field(default_factory=dict)
+
+    def outbound(self, src: Addr, dst: Addr, now: float) -> Addr:
+        port = self._ports.get(src)
+        if port is None:
+            # MASQUERADE keeps the source port when it can; after a flush
+            # the test wants a new one, so shift by the number of flushes.
+            port = src[1] + 1000 * self.flushes
+            while port in self._back:
+                port += 1
+            self._ports[src], self._back[port] = port, src
+        self._conns[(port, dst)] = now + self.timeout
+        return self.public, port
+
+    def inbound(self, dst: Addr, src: Addr, now: float) -> Addr | None:
+        key = (dst[1], src)
+        forwarded = dst[1] in (4341, 4342) and key not in self._conns
+        if self.forward is not None and forwarded:
+            return self.forward, dst[1]
+        if self._conns.get(key, -1.0) < now:
+            self.dropped += 1
+            return None
+        self._conns[key] = now + self.timeout
+        return self._back[dst[1]]
+
+    def flush(self) -> None:
+        self.flushes += 1
+        self._ports.clear()
+        self._back.clear()
+        self._conns.clear()
+
+
+@dataclass(eq=False)
 class _Host:
     node: SansIONode
     addrs: list[Addr]
@@ -79,6 +129,12 @@ class SimNet:
         self._hosts: list[_Host] = []
         self._listeners: dict[Addr, _Host] = {}
         self._cuts: set[frozenset[IP]] = set()
+        self._nats: list[Nat] = []
+
+    def add_nat(self, nat: Nat) -> Nat:
+        """Put the addresses in `nat.inside` behind that NAT."""
+        self._nats.append(nat)
+        return nat
 
     def add(self, node: SansIONode, *addrs: Addr, source: Addr | None = None) -> None:
         """Attach ``node`` listening on ``addrs``.
@@ -165,7 +221,10 @@ class SimNet:
             return False
         if t_msg <= t_timer:
             self.now, _, data, src, dst = heapq.heappop(self._flight)
-            host = self._listeners.get(dst)
+            nat = next((n for n in self._nats if n.public == dst[0]), None)
+            inside = None if nat is None else nat.inbound(dst, src, self.now)
+            host = self._listeners.get(inside or dst)
+            dst = inside or dst
             if host is None:
                 self.undeliverable += 1
                 return True
@@ -188,16 +247,31 @@ class SimNet:
     def _flush(self, host: _Host) -> None:
         for data, dst in host.node.datagrams_to_send():
             self._send(host, data, dst)
+        from_data = getattr(host.node, "data_datagrams_to_send", None)
+        for data, dst in from_data() if from_data is not None else ():
+            self._send(host, data, dst, 4341)
 
-    def _send(self, host: _Host, data: bytes, dst: Addr) -> None:
+    def _send(self, host: _Host, data: bytes, dst: Addr, port: int = 0) -> None:
+        """Send from the host's address of dst's family (on `port`, our
+        data port, when that is one the host listens on)."""
         self.sent += 1
         version = dst[0].version
         src = host.source
-        if src is None or src[0].version != version:
-            src = next((a for a in host.addrs if a[0].version == version), None)
+        if src is None or src[0].version != version or port:
+            src = next(
+                (
+                    a
+                    for a in host.addrs
+                    if a[0].version == version and (not port or a[1] == port)
+                ),
+                None,
+            )
         if src is None:
             self.undeliverable += 1
             return
+        for nat in self._nats:
+            if src[0] in nat.inside and dst[0] not in nat.inside:
+                src = nat.outbound(src, dst, self.now)
         if self.record and len(self.trace) < self.trace_limit:
             self.trace.append((self.now, src, dst, data))
         if (

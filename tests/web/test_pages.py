@@ -94,6 +94,7 @@ async def test_overview_shows_header_and_all_three_sections(aiohttp_client):
         "uptime": "0:00:03",
         "health": "ok (3 members)",
         "counts": "7 registrations, 3 peers, 1 map-cache entries",
+        "reach": "NAT traversal off",
         "stale": "",  # nothing restored from a snapshot: no note
     }
     assert set(page.blocks) == {"sites", "peers", "map-cache"}
@@ -106,8 +107,9 @@ async def test_each_section_has_its_own_url(aiohttp_client):
     _, _, client = await _client(aiohttp_client)
     for path, blocks in (
         ("/sites", {"sites"}),
-        # Who went over a quota, and whose registrations were refused.
-        ("/peers", {"peers", "refused", "rejections"}),
+        # Who went over a quota, and whose registrations were refused;
+        # how each member is reached (NAT traversal).
+        ("/peers", {"peers", "nat", "reach", "refused", "rejections"}),
         ("/map-cache", {"map-cache"}),
     ):
         page = await _page(client, path)

@@ -248,8 +248,8 @@ def test_notify_and_notify_ack_are_distinct_types() -> None:
 
 
 def test_unknown_message_type_is_refused() -> None:
-    with pytest.raises(DecodeError, match="type 7"):
-        decode(bytes.fromhex("70000000") + bytes(8))
+    with pytest.raises(DecodeError, match="type 9"):
+        decode(bytes.fromhex("90000000") + bytes(8))
 
 
 def test_ecm_inside_ecm_is_refused() -> None:

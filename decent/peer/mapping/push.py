@@ -11,7 +11,7 @@ static mapping system: the configured Map-Servers and Map-Resolvers.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address
 from typing import Final
@@ -19,20 +19,27 @@ from typing import Final
 from decent.peer import counters as C
 from decent.peer.config import Addr
 from decent.peer.context import CacheWriter, Ctx, Registrar, eid_on_wire
+from decent.peer.mapping.nat import RELAY_PRIORITY, NatRole, NatTick
 from decent.peer.roaming import moved_locators
 from decent.wire import (
     DECENT_CONTROL_IID,
     DataHeader,
+    DecodeError,
     Eid,
+    InfoReply,
+    InfoRequest,
     IPAddress,
+    MapRecord,
     MapReply,
     MapRequest,
     RequestRecord,
     UdpPacket,
+    decode,
     ecm_bytes,
     encapsulate,
     rle_entries,
 )
+from decent.wire.control import REG_XTR_ID
 
 #: Replicated packets held from senders not yet known as members, and for
 #: how long (a new member's Map-Notify follows within a round trip).
@@ -59,7 +66,7 @@ class ReleaseUnvouched:
 class PushMapping:
     """The MappingSystem of a LISP-Decent push group (or of static config)."""
 
-    timer_keys: Final = (GroupLookup, ReleaseUnvouched)
+    timer_keys: Final = (GroupLookup, ReleaseUnvouched, NatTick)
 
     def __init__(self, ctx: Ctx) -> None:
         self.ctx = ctx
@@ -87,9 +94,20 @@ class PushMapping:
         #: Members that hold our registrations over a reliable-transport
         #: session (decent.peer.transport keeps this up to date).
         self.by_session: set[IPAddress] = set()
+        self.nat = NatRole(ctx)
+        self.nat.peers = self.membership
+        self.nat.known_relays = self.relays
+        self.nat.confirmed = self._confirmed
+        self._relays: tuple[int, list[IPAddress]] = (-1, [])
+        #: Moves with every change of the registrations we hold (the Node's).
+        self.version: Callable[[], int] = lambda: 0
+
+    def _confirmed(self, now: float) -> None:
+        self.confirmed_at = now
 
     def start(self, now: float) -> None:
         config = self.ctx.config
+        self.nat.start(now)
         if config.group is not None and config.group_lookup_interval:
             self.ctx.timers.set(GroupLookup(), now + config.group_lookup_interval)
 
@@ -148,7 +166,60 @@ class PushMapping:
 
     # ------------------------------------------------------------ registration
     def register_targets(self) -> tuple[Addr, ...]:
+        nat = self.nat
+        if nat.relay is not None and nat.relayed:
+            return ((nat.relay, self.ctx.config.control_port),)
         return self.ctx.config.map_servers
+
+    def relays(self) -> list[IPAddress]:
+        """Members that offer to relay: their name EID's RLOCs at the relay
+        priority (decent.peer.mapping.nat), as registered to us."""
+        version = self.version()
+        if self._relays[0] != version:
+            found: dict[IPAddress, None] = {}
+            for eid, entry in self.ctx.ms.db.items():
+                if eid.is_name:
+                    for loc in entry.record.locators:
+                        if loc.priority == RELAY_PRIORITY and loc.rloc is not None:
+                            found[loc.rloc] = None
+            self._relays = (version, list(found))
+        return self._relays[1]
+
+    def accepted(
+        self,
+        src: Addr,
+        raw: bytes,
+        records: Iterable[tuple[Eid, MapRecord]],
+        now: float,
+    ) -> bool:
+        """As a relay, our clients hear of every registration we accept, in
+        an ECM from the registrant as relay_register writes it: they hold
+        every mapping too, and no member can reach them but us."""
+        nat = self.nat
+        ttls = [(eid, rec.ttl) for eid, rec in records]
+        # The xTR-ID trailer tells a restarted member (a new key, the same
+        # NAT binding) from the one that held the binding before.
+        xtr = raw[-24:-8] if int.from_bytes(raw[:4], "big") & REG_XTR_ID else b""
+        new = nat.registered(src, ttls, xtr, now)
+        own = self.ctx.config.rloc_for(src[0].version)
+        if own is None or not self.ctx.config.relay:
+            return nat.carries(src)
+        ecm = ecm_bytes(raw, src[0], own, src[1])
+        nat.remember(src, ttls[0][0], ecm, now)
+        for binding in nat.bindings():
+            if binding != new:
+                self.ctx.out.send(ecm, binding, "relayed-to-client")
+        if new is not None:
+            # A new client learns what we hold at once, not a registration
+            # period later (it may have just lost its relay).
+            for held in nat.held(now, self.ctx.config.registration_timeout):
+                self.ctx.out.send(held, new, "relayed-to-client")
+        return nat.carries(src)
+
+    def relayed_by(self, via: IPAddress) -> bool:
+        """Whether via is a relay: it may carry on a group registration of a
+        member behind NAT (whose own key or signature still vouches for it)."""
+        return via in self.relays() or via == self.nat.relay
 
     def vouches(self, rloc: IPAddress) -> bool:
         """Whether rloc is a member (or a seed, a member by our config)."""
@@ -175,6 +246,9 @@ class PushMapping:
     ) -> None:
         ctx = self.ctx
         group = ctx.config.group
+        if self.nat.relayed:
+            self.nat.send_to_relay(data, kind)
+            return
         # Peers that hold our registrations over a reliable session get
         # them there, and no periodic UDP copy (the draft's point).
         skip = self.by_session if kind == "map-register" else set()
@@ -236,16 +310,29 @@ class PushMapping:
         control path, and is never replicated again. Only a member
         replicates, and only its own messages: the outer source must be in
         the group's RLE (or be one of our seeds), and the inner source must
-        be that same address, which is then the sender."""
+        be that same address, which is then the sender; but our relay, if we
+        are behind NAT, passes on what it sends us in other members' names.
+        Control sent to us alone, not to the group, is NAT traversal's
+        (decent.peer.mapping.nat)."""
         ctx = self.ctx
-        to_us = packet.dst == ctx.config.group or ctx.own(packet.dst)
-        if not to_us or packet.dport != ctx.config.control_port:
+        to_group = packet.dst == ctx.config.group
+        if not (to_group or ctx.own(packet.dst)) or (
+            packet.dport != ctx.config.control_port
+        ):
             ctx.out.drop(addr, "replicated-not-for-us")
             return
-        if packet.src != addr[0]:
+        if packet.payload[:1] and packet.payload[0] >> 4 == 7:
+            self._info(packet, addr, now)
+            return
+        relay = self.nat.relay
+        member = addr[0] in self.membership() or addr[0] in self.seeds
+        if not (to_group or member) and addr[0] != relay and ctx.config.relay:
+            self.nat.from_binding(packet.payload, addr, packet.src, now, self._deliver)
+            return
+        if packet.src != addr[0] and addr[0] != relay:
             ctx.out.drop(addr, "replicated-spoofed")
             return
-        if addr[0] not in self.membership() and addr[0] not in self.seeds:
+        if not member:
             # A member that just joined may replicate to us before the
             # Map-Notify naming it arrives: keep a few such packets briefly,
             # and take them if their sender turns out to be a member.
@@ -253,20 +340,35 @@ class PushMapping:
             self.unvouched.append((now + UNVOUCHED_HOLD, addr[0], packet))
             return
         ctx.out.counters[C.RX_REPLICATED] += 1
+        self._deliver(packet.payload, (packet.src, packet.sport), now)
+
+    def _deliver(self, data: bytes, addr: Addr, now: float) -> None:
         assert self.deliver is not None
-        self.deliver(packet.payload, (addr[0], packet.sport), now)
+        self.deliver(data, addr, now)
+
+    def _info(self, packet: UdpPacket, addr: Addr, now: float) -> None:
+        """An Info-Request or Info-Reply, as LISP data to our data port."""
+        try:
+            msg = decode(packet.payload)
+        except DecodeError:
+            self.ctx.out.drop(addr, "decode-error")
+            return
+        if isinstance(msg, InfoRequest):
+            inner = (packet.src, packet.dst)
+            self.nat.on_request(msg, packet.payload, addr, inner, now)
+        elif isinstance(msg, InfoReply):
+            self.nat.on_reply(msg, packet.payload, addr, now)
 
     def _release_unvouched(self, now: float) -> None:
         """Take the held replicated packets whose sender is now a member."""
         held, members = list(self.unvouched), set(self.membership())
         self.unvouched.clear()
-        assert self.deliver is not None
         for expires, rloc, packet in held:
             if expires < now:
                 continue
             if rloc in members:
                 self.ctx.out.counters[C.REPLICATED_RELEASED] += 1
-                self.deliver(packet.payload, (rloc, packet.sport), now)
+                self._deliver(packet.payload, (rloc, packet.sport), now)
             else:
                 self.unvouched.append((expires, rloc, packet))
 
@@ -303,7 +405,7 @@ class PushMapping:
             return
         peer = peers[self._lookup_round % len(peers)]
         self._lookup_round += 1
-        own = config.rloc_for(peer.version)
+        own = ctx.itr_rloc(peer.version)
         if own is None:
             return
         nonce = ctx.out.nonce()
@@ -326,6 +428,8 @@ class PushMapping:
     def handle_timer(self, key: Hashable, now: float) -> None:
         if isinstance(key, GroupLookup):
             self._group_lookup(now)
+        elif isinstance(key, NatTick):
+            self.nat.handle_timer(key, now)
         else:
             self._release_unvouched(now)
 
@@ -349,9 +453,10 @@ class PushMapping:
         cache.install(eid, record, cached.source, expires).expires = expires
 
     def sweep(self, now: float) -> None:
+        self.nat.sweep(now)
         live = [held for held in self.unvouched if held[0] >= now]
         if len(live) != len(self.unvouched):
             self.unvouched = deque(live, maxlen=UNVOUCHED)
 
     def sizes(self) -> dict[str, int]:
-        return {"unvouched_replicated": len(self.unvouched)}
+        return {"unvouched_replicated": len(self.unvouched), **self.nat.sizes()}

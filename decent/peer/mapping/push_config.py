@@ -97,6 +97,11 @@ def decent_node_config(
     cipher_suite: int = 5,
     rekey_seconds: float = 86_400.0,
     rekey_packets: int = 1 << 32,
+    nat: str = "off",
+    relay: bool = False,
+    nat_keepalive: float = 20.0,
+    nat_recheck: float = 600.0,
+    advertise: tuple[IPAddress, ...] = (),
 ) -> NodeConfig:
     """A push-mode member: its own Map-Server and Map-Resolver, registering
     its membership, its name and its EIDs once to the whole group.
@@ -213,4 +218,9 @@ def decent_node_config(
         trust=trust,
         reliable=reliable,
         reliable_peers=reliable_peers,
+        nat=nat,
+        relay=relay,
+        nat_keepalive=nat_keepalive,
+        nat_recheck=nat_recheck,
+        advertise=advertise,
     )

@@ -30,6 +30,10 @@ class MappingSystem(Protocol):
         """Whether rloc is one of the mapping system's own members."""
         ...
 
+    def relayed_by(self, via: IPAddress) -> bool:
+        """Whether via relays for members behind NAT."""
+        ...
+
     def relay_register(self, data: bytes, registrant: Addr) -> None:
         """Carry a plain xTR's Map-Register on to every other member."""
         ...

@@ -118,6 +118,8 @@ class EtrRole:
         #: Called after each registration round and each deregistration: the
         #: reliable-transport sessions send what changed (decent.peer.transport).
         self.registered: Callable[[float], None] | None = None
+        #: What a mapping goes to the group as, None: not at all (NAT).
+        self.rewrite: Callable[[DatabaseMapping], DatabaseMapping | None] = lambda m: m
         if self._registers():
             ctx.timers.set(RegisterTick(), now)
 
@@ -203,7 +205,8 @@ class EtrRole:
         verdict = "current" if records else "other"
         for rec in records:
             eid = Eid.from_wire(rec.eid, rec.mask_len)
-            mapping = self.ctx.database.get(eid)
+            held = self.ctx.database.get(eid)
+            mapping = None if held is None else self.rewrite(held)  # as sent
             if mapping is not None and rec == register_record(
                 mapping, wire_form=self.ctx.config.wire_form
             ):
@@ -212,7 +215,7 @@ class EtrRole:
                 if not self._listed(rec):
                     return "stale"
                 verdict = "other"
-            elif mapping is None and eid not in self._registered:
+            elif held is None and eid not in self._registered:
                 verdict = "other"
             else:
                 return "stale"
@@ -228,7 +231,7 @@ class EtrRole:
     def _listed(self, rec: MapRecord) -> bool:
         """Whether a merged record's RLE names one of our RLOCs."""
         return any(
-            entry.address in self.ctx.config.rlocs
+            self.ctx.own(entry.address)
             for loc in rec.locators
             for entry in rle_entries(loc)
         )
@@ -278,10 +281,9 @@ class EtrRole:
         self.ctx.out.send(ack.encode(), src, "map-notify-ack")
 
     def _register_tick(self, now: float) -> None:
-        # The periodic (or quick) registration carries the whole database, so
-        # it replaces unanswered retransmissions rather than starting another
-        # chain beside them (one more per period, for ever, while a
-        # Map-Server is down), and it continues their back-off (RFC 9301 5.7).
+        # A round carries the whole database: it replaces unanswered
+        # retransmissions (not one more chain per period while a Map-Server
+        # is down) and continues their back-off (RFC 9301 5.7).
         attempt = 0
         for nonce, pending in self._pending_registers.items():
             self.ctx.timers.cancel(RegisterRetry(nonce))
@@ -290,13 +292,10 @@ class EtrRole:
         mappings = [m for _, m in self.ctx.database.items()]
         self._register(mappings, now, attempt=attempt)
         interval = self.ctx.config.register_interval
-        # With the T bit a mapping's record TTL is also its registration
-        # lifetime, so a short one (a mobile node's 1 minute, against the
-        # 60 s period) would lapse between rounds. Rather than refuse such a
-        # configuration, register often enough for every mapping. The whole
-        # database goes each time: one schedule keeps retransmission, quick
-        # and bootstrap registration in one place, and a node with short
-        # TTLs is a mobile one, whose own mappings are all short.
+        # With the T bit a record's TTL is its registration lifetime, so a
+        # short one (a mobile node's minute) would lapse between rounds:
+        # register often enough for every mapping, the whole database each
+        # time (one schedule for retransmission, quick and bootstrap rounds).
         shortest = min((m.ttl for m in mappings if m.ttl > 0), default=None)
         if shortest is not None:
             interval = min(interval, shortest * _MIN / _REFRESHES_PER_LIFETIME)
@@ -304,9 +303,8 @@ class EtrRole:
             # Quick registration may only make registering more frequent.
             interval = min(interval, self.ctx.config.quick_register_interval)
         if self.mapping.alone():
-            # A member no peer has answered yet (say its seed was still
-            # starting) retries soon, backing off to the quick-registration
-            # interval, instead of waiting out a whole period alone.
+            # A member no peer has answered yet (its seed still starting)
+            # retries soon, backing off to the quick-registration interval.
             self._bootstrap_backoff = min(
                 2.0 * self._bootstrap_backoff, self.ctx.config.quick_register_interval
             )
@@ -423,8 +421,11 @@ class EtrRole:
         wire_form = self.ctx.config.wire_form
         groups: dict[Flags, dict[MapRecord, DatabaseMapping]] = {}
         for m in mappings:
+            sent = self.rewrite(m)
+            if sent is None:
+                continue
             want = notify and m.want_map_notify and not ttl_zero
-            record = register_record(m, ttl_zero, wire_form)
+            record = register_record(sent, ttl_zero, wire_form)
             groups.setdefault((m.proxy_reply, m.merge, want), {})[record] = m
         room = self._signature_room()
         for flags, of in groups.items():
@@ -471,8 +472,7 @@ class EtrRole:
                 self.register_nonce, config.xtr_id, config.site_id, records
             )
             body = None
-        # What MapRegister(records).signed(key).encode() gives, with each
-        # record encoded once rather than three times.
+        # MapRegister(records).signed(key).encode(), each record encoded once.
         if body is None:
             body = b"".join(encode_record(r) for r in records)
         data = map_register_bytes(head, len(records), body)
@@ -510,7 +510,7 @@ class EtrRole:
         for itr, seen in itrs.items():
             if now - seen > self.ctx.config.recent_itr_window:
                 continue
-            own = self.ctx.config.rloc_for(itr.version)
+            own = self.ctx.itr_rloc(itr.version)
             if own is None:
                 continue
             smr = MapRequest(

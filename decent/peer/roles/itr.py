@@ -221,6 +221,22 @@ class ItrRole:
         if not seen:
             self.ctx.out.drop(src, "smr-not-cached")
 
+    def refresh(self, eid: Eid, now: float) -> None:
+        """Our Map-Server took a changed registration for eid: a mapping we
+        cached from it is stale now (a member moved, or changed relay),
+        whether or not its SMR reaches us (behind a relay, the ETR sees the
+        relay as its ITR, never us)."""
+        entry = self.ctx.cache.lookup(eid)
+        if entry is None:
+            return
+        if entry.negative:
+            # A negative answer covering it (it had gone) is wrong now: the
+            # next packet resolves the registration instead.
+            self.ctx.timers.cancel(CacheExpiry(entry.eid))
+            self._cache_expiry(entry.eid)
+        elif entry.eid == eid:
+            self._start_request(eid, now, smr_invoked=True)
+
     def handle_timer(self, key: Hashable, now: float) -> None:
         if isinstance(key, CacheExpiry):
             self._cache_expiry(key.eid)

@@ -80,7 +80,7 @@ class MapResolverRole:
                 self.ctx.out.drop(src, "probe-in-ecm")
                 return
             eid = Eid.from_wire(req.records[0].eid, req.records[0].mask_len)
-            hit = self.ctx.database.lookup(eid)
+            hit = self.ctx.database.lookup(eid) or self._relayed(eid)
             if hit is None:  # C8: an MR/MS MUST drop probes not for its EIDs
                 self.ctx.out.drop(src, "probe-not-for-us")
                 return
@@ -231,6 +231,20 @@ class MapResolverRole:
             self.ctx.out.drop(target, "global-rate-limited")
             return True
         return False
+
+    def _relayed(self, eid: Eid) -> tuple[Eid, DatabaseMapping] | None:
+        """A mapping we are a locator of without holding it: a member's
+        behind NAT, registered with us, its relay, at a usable priority. Its
+        relay answers its RLOC-probes (the relay is what an ITR reaches)."""
+        hit = self.ctx.ms.db.lookup(eid)
+        if hit is None:
+            return None
+        rec = hit[1].record
+        if not any(
+            self.ctx.own(loc.rloc) and loc.priority < 255 for loc in rec.locators
+        ):
+            return None
+        return hit[0], DatabaseMapping(hit[0], rec.locators, rec.ttl)
 
     def _database_record(
         self, mapping: DatabaseMapping, local: Addr | None

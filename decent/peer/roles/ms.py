@@ -145,9 +145,13 @@ class MapServerRole:
         if site is None:
             out.reject(src, reason, eids[0] if eids else None)
             return reason
-        if via is not None and not site.relay:
-            # A member may carry on only what plain xTRs registered to it:
-            # not a group registration in another member's name.
+        carrier = self.carrier
+        if (
+            via is not None
+            and not site.relay
+            and not (carrier and carrier.relayed_by(via))
+        ):
+            # Only what plain xTRs (or, to a relay, NAT'd members) sent it.
             out.reject(src, "relay-refused", eids[0])
             return "relay-refused"
         revocations: tuple[Revocation, ...] = ()
@@ -218,10 +222,8 @@ class MapServerRole:
 
     def _challenge(self, held: HeldRegister, slot: Slot, src: Addr, now: float) -> None:
         """Ask the registrant to confirm a Map-Register refused for its nonce
-        alone (decent.peer.replay): a Map-Notify with its records, signed
-        like the Map-Register. Its nonce carries the Map-Register's (low 32
-        bits, so the registrant can tell one of its own) above 32 fresh
-        random bits (so no earlier answer can be replayed to it)."""
+        alone (decent.peer.replay): its records, signed alike, under its low 32
+        nonce bits (its own) above 32 fresh ones (no old answer replays)."""
         out = self.ctx.out
         key = held.site.key(held.msg.key_id)
         challenge = (held.msg.nonce & MASK32) << 32 | out.nonce() & MASK32
@@ -234,8 +236,7 @@ class MapServerRole:
         out.send(notify.signed(key, held.msg.alg_id).encode(), src, "challenge")
 
     def _confirmed(self, msg: MapNotifyAck, raw: bytes, src: Addr, now: float) -> bool:
-        """A registrant's answer to our challenge: apply what it confirmed.
-        False when msg answers no challenge of ours."""
+        """A registrant's answer to our challenge: apply it (False: not ours)."""
         replay = self.ctx.ms.replay
         challenge = replay.pending(msg.nonce, now)
         if challenge is None:
@@ -288,15 +289,17 @@ class MapServerRole:
             # A session only from an ETR whose UDP r-bit register we checked.
             self.sessions.authorize(src[0], now)
         self.apply(RegisterIntent.from_register(msg, via), eids, site, src, now, took)
+        carrier = self.carrier
+        assert carrier is not None
+        carried = carrier.accepted(src, raw, zip(eids, msg.records, strict=False), now)
         if via is not None:
             out.counters[C.RELAYED_ACCEPTED] += 1
             return
-        if site.relay:
+        if carried or site.relay:
             # RFC 9962 4: every member holds every mapping, a plain xTR's
-            # too, though it registered to us alone.
-            assert self.carrier is not None
+            # (or a member's behind NAT) too, though it registered to us.
             out.counters[C.RELAYED_SENT] += 1
-            self.carrier.relay_register(raw, src)
+            carrier.relay_register(raw, src)
         if msg.want_map_notify and took is None:
             # RFC 9301 5.7: nonce and records, signed with the site key, and
             # only for a Map-Register that passed authentication.
@@ -325,16 +328,14 @@ class MapServerRole:
             timer = ExpireChild(ch.eid, ch.child)
             if ch.removed:
                 timers.cancel(timer)
-                # Something was removed: the whole entry, or one child of a
-                # merged entry that others still hold.
+                # Removed: the whole entry, or one child others still hold.
                 if ch.entry is not None or ch.changed:
                     out.counters[C.REGISTRATION_REMOVED] += 1
                     out.emit(RegistrationRemoved(ch.eid, msg.xtr_id))
             else:
                 assert ch.entry is not None
-                # A refresh only moves the expiry later, and the armed timer
-                # re-arms itself when it finds the child renewed
-                # (_expire_child), so the common refresh costs no heap push.
+                # A refresh only moves the expiry later; the armed timer re-arms
+                # on finding the child renewed (_expire_child): no heap push.
                 expires = ch.entry.children[ch.child].expires
                 armed = timers.when(timer)
                 if armed is None or armed > expires:
@@ -347,6 +348,8 @@ class MapServerRole:
                 )
             if ch.changed and ch.entry is not None and ch.entry.merge:
                 self._notify_members(ch.entry, now)
+            elif ch.changed and self.writer is not None:
+                self.writer.refresh(ch.eid, now)  # our ITR's cache follows
             if ch.changed and ch.eid == ctx.group_eid:
                 assert self.watch is not None
                 self.watch.membership_changed(now)
@@ -381,14 +384,13 @@ class MapServerRole:
     ) -> SiteEntry | None:
         """Reinstate a registration from a snapshot (see Node)."""
         ms = self.ctx.ms
-        # A snapshot's clock may be off (a clock step while down): no child
-        # outlives the lifetime its registration allows from now.
+        # A snapshot's clock may be off: no child outlives its lifetime now.
         for child in children:
             child.expires = min(
                 child.expires, now + ms.lifetime(child.record, child.ttl_timeout)
             )
-        # Our own registrations are not restored: we re-register at once, and
-        # a mapping removed from the config must not live on from a snapshot.
+        # Not our own: we re-register at once, and a mapping removed from
+        # the config must not live on from a snapshot.
         own = self.ctx.config.xtr_id
         alive = [c for c in children if c.expires > now and c.xtr_id != own]
         entry = ms.restore(eid, site, merge, proxy, alive)
@@ -436,6 +438,8 @@ class MapServerRole:
                 self.writer.install(ch.eid, MapRecord(addr, mask, (), 0), "local", now)
             if ch.changed and ch.entry is not None and ch.entry.merge:
                 self._notify_members(ch.entry, now)
+            elif ch.changed and self.writer is not None:
+                self.writer.refresh(ch.eid, now)  # our ITR's cache follows
             if ch.changed and ch.eid == ctx.group_eid:
                 assert self.watch is not None
                 self.watch.membership_changed(now)
@@ -470,11 +474,9 @@ class MapServerRole:
         key_id, key = site.keys[0] if site.keys else (0, None)
         eid_addr, mask = eid_on_wire(entry.eid, config.wire_form)
         record = dataclasses.replace(entry.record, eid=eid_addr, mask_len=mask)
-        # This notify supersedes any still being retransmitted for the entry:
-        # an older set arriving after it would undo it in the member's cache.
-        for slot in [
-            k for k, p in self._pending_notifies.items() if p.eid == entry.eid
-        ]:
+        # It supersedes any still retransmitted: an older set would undo it.
+        stale = [k for k, p in self._pending_notifies.items() if p.eid == entry.eid]
+        for slot in stale:
             del self._pending_notifies[slot]
             ctx.timers.cancel(NotifyRetry(*slot))
         for member in members:
@@ -499,8 +501,7 @@ class MapServerRole:
         pending.attempt += 1
         intervals = self.ctx.config.notify_retry_intervals
         if pending.attempt > len(intervals):
-            # RFC 9301 5.7 retransmits a bounded number of times; old peers
-            # may never send Map-Notify-Ack (gotcha 14), so stop, don't loop.
+            # RFC 9301 5.7: a bounded number of times (some never ack, gotcha 14).
             del self._pending_notifies[(nonce, peer)]
             out.counters[C.NOTIFY_GAVE_UP] += 1
             out.emit(NotifyGaveUp(pending.dest, nonce))
@@ -520,9 +521,8 @@ class MapServerRole:
         if pending is None:
             ctx.out.drop(src, "unsolicited-notify-ack")
             return
-        if pending.key is not None and not authentic(
-            ctx.config, msg.alg_id, raw, pending.key
-        ):
+        key = pending.key
+        if key is not None and not authentic(ctx.config, msg.alg_id, raw, key):
             ctx.out.drop(src, "auth-failed")
             return
         del self._pending_notifies[slot]

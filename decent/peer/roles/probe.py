@@ -53,7 +53,7 @@ class ProbeRole:
         self.ctx.timers.set(ProbeTick(), now + self.ctx.config.probe_interval)
 
     def _send_probe(self, eid: Eid, rloc: IPAddress, now: float) -> None:
-        own = self.ctx.config.rloc_for(rloc.version)
+        own = self.ctx.itr_rloc(rloc.version)
         if own is None:
             return
         addr, mask = eid.to_wire()

@@ -81,6 +81,9 @@
     });
     const health = document.getElementById("h-health");
     if (health) health.className = h.health_ok ? "ok" : "bad";
+    // This node's reachability (NAT traversal): ok, warn or bad, as served.
+    const reach = document.getElementById("h-reach");
+    if (reach) reach.className = h.reach_cls || "";
     const blocks = model.blocks || {};
     Object.keys(blocks).forEach(function (name) {
       const node = document.getElementById("b-" + name);
