@@ -10,15 +10,16 @@ same; the draft's RTR sends its Data-Map-Notify that way too).
 Discovery: we send authenticated Info-Requests (type 7) to seeds and
 members; the Info-Reply names the address and port the peer saw us at, and
 the relays it knows. The same as our RLOC and data port means we are
-reachable directly. Anything else means a NAT: we pick a relay and from
-then on register through it alone, with the relay's RLOC at priority 1 and
-the address the NAT gives us at priority 255 (never sent to, RFC 9301 5.4;
-listed so that members accept what we send them directly). Our membership
-(the group's RLE) is not registered: no member can reach us but the relay,
-and the relay passes on to us every registration it accepts (and, when we
-become its client, every one it holds). An Info-Request to the relay every
-`nat_keepalive` seconds keeps the binding open and says the relay still
-carries us; three unanswered and we take the next relay.
+reachable directly (we register at once meanwhile, as before). Anything
+else means a NAT: we pick a relay and from then on register through it
+alone, with the relay's RLOC at priority 1 and the address the NAT gives us
+at priority 255 (never sent to, RFC 9301 5.4; listed so that members accept
+what we send them directly). Our membership (the group's RLE) is withdrawn
+(TTL 0): no member can reach us but the relay, and the relay passes on
+to us every registration it accepts (and, when we become its client, every
+one it holds). An Info-Request to the relay every `nat_keepalive` seconds
+keeps the binding open and says the relay still carries us; three
+unanswered and we take the next relay.
 
 A relay registers its name EID at priority 254 (lispers.net's RTR
 convention), which is how members know it is one. A member behind NAT
@@ -131,13 +132,11 @@ class NatRole:
     def relayed(self) -> bool:
         return self.state == "relayed"
 
-    def rewrite(self, mapping: DatabaseMapping) -> DatabaseMapping | None:
+    def rewrite(self, mapping: DatabaseMapping) -> DatabaseMapping:
         """A database mapping as we register it to the group now: through
-        our relay when we are behind NAT (None: not at all), at the relay
-        priority on our name when we are one."""
+        our relay when we are behind NAT, at the relay priority on our name
+        when we are one."""
         ctx = self.ctx
-        if self.state == "checking":
-            return None  # registered once we know how we are reached
         config = ctx.config
         locators = mapping.locators
         if config.advertise:
@@ -146,7 +145,11 @@ class NatRole:
             )
             locators = moved_locators(locators, config.rlocs, public)
         if mapping.eid == ctx.group_eid:
-            return None if self.relayed else replace(mapping, locators=locators)
+            # Behind NAT we are in no RLE: withdraw what we registered before
+            # we knew (the first round goes out while we check), so no member
+            # replicates to an address it cannot reach.
+            ttl = 0 if self.relayed else mapping.ttl
+            return replace(mapping, locators=locators, ttl=ttl)
         if config.relay and mapping.eid.is_name and not self.relayed:
             locators = tuple(
                 replace(loc, priority=RELAY_PRIORITY) if ctx.own(loc.address) else loc
@@ -539,9 +542,6 @@ class NatRole:
                 self.routes.remove(eid)
         b = client.binding
         ctx.out.emit(RelayClientChanged(f"{b[0]}:{b[1]}", False))
-
-    def bindings(self) -> list[Addr]:
-        return list(self.clients)
 
     def sizes(self) -> dict[str, int]:
         return {"relay_clients": len(self.clients), "relays_known": len(self.relays)}

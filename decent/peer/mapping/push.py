@@ -206,7 +206,7 @@ class PushMapping:
             return nat.carries(src)
         ecm = ecm_bytes(raw, src[0], own, src[1])
         nat.remember(src, ttls[0][0], ecm, now)
-        for binding in nat.bindings():
+        for binding in list(nat.clients):
             if binding != new:
                 self.ctx.out.send(ecm, binding, "relayed-to-client")
         if new is not None:

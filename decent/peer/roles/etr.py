@@ -118,8 +118,8 @@ class EtrRole:
         #: Called after each registration round and each deregistration: the
         #: reliable-transport sessions send what changed (decent.peer.transport).
         self.registered: Callable[[float], None] | None = None
-        #: What a mapping goes to the group as, None: not at all (NAT).
-        self.rewrite: Callable[[DatabaseMapping], DatabaseMapping | None] = lambda m: m
+        #: What a mapping goes to the group as (NAT traversal rewrites it).
+        self.rewrite: Callable[[DatabaseMapping], DatabaseMapping] = lambda m: m
         if self._registers():
             ctx.timers.set(RegisterTick(), now)
 
@@ -205,8 +205,8 @@ class EtrRole:
         verdict = "current" if records else "other"
         for rec in records:
             eid = Eid.from_wire(rec.eid, rec.mask_len)
-            held = self.ctx.database.get(eid)
-            mapping = None if held is None else self.rewrite(held)  # as sent
+            mapping = self.ctx.database.get(eid)
+            mapping = None if mapping is None else self.rewrite(mapping)  # as sent
             if mapping is not None and rec == register_record(
                 mapping, wire_form=self.ctx.config.wire_form
             ):
@@ -215,7 +215,7 @@ class EtrRole:
                 if not self._listed(rec):
                     return "stale"
                 verdict = "other"
-            elif held is None and eid not in self._registered:
+            elif mapping is None and eid not in self._registered:
                 verdict = "other"
             else:
                 return "stale"
@@ -422,8 +422,6 @@ class EtrRole:
         groups: dict[Flags, dict[MapRecord, DatabaseMapping]] = {}
         for m in mappings:
             sent = self.rewrite(m)
-            if sent is None:
-                continue
             want = notify and m.want_map_notify and not ttl_zero
             record = register_record(sent, ttl_zero, wire_form)
             groups.setdefault((m.proxy_reply, m.merge, want), {})[record] = m
