@@ -98,6 +98,24 @@ def _toml(value: object) -> str:
     return str(value)
 
 
+#: Keys the lab writes itself, which configure() may not set.
+_DECENT_KEYS = frozenset({"group", "mode", "seeds", "key", "ttl", "register_interval"})
+_NODE_KEYS = frozenset({"name", "rloc", "rlocs", "interface", "state_dir", "log_level"})
+
+
+def _merged(
+    section: str, taken: frozenset[str], old: dict[str, object], new: dict[str, object]
+) -> dict[str, object]:
+    """old with new's keys in it, refusing those the lab writes itself."""
+    clash = sorted(taken & set(new))
+    if clash:
+        raise LabError(
+            f"[{section}] {', '.join(clash)}: the lab writes "
+            f"{'that key' if len(clash) == 1 else 'those keys'} itself"
+        )
+    return {**old, **new}
+
+
 class _Lab:
     """What both labs share: configs, processes, the JSON API, waiting."""
 
@@ -395,23 +413,9 @@ class _Lab:
         if extra is not None:
             n.extra = extra
         if decent is not None:
-            taken = {"group", "mode", "seeds", "key", "ttl", "register_interval"}
-            clash = sorted(taken & set(decent))
-            if clash:
-                raise LabError(
-                    f"[decent] {', '.join(clash)}: the lab writes "
-                    f"{'that key' if len(clash) == 1 else 'those keys'} itself"
-                )
-            n.decent = {**n.decent, **decent}
+            n.decent = _merged("decent", _DECENT_KEYS, n.decent, decent)
         if node is not None:
-            taken = {"name", "rloc", "rlocs", "interface", "state_dir", "log_level"}
-            clash = sorted(taken & set(node))
-            if clash:
-                raise LabError(
-                    f"[node] {', '.join(clash)}: the lab writes "
-                    f"{'that key' if len(clash) == 1 else 'those keys'} itself"
-                )
-            n.node = {**n.node, **node}
+            n.node = _merged("node", _NODE_KEYS, n.node, node)
         if interface is not None:
             n.interface = interface or None
         if admin_token is not None:

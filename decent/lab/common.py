@@ -70,3 +70,19 @@ def _run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[
 
 def _in(ns: str, *argv: str) -> list[str]:
     return ["ip", "netns", "exec", ns, *argv]
+
+
+def exec_in(
+    ns: str, who: str, argv: tuple[str, ...], timeout: float, check: bool
+) -> subprocess.CompletedProcess[str]:
+    """Run argv in namespace ns; with `check`, a failure raises LabError
+    naming `who` (a node, a router), the command and what it said."""
+    result = subprocess.run(
+        _in(ns, *argv), capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and result.returncode:
+        raise LabError(
+            f"{who}: {' '.join(argv)} exited {result.returncode}: "
+            f"{(result.stderr or result.stdout).strip()}"
+        )
+    return result

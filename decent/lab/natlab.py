@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Final, cast
 
 from decent.lab.base import LabNode
-from decent.lab.common import WEB_PORT, LabError, _in, _run, lab_eid, lab_eid6
+from decent.lab.common import (
+    WEB_PORT,
+    LabError,
+    _in,
+    _run,
+    exec_in,
+    lab_eid,
+    lab_eid6,
+)
 from decent.lab.netns import NetnsLab
 from decent.wire import MapReply
 
@@ -610,15 +618,7 @@ class NatLab(UnderlayLab):
     ) -> subprocess.CompletedProcess[str]:
         """Run a command in home i's router (iptables, conntrack, tcpdump)."""
         ns = self.router_ns(i)
-        result = subprocess.run(
-            _in(ns, *argv), capture_output=True, text=True, timeout=timeout, check=False
-        )
-        if check and result.returncode:
-            raise LabError(
-                f"{ns}: {' '.join(argv)} exited {result.returncode}: "
-                f"{(result.stderr or result.stdout).strip()}"
-            )
-        return result
+        return exec_in(ns, ns, argv, timeout, check)
 
     def _conntrack(self, i: int, *argv: str) -> str:
         if shutil.which("conntrack") is None:

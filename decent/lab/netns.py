@@ -28,6 +28,7 @@ from decent.lab.common import (
     LabError,
     _in,
     _run,
+    exec_in,
     lab_eid,
     lab_eid6,
     netns_unavailable,
@@ -238,15 +239,7 @@ class NetnsLab(_Lab):
         """Run a command in node i's namespace (ping, iperf3, ...)."""
         ns = self.node(i).namespace
         assert ns is not None
-        result = subprocess.run(
-            _in(ns, *argv), capture_output=True, text=True, timeout=timeout, check=False
-        )
-        if check and result.returncode:
-            raise LabError(
-                f"n{i}: {' '.join(argv)} exited {result.returncode}: "
-                f"{(result.stderr or result.stdout).strip()}"
-            )
-        return result
+        return exec_in(ns, f"n{i}", argv, timeout, check)
 
     def popen(self, i: int, *argv: str, **kw: Any) -> subprocess.Popen[bytes]:
         """Start a command in node i's namespace; the lab kills it at the end."""

@@ -134,7 +134,7 @@ class Node:
         self.mapping.version = lambda: self.map_server.version
         self._timer_owners: dict[type, Callable[[Hashable, float], None]] = {}
         roles = (self.etr, self.map_server, self.itr, self.probe, self.keys)
-        for role in (*roles, self.reliable, self.mapping):
+        for role in (*roles, self.reliable, self.mapping, self.nat):
             for key in role.timer_keys:
                 self._timer_owners[key] = role.handle_timer
         self._handlers: dict[type, _Handler] = {
@@ -443,8 +443,8 @@ class Node:
     def _sweep(self, now: float) -> None:
         for role in (self.etr, self.mapping, self.resolver, self.map_server):
             role.sweep(now)
-        self.itr.sweep(now)
-        self.reliable.sweep(now)
+        for part in (self.itr, self.reliable, self.nat):
+            part.sweep(now)
         self._ctx.timers.set(Sweep(), now + self.config.recent_itr_window)
 
     # ============================================================ read API
@@ -537,7 +537,7 @@ class Node:
         sizes = {"timers": len(self._ctx.timers)}
         for role in (self.itr, self.etr, self.map_server, self.probe, self.resolver):
             sizes.update(role.sizes())
-        for part in (self.keys, self.mapping, self.reliable):
+        for part in (self.keys, self.mapping, self.reliable, self.nat):
             sizes.update(part.sizes())
         if self._ctx.trust is not None:
             sizes.update(self._ctx.trust.sizes())

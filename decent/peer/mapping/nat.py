@@ -232,15 +232,15 @@ class NatRole:
         if own is None:
             return 0
         nonce = ctx.out.nonce()
-        # One of our EID-prefixes (ermagan 4.1): a relay finds us by it
-        # when our NAT gives us a new binding.
-        ips = (e for e, _ in ctx.database.items() if e.group is None)
-        eid = next(
-            (e for e in ips if isinstance(e.address, IPv4Address | IPv6Address)), None
+        # One of our EID-prefixes (ermagan 4.1): a relay finds us by it anew.
+        request = next(
+            (
+                InfoRequest(nonce, e.address, e.mask_len)
+                for e, _ in ctx.database.items()
+                if e.group is None and isinstance(e.address, IPv4Address | IPv6Address)
+            ),
+            InfoRequest(nonce),
         )
-        request = InfoRequest(nonce)
-        if eid is not None and isinstance(eid.address, IPv4Address | IPv6Address):
-            request = InfoRequest(nonce, eid.address, eid.mask_len)
         key, alg = config.credentials((peer, config.control_port))
         data = request.signed(key, alg) if key else request.encode()
         self._asked[nonce] = peer

@@ -19,7 +19,7 @@ from typing import Final
 from decent.peer import counters as C
 from decent.peer.config import Addr
 from decent.peer.context import CacheWriter, Ctx, Registrar, eid_on_wire
-from decent.peer.mapping.nat import RELAY_PRIORITY, NatRole, NatTick
+from decent.peer.mapping.nat import RELAY_PRIORITY, NatRole
 from decent.peer.roaming import moved_locators
 from decent.wire import (
     DECENT_CONTROL_IID,
@@ -66,7 +66,7 @@ class ReleaseUnvouched:
 class PushMapping:
     """The MappingSystem of a LISP-Decent push group (or of static config)."""
 
-    timer_keys: Final = (GroupLookup, ReleaseUnvouched, NatTick)
+    timer_keys: Final = (GroupLookup, ReleaseUnvouched)
 
     def __init__(self, ctx: Ctx) -> None:
         self.ctx = ctx
@@ -428,8 +428,6 @@ class PushMapping:
     def handle_timer(self, key: Hashable, now: float) -> None:
         if isinstance(key, GroupLookup):
             self._group_lookup(now)
-        elif isinstance(key, NatTick):
-            self.nat.handle_timer(key, now)
         else:
             self._release_unvouched(now)
 
@@ -453,10 +451,9 @@ class PushMapping:
         cache.install(eid, record, cached.source, expires).expires = expires
 
     def sweep(self, now: float) -> None:
-        self.nat.sweep(now)
         live = [held for held in self.unvouched if held[0] >= now]
         if len(live) != len(self.unvouched):
             self.unvouched = deque(live, maxlen=UNVOUCHED)
 
     def sizes(self) -> dict[str, int]:
-        return {"unvouched_replicated": len(self.unvouched), **self.nat.sizes()}
+        return {"unvouched_replicated": len(self.unvouched)}
