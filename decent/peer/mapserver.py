@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
@@ -374,7 +375,11 @@ class MapServer:
                         Change(eid, child_key, False, False, False, None, refused)
                     )
                     continue
-            lifetime = self.lifetime(rec, msg.ttl_timeout)
+            # A registration a reliable-transport session holds (no timeout)
+            # stays held: a UDP Map-Register sent before the session came up
+            # may arrive after it, and must not give it a lifetime back.
+            held = old is not None and old.expires == math.inf
+            expires = math.inf if held else now + self.lifetime(rec, msg.ttl_timeout)
             child = Registration(
                 rec,
                 src,
@@ -382,7 +387,7 @@ class MapServer:
                 msg.site_id,
                 old.first if old else now,
                 now,
-                now + lifetime,
+                expires,
                 msg.flags,
                 msg.alg_id,
                 msg.ttl_timeout,

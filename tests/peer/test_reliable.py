@@ -33,7 +33,7 @@ from decent.wire.transport import (
     parse_body,
     pdu,
 )
-from tests.peer.conftest import HOUR, N1, N2, N3
+from tests.peer.conftest import HOUR, N1, N2, N3, register_msg
 from tests.peer.streams import Streams, reliable_mesh
 
 NEW = Eid.prefix("10.9.9.9/32")
@@ -124,6 +124,28 @@ def test_what_a_session_registered_never_times_out_while_it_is_up() -> None:
     s.run(5 * HOUR, step=10.0)
     assert n1.registration(Eid.prefix("10.2.0.1/32")) is not None
     assert len(n1.registrations()) == len(s.nodes[1].registrations())
+
+
+def test_a_late_udp_register_does_not_give_a_held_registration_a_lifetime() -> None:
+    # A UDP Map-Register sent just before the session came up can arrive
+    # after the session's copy: it is taken, and the registration stays held.
+    s = converged()
+    n1 = s.nodes[0]
+    eid = Eid.prefix("10.2.0.1/32")
+    entry = n1.registration(eid)
+    assert entry is not None
+    child = entry.children[2]
+    nonce = max(n1.ms.replay.ceilings.values()) + 1
+    data = register_msg(child.record, nonce=nonce, xtr_id=2, merge=True)
+    before = n1.counters["registration.accepted"]
+    n1.receive_datagram(data, (N2, 4342), s.net.now)
+    assert n1.counters["registration.accepted"] == before + 1
+    entry = n1.registration(eid)
+    assert entry is not None
+    assert entry.children[2].last == s.net.now
+    assert entry.children[2].expires == math.inf
+    s.run(5 * HOUR, step=10.0)
+    assert n1.registration(eid) is not None
 
 
 def test_a_udp_register_with_the_r_bit_is_what_authorises_a_session() -> None:

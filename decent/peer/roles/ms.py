@@ -338,7 +338,7 @@ class MapServerRole:
                 # on finding the child renewed (_expire_child): no heap push.
                 expires = ch.entry.children[ch.child].expires
                 armed = timers.when(timer)
-                if armed is None or armed > expires:
+                if expires != math.inf and (armed is None or armed > expires):
                     timers.set(timer, expires)
                 out.counters[C.REGISTRATION_ACCEPTED] += 1
                 out.emit(
