@@ -22,8 +22,10 @@ from decent.peer.config import (
     AllowedPrefix,
     Limits,
     OutsideMapServer,
+    PullConfig,
     Site,
 )
+from decent.peer.mapping.pullhash import HASHES, LISPERS, RFC9962
 from decent.peer.mapping.push_config import (
     DEFAULT_PRIORITY,
     DEFAULT_WEIGHT,
@@ -119,6 +121,12 @@ class Config:
     nat_recheck: float = 600.0
     #: [node] advertise: addresses a static NAT or port forward gives us.
     advertise: tuple[IPAddress, ...] = ()
+    #: [decent] mode = "pull": modulus, dns_suffix, hash_mask, hash,
+    #: lookup_lengths, dns_refresh, dns_min_ttl (RFC 9962 5); None in push.
+    pull: PullConfig | None = None
+    #: [decent] dns_servers: who resolves pull mode's names (empty: the
+    #: system's resolv.conf).
+    dns_servers: tuple[IPAddress, ...] = ()
     #: [trust] mesh_key: the mesh authority's Ed25519 public key (raw 32
     #: bytes); None: no node identities, the group key alone admits members.
     trust_mesh_key: bytes | None = None
@@ -181,6 +189,14 @@ _SECTIONS = {
         "relay",
         "nat_keepalive",
         "nat_recheck",
+        "modulus",
+        "dns_suffix",
+        "hash_mask",
+        "hash",
+        "lookup_lengths",
+        "dns_servers",
+        "dns_refresh",
+        "dns_min_ttl",
     },
     "limits": {f for f in Limits.__dataclass_fields__ if f != "underlay_mtu"},
     "database": {"eid", "ttl"},
@@ -384,29 +400,37 @@ def load_config(path: str | Path, *, now: float | None = None) -> Config:
     mobile = node.get("mobile", bool, False)
 
     xtr_table = raw.get("xtr", {})
-    group = _group(
-        decent,
-        rlocs,
-        outside=bool(xtr_table.get("map_servers") or xtr_table.get("map_resolvers")),
-    )
     mode = decent.get("mode", str, "replicate")
-    if mode not in ("replicate", "multicast"):
+    if mode not in ("replicate", "multicast", "pull"):
         raise decent.fail(
             "mode",
             f"{mode!r} is not a mode",
-            'use "replicate" (any underlay) or "multicast"',
+            'use "replicate" (any underlay), "multicast", or "pull" (Map-Server '
+            "sets named in DNS)",
         )
+    iid = decent.get("instance_id", int, 0)
+    if not 0 <= iid < 1 << 24:
+        raise decent.fail("instance_id", f"{iid} out of range", "use 0 to 16777215")
+    pull = _pull(decent, iid) if mode == "pull" else None
+    group = (
+        None
+        if pull is not None
+        else _group(
+            decent,
+            rlocs,
+            outside=bool(
+                xtr_table.get("map_servers") or xtr_table.get("map_resolvers")
+            ),
+        )
+    )
     seeds = tuple(
         decent.address("seeds", str(s)) for s in decent.get("seeds", list, [])
     )
     key = ""
-    if group is not None:
+    if group is not None or pull is not None:
         key = decent.get("key", str, fix='add key = "..." (the group\'s shared secret)')
         if not key:
             raise decent.fail("key", "empty", "set a shared secret for the group")
-    iid = decent.get("instance_id", int, 0)
-    if not 0 <= iid < 1 << 24:
-        raise decent.fail("instance_id", f"{iid} out of range", "use 0 to 16777215")
     ttl = decent.get("ttl", int, 3)
     if not 1 <= ttl <= 1440:
         raise decent.fail("ttl", f"{ttl} out of range", "use 1 to 1440 minutes")
@@ -562,7 +586,8 @@ def load_config(path: str | Path, *, now: float | None = None) -> Config:
         limits=_limits(
             _Reader(path, "limits", raw.get("limits", {})),
             underlay_mtu=dp["underlay_mtu"],
-            own_registrations=len(database) + (2 if group is not None else 0),
+            own_registrations=len(database)
+            + (2 if group is not None else 1 if pull is not None else 0),
         ),
         auth_algorithms=auth,
         sites=sites,
@@ -577,6 +602,11 @@ def load_config(path: str | Path, *, now: float | None = None) -> Config:
         nat_keepalive=nat_keepalive,
         nat_recheck=nat_recheck,
         advertise=advertise,
+        pull=pull,
+        dns_servers=tuple(
+            decent.address("dns_servers", str(a))
+            for a in decent.get("dns_servers", list, [])
+        ),
         web_limits=_web_limits(web),
         traffic_sample_seconds=_traffic_sample_seconds(web),
         trust_mesh_key=None if trust is None else trust[0],
@@ -789,6 +819,86 @@ def _group(
             "add an RLOC of that family or pick a group of yours",
         )
     return group
+
+
+#: Push-group settings that mean nothing in pull mode.
+_PUSH_ONLY = (
+    "group",
+    "seeds",
+    "group_lookup_interval",
+    "multicast_ttl",
+    "reliable",
+    "relay",
+)
+
+
+def _pull(decent: _Reader, iid: int) -> PullConfig:
+    """[decent] with mode = "pull" (RFC 9962 5): the Map-Server sets are
+    `<index>.<dns_suffix>` for index 0 to modulus - 1."""
+    for key in _PUSH_ONLY:
+        if key in decent.table:
+            raise decent.fail(
+                key,
+                "is a push-group setting and this is a pull-mode mapping system",
+                f'remove {key}, or use mode = "replicate" to join a push group',
+            )
+    modulus = decent.get("modulus", int, fix="add modulus = 4 (how many sets)")
+    if not 1 <= modulus <= 4096:
+        raise decent.fail("modulus", f"{modulus} out of range", "use 1 to 4096")
+    suffix = decent.get(
+        "dns_suffix", str, fix='add dns_suffix = "map-server.example.net"'
+    ).strip(".")
+    labels = suffix.split(".")
+    if not suffix or len(suffix) > 240 or not all(0 < len(x) < 64 for x in labels):
+        raise decent.fail(
+            "dns_suffix",
+            f"{suffix!r} is not a DNS name",
+            'write a domain such as "map-server.example.net"',
+        )
+    mask = decent.get("hash_mask", int, 0)
+    if not 0 <= mask <= 255:
+        raise decent.fail(
+            "hash_mask", f"{mask} out of range", "use 0 (all of it) to 255 bytes"
+        )
+    algorithm = decent.get("hash", str, RFC9962)
+    if algorithm not in HASHES:
+        raise decent.fail(
+            "hash",
+            f"{algorithm!r} is not a hash",
+            f'use "{RFC9962}" (SHA-256, the RFC) or "{LISPERS}" (lispers.net\'s)',
+        )
+    ranges = []
+    for text, length in decent.get("lookup_lengths", dict, {}).items():
+        try:
+            covering = parse_eid(text, iid)
+        except ValueError as exc:
+            raise decent.fail(
+                "lookup_lengths", f"{text!r}: {exc}", 'write "240.11.0.0/16" = 24'
+            ) from None
+        top = 32 if covering.version == 4 else 128
+        if not isinstance(length, int) or not covering.mask_len <= length <= top:
+            raise decent.fail(
+                "lookup_lengths",
+                f"{text!r} = {length!r} is no lookup length in that range",
+                f"use {covering.mask_len} to {top}",
+            )
+        ranges.append((covering, length))
+    if ranges and algorithm == LISPERS:
+        raise decent.fail(
+            "lookup_lengths",
+            "lispers.net's hash takes no lookup lengths",
+            f'remove them or use hash = "{RFC9962}"',
+        )
+    times = {}
+    for key, default in (("dns_refresh", 300.0), ("dns_min_ttl", 5.0)):
+        times[key] = decent.get(key, float, default)
+        if not 1.0 <= times[key] <= 86_400.0:
+            raise decent.fail(key, f"{times[key]:g} s out of range", "use 1 to 86400")
+    if times["dns_min_ttl"] > times["dns_refresh"]:
+        raise decent.fail(
+            "dns_min_ttl", "is above dns_refresh", "make it at most dns_refresh"
+        )
+    return PullConfig(modulus, suffix, mask, algorithm, tuple(ranges), **times)
 
 
 #: [[site]] algorithm and [xtr] map_servers algorithm names (RFC 9301 12.5).

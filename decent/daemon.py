@@ -19,6 +19,7 @@ from pathlib import Path
 from aiohttp import web
 
 from decent.config import Config, ConfigError, load_config
+from decent.net.dns import PullDns
 from decent.net.persist import NodeKeyError, RevocationSaver, SnapshotSaver, StateDir
 from decent.net.reliable import ReliableShell
 from decent.net.roaming import AddressWatch, Roamer
@@ -86,11 +87,12 @@ def node_config(
         trust=trust,
         reliable=cfg.reliable,
         reliable_peers=cfg.reliable_peers,
-        nat=cfg.nat,
+        nat="off" if cfg.pull else cfg.nat,
         relay=cfg.relay,
         nat_keepalive=cfg.nat_keepalive,
         nat_recheck=cfg.nat_recheck,
         advertise=cfg.advertise,
+        pull=cfg.pull,
         # Without a data plane there is nothing to key: keyed probes are
         # answered without a key (RFC 8061 6), so peers know not to encrypt.
         encrypt=cfg.encrypt if cfg.dataplane else "off",
@@ -181,6 +183,11 @@ def log_sites(cfg: Config) -> None:
 def _systems(cfg: Config) -> str:
     """The mapping systems a node takes part in, for its start-up line."""
     parts = [] if cfg.group is None else [f"group {cfg.group} ({cfg.mode})"]
+    if cfg.pull is not None:
+        parts.append(
+            f"pull mode: {cfg.pull.modulus} map-server sets "
+            f"0..{cfg.pull.modulus - 1}.{cfg.pull.dns_suffix}"
+        )
     if cfg.outside_map_servers:
         servers = ", ".join(_where(ms.address) for ms in cfg.outside_map_servers)
         parts.append(f"map-servers {servers}")
@@ -302,6 +309,7 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
     shell = NodeShell(
         node, sockets, loop, log_rate=cfg.log_rate, log_burst=cfg.log_burst
     )
+    pull_dns = PullDns(shell, cfg.dns_servers) if cfg.pull else None
     saver = SnapshotSaver(state, node)
     shell.subscribe(saver.note)
     revocations = RevocationSaver(state, node)
@@ -419,6 +427,8 @@ async def run_node(cfg: Config, stop: asyncio.Event | None = None) -> int:
                 tun.close()
             if streams is not None:
                 streams.close()
+            if pull_dns is not None:
+                pull_dns.close()
             shell.close()
             await runner.cleanup()
             log.info("node %s stopped", cfg.name)

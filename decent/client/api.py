@@ -127,6 +127,7 @@ def _status_text(
         *([f"stale: {h['stale']}"] if h["stale"] else []),
         *_dataplane_line(node.get("dataplane", {})),
         "",
+        *_pull_sets(node, now),
         "Peers",
         text_table(views.peers_table(peers, now)),
         "",
@@ -186,6 +187,21 @@ def _reachability(node: dict[str, Any]) -> list[str]:
     if not clients.get("hidden"):
         out += ["Relay clients", text_table(clients), ""]
     return out
+
+
+def _pull_sets(node: dict[str, Any], now: float | None) -> list[str]:
+    """Pull mode's hash and Map-Server sets, as the overview shows them;
+    nothing in push mode."""
+    pull = node.get("pull")
+    if pull is None:
+        return []
+    return [
+        "Map-Server sets (pull mode)",
+        facts_text(views.pull_facts(pull)),
+        "",
+        text_table(views.pull_sets_table(pull, now)),
+        "",
+    ]
 
 
 def _sessions(reliable: dict[str, Any] | None) -> list[str]:

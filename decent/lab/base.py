@@ -134,8 +134,8 @@ class _Lab:
         node (`decent mesh invite`), which joins with the token (`decent
         join --config-only`): its key goes to its state_dir, its certificate
         into its config."""
-        if mode not in ("replicate", "multicast"):
-            raise ValueError(f"mode must be replicate or multicast, not {mode!r}")
+        if mode not in ("replicate", "multicast", "pull"):
+            raise ValueError(f"mode must be replicate, multicast or pull, not {mode!r}")
         if not 1 <= nodes <= 99:
             raise ValueError("a lab has 1 to 99 nodes")
         self.mode = mode
@@ -149,6 +149,9 @@ class _Lab:
         #: Told a line of text at each step of building, starting and
         #: waiting (`decent lab` prints them); None: silent.
         self.progress: Callable[[str], None] | None = None
+        #: A pull-mode lab's [decent] settings (modulus, dns_suffix,
+        #: dns_servers, ...), written into every node's config.
+        self.pull: dict[str, object] = {}
         self.initial_nodes = nodes
         self.nodes: dict[int, LabNode] = {}
         self.log_level = "info"
@@ -348,13 +351,16 @@ class _Lab:
             f"log_level = {_toml(self.log_level)}",
         ]
         lines += [f"{k} = {_toml(v)}" for k, v in n.node.items()]
-        lines += [
-            "",
-            "[decent]",
-            f"group = {_toml(self.group)}",
-            f"mode = {_toml(self.mode)}",
-        ]
-        if n.seeds:
+        lines += ["", "[decent]"]
+        if self.mode == "pull":
+            # Pull mode (RFC 9962 5): no group, no seeds; the Map-Server
+            # sets are DNS's to say (`pull` holds modulus, dns_suffix, ...).
+            lines.append('mode = "pull"')
+            lines += [f"{k} = {_toml(v)}" for k, v in self.pull.items()]
+        else:
+            lines.append(f"group = {_toml(self.group)}")
+            lines.append(f"mode = {_toml(self.mode)}")
+        if n.seeds and self.mode != "pull":
             lines.append(f"seeds = {_toml([str(s) for s in n.seeds])}")
         lines += [
             f"key = {_toml(self.key)}",

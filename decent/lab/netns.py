@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, Final
@@ -33,6 +33,7 @@ from decent.lab.common import (
     lab_eid6,
     netns_unavailable,
 )
+from decent.lab.dns import DnsServer
 from decent.lab.pcap import ecm_map_request
 from decent.wire import MapReply, decode
 
@@ -101,6 +102,7 @@ class NetnsLab(_Lab):
         self._block_multicast = block_multicast
         self._loss = 0.0
         self._clients: dict[str, list[IPv4Address]] = {}
+        self._dns: list[DnsServer] = []
         self._captures: list[subprocess.Popen[bytes]] = []
         self._created = False
         #: What this lab made (and so alone removes): namespaces, host veth.
@@ -319,6 +321,20 @@ class NetnsLab(_Lab):
         self._clients[name] = addresses
         self._port(ns, f"c{name}"[:15], addresses)
         return ns, addresses
+
+    def add_dns_server(
+        self, zone: str, records: Mapping[str, Sequence[IPv4Address]], ttl: int
+    ) -> DnsServer:
+        """A real DNS server (NSD) authoritative for `zone` with A records
+        `records` (names relative to the zone) and TTL `ttl`, on port 53 of
+        a client namespace `<prefix>-c-dns<k>` (k = 1, 2, ...) whose one
+        address (see add_client) is `.address` of the returned server; the
+        lab stops it at the end."""
+        ns, (address,) = self.add_client(f"dns{len(self._dns) + 1}")
+        server = DnsServer(ns, address, zone, records, ttl, parent=self.workdir)
+        self._dns.append(server)
+        server.start()
+        return server
 
     def _check_subnet_free(self) -> None:
         out = _run(["ip", "-j", "route", "show", "table", "all"]).stdout
@@ -604,6 +620,9 @@ class NetnsLab(_Lab):
         and its host veth; nothing else (see the class docstring).
 
         Safe to call more than once and after a failed create()."""
+        for server in self._dns:
+            server.stop()
+        self._dns.clear()
         for proc in self._captures:
             if proc.poll() is None:
                 proc.kill()

@@ -33,6 +33,8 @@ from decent.peer.events import (
     MapCacheExpired,
     MapCacheUpdated,
     MapRequestFailed,
+    MapServerSetChanged,
+    MapServerSetFailed,
     MergedSetChanged,
     MessageDropped,
     NatChanged,
@@ -52,6 +54,7 @@ from decent.peer.events import (
     SmrReceived,
     UnauthenticatedAccepted,
 )
+from decent.wire import IPAddress
 
 LOG_FORMATS: Final = ("text", "json")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
@@ -299,6 +302,19 @@ def _relay_client(e: RelayClientChanged) -> str:
     return f"no longer relaying for {e.binding}: silent for three keepalives"
 
 
+@_form(MapServerSetChanged)
+def _set_changed(e: MapServerSetChanged) -> str:
+    def listed(addrs: tuple[IPAddress, ...]) -> str:
+        return ", ".join(str(a) for a in addrs) or "none"
+
+    return f"map-server set {e.name}: {listed(e.old)} -> {listed(e.new)}"
+
+
+@_form(MapServerSetFailed)
+def _set_failed(e: MapServerSetFailed) -> str:
+    return f"map-server set {e.name} not resolved: {e.reason}"
+
+
 @_form(LinesSuppressed)
 def _suppressed(e: LinesSuppressed) -> str:
     return (
@@ -376,8 +392,9 @@ def event_level(event: Event) -> int:
         return logging.WARNING
     if isinstance(event, MessageDropped):
         return logging.WARNING if event.reason in HOSTILE_DROPS else logging.DEBUG
-    if isinstance(event, RegistrationNacked):
-        # A peer refused one of our EIDs: it is not reachable through it.
+    if isinstance(event, RegistrationNacked | MapServerSetFailed):
+        # A peer refused one of our EIDs, or DNS no longer says where a
+        # Map-Server set is (its last addresses are used meanwhile).
         return logging.WARNING
     if isinstance(event, KeyStateChanged) and event.state == "refused":
         # A peer we must encrypt to and cannot: its traffic is dropped.

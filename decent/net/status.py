@@ -37,6 +37,8 @@ from decent.peer.events import (
 )
 from decent.peer.mapcache import CacheEntry
 from decent.peer.mapping.nat import RELAY_PRIORITY
+from decent.peer.mapping.pull import MapServerSet, PullMapping
+from decent.peer.mapping.pullhash import LISPERS, hashed_string, lookup_eid
 from decent.peer.mapserver import SiteEntry
 from decent.peer.node import Node
 from decent.wire import (
@@ -80,6 +82,9 @@ JOIN_PERIODS: Final = 3
 NOT_JOINED: Final = (
     "no member accepted us: wrong key, expired certificate or seed unreachable"
 )
+#: Pull mode: no Map-Server set resolved yet after JOIN_PERIODS periods, and
+#: no resolution failed either (the shell's DNS never answered).
+NOT_RESOLVED: Final = "DNS has not answered for every map-server set yet"
 #: What an operator pastes into POST /api/revoke: this prefix, then the
 #: encoded revocation in base64url (padding optional).
 REVOKE_PREFIX: Final = "decent-revoke1:"
@@ -257,10 +262,13 @@ class NodeStatus:
         member known is "alone" (the first member of a new mesh), also ok.
         Any other is "joining" until JOIN_PERIODS registration periods
         after its start, then "not joined". Members restored from a
-        snapshot count as known, never as a join."""
+        snapshot count as known, never as a join. Pull mode has no group:
+        its health is DNS's (`_pull_health`)."""
         node, cfg = self.node, self.node.config
         members = node.membership()
         out: dict[str, Any] = {"ok": True, "status": "ok", "members": len(members)}
+        if node.pull is not None:
+            return self._pull_health(node.pull, out)
         if cfg.group is None or node.confirmed_at is not None:
             return out
         others = [m for m in members if m not in cfg.rlocs]
@@ -279,6 +287,41 @@ class NodeStatus:
         else:
             out["status"] = "not joined"
             out["reason"] = NOT_JOINED
+        return out
+
+    def _pull_health(self, pull: PullMapping, out: dict[str, Any]) -> dict[str, Any]:
+        """Pull mode's health: there is no group to join, only DNS to hear
+        from. "ok" once every Map-Server set is resolved; "dns failing"
+        while any set's last resolution failed (its last addresses are
+        still used); "resolving" before the first answers, which turns
+        not ok after JOIN_PERIODS registration periods, as joining does."""
+        failing = [s for s in pull.sets if s.error]
+        if failing:
+            out["ok"] = False
+            out["status"] = "dns failing"
+            out["reason"] = "; ".join(_set_failure(s) for s in failing)
+            out["failing"] = [
+                {
+                    "name": s.name,
+                    "reason": s.error,
+                    "addresses_kept": [str(a) for a in s.addresses],
+                }
+                for s in failing
+            ]
+            return out
+        waiting = [s for s in pull.sets if s.resolved_at is None]
+        if not waiting:
+            return out
+        out["status"] = "resolving"
+        waited = self.clock() - self.started
+        if waited < JOIN_PERIODS * self.node.config.register_interval:
+            out["reason"] = (
+                f"waiting for DNS: {len(waiting)} of {len(pull.sets)} "
+                "map-server sets not resolved yet"
+            )
+        else:
+            out["ok"] = False
+            out["reason"] = NOT_RESOLVED + ": " + ", ".join(s.name for s in waiting)
         return out
 
     def note(self, event: Event) -> None:
@@ -339,7 +382,7 @@ class NodeStatus:
             "rloc": str(cfg.rlocs[0]),
             "rlocs": [str(r) for r in cfg.rlocs],
             "xtr_id": f"{cfg.xtr_id:032x}",
-            "mode": cfg.group_mode,
+            "mode": "pull" if cfg.pull is not None else cfg.group_mode,
             "group": str(cfg.group) if cfg.group else None,
             "instance_id": cfg.group_iid,
             "control_port": cfg.control_port,
@@ -361,7 +404,76 @@ class NodeStatus:
             "dataplane": self.dataplane_view(),
             "reliable": self.reliable(),
             "nat": self.nat(),
+            "pull": self.pull(),
             "state": sizes,
+        }
+
+    def pull(self) -> dict[str, Any] | None:
+        """Pull mode (RFC 9962 5): the hash that picks an EID's Map-Server
+        set, and each set as DNS last gave it (`ours` when it lists one of
+        our RLOCs: we are its Map-Server; `error` the last resolution's
+        failure, its addresses kept meanwhile). None in push mode."""
+        pull = self.node.pull
+        if pull is None:
+            return None
+        cfg, now = pull.pull, self.clock()
+        at = self._times()
+        ours = {s.index for s in pull.ours()}
+        return {
+            "modulus": cfg.modulus,
+            "hash": cfg.hash,
+            "hash_mask": cfg.hash_mask,
+            "dns_suffix": cfg.dns_suffix,
+            "lookup_lengths": [
+                {"prefix": str(eid), "length": length}
+                for eid, length in cfg.lookup_lengths
+            ],
+            "dns_refresh_s": cfg.dns_refresh,
+            "dns_min_ttl_s": cfg.dns_min_ttl,
+            "sets": [
+                {
+                    "index": s.index,
+                    "name": s.name,
+                    "addresses": [str(a) for a in s.addresses],
+                    "ours": s.index in ours,
+                    "resolved_at": at(s.resolved_at),
+                    "refresh_in_s": (
+                        None if s.refresh_at is None else round(s.refresh_at - now, 3)
+                    ),
+                    "error": s.error or None,
+                    "failures": s.failures,
+                    "waiting": len(s.waiting),
+                }
+                for s in pull.sets
+            ],
+            "ours": sorted(ours),
+        }
+
+    def pull_choice(self, eid: Eid) -> dict[str, Any] | None:
+        """Which Map-Server set eid's lookup (or registration) goes to, and
+        why: the exact string hashed, and the sum, as one line. None in
+        push mode."""
+        pull = self.node.pull
+        if pull is None:
+            return None
+        cfg = pull.pull
+        # The string PullMapping.index hashes, shown as it is hashed.
+        if cfg.hash == LISPERS:
+            text = hashed_string(eid, 0, LISPERS)
+            hashed = f'hmac-sha256("lisp-decent", "{text}")[:6]'
+        else:
+            text = hashed_string(lookup_eid(eid, cfg.lookup_lengths), cfg.hash_mask)
+            hashed = f'sha256("{text}")'
+        s = pull.set_for(eid)
+        ours = any(s is o for o in pull.ours())
+        return {
+            "string": text,
+            "hash": cfg.hash,
+            "index": s.index,
+            "name": s.name,
+            "addresses": [str(a) for a in s.addresses],
+            "ours": ours,
+            "why": f"{hashed} mod {cfg.modulus} = {s.index} → {s.name}",
         }
 
     def reliable(self) -> dict[str, Any]:
@@ -677,13 +789,16 @@ class NodeStatus:
     def resolve(self, eid: Eid) -> dict[str, Any]:
         """`lookup` of a parsed EID (its "query" is the EID itself)."""
         hit = self.node.registration(eid, exact=False)
+        pull = self.pull_choice(eid)
+        extra = {} if pull is None else {"pull": pull}
         if hit is not None:
             return {
                 "query": str(eid),
                 "found": True,
                 "entry": self.site_entry(hit, self.names()),
+                **extra,
             }
-        return {"query": str(eid), "found": False, **self.negative(eid)}
+        return {"query": str(eid), "found": False, **self.negative(eid), **extra}
 
     def negative(self, eid: Eid) -> dict[str, Any]:
         prefix, ttl, action = self.node.negative_answer(eid)
@@ -700,11 +815,23 @@ class NodeStatus:
         Raises ValueError for bad input."""
         eid = parse_eid(text, self.node.config.group_iid)
         entry = self.node.cache_entry(eid)
+        pull = self.pull_choice(eid)
+        extra = {} if pull is None else {"pull": pull}
         if entry is None:
             answer = self.resolve(eid)
             del answer["query"]
-            return {"query": str(eid), "found": False, "resolver": answer}
-        return {"query": str(eid), "found": True, "entry": self.cache_entry(entry)}
+            answer.pop("pull", None)
+            return {"query": str(eid), "found": False, "resolver": answer, **extra}
+        return {
+            "query": str(eid),
+            "found": True,
+            "entry": self.cache_entry(entry),
+            **extra,
+        }
+
+
+def _set_failure(s: MapServerSet) -> str:
+    return f"map-server set {s.name} not resolved: {s.error}"
 
 
 def _reach(entry: SiteEntry) -> dict[str, Any]:

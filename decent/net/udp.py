@@ -217,6 +217,9 @@ class NodeShell:
         #: Called in every flush: the reliable-transport sessions' shell
         #: (decent.net.reliable) writes what the node queued on them.
         self.streams: Callable[[], None] | None = None
+        #: Called in every flush: pull mode's DNS (decent.net.dns) asks
+        #: the names the node wants resolved.
+        self.dns: Callable[[], None] | None = None
         self.riders: list[Rider] = []
         self._addr_memo: dict[str, IPAddress] = {}
         self._host_memo: dict[IPAddress, str] = {}
@@ -371,6 +374,8 @@ class NodeShell:
             self._timer_at = when
         if self.streams is not None:
             self.streams()
+        if self.dns is not None:
+            self.dns()
         if self.after_flush is not None:
             self.after_flush()
 

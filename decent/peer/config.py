@@ -13,7 +13,7 @@ Addr = tuple[IPv4Address | IPv6Address, int]
 ChildKey = int | IPv4Address | IPv6Address
 CONTROL_PORT = 4342
 DATA_PORT = 4341
-GROUP_MODES = ("replicate", "multicast")
+GROUP_MODES = ("replicate", "multicast", "pull")
 #: How group registrations are written: RFC 8060's LCAFs, or as lispers.net
 #: writes them (a padded Multicast-Info, the RLE inside an AFI list).
 WIRE_FORMS = ("rfc8060", "lispers.net")
@@ -186,6 +186,27 @@ class Site:
 
 
 @dataclass(frozen=True, slots=True)
+class PullConfig:
+    """LISP-Decent pull mode (RFC 9962 5, decent.peer.mapping.pull)."""
+
+    #: The Modulus Value: how many Map-Server sets, named 0..modulus-1.
+    modulus: int
+    #: Set i is the A and AAAA records of `<i>.<dns_suffix>`.
+    dns_suffix: str
+    #: Bytes of the EID string hashed (0: all of it).
+    hash_mask: int = 0
+    #: "rfc9962" or "lispers.net" (decent.peer.mapping.pullhash).
+    hash: str = "rfc9962"
+    #: RFC 9962 5.2: (EID range, lookup length), the longest range wins.
+    lookup_lengths: tuple[tuple[Eid, int], ...] = ()
+    #: RFC 9962 5.4: re-resolve a set at least this often (seconds), even
+    #: when its records' TTL is longer.
+    dns_refresh: float = 300.0
+    #: Never re-resolve sooner than this, whatever a record's TTL says.
+    dns_min_ttl: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class OutsideMapServer:
     """A Map-Server outside the group that our EIDs are registered to, with
     the key and algorithm it shares with us (RFC 9301 8.2)."""
@@ -325,6 +346,8 @@ class NodeConfig:
     #: most): registered, and named as ours, in place of our RLOC of that
     #: family, which our sockets still bind.
     advertise: tuple[IPv4Address | IPv6Address, ...] = ()
+    #: Pull mode (RFC 9962 5) instead of a push group.
+    pull: PullConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.rlocs:

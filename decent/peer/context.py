@@ -171,6 +171,10 @@ class CacheWriter(Protocol):
         """A registration we hold changed: re-resolve a cached mapping of it."""
         ...
 
+    def request(self, eid: Eid, now: float) -> None:
+        """Resolve eid unless it is cached or pending."""
+        ...
+
 
 class ItrNotes(Protocol):
     """Remembers which ITRs send to our EIDs, to SMR them (the ETR)."""

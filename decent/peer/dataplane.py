@@ -437,8 +437,11 @@ class DataPlane:
             return None
         if self._allowed_version != self.node.registry_version:
             self._refresh_allowed()
-        # LISP-MN section 13: never decapsulate for strangers.
-        if host not in self._allowed:
+        # LISP-MN 13: never decapsulate for strangers. In pull mode a peer's
+        # registration is at its sets: one we gave a key to is no stranger.
+        if host not in self._allowed and not (
+            self.node.pull is not None and self._keyed(host)
+        ):
             self._counters[C.DROP_UNKNOWN_RLOC] += 1
             return None
         if iid != self.iid:
@@ -504,6 +507,9 @@ class DataPlane:
         if rloc is None:
             rloc = self._remember(host)
         self.node.receive_data_packet(bytes(buf[:n]), (rloc, port), now)
+
+    def _keyed(self, host: str) -> bool:
+        return any((host, key_id) in self.node.keys.rx for key_id in (1, 2, 3))
 
     def _refresh_allowed(self) -> None:
         self._allowed = registered_rlocs(self.node)

@@ -202,6 +202,23 @@ class RelayClientChanged:
     up: bool
 
 
+@dataclass(frozen=True, slots=True)
+class MapServerSetChanged:
+    """Pull mode: DNS gave a Map-Server set's name new addresses."""
+
+    name: str
+    old: tuple[IPAddress, ...]
+    new: tuple[IPAddress, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MapServerSetFailed:
+    """Pull mode: resolving a set's name failed (its last addresses stay)."""
+
+    name: str
+    reason: str
+
+
 Event = (
     MessageDropped
     | RegistrationRejected
@@ -227,4 +244,6 @@ Event = (
     | RegistrationNacked
     | NatChanged
     | RelayClientChanged
+    | MapServerSetChanged
+    | MapServerSetFailed
 )

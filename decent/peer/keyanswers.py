@@ -145,6 +145,11 @@ class KeyAnswers:
         # Strangers before the rate limit: spoofed ones must not take (and
         # so evict and refill) the buckets of the RLOCs we do answer.
         owners = self.owners.of(itr)
+        if owners is None and ctx.config.pull is not None and itr == src[0]:
+            # Pull mode: we hold only our sets' registrations, so the ITR's
+            # may be elsewhere. It asks from that RLOC (a spoofed source
+            # never sees the answer), and the rate limit bounds strangers.
+            owners = {None}
         if owners is None:
             out.drop(src, "key-unknown-rloc")
             return None

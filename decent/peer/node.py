@@ -2,15 +2,15 @@
 
 Theory of operation
 -------------------
-Inputs are `receive_datagram(data, addr, now)`, `handle_timer(now)` and the
-local calls (`request`, `set_locators`, `deregister`, ...). Every input may
-queue datagrams and events; the shell then drains `datagrams_to_send()` (and
-`data_datagrams_to_send()`, sent from the data port) and `next_event()`, and
-re-arms its timer from `get_timer()`. `now` is monotonic
-seconds; nonces come from the injected `nonce` callable. Nothing a peer sends
-makes an input raise: malformed, unauthenticated or unexpected datagrams are
-dropped, counted under `drop.<reason>` or `reject.<reason>`, and reported as
-events, and they change no state.
+Inputs are `receive_datagram(data, addr, now)`, `handle_timer(now)`, the
+local calls (`request`, `set_locators`, `deregister`, ...) and pull mode's
+DNS answers (`pull`). Every input may queue datagrams and events; the shell
+then drains `datagrams_to_send()` (`data_datagrams_to_send()` from the data
+port) and `next_event()`, and re-arms its timer from `get_timer()`. `now` is
+monotonic seconds; nonces come from the injected `nonce` callable. Nothing a
+peer sends makes an input raise: malformed, unauthenticated or unexpected
+datagrams are dropped, counted as `drop.<reason>` or `reject.<reason>`, and
+reported as events, and they change no state.
 
 Inside, each LISP role is an object that owns its state (decent.peer.roles);
 they share a `Ctx` (config, outbox, timers, stores) and ask each other only
@@ -37,6 +37,7 @@ from decent.peer.context import Ctx, Outbox
 from decent.peer.events import Event, RlocsChanged
 from decent.peer.mapcache import CacheEntry, MapCache
 from decent.peer.mapdb import MapDB
+from decent.peer.mapping.pull import PullMapping
 from decent.peer.mapping.push import PushMapping
 from decent.peer.mapserver import MapServer, Registration, SiteEntry
 from decent.peer.replay import Slot
@@ -106,11 +107,12 @@ class Node:
             self.database.insert(mapping.eid, mapping)
         ctx = self._ctx = Ctx(config, self._out, self.ms, self.cache, self.database)
         self._timers = ctx.timers
-        self.mapping = PushMapping(ctx)
+        self.mapping = PullMapping(ctx) if config.pull else PushMapping(ctx)
+        #: Pull mode's DNS questions and answers (decent.net.dns).
+        self.pull = self.mapping if isinstance(self.mapping, PullMapping) else None
         self.nat = self.mapping.nat
         self.itr = ItrRole(ctx, self.mapping)
-        # The timers are set in this order (ETR, prober, sweep, group): equal
-        # deadlines run in the order they were set.
+        # Timers set in this order (ETR, prober, sweep, group) run so if due at once.
         self.etr = EtrRole(ctx, self.mapping, self.itr, register_nonce, now)
         self.probe = ProbeRole(ctx, now)
         ctx.timers.set(Sweep(), now + config.recent_itr_window)
@@ -449,14 +451,13 @@ class Node:
 
     # ============================================================ read API
     def membership(self) -> list[IPAddress]:
-        """The peer group's members: the merged (0/0, G) RLE we hold as a
-        Map-Server, together with any we learned from Map-Notify/Map-Reply."""
+        """The peer group's members (pull mode: every set's Map-Servers)."""
         return self.mapping.membership()
 
     def registrations(self, *, ordered: bool = True) -> list[SiteEntry]:
         """Every registration we hold as a Map-Server, in EID order; with
-        `ordered` False in no particular order, which skips the sort (a
-        tenth of the cost at a million EIDs, for walks that need no order)."""
+        `ordered` False in none, which skips the sort (a tenth of the cost at
+        a million EIDs)."""
         if ordered:
             return [entry for _, entry in self.ms.db.sorted_items()]
         return [entry for _, entry in self.ms.db.items()]

@@ -10,6 +10,7 @@ from decent.web.views import FLAGS, Block, Cell, Model
 #: Sections a page can show, in page order: (id, heading, its own URL).
 SECTIONS: Final = {
     "sites": ("Site information", "/sites"),
+    "pull-sets": ("Map-Server sets (pull mode)", "/"),
     "peers": ("Peers", "/peers"),
     "reach": ("Reachability", "/peers"),
     "relay-clients": ("Relay clients (members behind NAT we relay for)", "/peers"),
@@ -19,8 +20,9 @@ SECTIONS: Final = {
     "map-cache": ("Map-cache", "/map-cache"),
 }
 #: Blocks shown at the top of another's section rather than in their own:
-#: this node's reachability above the members'.
-INSIDE: Final = {"nat": "reach"}
+#: this node's reachability above the members', pull mode's hash above
+#: its Map-Server sets.
+INSIDE: Final = {"nat": "reach", "pull": "pull-sets"}
 NAV: Final = (
     ("/", "Overview"),
     ("/sites", "Sites"),

@@ -676,6 +676,145 @@ def clients_table(nat: dict[str, Any] | None) -> Block:
     )
 
 
+# ---------------------------------------------------------------- pull mode
+#: The Map-Server sets section of a push-mode node: not on the page at all.
+PULL_OFF: Final = "This node runs in push mode: no Map-Server sets."
+PULL_COLUMNS: Final = [
+    _text("Index", title="the EID hash modulo the modulus selects the set"),
+    _text("DNS name", title="<index>.<dns suffix>: its A and AAAA records"),
+    _text("Map-Servers", title="the addresses DNS gave for the name"),
+    _text("This node", title="whether DNS lists one of our RLOCs in the set"),
+    _text("Resolved", title="time since DNS last answered for the name"),
+    _text("Next", title="time until the name is resolved again"),
+    _text("State"),
+]
+PULL_EMPTY: Final = "No Map-Server set (modulus 0)."
+_HASH_TEXT: Final = {
+    "rfc9962": "rfc9962: SHA-256 of the EID string, modulo the modulus",
+    "lispers.net": 'lispers.net: HMAC-SHA-256 keyed "lisp-decent", first 6 bytes',
+}
+
+
+def set_state(s: dict[str, Any]) -> tuple[str, str]:
+    """A set's state line and its class: failing (the error, and whether
+    its last addresses are still used), resolving, or resolved."""
+    error = s.get("error")
+    if error:
+        kept = ", last addresses kept" if s.get("addresses") else ""
+        tries = int(s.get("failures") or 0)
+        again = f" ({tries} failures)" if tries > 1 else ""
+        return f"not resolved: {error}{again}{kept}", "bad"
+    if s.get("resolved_at") is None:
+        return "resolving", "warn"
+    return "resolved", "ok"
+
+
+def pull_set_row(s: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    state, cls = set_state(s)
+    ours = bool(s.get("ours"))
+    refresh = s.get("refresh_in_s")
+    return {
+        "cls": " ".join(
+            c for c in ("ours" if ours else "", "failing" if cls == "bad" else "") if c
+        ),
+        "cells": [
+            _text(s.get("index"), cls="num"),
+            _text(s.get("name"), cls="mono"),
+            _lines((str(a) for a in s.get("addresses") or ()), cls="rlocs"),
+            _text("ours (Map-Server)" if ours else "-", cls="ok" if ours else ""),
+            _text(ago(s.get("resolved_at"), now)),
+            _text("-" if refresh is None else age(refresh)),
+            _text(state, cls=cls),
+        ],
+    }
+
+
+def pull_sets_table(pull: dict[str, Any] | None, now: float | None = None) -> Block:
+    """Pull mode's Map-Server sets (`pull.sets` of /api/v1/node), ours and
+    failing ones marked; a `hidden` notice in push mode."""
+    if pull is None:
+        return {**notice(PULL_OFF), "hidden": True}
+    now = time.time() if now is None else now
+    return _table(
+        PULL_COLUMNS,
+        [pull_set_row(s, now) for s in pull.get("sets") or ()],
+        PULL_EMPTY,
+        "GET /api/v1/node (pull)",
+    )
+
+
+def pull_facts(pull: dict[str, Any] | None) -> Block:
+    """How pull mode picks a set (modulus, hash, mask, DNS suffix, lookup
+    lengths), which sets are ours, and whether DNS answers for all; shown
+    above the sets. A `hidden` notice in push mode."""
+    if pull is None:
+        return {**notice(PULL_OFF), "hidden": True}
+    sets = list(pull.get("sets") or ())
+    failing = [s for s in sets if s.get("error")]
+    waiting = [s for s in sets if not s.get("error") and s.get("resolved_at") is None]
+    if failing:
+        dns = _text(
+            f"{len(failing)} of {len(sets)} failing: "
+            + ", ".join(str(s.get("name")) for s in failing),
+            cls="bad",
+        )
+    elif waiting:
+        dns = _text(f"{len(waiting)} of {len(sets)} not resolved yet", cls="warn")
+    else:
+        dns = _text(f"all {len(sets)} resolved", cls="ok")
+    mask = int(pull.get("hash_mask") or 0)
+    ours = [str(i) for i in pull.get("ours") or ()]
+    lengths = [
+        f"{r.get('prefix')} looked up as /{r.get('length')}"
+        for r in pull.get("lookup_lengths") or ()
+    ]
+    hash_name = str(pull.get("hash") or "-")
+    return _facts(
+        [
+            ("Mode", _text("pull (RFC 9962 5): Map-Server sets named by DNS")),
+            ("Modulus", _text(pull.get("modulus"))),
+            ("Hash", _text(_HASH_TEXT.get(hash_name, hash_name))),
+            (
+                "Hash mask",
+                _text(f"{mask} bytes of the EID string" if mask else "0 (all of it)"),
+            ),
+            ("DNS names", _text(f"<index>.{pull.get('dns_suffix')}", cls="mono")),
+            ("Lookup lengths", _lines(lengths)),
+            (
+                "This node serves",
+                _text(
+                    "set " + ", ".join(ours)
+                    if ours
+                    else "no set (DNS lists none of our RLOCs)"
+                ),
+            ),
+            ("DNS", dns),
+        ]
+    )
+
+
+def pull_choice_facts(choice: dict[str, Any]) -> list[tuple[str, Cell]]:
+    """Why a looked-up EID goes to its Map-Server set (`pull` of a lookup)."""
+    addresses = [str(a) for a in choice.get("addresses") or ()]
+    if choice.get("ours"):
+        here = "in this set: it holds the set's registrations and answers itself"
+    else:
+        here = (
+            "not in this set: lookups go to the set's Map-Servers, and only "
+            "they hold its registrations"
+        )
+    return [
+        (
+            "Map-Server set",
+            _text(f"{choice.get('index')} ({choice.get('name')})", cls="mono"),
+        ),
+        ("Chosen by", _text(choice.get("why"), cls="mono")),
+        ("Hashed string", _text(choice.get("string"), cls="eid")),
+        ("Set's Map-Servers", _lines(addresses or ["none yet (not resolved)"])),
+        ("This node", _text(here, cls="ok" if choice.get("ours") else "")),
+    ]
+
+
 CACHE_COLUMNS: Final = [
     _text("EID-Prefix or (S,G)"),
     _text("Uptime"),
@@ -834,7 +973,16 @@ def site_blocks(s: dict[str, Any], now: float | None = None) -> dict[str, Block]
 
 # ---------------------------------------------------------------- lookups
 def lookup_block(result: dict[str, Any], where: str) -> Block:
-    """The answer of a site-cache or map-cache lookup, as facts."""
+    """The answer of a site-cache or map-cache lookup, as facts; in pull
+    mode followed by the Map-Server set the EID hashes to, and why."""
+    block = _lookup_facts(result, where)
+    choice = result.get("pull")
+    if isinstance(choice, dict):
+        block["items"] += _facts(pull_choice_facts(choice))["items"]
+    return block
+
+
+def _lookup_facts(result: dict[str, Any], where: str) -> Block:
     query = _text(result.get("query"), cls="eid")
     if where == "map-cache":
         if not result.get("found"):
@@ -920,7 +1068,7 @@ def _minutes(ttl_min: object) -> str:
 # ---------------------------------------------------------------- pages
 #: The live views and the blocks each shows.
 VIEWS: Final = {
-    "overview": ("sites", "peers", "sessions", "map-cache"),
+    "overview": ("sites", "pull", "pull-sets", "peers", "sessions", "map-cache"),
     "sites": ("sites",),
     "peers": (
         "peers",
@@ -953,6 +1101,10 @@ def build(status: Source, view: str, eid: str = "") -> Model:
             blocks[name] = sessions_table(info.get("reliable"))
         elif name == "nat":
             blocks[name] = nat_facts(info.get("nat"))
+        elif name == "pull":
+            blocks[name] = pull_facts(info.get("pull"))
+        elif name == "pull-sets":
+            blocks[name] = pull_sets_table(info.get("pull"))
         elif name == "reach":
             blocks[name] = reach_table(info.get("nat"), str(info.get("name") or ""))
         elif name == "relay-clients":

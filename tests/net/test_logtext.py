@@ -36,6 +36,8 @@ from decent.peer.events import (
     MapCacheExpired,
     MapCacheUpdated,
     MapRequestFailed,
+    MapServerSetChanged,
+    MapServerSetFailed,
     MergedSetChanged,
     MessageDropped,
     NatChanged,
@@ -162,6 +164,18 @@ GOLDEN: dict[type, tuple[object, str]] = {
     RelayClientChanged: (
         RelayClientChanged("198.18.45.101:4341", True),
         "relaying for the member behind NAT at 198.18.45.101:4341",
+    ),
+    MapServerSetChanged: (
+        MapServerSetChanged(
+            "0.ms.decent.test",
+            (IPv4Address("198.18.50.11"),),
+            (IPv4Address("198.18.50.11"), IPv4Address("198.18.50.13")),
+        ),
+        "map-server set 0.ms.decent.test: 198.18.50.11 -> 198.18.50.11, 198.18.50.13",
+    ),
+    MapServerSetFailed: (
+        MapServerSetFailed("1.ms.decent.test", "NXDOMAIN"),
+        "map-server set 1.ms.decent.test not resolved: NXDOMAIN",
     ),
     # Reliable transport's three, kept with its tests.
     **RELIABLE_GOLDEN,

@@ -17,7 +17,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 from decent.peer import counters as C
-from decent.peer.config import Addr
+from decent.peer.config import Addr, DatabaseMapping
 from decent.peer.context import CacheWriter, Ctx, Registrar, eid_on_wire
 from decent.peer.mapping.nat import RELAY_PRIORITY, NatRole
 from decent.peer.roaming import moved_locators
@@ -66,7 +66,7 @@ class ReleaseUnvouched:
 class PushMapping:
     """The MappingSystem of a LISP-Decent push group (or of static config)."""
 
-    timer_keys: Final = (GroupLookup, ReleaseUnvouched)
+    timer_keys: tuple[type, ...] = (GroupLookup, ReleaseUnvouched)
 
     def __init__(self, ctx: Ctx) -> None:
         self.ctx = ctx
@@ -170,6 +170,14 @@ class PushMapping:
         if nat.relay is not None and nat.relayed:
             return ((nat.relay, self.ctx.config.control_port),)
         return self.ctx.config.map_servers
+
+    def register_sets(
+        self, mappings: list[DatabaseMapping]
+    ) -> list[tuple[tuple[Addr, ...], list[DatabaseMapping]]]:
+        """Our mappings by where they register: all to the group."""
+        return (
+            [(self.register_targets(), mappings)] if self.ctx.config.map_servers else []
+        )
 
     def relays(self) -> list[IPAddress]:
         """Members that offer to relay: their name EID's RLOCs at the relay

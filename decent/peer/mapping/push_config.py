@@ -12,6 +12,7 @@ from decent.peer.config import (
     Limits,
     NodeConfig,
     OutsideMapServer,
+    PullConfig,
     Site,
     TrustConfig,
     rloc_order,
@@ -102,6 +103,7 @@ def decent_node_config(
     nat_keepalive: float = 20.0,
     nat_recheck: float = 600.0,
     advertise: tuple[IPAddress, ...] = (),
+    pull: PullConfig | None = None,
 ) -> NodeConfig:
     """A push-mode member: its own Map-Server and Map-Resolver, registering
     its membership, its name and its EIDs once to the whole group.
@@ -123,7 +125,13 @@ def decent_node_config(
     `sites` are plain xTRs' sites, which every member should list alike.
     `outside_map_servers` and `outside_map_resolvers` make the node a classic
     xTR of other mapping systems too; with `group` None it is only that.
+
+    With `pull` (and no group) it is a pull-mode node (RFC 9962 5): the
+    same site and registrations, less the membership, sent to the
+    Map-Server set of each EID (decent.peer.mapping.pull).
     """
+    if pull is not None and group is not None:
+        raise ValueError("pull mode has no push group")
     if rloc_policy and len(rloc_policy) != len(rlocs):
         raise ValueError("rloc_policy needs one (priority, weight) per RLOC")
     rloc = rlocs[0]
@@ -145,16 +153,10 @@ def decent_node_config(
     database: list[DatabaseMapping] = []
     targets: list[Addr] = []
     all_sites = list(sites)
-    if group is not None:
-        group_eid = Eid.sg(
-            "0.0.0.0/0" if group.version == 4 else "::/0",
-            f"{group}/{group.max_prefixlen}",
-            iid,
-        )
+    if group is not None or pull is not None:
+        v4 = group is None or group.version == 4
         any_group = Eid.sg(
-            "0.0.0.0/0" if group.version == 4 else "::/0",
-            "224.0.0.0/4" if group.version == 4 else "ff00::/8",
-            iid,
+            "0.0.0.0/0" if v4 else "::/0", "224.0.0.0/4" if v4 else "ff00::/8", iid
         )
         all_sites.append(
             Site(
@@ -173,17 +175,23 @@ def decent_node_config(
                 signed=trust is not None,
             )
         )
-        database.append(membership_mapping(group_eid, rloc, ttl, wire_form))
         database.append(
             DatabaseMapping(Eid.name(name, iid), locators, own_ttl, True, False)
         )
+    if group is not None:
+        group_eid = Eid.sg(
+            "0.0.0.0/0" if group.version == 4 else "::/0",
+            f"{group}/{group.max_prefixlen}",
+            iid,
+        )
+        database.insert(0, membership_mapping(group_eid, rloc, ttl, wire_form))
         targets = [(rloc, control_port), (group, control_port)]
         targets.extend((s, control_port) for s in seeds if s not in rlocs)
     database.extend(
         DatabaseMapping(e, locators, ttls.get(e, own_ttl), True, False) for e in eids
     )
     resolvers: tuple[Addr, ...] = ((rloc, control_port),)
-    if group is None:
+    if group is None and pull is None:
         resolvers, resolve_in_process = outside_map_resolvers, False
     return NodeConfig(
         rlocs=rlocs,
@@ -192,13 +200,13 @@ def decent_node_config(
         control_port=control_port,
         data_port=data_port,
         group=group,
-        group_mode=mode,
+        group_mode="pull" if pull is not None else mode,
         group_iid=iid,
         sites=tuple(all_sites),
         registration_timeout=ttl * 60.0,
         database=tuple(database),
         map_servers=tuple(targets),
-        register_key=key if group is not None else b"",
+        register_key=key if group is not None or pull is not None else b"",
         register_interval=register_interval,
         map_resolvers=resolvers,
         probe_interval=probe_interval,
@@ -223,4 +231,5 @@ def decent_node_config(
         nat_keepalive=nat_keepalive,
         nat_recheck=nat_recheck,
         advertise=advertise,
+        pull=pull,
     )

@@ -2,9 +2,8 @@
 
 The ETR asks where its registrations go and hands it the signed
 Map-Register to deliver; the ITR asks which Map-Resolvers to use for an
-EID. LISP-Decent push mode (decent.peer.mapping.push) is one answer; a
-pull mode with DNS-selected Map-Server sets, or registrations over
-reliable-transport sessions, are new files behind this Protocol.
+EID. LISP-Decent push mode (decent.peer.mapping.push) is one answer, pull
+mode with DNS-selected Map-Server sets (decent.peer.mapping.pull) another.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Protocol
 
-from decent.peer.config import Addr
+from decent.peer.config import Addr, DatabaseMapping
 from decent.wire import Eid, IPAddress, MapReply, UdpPacket
 
 
@@ -24,6 +23,13 @@ class MappingSystem(Protocol):
 
     def register_targets(self) -> tuple[Addr, ...]:
         """The Map-Servers our registrations go to (one may be a group)."""
+        ...
+
+    def register_sets(
+        self, mappings: list[DatabaseMapping]
+    ) -> list[tuple[tuple[Addr, ...], list[DatabaseMapping]]]:
+        """Our mappings grouped by the Map-Servers each goes to (pull mode
+        picks them per EID)."""
         ...
 
     def vouches(self, rloc: IPAddress) -> bool:

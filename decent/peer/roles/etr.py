@@ -126,7 +126,8 @@ class EtrRole:
     def _registers(self) -> bool:
         config = self.ctx.config
         return bool(
-            config.database and (config.map_servers or config.outside_map_servers)
+            config.database
+            and (config.map_servers or config.outside_map_servers or config.pull)
         )
 
     # ------------------------------------------------------------ local calls
@@ -326,9 +327,9 @@ class EtrRole:
     ) -> None:
         self._registered.update(m.eid for m in mappings)
         config = self.ctx.config
-        if config.map_servers:
-            for flags, batch, body, _ in self._group_batches(mappings, ttl_zero, True):
-                self._send_register(batch, flags, now, attempt=attempt, body=body)
+        for targets, of in self.mapping.register_sets(mappings):
+            for flags, batch, body, _ in self._group_batches(of, ttl_zero, True):
+                self._send_register(batch, flags, now, targets, attempt, body)
         # An outside Map-Server holds our EID-prefixes, not the group's
         # membership nor our name, and acknowledges each Map-Register (RFC
         # 9301 5.7: retransmitted until it does).

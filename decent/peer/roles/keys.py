@@ -358,7 +358,9 @@ class KeyRole:
         for host, tx in list(self.tx.items()):
             tx.idle = tx.idle + 1 if tx.counter == tx.checked else 0
             tx.checked = tx.counter
-            gone = self.owners.of(tx.rloc) is None
+            # In pull mode a peer's registration is held at its sets, not here.
+            pull = self.ctx.config.pull is not None
+            gone = not pull and self.owners.of(tx.rloc) is None
             if tx.idle >= IDLE_CHECKS or gone or tx.source not in self.ctx.config.rlocs:
                 del self.tx[host]
                 self.peers.pop(host, None)
