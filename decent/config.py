@@ -127,6 +127,10 @@ class Config:
     #: [decent] dns_servers: who resolves pull mode's names (empty: the
     #: system's resolv.conf).
     dns_servers: tuple[IPAddress, ...] = ()
+    #: [decent] core / layer_prefixes: `group` is a layer of the core
+    #: seed-group whose members are `core` (RFC 9962 4.4), serving these.
+    core: tuple[IPAddress, ...] = ()
+    layer_prefixes: tuple[Eid, ...] = ()
     #: [trust] mesh_key: the mesh authority's Ed25519 public key (raw 32
     #: bytes); None: no node identities, the group key alone admits members.
     trust_mesh_key: bytes | None = None
@@ -197,6 +201,8 @@ _SECTIONS = {
         "dns_servers",
         "dns_refresh",
         "dns_min_ttl",
+        "core",
+        "layer_prefixes",
     },
     "limits": {f for f in Limits.__dataclass_fields__ if f != "underlay_mtu"},
     "database": {"eid", "ttl"},
@@ -603,6 +609,7 @@ def load_config(path: str | Path, *, now: float | None = None) -> Config:
         nat_recheck=nat_recheck,
         advertise=advertise,
         pull=pull,
+        **_layer(decent, iid, group, rlocs),
         dns_servers=tuple(
             decent.address("dns_servers", str(a))
             for a in decent.get("dns_servers", list, [])
@@ -819,6 +826,35 @@ def _group(
             "add an RLOC of that family or pick a group of yours",
         )
     return group
+
+
+def _layer(
+    decent: _Reader, iid: int, group: IPAddress | None, rlocs: tuple[IPAddress, ...]
+) -> dict[str, Any]:
+    """[decent] core and layer_prefixes (RFC 9962 4.4): both or neither."""
+    core = tuple(decent.address("core", str(a)) for a in decent.get("core", list, []))
+    texts = decent.get("layer_prefixes", list, [])
+    if bool(core) != bool(texts) or (core and group is None):
+        raise decent.fail(
+            "core" if texts else "layer_prefixes",
+            "a layer needs its group, the core's members and the EID-prefixes "
+            "it serves",
+            'set group (the layer\'s), core = ["<core member>", ...] and '
+            'layer_prefixes = ["10.1.0.0/16"], or none of core and layer_prefixes',
+        )
+    if set(core) & set(rlocs):
+        raise decent.fail(
+            "core", "lists this node", "a layer member is not in the core group"
+        )
+    prefixes = []
+    for text in texts:
+        try:
+            prefixes.append(parse_eid(str(text), iid))
+        except ValueError as exc:
+            raise decent.fail(
+                "layer_prefixes", f"{text!r}: {exc}", 'write "10.1.0.0/16"'
+            ) from None
+    return {"core": core, "layer_prefixes": tuple(prefixes)}
 
 
 #: Push-group settings that mean nothing in pull mode.

@@ -93,6 +93,8 @@ def node_config(
         nat_recheck=cfg.nat_recheck,
         advertise=cfg.advertise,
         pull=cfg.pull,
+        core=cfg.core,
+        layer_prefixes=cfg.layer_prefixes,
         # Without a data plane there is nothing to key: keyed probes are
         # answered without a key (RFC 8061 6), so peers know not to encrypt.
         encrypt=cfg.encrypt if cfg.dataplane else "off",
@@ -183,6 +185,8 @@ def log_sites(cfg: Config) -> None:
 def _systems(cfg: Config) -> str:
     """The mapping systems a node takes part in, for its start-up line."""
     parts = [] if cfg.group is None else [f"group {cfg.group} ({cfg.mode})"]
+    if cfg.core:
+        parts.append(f"a layer of the core at {', '.join(map(str, cfg.core))}")
     if cfg.pull is not None:
         parts.append(
             f"pull mode: {cfg.pull.modulus} map-server sets "

@@ -405,6 +405,7 @@ class NodeStatus:
             "reliable": self.reliable(),
             "nat": self.nat(),
             "pull": self.pull(),
+            "layer": self.layer(),
             "state": sizes,
         }
 
@@ -447,6 +448,52 @@ class NodeStatus:
                 for s in pull.sets
             ],
             "ours": sorted(ours),
+        }
+
+    def layer(self) -> dict[str, Any] | None:
+        """Layered seed-groups (RFC 9962 4.4): our layer (its group, the
+        core's members we register it to, the prefixes it serves) and the
+        layers the core referred us to; None when there is neither."""
+        cfg, known = self.node.config, self.node.mapping.layers.known
+        if not cfg.core and not known:
+            return None
+        return {
+            "group": str(cfg.group) if cfg.core else None,
+            "core": [str(a) for a, _ in cfg.core],
+            "prefixes": [str(p) for p in cfg.layer_prefixes],
+            "known": [
+                {"prefix": str(p), "members": [str(m) for m in members]}
+                for p, members in known.items()
+            ],
+        }
+
+    def layer_choice(self, eid: Eid) -> dict[str, Any] | None:
+        """Which layer answers for eid, and why; None without layers."""
+        node, cfg = self.node, self.node.config
+        layer = node.mapping.layers.covering(eid)
+        if layer is not None:
+            prefix, members = layer
+            listed = ", ".join(str(m) for m in members)
+            ours = any(m in cfg.rlocs for m in members)
+            return {
+                "prefix": str(prefix),
+                "members": [str(m) for m in members],
+                "ours": ours,
+                "why": f"{prefix} is served by the layer of {listed}"
+                + (" (ours)" if ours else ", as the core's referral said"),
+            }
+        if not cfg.core:
+            return None
+        core = ", ".join(str(a) for a, _ in cfg.core)
+        held = node.registration(eid, exact=False) is not None
+        return {
+            "prefix": None,
+            "members": [],
+            "ours": held,
+            "why": "our layer holds it"
+            if held
+            else f"not in our layer: asked of the core ({core}), whose answer "
+            "names the layer that serves it",
         }
 
     def pull_choice(self, eid: Eid) -> dict[str, Any] | None:
@@ -789,8 +836,7 @@ class NodeStatus:
     def resolve(self, eid: Eid) -> dict[str, Any]:
         """`lookup` of a parsed EID (its "query" is the EID itself)."""
         hit = self.node.registration(eid, exact=False)
-        pull = self.pull_choice(eid)
-        extra = {} if pull is None else {"pull": pull}
+        extra = self._choice(eid)
         if hit is not None:
             return {
                 "query": str(eid),
@@ -799,6 +845,14 @@ class NodeStatus:
                 **extra,
             }
         return {"query": str(eid), "found": False, **self.negative(eid), **extra}
+
+    def _choice(self, eid: Eid) -> dict[str, Any]:
+        """Where a lookup of eid goes: pull mode's set, or the layer."""
+        pull, layer = self.pull_choice(eid), self.layer_choice(eid)
+        return {
+            **({} if pull is None else {"pull": pull}),
+            **({} if layer is None else {"layer": layer}),
+        }
 
     def negative(self, eid: Eid) -> dict[str, Any]:
         prefix, ttl, action = self.node.negative_answer(eid)
@@ -815,12 +869,12 @@ class NodeStatus:
         Raises ValueError for bad input."""
         eid = parse_eid(text, self.node.config.group_iid)
         entry = self.node.cache_entry(eid)
-        pull = self.pull_choice(eid)
-        extra = {} if pull is None else {"pull": pull}
+        extra = self._choice(eid)
         if entry is None:
             answer = self.resolve(eid)
             del answer["query"]
             answer.pop("pull", None)
+            answer.pop("layer", None)
             return {"query": str(eid), "found": False, "resolver": answer, **extra}
         return {
             "query": str(eid),

@@ -261,6 +261,11 @@ class NodeConfig:
     #: RFC 9962 4.2: look the group up at a peer this often (seconds), as a
     #: backstop for lost Map-Notifies; None disables it.
     group_lookup_interval: float | None = None
+    #: RFC 9962 4.4: the core seed-group's members, when `group` is a layer
+    #: group (decent.peer.mapping.layers); our layer's membership and its
+    #: EID-prefixes (`layer_prefixes`) are registered there.
+    core: tuple[Addr, ...] = ()
+    layer_prefixes: tuple[Eid, ...] = ()
     # ---- Map-Server
     sites: tuple[Site, ...] = ()
     registration_timeout: float = 180.0

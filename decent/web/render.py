@@ -11,6 +11,7 @@ from decent.web.views import FLAGS, Block, Cell, Model
 SECTIONS: Final = {
     "sites": ("Site information", "/sites"),
     "pull-sets": ("Map-Server sets (pull mode)", "/"),
+    "layer": ("Layers (RFC 9962 4.4)", "/"),
     "peers": ("Peers", "/peers"),
     "reach": ("Reachability", "/peers"),
     "relay-clients": ("Relay clients (members behind NAT we relay for)", "/peers"),

@@ -815,6 +815,32 @@ def pull_choice_facts(choice: dict[str, Any]) -> list[tuple[str, Cell]]:
     ]
 
 
+# ---------------------------------------------------------------- layers
+LAYER_OFF: Final = "This node is in no layer and knows of none (RFC 9962 4.4)."
+
+
+def layer_facts(layer: dict[str, Any] | None) -> Block:
+    """Layered seed-groups (`layer` of /api/v1/node): our layer, the core
+    we register it to, and the layers the core referred us to."""
+    if layer is None:
+        return {**notice(LAYER_OFF), "hidden": True}
+    rows: list[tuple[str, Cell]] = []
+    if layer.get("group"):
+        prefixes = ", ".join(str(p) for p in layer.get("prefixes") or ())
+        rows.append(("Our layer", _text(f"group {layer['group']}, serving {prefixes}")))
+        rows.append(
+            ("Core seed-group", _lines(str(a) for a in layer.get("core") or ()))
+        )
+    known = [
+        f"{k.get('prefix')}: " + ", ".join(str(m) for m in k.get("members") or ())
+        for k in layer.get("known") or ()
+    ]
+    rows.append(
+        ("Layers known", _lines(known or ["none yet (a lookup asks the core)"]))
+    )
+    return _facts(rows)
+
+
 CACHE_COLUMNS: Final = [
     _text("EID-Prefix or (S,G)"),
     _text("Uptime"),
@@ -979,6 +1005,9 @@ def lookup_block(result: dict[str, Any], where: str) -> Block:
     choice = result.get("pull")
     if isinstance(choice, dict):
         block["items"] += _facts(pull_choice_facts(choice))["items"]
+    layer = result.get("layer")
+    if isinstance(layer, dict):
+        block["items"] += _facts([("Layer", _text(layer.get("why")))])["items"]
     return block
 
 
@@ -1068,7 +1097,15 @@ def _minutes(ttl_min: object) -> str:
 # ---------------------------------------------------------------- pages
 #: The live views and the blocks each shows.
 VIEWS: Final = {
-    "overview": ("sites", "pull", "pull-sets", "peers", "sessions", "map-cache"),
+    "overview": (
+        "sites",
+        "pull",
+        "pull-sets",
+        "layer",
+        "peers",
+        "sessions",
+        "map-cache",
+    ),
     "sites": ("sites",),
     "peers": (
         "peers",
@@ -1103,6 +1140,8 @@ def build(status: Source, view: str, eid: str = "") -> Model:
             blocks[name] = nat_facts(info.get("nat"))
         elif name == "pull":
             blocks[name] = pull_facts(info.get("pull"))
+        elif name == "layer":
+            blocks[name] = layer_facts(info.get("layer"))
         elif name == "pull-sets":
             blocks[name] = pull_sets_table(info.get("pull"))
         elif name == "reach":

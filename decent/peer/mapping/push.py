@@ -19,6 +19,7 @@ from typing import Final
 from decent.peer import counters as C
 from decent.peer.config import Addr, DatabaseMapping
 from decent.peer.context import CacheWriter, Ctx, Registrar, eid_on_wire
+from decent.peer.mapping.layers import Layers
 from decent.peer.mapping.nat import RELAY_PRIORITY, NatRole
 from decent.peer.roaming import moved_locators
 from decent.wire import (
@@ -94,6 +95,7 @@ class PushMapping:
         #: Members that hold our registrations over a reliable-transport
         #: session (decent.peer.transport keeps this up to date).
         self.by_session: set[IPAddress] = set()
+        self.layers = Layers(ctx)
         self.nat = NatRole(ctx)
         self.nat.peers = self.membership
         self.nat.known_relays = self.relays
@@ -174,10 +176,24 @@ class PushMapping:
     def register_sets(
         self, mappings: list[DatabaseMapping]
     ) -> list[tuple[tuple[Addr, ...], list[DatabaseMapping]]]:
-        """Our mappings by where they register: all to the group."""
-        return (
-            [(self.register_targets(), mappings)] if self.ctx.config.map_servers else []
-        )
+        """Our mappings by where they register: all to the group, and a
+        layer's membership and prefixes to the core (RFC 9962 4.4)."""
+        config = self.ctx.config
+        if not config.map_servers:
+            return []
+        out = [(self.register_targets(), mappings)]
+        joins = [m for m in mappings if m.eid == self.group_eid]
+        if config.core and joins:
+            # The layer's prefixes go with its membership, written alike:
+            # merged, our RLOC in the RLE. They are not our database: we
+            # are no ETR of the whole prefix.
+            out.append(
+                (
+                    config.core,
+                    joins + [replace(joins[0], eid=p) for p in config.layer_prefixes],
+                )
+            )
+        return out
 
     def relays(self) -> list[IPAddress]:
         """Members that offer to relay: their name EID's RLOCs at the relay
@@ -223,6 +239,9 @@ class PushMapping:
             for held in nat.held(now, self.ctx.config.registration_timeout):
                 self.ctx.out.send(held, new, "relayed-to-client")
         return nat.carries(src)
+
+    def referred(self, eid: Eid, rep: MapReply) -> bool:
+        return self.layers.referred(eid, rep.records)
 
     def relayed_by(self, via: IPAddress) -> bool:
         """Whether via is a relay: it may carry on a group registration of a
@@ -303,9 +322,13 @@ class PushMapping:
             )
 
     def resolvers_for(self, eid: Eid) -> tuple[Addr, ...]:
-        """The group first: every member holds every mapping. Outside
+        """The group first: every member holds every mapping. Another
+        layer's EIDs at that layer (decent.peer.mapping.layers). Outside
         Map-Resolvers (a classic mapping system beside the group) for EIDs
         the group holds no registration for."""
+        layered = self.layers.resolvers_for(eid)
+        if layered is not None:
+            return layered
         config = self.ctx.config
         outside = config.outside_map_resolvers
         if outside and self.ctx.ms.db.lookup(eid) is None:

@@ -104,6 +104,8 @@ def decent_node_config(
     nat_recheck: float = 600.0,
     advertise: tuple[IPAddress, ...] = (),
     pull: PullConfig | None = None,
+    core: tuple[IPAddress, ...] = (),
+    layer_prefixes: tuple[Eid, ...] = (),
 ) -> NodeConfig:
     """A push-mode member: its own Map-Server and Map-Resolver, registering
     its membership, its name and its EIDs once to the whole group.
@@ -129,9 +131,15 @@ def decent_node_config(
     With `pull` (and no group) it is a pull-mode node (RFC 9962 5): the
     same site and registrations, less the membership, sent to the
     Map-Server set of each EID (decent.peer.mapping.pull).
+
+    With `core` (the core seed-group's members' RLOCs), `group` is a layer
+    group (RFC 9962 4.4): its membership and `layer_prefixes` are also
+    registered into the core (decent.peer.mapping.layers).
     """
     if pull is not None and group is not None:
         raise ValueError("pull mode has no push group")
+    if (core or layer_prefixes) and (group is None or not (core and layer_prefixes)):
+        raise ValueError("a layer needs its group, the core and its prefixes")
     if rloc_policy and len(rloc_policy) != len(rlocs):
         raise ValueError("rloc_policy needs one (priority, weight) per RLOC")
     rloc = rlocs[0]
@@ -232,4 +240,6 @@ def decent_node_config(
         nat_recheck=nat_recheck,
         advertise=advertise,
         pull=pull,
+        core=tuple((c, control_port) for c in core),
+        layer_prefixes=layer_prefixes,
     )

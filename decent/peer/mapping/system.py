@@ -55,6 +55,11 @@ class MappingSystem(Protocol):
         """The Map-Resolvers to ask about eid, in the order to try them."""
         ...
 
+    def referred(self, eid: Eid, rep: MapReply) -> bool:
+        """A reply to our lookup of eid names the layer that holds it
+        instead (RFC 9962 4.4): ask there (True)."""
+        ...
+
     def alone(self) -> bool:
         """In a group, but no other member known yet (register soon)."""
         ...

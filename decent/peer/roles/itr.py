@@ -158,7 +158,11 @@ class ItrRole:
         # Every EID first: a record we cannot index raises ValueError (the
         # datagram is dropped), and that must not leave half a reply applied.
         eids = [Eid.from_wire(rec.eid, rec.mask_len) for rec in rep.records]
-        self._forget_request(self._pending_requests[eid])
+        pending = self._pending_requests[eid]
+        self._forget_request(pending)
+        if self.mapping.referred(eid, rep):
+            self._start_request(eid, now, smr_invoked=pending.smr_invoked)
+            return
         # Our own Map-Resolver answered in-process: the map-cache says so.
         source = "local" if src == self.ctx.out.loopback_addr else "map-reply"
         for got, rec in zip(eids, rep.records, strict=True):
