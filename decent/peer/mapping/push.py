@@ -42,9 +42,9 @@ from decent.wire import (
 )
 from decent.wire.control import REG_XTR_ID
 
-#: Replicated packets held from senders not yet known as members, and for
-#: how long (a new member's Map-Notify follows within a round trip).
-UNVOUCHED: Final = 32
+#: How long replicated packets from senders not yet known as members are
+#: held ([limits] unvouched_replicated bounds how many): a new member's
+#: Map-Notify follows within a round trip.
 UNVOUCHED_HOLD: Final = 5.0
 #: Seconds after a restore before we ask a peer whether the group lists us
 #: (our first registrations have reached the peers by then).
@@ -80,7 +80,7 @@ class PushMapping:
         self.known_members: set[IPAddress] = set()
         #: Replicated control from senders not (yet) known as members.
         self.unvouched: deque[tuple[float, IPAddress, UdpPacket]] = deque(
-            maxlen=UNVOUCHED
+            maxlen=ctx.config.limits.unvouched_replicated
         )
         #: Outstanding group lookups: nonce -> peer asked (the last round only).
         self._lookups: dict[int, IPAddress] = {}
@@ -484,7 +484,7 @@ class PushMapping:
     def sweep(self, now: float) -> None:
         live = [held for held in self.unvouched if held[0] >= now]
         if len(live) != len(self.unvouched):
-            self.unvouched = deque(live, maxlen=UNVOUCHED)
+            self.unvouched = deque(live, maxlen=self.unvouched.maxlen)
 
     def sizes(self) -> dict[str, int]:
         return {"unvouched_replicated": len(self.unvouched)}

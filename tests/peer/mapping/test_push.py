@@ -265,6 +265,28 @@ def test_a_new_member_replicating_before_it_is_announced_is_heard_once_it_is():
     assert n1.ms.db.get(Eid.prefix("10.44.0.1/32")) is not None
 
 
+def test_what_not_yet_announced_senders_replicate_is_held_only_up_to_the_limit():
+    # Members that start together replicate to each other before the
+    # Map-Notify naming them arrives: held, but [limits]
+    # unvouched_replicated bounds what a flood from strangers can take.
+    net, nodes = decent_trio()
+    net.run(120.0)
+    n1 = nodes[0]
+    limit = n1.config.limits.unvouched_replicated
+    assert limit == 1_024
+    data_port = (DECENT_IPS[0], 4341)
+    for i in range(limit + 100):
+        stranger = IPv4Address(f"198.18.90.{i % 250}")
+        reg = evil_register((record("10.45.0.1/32", str(stranger)),), i + 1)
+        n1.receive_datagram(
+            replicated(reg, stranger, GROUP), (stranger, 4341), net.now, data_port
+        )
+    assert n1.soft_state_sizes()["unvouched_replicated"] == limit
+    assert n1.counters["drop.replicated-not-member"] == limit + 100
+    net.run(net.now + 70.0)  # held 5 s, gone at the next sweep
+    assert n1.soft_state_sizes()["unvouched_replicated"] == 0
+
+
 # ---------------------------------------------------------------- group lookup
 def _no_notifies(data: bytes, src: Addr, dst: Addr) -> bool:
     try:
