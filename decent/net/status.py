@@ -38,7 +38,7 @@ from decent.peer.events import (
 from decent.peer.mapcache import CacheEntry
 from decent.peer.mapping.nat import RELAY_PRIORITY
 from decent.peer.mapping.pull import MapServerSet, PullMapping
-from decent.peer.mapping.pullhash import LISPERS, hashed_string, lookup_eid
+from decent.peer.mapping.pullhash import LISPERS
 from decent.peer.mapserver import SiteEntry
 from decent.peer.node import Node
 from decent.wire import (
@@ -504,12 +504,10 @@ class NodeStatus:
         if pull is None:
             return None
         cfg = pull.pull
-        # The string PullMapping.index hashes, shown as it is hashed.
+        text = pull.hashed(eid)
         if cfg.hash == LISPERS:
-            text = hashed_string(eid, 0, LISPERS)
             hashed = f'hmac-sha256("lisp-decent", "{text}")[:6]'
         else:
-            text = hashed_string(lookup_eid(eid, cfg.lookup_lengths), cfg.hash_mask)
             hashed = f'sha256("{text}")'
         s = pull.set_for(eid)
         ours = any(s is o for o in pull.ours())

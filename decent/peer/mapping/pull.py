@@ -100,16 +100,19 @@ class PullMapping(PushMapping):
             self._ask(s)
 
     # ------------------------------------------------------------ hashing
-    def index(self, eid: Eid) -> int:
-        """The set eid's registration or lookup goes to (RFC 9962 5.1). A
-        registration inside a lookup-length range is hashed as a lookup
-        is, so a more-specific prefix registered there meets its lookups;
-        lispers.net hashes each as it is (no mask, no ranges)."""
+    def hashed(self, eid: Eid) -> str:
+        """The string hashed for eid. A registration inside a lookup-length
+        range is hashed as a lookup is, so a more-specific prefix registered
+        there meets its lookups; lispers.net hashes each as it is (no mask,
+        no ranges)."""
         pull = self.pull
         if pull.hash == LISPERS:
-            return index_of(hashed_string(eid, 0, LISPERS), pull.modulus, LISPERS)
-        wide = lookup_eid(eid, pull.lookup_lengths)
-        return index_of(hashed_string(wide, pull.hash_mask), pull.modulus)
+            return hashed_string(eid, 0, LISPERS)
+        return hashed_string(lookup_eid(eid, pull.lookup_lengths), pull.hash_mask)
+
+    def index(self, eid: Eid) -> int:
+        """The set eid's registration or lookup goes to (RFC 9962 5.1)."""
+        return index_of(self.hashed(eid), self.pull.modulus, self.pull.hash)
 
     def set_for(self, eid: Eid) -> MapServerSet:
         return self.sets[self.index(eid)]
