@@ -141,6 +141,15 @@ def test_every_eid_resolves_from_every_node_a_dead_member_is_routed_around_and_d
             if i != j:
                 assert pings(lab, i, eid(j)), f"n{i} -> {eid(j)}"
     assert cache_source(lab, 1, eid(2) + "/32") == "map-reply"
+    # A set holds only what hashes to it: no answer said more than one EID
+    # is unregistered (a wide one would hide the other sets' EIDs).
+    for i in lab.nodes:
+        wide = [
+            e["eid"]
+            for e in lab.api(i, "/api/map-cache")
+            if e.get("negative") and not e["eid"].endswith(("/32", "/128"))
+        ]
+        assert not wide, (i, wide)
 
     # 2. SIGKILL one member of a set; lookups go to the other.
     k = set_of(2)

@@ -298,6 +298,58 @@ def test_lookups_wait_for_a_late_dns_answer_then_go() -> None:
     assert entry.record.locators[0].rloc == rloc(3)
 
 
+def test_a_set_member_not_up_yet_gets_each_registration_retransmitted() -> None:
+    # Node 6 (set 2) starts 3 s after the others: their first Map-Registers
+    # to it are lost, and each is sent again until it acknowledges (RFC
+    # 9301 5.7), not a registration period later.
+    net, nodes, dns = pull_mesh(start=5)
+    settled(net, 3.0)
+    nodes.append(add_node(net, dns, 6))
+    joined = net.now
+    settled(net, 15.0)
+    pull = nodes[0].pull
+    assert pull is not None
+    set2 = [
+        host_eid(o, j)
+        for o in range(1, 6)
+        for j in range(2)
+        if pull.index(host_eid(o, j)) == 2
+    ]
+    assert set2
+    took = {
+        e.eid: t
+        for t, e in nodes[5].log
+        if isinstance(e, RegistrationAccepted) and e.new
+    }
+    for eid in set2:
+        assert took[eid] - joined < 10.0, eid
+    assert all(n.etr.sizes()["pending_registers"] == 0 for n in nodes)
+
+
+def test_a_negative_answer_covers_only_what_hashes_as_the_eid_asked() -> None:
+    # No IPv6 EID is registered anywhere: a Map-Server that answered with
+    # the largest prefix it holds nothing under (::/0) would have the ITR
+    # cache every other set's IPv6 EIDs as unregistered.
+    lengths = ((Eid.prefix("10.200.0.0/16"), 24),)
+    net, nodes, _ = pull_mesh(lookup_lengths=lengths)
+    settled(net)
+    n1 = nodes[0]
+    for asked, cached in (
+        ("2001:db8::1/128", "2001:db8::1/128"),
+        ("10.3.0.9/32", "10.3.0.9/32"),
+        ("10.200.7.9/32", "10.200.7.0/24"),
+    ):
+        eid = Eid.prefix(asked)
+        n1.request(eid, net.now)
+        net.run(net.now + 15.0)
+        entry = n1.cache.lookup(eid)
+        assert entry is not None
+        assert entry.negative
+        assert entry.eid == Eid.prefix(cached), asked
+    for owner in range(2, 7):
+        assert resolves(net, n1, host_eid(owner, 1))
+
+
 def test_a_dns_failure_keeps_the_last_addresses_says_which_name_and_retries() -> None:
     net, nodes, dns = pull_mesh()
     settled(net)

@@ -158,6 +158,12 @@ def decent_node_config(
     )
     own_ttl = MOBILE_TTL if mobile else ttl
     ttls = dict(eid_ttls)
+    # A push group's registration reaches every member at once and is
+    # repeated each period: a Map-Notify from each would be N of them. A
+    # pull-mode one goes to a set's few Map-Servers, each of which must
+    # acknowledge it or be sent it again (RFC 9301 5.7), or a member that
+    # was not up yet goes without it for a whole registration period.
+    notify = pull is not None
     database: list[DatabaseMapping] = []
     targets: list[Addr] = []
     all_sites = list(sites)
@@ -184,7 +190,7 @@ def decent_node_config(
             )
         )
         database.append(
-            DatabaseMapping(Eid.name(name, iid), locators, own_ttl, True, False)
+            DatabaseMapping(Eid.name(name, iid), locators, own_ttl, True, notify)
         )
     if group is not None:
         group_eid = Eid.sg(
@@ -196,7 +202,7 @@ def decent_node_config(
         targets = [(rloc, control_port), (group, control_port)]
         targets.extend((s, control_port) for s in seeds if s not in rlocs)
     database.extend(
-        DatabaseMapping(e, locators, ttls.get(e, own_ttl), True, False) for e in eids
+        DatabaseMapping(e, locators, ttls.get(e, own_ttl), True, notify) for e in eids
     )
     resolvers: tuple[Addr, ...] = ((rloc, control_port),)
     if group is None and pull is None:

@@ -17,6 +17,7 @@ from typing import Final
 from decent.peer import counters as C
 from decent.peer.config import Addr, DatabaseMapping
 from decent.peer.context import Ctx, ItrNotes, KeyAnswers, Members
+from decent.peer.mapping.pullhash import LISPERS, lookup_eid
 from decent.peer.mapserver import SiteEntry, proxy_record
 from decent.peer.ratelimit import Bucket, Buckets
 from decent.wire import (
@@ -267,7 +268,8 @@ class MapResolverRole:
         in minutes, and the action (RFC 9301 8.3/8.4)."""
         configured = self.ctx.ms.configured(eid)
         if configured is not None:
-            prefix = self.ctx.ms.db.uncovered_prefix(eid, within=configured) or eid
+            within = self._answerable(eid, configured)
+            prefix = self.ctx.ms.db.uncovered_prefix(eid, within=within) or eid
             return (
                 prefix,
                 self.ctx.config.negative_ttl_unregistered,
@@ -279,6 +281,18 @@ class MapResolverRole:
         # inside them, so the configured prefixes alone decide.
         prefix = self.ctx.ms.configured_db.uncovered_prefix(eid) or eid
         return prefix, self.ctx.config.negative_ttl_unknown, Action.NATIVELY_FORWARD
+
+    def _answerable(self, eid: Eid, configured: Eid) -> Eid:
+        """The most a negative answer about eid may cover. A pull-mode
+        Map-Server holds only what hashes to its sets (RFC 9962 5.1), so
+        its answer covers only what hashes as eid does: the EID as looked
+        up (its lookup-length block, 5.2). Said of a wider prefix, an ITR
+        would cache every other set's EIDs as unregistered."""
+        pull = self.ctx.config.pull
+        if pull is None:
+            return configured
+        scope = eid if pull.hash == LISPERS else lookup_eid(eid, pull.lookup_lengths)
+        return configured if configured.mask_len > scope.mask_len else scope
 
     def _negative_record(self, eid: Eid) -> bytes:
         prefix, ttl, action = self.negative_answer(eid)
